@@ -1,0 +1,33 @@
+"""trioserve: a structured-concurrency HTTP/1.1 server on trio and h11.
+
+It serves ASGI 3 applications and static files (:class:`StaticFiles`, itself an ASGI app)::
+
+    import trio, trioserve
+
+    async def main():
+        await trioserve.serve(trioserve.StaticFiles("public"), trioserve.Config(port=8000))
+
+    trio.run(main)
+"""
+
+from ._asgi import Mounts as Mounts
+from ._config import Config as Config
+from ._errors import AppLoadError as AppLoadError
+from ._errors import ClientDisconnected as ClientDisconnected
+from ._errors import ConfigError as ConfigError
+from ._errors import TrioserveError as TrioserveError
+from ._server import serve as serve
+from ._static import StaticFiles as StaticFiles
+from ._version import __version__ as __version__
+
+__all__ = [
+    "AppLoadError",
+    "ClientDisconnected",
+    "Config",
+    "ConfigError",
+    "Mounts",
+    "StaticFiles",
+    "TrioserveError",
+    "__version__",
+    "serve",
+]

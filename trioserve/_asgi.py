@@ -1,0 +1,141 @@
+"""Loading ASGI apps by name, and composing them (static mounts in front of an app)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._connection import ASGIApp, Message, Receive, Scope, Send
+from ._errors import AppLoadError
+
+__all__ = ["Mounts", "load_app"]
+
+
+def load_app(spec: str, *, app_dir: str | None = None) -> ASGIApp:
+    """Import the ASGI app named by ``"package.module:attribute"``.
+
+    The attribute may be dotted (``"pkg.mod:holder.app"``); without one, ``app`` is used.
+
+    Args:
+        spec: ``MODULE[:ATTR]``.
+        app_dir: A directory to put first on ``sys.path`` before importing.
+
+    Raises:
+        AppLoadError: with a one-line message saying what went wrong.
+    """
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "app"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise AppLoadError(f"{spec!r} is not of the form MODULE:ATTRIBUTE")
+    if not all(part.isidentifier() for part in attribute.split(".")):
+        raise AppLoadError(f"{attribute!r} is not a valid attribute name in {spec!r}")
+    if app_dir is not None and app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise AppLoadError(f"could not import module {module_name!r}: not found") from exc
+        raise AppLoadError(f"could not import module {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        raise AppLoadError(
+            f"could not import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    app: Any = module
+    for part in attribute.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not callable(app):
+        raise AppLoadError(f"{spec!r} is a {type(app).__name__}, not an ASGI application")
+    if inspect.isclass(app) or not _takes_three_arguments(app):
+        raise AppLoadError(
+            f"{spec!r} does not look like an ASGI 3 application (async def app(scope, receive, "
+            "send)); ASGI 2 apps are not supported yet"
+        )
+    return app  # type: ignore[no-any-return]
+
+
+def _takes_three_arguments(app: Any) -> bool:
+    try:
+        signature = inspect.signature(app)
+    except (TypeError, ValueError):
+        return True  # Builtins and C callables: give them the benefit of the doubt.
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
+
+
+class Mounts:
+    """Routes requests under path prefixes to mounted apps, and the rest to a fallback app.
+
+    ``Mounts([("/assets", StaticFiles("public"))], app)`` serves ``/assets/...`` from the
+    directory and everything else with ``app``. The mounted app sees ``root_path`` extended by
+    the prefix and ``path`` unchanged, the convention Starlette's ``Mount`` uses.
+
+    Args:
+        mounts: ``(prefix, app)`` pairs; a prefix starts with ``/`` and does not end with one.
+        fallback: The app for every other path; ``None`` answers 404.
+    """
+
+    def __init__(self, mounts: Sequence[tuple[str, ASGIApp]], fallback: ASGIApp | None) -> None:
+        for prefix, _ in mounts:
+            if not prefix.startswith("/") or prefix.endswith("/"):
+                raise ValueError(
+                    f"mount prefix must start with '/' and not end with one: {prefix!r}"
+                )
+        # Longest prefix first, so /static/img wins over /static.
+        self.mounts = sorted(mounts, key=lambda item: len(item[0]), reverse=True)
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            if self.fallback is not None:
+                await self.fallback(scope, receive, send)
+            else:
+                await _trivial_lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        route = path[len(root_path) :] if path.startswith(root_path) else path
+        for prefix, app in self.mounts:
+            if route == prefix or route.startswith(prefix + "/"):
+                await app({**scope, "root_path": root_path + prefix}, receive, send)
+                return
+        if self.fallback is not None:
+            await self.fallback(scope, receive, send)
+        elif scope["type"] == "http":
+            await _not_found(send)
+        else:
+            await send({"type": "websocket.close", "code": 1000})
+
+
+async def _trivial_lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _not_found(send: Send) -> None:
+    body = b"Not Found\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

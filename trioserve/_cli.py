@@ -1,0 +1,319 @@
+"""The ``trioserve`` command: ``main(argv) -> exit status``.
+
+Exit statuses: 0 after a clean shutdown, 1 when the server cannot listen (address in use) or was
+stopped by a second signal, 2 for bad usage (a bad flag, an app that cannot be imported, a
+missing directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import trio
+
+from ._asgi import Mounts, load_app
+from ._config import DEFAULT_HOST, DEFAULT_PORT, Config
+from ._connection import ASGIApp
+from ._errors import AppLoadError, ConfigError
+from ._server import Address, Server, format_url, open_listeners
+from ._static import StaticFiles
+from ._version import __version__
+
+__all__ = ["main", "run"]
+
+error_log = logging.getLogger("trioserve.error")
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _size(text: str) -> int:
+    """A byte count, optionally with a K, M or G suffix (powers of 1024)."""
+    multipliers = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    factor = multipliers.get(value[-1:], 1)
+    if factor != 1:
+        value = value[:-1]
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return number * factor
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {text!r}")
+    return value
+
+
+def _mount(text: str) -> tuple[str, str]:
+    prefix, sep, directory = text.partition("=")
+    if not sep or not prefix or not directory:
+        raise argparse.ArgumentTypeError(f"expected PREFIX=DIR, got {text!r}")
+    prefix = "/" + prefix.strip("/")
+    if prefix == "/":
+        raise argparse.ArgumentTypeError(f"the prefix must not be '/' (use --root): {text!r}")
+    return prefix, directory
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="trioserve",
+        description=(
+            "Serve an ASGI application, or the files of a directory, over HTTP/1.1. "
+            "With no APP, serves --root (default: the current directory)."
+        ),
+    )
+    parser.add_argument("app", nargs="?", metavar="APP", help="an ASGI app as MODULE:ATTRIBUTE")
+    parser.add_argument("--version", action="version", version=f"trioserve {__version__}")
+    where = parser.add_argument_group("where to listen")
+    where.add_argument("--host", default=DEFAULT_HOST, help="address (default: %(default)s)")
+    where.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port; 0 picks one (default: %(default)s)",
+    )
+    what = parser.add_argument_group("what to serve")
+    what.add_argument(
+        "--root", metavar="DIR", help="directory to serve when there is no APP (default: .)"
+    )
+    what.add_argument(
+        "--static",
+        metavar="PREFIX=DIR",
+        type=_mount,
+        action="append",
+        default=[],
+        help="serve DIR under the URL path PREFIX, in front of APP (repeatable)",
+    )
+    what.add_argument(
+        "--app-dir", metavar="DIR", default=".", help="put DIR first on sys.path (default: .)"
+    )
+    what.add_argument(
+        "--root-path", default="", help="the ASGI root_path: the prefix a proxy mounts us under"
+    )
+    files = parser.add_argument_group("static files")
+    files.add_argument("--autoindex", action="store_true", help="list directories without index")
+    files.add_argument(
+        "--dotfiles",
+        choices=("deny", "allow"),
+        default="deny",
+        help="serve names starting with a dot? (default: %(default)s)",
+    )
+    files.add_argument("--cache-control", metavar="VALUE", help="Cache-Control for file responses")
+    limits = parser.add_argument_group("limits and timeouts (seconds)")
+    defaults = Config()
+    for flag, attribute, text in (
+        ("--keep-alive-timeout", "keep_alive_timeout", "idle time before closing a connection"),
+        ("--header-timeout", "header_timeout", "time allowed to send a request head"),
+        ("--body-timeout", "body_timeout", "silence allowed while reading a request body"),
+        ("--write-timeout", "write_timeout", "time a write may stall (client not reading)"),
+        ("--graceful-timeout", "graceful_timeout", "time in-flight requests get at shutdown"),
+    ):
+        limits.add_argument(
+            flag,
+            type=_seconds,
+            default=getattr(defaults, attribute),
+            metavar="S",
+            help=f"{text} (default: %(default)s)",
+        )
+    limits.add_argument(
+        "--max-body-size",
+        type=_size,
+        default=defaults.max_body_size,
+        metavar="BYTES",
+        help="largest request body, e.g. 10M (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-header-size",
+        type=_size,
+        default=defaults.max_header_size,
+        metavar="BYTES",
+        help="largest request head (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        metavar="N",
+        help="connections served at once (default: %(default)s)",
+    )
+    output = parser.add_argument_group("headers and logging")
+    output.add_argument("--server-header", metavar="VALUE", help="send 'Server: VALUE'")
+    output.add_argument(
+        "--date-header",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="send a Date header (default: on)",
+    )
+    output.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request (default: on)",
+    )
+    output.add_argument(
+        "--log-level", choices=_LOG_LEVELS, default="info", help="(default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        return _fail(str(exc))
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    _configure_logging(args.log_level)
+    try:
+        config = Config(
+            host=args.host,
+            port=args.port,
+            keep_alive_timeout=args.keep_alive_timeout,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            write_timeout=args.write_timeout,
+            graceful_timeout=args.graceful_timeout,
+            max_body_size=args.max_body_size,
+            max_header_size=args.max_header_size,
+            max_connections=args.max_connections,
+            server_header=args.server_header,
+            date_header=args.date_header,
+            access_log=args.access_log,
+            root_path=args.root_path.rstrip("/"),
+        )
+        app, description = _build_app(args)
+    except (ConfigError, AppLoadError, ValueError) as exc:
+        return _fail(str(exc))
+    server = Server(app, config)
+    try:
+        return trio.run(_serve_until_signalled, server, description)
+    except OSError as exc:
+        return _fail(_describe_listen_error(exc, config), status=1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> NoReturn:
+    """Entry point of the ``trioserve`` console script."""
+    sys.exit(main())
+
+
+def _fail(message: str, *, status: int = 2) -> int:
+    print(f"trioserve: error: {message}", file=sys.stderr)
+    return status
+
+
+def _build_app(args: argparse.Namespace) -> tuple[ASGIApp, str]:
+    static_options = {
+        "autoindex": args.autoindex,
+        "dotfiles": args.dotfiles,
+        "cache_control": args.cache_control,
+    }
+    app: ASGIApp
+    if args.app is not None:
+        if args.root is not None:
+            raise ValueError("--root serves a directory instead of an APP; use --static with APP")
+        app = load_app(args.app, app_dir=os.path.abspath(args.app_dir))
+        description = f"the ASGI app {args.app}"
+    else:
+        root = args.root if args.root is not None else "."
+        if not os.path.isdir(root):
+            raise ValueError(f"--root {root!r} is not a directory")
+        app = StaticFiles(root, **static_options)
+        description = f"the files in {os.path.abspath(root)}"
+    if args.static:
+        mounts: list[tuple[str, ASGIApp]] = []
+        for prefix, directory in args.static:
+            if not os.path.isdir(directory):
+                raise ValueError(f"--static {prefix}={directory}: {directory!r} is not a directory")
+            mounts.append((prefix, StaticFiles(directory, **static_options)))
+            description += f", {os.path.abspath(directory)} under {prefix}/"
+        app = Mounts(mounts, app)
+    return app, description
+
+
+async def _serve_until_signalled(server: Server, description: str) -> int:
+    """Serve until SIGINT or SIGTERM (graceful); a second one stops at once (exit status 1)."""
+    stop = trio.Event()
+    forced = False
+    # Open the listeners here, before anything else, so that "address in use" is a plain OSError.
+    listeners = await open_listeners(server.config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                nonlocal forced
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not stop.is_set():
+                        error_log.info(
+                            "%s: shutting down; in-flight requests get %gs (again to exit now)",
+                            name,
+                            server.config.graceful_timeout,
+                        )
+                        stop.set()
+                    else:
+                        error_log.warning("%s again: stopping now", name)
+                        forced = True
+                        server.force_stop()
+                        return
+
+            async def run_server(task_status: trio.TaskStatus[list[Address]]) -> None:
+                await server.serve(
+                    shutdown_trigger=stop.wait, task_status=task_status, listeners=listeners
+                )
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            addresses = await nursery.start(run_server)
+            urls = ", ".join(format_url(address) for address in addresses)
+            print(f"trioserve: serving {description} on {urls} (Ctrl-C to stop)", file=sys.stderr)
+            sys.stderr.flush()
+    error_log.info("Shutdown complete")
+    return 1 if forced else 0
+
+
+def _describe_listen_error(exc: OSError, config: Config) -> str:
+    where = format_url((config.host, config.port)).removeprefix("http://")
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: address already in use"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("trioserve")
+    if not any(getattr(handler, "_trioserve", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._trioserve = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False

@@ -1,0 +1,115 @@
+"""The server's settings: one frozen dataclass, validated once.
+
+The CLI, the Python API and (later) the TOML file all build the same :class:`Config`; no other
+module reads ``sys.argv`` or the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ._errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+
+# Why each default has the value it has:
+#
+# - header_timeout 10 s: a real client sends its whole request head in one round trip; ten seconds
+#   is generous on a slow mobile link and still cuts slowloris clients off quickly.
+# - keep_alive_timeout 5 s: the same as uvicorn and hypercorn; browsers reuse a connection within
+#   a page load, and an idle socket costs memory and a file descriptor.
+# - body_timeout 30 s: the longest silence tolerated *between* two reads of a request body; an
+#   upload over a slow link makes progress far more often than that.
+# - write_timeout 30 s: the longest a single write may stall because the client stopped reading.
+# - graceful_timeout 10 s: long enough for ordinary requests to finish, short enough that a
+#   container orchestrator (Kubernetes waits 30 s by default) never has to SIGKILL us.
+# - max_header_size 16 KiB: what nginx (large_client_header_buffers aside), hypercorn and h11
+#   use; cookies and tokens fit, and the bound is what the parser buffers per connection.
+# - max_body_size 100 MiB: a request body is streamed to the app, never buffered by the server,
+#   but the app usually buffers it; the bound keeps one request from exhausting memory or disk.
+# - max_connections 1000: about what one process can serve well; beyond it we stop accepting and
+#   the kernel's listen backlog holds new clients, which is backpressure rather than an error.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Settings for :func:`trioserve.serve`.
+
+    Every field has a safe default, so ``Config()`` serves on http://127.0.0.1:8000.
+
+    Attributes:
+        host: Address to bind. ``"::"`` or ``"0.0.0.0"`` for all interfaces.
+        port: TCP port; ``0`` picks a free one (see the addresses :func:`serve` reports).
+        backlog: The kernel's listen queue length.
+        keep_alive_timeout: Seconds an idle keep-alive connection stays open.
+        header_timeout: Seconds allowed to receive a whole request head.
+        body_timeout: Seconds of silence tolerated while reading a request body.
+        write_timeout: Seconds a single write may stall before the connection is dropped.
+        graceful_timeout: Seconds in-flight requests get to finish during shutdown.
+        max_header_size: Bytes allowed for the request line and headers (431 beyond).
+        max_body_size: Bytes allowed for a request body (413 beyond); ``None`` for no limit.
+        max_connections: Connections served at once; further clients wait to be accepted.
+        server_header: Value of the ``Server`` response header, or ``None`` for no header.
+        date_header: Whether to add a ``Date`` header to responses.
+        access_log: Whether to log one line per request to the ``trioserve.access`` logger.
+        root_path: The ASGI ``root_path``: the prefix a reverse proxy mounts the app under.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    backlog: int = 1024
+    keep_alive_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    write_timeout: float = 30.0
+    graceful_timeout: float = 10.0
+    max_header_size: int = 16 * KiB
+    max_body_size: int | None = 100 * MiB
+    max_connections: int = 1000
+    server_header: str | None = None
+    date_header: bool = True
+    access_log: bool = True
+    root_path: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if self.backlog < 1:
+            raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
+        for name in (
+            "keep_alive_timeout",
+            "header_timeout",
+            "body_timeout",
+            "write_timeout",
+            "graceful_timeout",
+        ):
+            value = getattr(self, name)
+            if not (value >= 0 and not math.isnan(value)):
+                raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if self.max_header_size < 1 * KiB:
+            raise ConfigError(f"max_header_size must be at least 1024, not {self.max_header_size}")
+        if self.max_body_size is not None and self.max_body_size < 0:
+            raise ConfigError(f"max_body_size must be >= 0, not {self.max_body_size}")
+        if self.max_connections < 1:
+            raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
+        if self.server_header is not None and not _is_header_text(self.server_header):
+            raise ConfigError("server_header must be printable ASCII")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ConfigError(
+                f"root_path must start with '/' and not end with one, not {self.root_path!r}"
+            )
+
+    def replace(self, **changes: object) -> Config:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _is_header_text(value: str) -> bool:
+    return value.isascii() and value.isprintable()

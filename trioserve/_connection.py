@@ -1,0 +1,657 @@
+"""One HTTP/1.1 connection: the trio loop around :class:`ServerProtocol` and the ASGI app.
+
+Theory of operation
+-------------------
+Each accepted connection runs :meth:`HTTPConnection.run` in its own task. The task reads a
+request head (bounded by ``header_timeout``; between requests by ``keep_alive_timeout``), builds
+the ASGI scope, and calls the app *in the same task*: there is no per-request task, so a
+keep-alive request costs no spawn. ``receive()`` reads the request body from the socket only when
+the app asks for it (backpressure), sends ``100 Continue`` lazily on the first call, and once
+the body is complete waits for the client to go away, which it reports as ``http.disconnect``.
+``send()`` holds the response head back until the first body bytes so that head and a small body
+leave in one write, and raises :class:`ClientDisconnected` (an ``OSError``, as ASGI HTTP spec 2.4
+promises) once the client is gone.
+
+Every wait is bounded: reads by the head/keep-alive/body timeouts, every write by
+``write_timeout`` (a client that stops reading is cut off), and closing by a short linger. A
+request the server refuses raises :class:`HTTPError` from the protocol layer; it is answered
+here, in one place, and the connection closes. Any other exception, from the app or from a bug,
+is logged and closes this connection only: nothing escapes to the listener's nursery.
+
+Shutdown: the server sets ``ServerState.draining`` and calls :meth:`HTTPConnection.stop_idle`.
+An idle connection closes at once; a busy one answers its current request with
+``Connection: close`` and then closes. What is still running when the grace period ends is
+cancelled by the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+import h11
+import trio
+
+from ._config import Config
+from ._errors import ClientDisconnected
+from ._protocol import HTTPError, ServerProtocol, error_response
+
+__all__ = ["ASGIApp", "HTTPConnection", "ServerState"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+error_log = logging.getLogger("trioserve.error")
+access_log = logging.getLogger("trioserve.access")
+
+# 64 KiB: one read is enough for any ordinary request head and keeps per-read overhead low on
+# bodies; it is also the largest file sent inline, read in one go together with the response head
+# (one write, no sendfile set-up for the small files that dominate static traffic).
+READ_SIZE: Final = 64 * 1024
+INLINE_FILE_SIZE: Final = 64 * 1024
+# When the server closes a connection while the client may still be sending (an error, an unread
+# body), it stops writing and reads for a little while before closing, so that the kernel does
+# not answer the client's in-flight bytes with a reset that destroys our response (nginx's
+# "lingering close"). Both bounds are small: it is a courtesy, not a service.
+LINGER_SECONDS: Final = 2.0
+LINGER_BYTES: Final = 1024 * 1024
+# Bytes of an unread request body the server will read and discard to keep the connection alive.
+DRAIN_BYTES: Final = 256 * 1024
+
+_ASGI_INFO: Final = {"version": "3.0", "spec_version": "2.4"}
+_DISCONNECT: Final = {"type": "http.disconnect"}
+_HTTP_VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
+
+
+class ServerState:
+    """What every connection of one server shares."""
+
+    __slots__ = ("access_log", "app", "config", "connections", "draining", "lifespan_state")
+
+    def __init__(self, app: ASGIApp, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.connections: set[HTTPConnection] = set()
+        self.draining = False
+        self.lifespan_state: dict[str, Any] = {}
+        self.access_log = config.access_log
+
+
+class HTTPConnection:
+    """Serves the HTTP/1.1 requests of one client connection to an ASGI app.
+
+    Args:
+        stream: The connection, already accepted (and TLS-wrapped if need be).
+        state: The server-wide state.
+        client: The peer's ``(host, port)``, or ``None`` when unknown.
+        server: Our ``(host, port)``, or ``None`` when unknown.
+        scheme: ``"http"`` or ``"https"``.
+    """
+
+    __slots__ = (
+        "_accepted_at",
+        "_body_done",
+        "_bytes_sent",
+        "_client",
+        "_config",
+        "_disconnect_scope",
+        "_disconnected",
+        "_head",
+        "_head_written",
+        "_idle_scope",
+        "_proto",
+        "_refusal",
+        "_response_done",
+        "_response_started",
+        "_scheme",
+        "_server",
+        "_socket",
+        "_state",
+        "_status",
+        "_stream",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        state: ServerState,
+        *,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        scheme: str = "http",
+    ) -> None:
+        config = state.config
+        self._stream = stream
+        self._state = state
+        self._config = config
+        self._client = client
+        self._server = server
+        self._scheme = scheme
+        # sendfile needs the raw socket; any other stream (TLS, memory) gets plain writes.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._proto = ServerProtocol(
+            max_header_size=config.max_header_size,
+            max_body_size=config.max_body_size,
+            server_header=None if config.server_header is None else config.server_header.encode(),
+            date_header=config.date_header,
+        )
+        self._accepted_at = trio.current_time()
+        self._idle_scope: trio.CancelScope | None = None
+        self._disconnect_scope: trio.CancelScope | None = None
+        self._disconnected = False
+        self._reset_request()
+
+    def _reset_request(self) -> None:
+        self._response_started = False
+        self._head: tuple[int, Any] | None = None
+        self._head_written = False
+        self._response_done = False
+        self._body_done = False
+        self._bytes_sent = 0
+        self._status = 0
+        self._refusal: HTTPError | None = None
+
+    # -- the connection's life ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve requests until the connection ends; never raises but ``trio.Cancelled``."""
+        connections = self._state.connections
+        connections.add(self)
+        try:
+            try:
+                await self._serve()
+            except HTTPError as exc:
+                await self._write_error(exc.status, exc.reason)
+        except (ClientDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._disconnected = True
+        except Exception:
+            error_log.exception("Unexpected error on the connection from %s", self._peer())
+        finally:
+            connections.discard(self)
+            await self._close()
+
+    def stop_idle(self) -> None:
+        """Close the connection now if it waits for a request (used at shutdown)."""
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+
+    async def _serve(self) -> None:
+        proto = self._proto
+        first = True
+        while True:
+            request = await self._read_head(first)
+            if request is None:
+                return
+            first = False
+            await self._respond(request)
+            if self._disconnected:
+                return
+            if not proto.request_complete and not await self._drain_body():
+                return
+            if not proto.start_next_cycle():
+                return
+            self._reset_request()
+
+    async def _read_head(self, first: bool) -> h11.Request | None:
+        proto = self._proto
+        config = self._config
+        event = proto.next_event()
+        if event is h11.NEED_DATA:
+            if first:
+                deadline = self._accepted_at + config.header_timeout
+            else:
+                deadline = trio.current_time() + config.keep_alive_timeout
+            if not proto.has_buffered_data:
+                # Idle: no byte of the next request yet. Shutdown may close us here.
+                if self._state.draining:
+                    return None
+                with trio.move_on_at(deadline) as idle:
+                    self._idle_scope = idle
+                    data = await self._stream.receive_some(READ_SIZE)
+                self._idle_scope = None
+                if idle.cancelled_caught or not data:
+                    return None
+                proto.receive_data(data)
+                event = proto.next_event()
+                if not first:
+                    deadline = trio.current_time() + config.header_timeout
+            with trio.move_on_at(deadline) as reading:
+                while event is h11.NEED_DATA:
+                    proto.receive_data(await self._stream.receive_some(READ_SIZE))
+                    event = proto.next_event()
+            if reading.cancelled_caught:
+                raise HTTPError(408, "Timed out waiting for the request head.")
+        if type(event) is h11.Request:
+            return event
+        if type(event) is h11.ConnectionClosed:
+            return None
+        raise HTTPError(400, "Unexpected bytes before the request head.")  # pragma: no cover
+
+    async def _respond(self, request: h11.Request) -> None:
+        state = self._state
+        started = time.perf_counter()
+        scope = self._build_scope(request)
+        failed = False
+        try:
+            await state.app(scope, self._receive, self._send)
+        except ClientDisconnected:
+            pass
+        except Exception:
+            failed = True
+            if self._refusal is None:
+                error_log.exception(
+                    "Exception in ASGI application (%s %s from %s)",
+                    scope["method"],
+                    scope["path"],
+                    self._peer(),
+                )
+        if not self._head_written:
+            if self._disconnected and self._refusal is None:
+                return
+            if self._refusal is not None:
+                raise self._refusal
+            if not failed:
+                error_log.error(
+                    "ASGI application returned without completing a response (%s %s)",
+                    scope["method"],
+                    scope["path"],
+                )
+            raise HTTPError(500, "Internal Server Error")
+        if not self._response_done:
+            # Started but unfinished: the client must not take a truncated body for a whole one.
+            if not failed and not self._disconnected:
+                error_log.error(
+                    "ASGI application returned before finishing its response (%s %s)",
+                    scope["method"],
+                    scope["path"],
+                )
+            self._disconnected = True
+        if state.access_log:
+            access_log.info(
+                '%s - "%s %s HTTP/%s" %d %d %.1fms',
+                self._peer(),
+                scope["method"],
+                request.target.decode("ascii", "replace"),
+                scope["http_version"],
+                self._status,
+                self._bytes_sent,
+                (time.perf_counter() - started) * 1000.0,
+            )
+
+    def _build_scope(self, request: h11.Request) -> Scope:
+        target = request.target
+        if target[:1] != b"/":
+            target = _origin_form(target)
+        raw_path, _, query = target.partition(b"?")
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        root_path = self._config.root_path
+        state = self._state
+        return {
+            "type": "http",
+            "asgi": _ASGI_INFO,
+            "http_version": _HTTP_VERSIONS[request.http_version],
+            "server": self._server,
+            "client": self._client,
+            "scheme": self._scheme,
+            "method": request.method.decode("ascii"),
+            "root_path": root_path,
+            "path": root_path + path if root_path else path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": list(request.headers),
+            "state": state.lifespan_state.copy(),
+            "extensions": {"http.response.pathsend": {}},
+        }
+
+    # -- ASGI receive ------------------------------------------------------------------------
+
+    async def _receive(self) -> Message:
+        if self._body_done or self._disconnected:
+            if not self._disconnected and not self._response_done:
+                await self._wait_for_disconnect()
+            return _DISCONNECT
+        proto = self._proto
+        try:
+            if proto.waiting_for_100_continue:
+                await self._write(proto.send_continue())
+            while True:
+                event = proto.next_event()
+                event_type = type(event)
+                if event_type is h11.Data:
+                    body = event.data  # type: ignore[union-attr]
+                    more_body = True
+                    if proto.has_buffered_data and type(proto.next_event()) is h11.EndOfMessage:
+                        # The common case of a body that arrived whole: one message, not two.
+                        more_body = False
+                        self._body_done = True
+                    return {"type": "http.request", "body": bytes(body), "more_body": more_body}
+                if event_type is h11.EndOfMessage:
+                    self._body_done = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                if event is h11.NEED_DATA:
+                    with trio.move_on_after(self._config.body_timeout) as reading:
+                        data = await self._stream.receive_some(READ_SIZE)
+                    if reading.cancelled_caught:
+                        raise HTTPError(408, "Timed out waiting for the request body.")
+                    if not data:
+                        self._disconnected = True
+                        return _DISCONNECT
+                    proto.receive_data(data)
+                    continue
+                # ConnectionClosed or PAUSED cannot happen before EndOfMessage.
+                raise HTTPError(400, "Malformed request body.")  # pragma: no cover
+        except HTTPError as exc:
+            # The request is refused (body too large, malformed, too slow): the app sees the
+            # client go, and the server answers with the error once the app has returned.
+            self._refusal = exc
+            self._disconnected = True
+            return _DISCONNECT
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ClientDisconnected):
+            self._disconnected = True
+            return _DISCONNECT
+
+    async def _wait_for_disconnect(self) -> None:
+        """Block until the client closes or the response is complete."""
+        proto = self._proto
+        limit = self._config.max_header_size
+        with trio.CancelScope() as scope:
+            self._disconnect_scope = scope
+            try:
+                while True:
+                    if proto.buffered_size > limit:
+                        # A pipelining client is far ahead of us; stop reading until we answer.
+                        await trio.sleep_forever()
+                    data = await self._stream.receive_some(READ_SIZE)
+                    if not data:
+                        break
+                    # Bytes of the next pipelined request: keep them for after this response.
+                    proto.receive_data(data)
+                self._disconnected = True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._disconnected = True
+            finally:
+                self._disconnect_scope = None
+
+    # -- ASGI send ---------------------------------------------------------------------------
+
+    async def _send(self, message: Message) -> None:
+        if self._disconnected:
+            raise ClientDisconnected("the client disconnected")
+        message_type = message["type"]
+        if message_type == "http.response.body":
+            if not self._response_started or self._response_done:
+                raise RuntimeError(_out_of_order(message_type, self._response_started))
+            proto = self._proto
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if self._head_written:
+                out = proto.send_data(body)
+            elif more_body:
+                out = self._head_bytes() + proto.send_data(body)
+            else:
+                # The whole body in one message: say how long it is rather than chunk it.
+                out = self._head_bytes(self._length_header(len(body)))
+                out += proto.send_data(body)
+            if not more_body:
+                out += proto.send_end()
+            if not proto.discards_body:
+                self._bytes_sent += len(body)
+            if out:
+                await self._write(out)
+            if not more_body:
+                self._finish_response()
+        elif message_type == "http.response.start":
+            if self._response_started:
+                raise RuntimeError(_out_of_order(message_type, True))
+            self._response_started = True
+            self._status = message["status"]
+            self._head = (message["status"], message.get("headers", ()))
+        elif message_type == "http.response.pathsend":
+            if not self._response_started or self._response_done:
+                raise RuntimeError(_out_of_order(message_type, self._response_started))
+            await self._send_file(message["path"])
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {message_type!r} for an HTTP request")
+
+    def _length_header(self, length: int) -> list[tuple[bytes, bytes]] | None:
+        """A Content-Length header for a body of ``length``, unless the app framed it already."""
+        assert self._head is not None
+        status, headers = self._head
+        if self._proto.head_request or status < 200 or status in (204, 304):
+            return None
+        for name, _ in headers:
+            lowered = name.lower()
+            if lowered == b"content-length" or lowered == b"transfer-encoding":
+                return None
+        return [(b"content-length", b"%d" % length)]
+
+    def _head_bytes(self, headers: Any = None) -> bytes:
+        """The response head, built from the app's ``http.response.start`` (and written next)."""
+        assert self._head is not None
+        status, app_headers = self._head
+        proto = self._proto
+        if self._state.draining or (not proto.request_complete and proto.waiting_for_100_continue):
+            # Shutting down, or the client still holds back a body we never asked for.
+            proto.closing = True
+        if headers is not None:
+            app_headers = [*app_headers, *headers]
+        data = proto.send_response(status, app_headers)
+        self._head_written = True
+        return data
+
+    def _finish_response(self) -> None:
+        self._response_done = True
+        if self._disconnect_scope is not None:
+            self._disconnect_scope.cancel()
+
+    async def _send_file(self, path: str) -> None:
+        # Opening and stat-ing a file are not worth a thread hop (nginx does them in its event
+        # loop too); reading large files is, and so is sendfile's waiting for the socket.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            assert self._head is not None
+            extra = None
+            if not any(name.lower() == b"content-length" for name, _ in self._head[1]):
+                extra = [(b"content-length", b"%d" % size)]
+            head = self._head_bytes(extra)
+            proto = self._proto
+            if proto.discards_body:
+                await self._write(head + proto.send_end())
+            elif size <= INLINE_FILE_SIZE:
+                data = os.pread(fd, size, 0)
+                await self._write(head + proto.send_data(data) + proto.send_end())
+            else:
+                await self._write(head)
+                for piece in proto.send_data_passthrough(_FileRange(fd, 0, size)):
+                    if isinstance(piece, _FileRange):
+                        await self._send_file_range(piece)
+                    elif piece:
+                        await self._write(piece)  # type: ignore[arg-type]
+                end = proto.send_end()
+                if end:
+                    await self._write(end)
+            self._bytes_sent += 0 if proto.discards_body else size
+        finally:
+            os.close(fd)
+        self._finish_response()
+
+    async def _send_file_range(self, piece: _FileRange) -> None:
+        if self._socket is None:
+            await self._copy_file_range(piece)
+            return
+        sock = self._socket
+        out_fd = sock.fileno()
+        offset, remaining = piece.offset, piece.count
+        with trio.CancelScope() as stall:
+            while remaining:
+                # A stall timeout: each bit of progress buys another write_timeout.
+                stall.deadline = trio.current_time() + self._config.write_timeout
+                try:
+                    sent = os.sendfile(out_fd, piece.fd, offset, remaining)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    self._disconnected = True
+                    raise ClientDisconnected("the client disconnected") from exc
+                if sent == 0:
+                    raise RuntimeError("file is shorter than its declared length")
+                offset += sent
+                remaining -= sent
+                await trio.lowlevel.checkpoint()
+        if stall.cancelled_caught:
+            self._disconnected = True
+            raise ClientDisconnected("write timed out: the client stopped reading")
+
+    async def _copy_file_range(self, piece: _FileRange) -> None:
+        offset, end = piece.offset, piece.offset + piece.count
+        while offset < end:
+            size = min(READ_SIZE, end - offset)
+            chunk = await trio.to_thread.run_sync(os.pread, piece.fd, size, offset)
+            if not chunk:
+                raise RuntimeError("file is shorter than its declared length")
+            await self._write(chunk)
+            offset += len(chunk)
+
+    # -- writing and closing -----------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        with trio.move_on_after(self._config.write_timeout) as writing:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._disconnected = True
+                raise ClientDisconnected("the client disconnected") from exc
+        if writing.cancelled_caught:
+            self._disconnected = True
+            raise ClientDisconnected("write timed out: the client stopped reading")
+
+    async def _write_error(self, status: int, reason: str) -> None:
+        if self._head_written or self._disconnected:
+            return
+        proto = self._proto
+        proto.closing = True
+        self._status = status
+        config = self._config
+        data = error_response(
+            status,
+            reason,
+            head_only=proto.head_request,
+            date=config.date_header,
+            server=None if config.server_header is None else config.server_header.encode(),
+        )
+        self._head_written = True
+        if status >= 500 or status == 408:
+            error_log.debug("Answering %d to %s: %s", status, self._peer(), reason)
+        if self._state.access_log:
+            request = proto.request
+            line = (
+                "-" if request is None else f"{request.method.decode()} {request.target.decode()}"
+            )
+            access_log.info('%s - "%s" %d %d', self._peer(), line, status, len(data))
+        with contextlib.suppress(ClientDisconnected):
+            await self._write(data)
+
+    async def _drain_body(self) -> bool:
+        """Read and discard what is left of a request body the app did not read.
+
+        Returns:
+            Whether the body was drained (so the connection can be kept alive).
+        """
+        proto = self._proto
+        budget = DRAIN_BYTES
+        with trio.move_on_after(self._config.body_timeout):
+            try:
+                while not proto.request_complete:
+                    event = proto.next_event()
+                    if type(event) is h11.Data:
+                        budget -= len(event.data)
+                        if budget < 0:
+                            return False
+                    elif event is h11.NEED_DATA:
+                        data = await self._stream.receive_some(READ_SIZE)
+                        if not data:
+                            return False
+                        proto.receive_data(data)
+                    elif type(event) is not h11.EndOfMessage:
+                        return False
+                return True
+            except (HTTPError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        return False
+
+    async def _close(self) -> None:
+        stream = self._stream
+        proto = self._proto
+        linger = not self._disconnected and (not proto.request_complete or proto.has_buffered_data)
+        # Shielded, so that a cancelled connection still closes properly, and bounded.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + LINGER_SECONDS):
+            try:
+                if linger and isinstance(stream, trio.abc.HalfCloseableStream):
+                    await stream.send_eof()
+                    budget = LINGER_BYTES
+                    while budget > 0:
+                        data = await stream.receive_some(READ_SIZE)
+                        if not data:
+                            break
+                        budget -= len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass  # The client is gone already: nothing left to be polite to.
+            finally:
+                await stream.aclose()
+
+    def _peer(self) -> str:
+        client = self._client
+        if client is None:
+            return "-"
+        host, port = client[0], client[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _FileRange:
+    """A byte range of an open file, standing in for body bytes so h11 can frame it."""
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path-and-query part of an absolute-form (or asterisk-form) request target."""
+    if target == b"*":
+        return target
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise HTTPError(400, "Malformed request target.")
+    for index, char in enumerate(rest):
+        if char in b"/?":
+            rest = rest[index:]
+            break
+    else:
+        return b"/"
+    return rest if rest[:1] == b"/" else b"/" + rest
+
+
+def _out_of_order(message_type: str, started: bool) -> str:
+    if message_type == "http.response.start":
+        return "ASGI app sent 'http.response.start' twice"
+    if not started:
+        return f"ASGI app sent {message_type!r} before 'http.response.start'"
+    return f"ASGI app sent {message_type!r} after the response was complete"

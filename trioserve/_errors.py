@@ -1,0 +1,19 @@
+"""trioserve's small error hierarchy."""
+
+from __future__ import annotations
+
+
+class TrioserveError(Exception):
+    """Base class of the errors trioserve raises on purpose."""
+
+
+class ConfigError(TrioserveError, ValueError):
+    """A setting is invalid; the message names the setting."""
+
+
+class AppLoadError(TrioserveError):
+    """An ``MODULE:ATTR`` application could not be imported or is not an ASGI app."""
+
+
+class ClientDisconnected(OSError):
+    """Raised by ASGI ``send()`` once the client has gone (ASGI HTTP spec 2.4)."""

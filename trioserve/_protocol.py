@@ -1,0 +1,359 @@
+"""Sans-IO HTTP/1.1 for one server connection, on top of h11.
+
+Theory of operation
+-------------------
+h11 parses requests and frames responses; this module adds what a server needs on top and does
+no I/O at all: bytes go in through :meth:`ServerProtocol.receive_data`, events come out of
+:meth:`ServerProtocol.next_event`, and every ``send_*`` method returns the bytes to write. The
+connection task (``_connection.py``) owns the socket and the clock.
+
+What it adds to h11, all of it policy that h11 leaves to the server:
+
+* A request the server refuses raises :class:`HTTPError` carrying the status to answer with;
+  after one, the only thing left to do is write :meth:`ServerProtocol.error_response` and close.
+* Stricter parsing than h11 where ambiguity enables request smuggling: Content-Length together
+  with Transfer-Encoding, and repeated Content-Length headers (even equal ones), are 400; any
+  HTTP version but 1.0 and 1.1 is 505; CONNECT is 405.
+* The connection's first bytes are sniffed so that a TLS ClientHello or an HTTP/2 preface sent to
+  a plain-HTTP port gets a 400 that says what went wrong instead of a confusing parse error.
+* The body limit: a declared Content-Length over ``max_body_size`` is refused up front (413,
+  without reading the body); a chunked body is counted as it arrives.
+* Response framing details: ``Date`` (formatted at most once a second) and ``Server`` headers,
+  ``Connection: close`` when the server wants to close, and no body bytes for HEAD, 1xx, 204
+  and 304 responses whatever the app sends.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Final
+
+import h11
+
+__all__ = [
+    "HTTPError",
+    "ServerProtocol",
+    "error_response",
+    "http_date",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+# The first bytes of a TLS handshake record (content type 22, major version 3) and the start of
+# the HTTP/2 connection preface (RFC 9113 section 3.4).
+_TLS_HANDSHAKE_PREFIX: Final = b"\x16\x03"
+_H2_PREFACE_START: Final = b"PRI * HTTP/2.0"
+_SNIFF_LENGTH: Final = len(_H2_PREFACE_START)
+
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+# The client's states once its whole request has arrived (MIGHT_SWITCH_PROTOCOL: after a
+# request that asked for an Upgrade, which this server never grants).
+_REQUEST_COMPLETE_STATES: Final = (
+    h11.DONE,
+    h11.MUST_CLOSE,
+    h11.MIGHT_SWITCH_PROTOCOL,  # type: ignore[attr-defined]
+)
+
+
+_REASONS: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
+class HTTPError(Exception):
+    """A request the server refuses.
+
+    Args:
+        status: The status code to answer with.
+        reason: A short, client-safe description, sent as the response body.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class _DateCache:
+    """The ``Date`` header value, formatted at most once per second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True).encode("ascii")
+        return self._value
+
+
+_date_cache = _DateCache()
+
+
+def http_date() -> bytes:
+    """The current time as an HTTP-date (RFC 9110 section 5.6.7), cached for one second."""
+    return _date_cache.get()
+
+
+def error_response(
+    status: int,
+    reason: str,
+    *,
+    head_only: bool = False,
+    extra_headers: Headers | None = None,
+    date: bool = True,
+    server: bytes | None = None,
+) -> bytes:
+    """The bytes of a complete plain-text error response that closes the connection.
+
+    Built by hand rather than through h11 so that it can be written whatever state h11 is in
+    (typically ERROR, after a request that could not be parsed).
+    """
+    body = (reason + "\n").encode("utf-8")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    lines = [f"HTTP/1.1 {status} {phrase}".encode("ascii")]
+    if date:
+        lines.append(b"date: " + http_date())
+    if server is not None:
+        lines.append(b"server: " + server)
+    lines.append(b"content-type: text/plain; charset=utf-8")
+    lines.append(b"content-length: %d" % len(body))
+    lines.append(b"connection: close")
+    lines.extend(name + b": " + value for name, value in extra_headers or ())
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    return head if head_only else head + body
+
+
+class ServerProtocol:
+    """The HTTP/1.1 state of one server connection: bytes in, events out, bytes to write.
+
+    Args:
+        max_header_size: Bytes allowed for a request line plus headers (431 beyond).
+        max_body_size: Bytes allowed for a request body (413 beyond), or ``None``.
+        server_header: Value of the ``Server`` header, or ``None`` to send none.
+        date_header: Whether to send a ``Date`` header.
+    """
+
+    __slots__ = (
+        "_body_limit",
+        "_body_received",
+        "_conn",
+        "_date",
+        "_discard_body",
+        "_extra_headers",
+        "_sniffed",
+        "closing",
+        "head_request",
+        "request",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_header_size: int,
+        max_body_size: int | None,
+        server_header: bytes | None = None,
+        date_header: bool = True,
+    ) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        self._body_limit = max_body_size
+        self._body_received = 0
+        self._extra_headers: Headers = [] if server_header is None else [(b"server", server_header)]
+        self._date = date_header
+        self._sniffed = b""
+        self._discard_body = False
+        #: Set to make the current response carry ``Connection: close`` and end the connection.
+        self.closing = False
+        #: The current request, once its head has been received.
+        self.request: h11.Request | None = None
+        #: Whether the current request is a HEAD request.
+        self.head_request = False
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes read from the client; ``b""`` means the client closed its side."""
+        if len(self._sniffed) < _SNIFF_LENGTH:
+            self._sniff(data)
+        self._conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
+
+    def _sniff(self, data: bytes | bytearray) -> None:
+        sniffed = self._sniffed + bytes(data[: _SNIFF_LENGTH - len(self._sniffed)])
+        self._sniffed = sniffed
+        if sniffed.startswith(_TLS_HANDSHAKE_PREFIX):
+            raise HTTPError(400, "This port speaks plain HTTP, but the client sent TLS (https).")
+        if sniffed.startswith(_H2_PREFACE_START):
+            raise HTTPError(400, "HTTP/2 is not supported on this port; use HTTP/1.1.")
+        if not _H2_PREFACE_START.startswith(sniffed) and not _TLS_HANDSHAKE_PREFIX.startswith(
+            sniffed
+        ):
+            # Neither can match any more: stop looking (and stop paying for it).
+            self._sniffed = b"x" * _SNIFF_LENGTH
+
+    @property
+    def has_buffered_data(self) -> bool:
+        """Whether bytes received from the client are waiting to be parsed."""
+        return bool(self._conn.trailing_data[0])
+
+    @property
+    def buffered_size(self) -> int:
+        """How many received bytes wait to be parsed."""
+        return len(self._conn.trailing_data[0])
+
+    @property
+    def waiting_for_100_continue(self) -> bool:
+        """Whether the client sent ``Expect: 100-continue`` and waits for our go-ahead."""
+        return bool(self._conn.they_are_waiting_for_100_continue)
+
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """The next event parsed from the received bytes.
+
+        Returns:
+            ``h11.Request``, ``h11.Data``, ``h11.EndOfMessage``, ``h11.ConnectionClosed``, or the
+            sentinels ``h11.NEED_DATA`` (read more) and ``h11.PAUSED`` (finish the response
+            first).
+
+        Raises:
+            HTTPError: the request must be refused with the given status.
+        """
+        conn = self._conn
+        raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise HTTPError(exc.error_status_hint, _describe(exc)) from exc
+        if type(event) is h11.Data:
+            if self._body_limit is not None:
+                self._body_received += len(event.data)
+                if self._body_received > self._body_limit:
+                    self.closing = True
+                    raise HTTPError(413, "Request body too large.")
+        elif type(event) is h11.Request:
+            self._check_request(event, raw_head)
+        return event
+
+    def _check_request(self, request: h11.Request, raw_head: bytes) -> None:
+        self.request = request
+        self.head_request = request.method == b"HEAD"
+        self._body_received = 0
+        if request.http_version not in (b"1.1", b"1.0"):
+            self.closing = True
+            raise HTTPError(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
+        content_length: int | None = None
+        has_transfer_encoding = False
+        for name, value in request.headers:
+            if name == b"content-length":
+                content_length = int(value)
+            elif name == b"transfer-encoding":
+                has_transfer_encoding = True
+        if content_length is not None:
+            if has_transfer_encoding:
+                self.closing = True
+                raise HTTPError(400, "Content-Length and Transfer-Encoding must not be combined.")
+            if _count_content_length(raw_head) != 1:
+                self.closing = True
+                raise HTTPError(400, "Repeated Content-Length headers.")
+            if self._body_limit is not None and content_length > self._body_limit:
+                self.closing = True
+                raise HTTPError(413, "Request body too large.")
+        if request.method == b"CONNECT":
+            self.closing = True
+            raise HTTPError(405, "CONNECT is not supported: this is not a proxy.")
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send_continue(self) -> bytes:
+        """The ``100 Continue`` interim response that lets the client send its body."""
+        return self._conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+
+    def send_response(self, status: int, headers: Headers) -> bytes:
+        """The response head; body bytes follow through :meth:`send_data`.
+
+        Raises:
+            h11.LocalProtocolError: the status or headers are invalid.
+        """
+        extra = self._extra_headers
+        if self._date:
+            extra = [(b"date", http_date()), *extra]
+        if self.closing:
+            extra = [*extra, (b"connection", b"close")]
+        self._discard_body = self.head_request or status in _NO_BODY_STATUSES
+        response = h11.Response(
+            status_code=status, headers=[*extra, *headers], reason=_REASONS.get(status, b"")
+        )
+        return self._conn.send(response) or b""
+
+    def send_data(self, data: bytes) -> bytes:
+        """A piece of the response body, framed (for chunked responses) as needed."""
+        if self._discard_body or not data:
+            return b""
+        return self._conn.send(h11.Data(data=data)) or b""
+
+    def send_data_passthrough(self, data: object) -> list[object]:
+        """Like :meth:`send_data` for a body piece that is not bytes (a file range for sendfile).
+
+        ``data`` needs only ``len()``; it is returned in place among the framing bytes.
+        """
+        if self._discard_body:
+            return []
+        pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))  # type: ignore[arg-type]
+        return list(pieces or ())
+
+    def send_end(self) -> bytes:
+        """The end of the response body."""
+        return self._conn.send(h11.EndOfMessage()) or b""
+
+    @property
+    def discards_body(self) -> bool:
+        """Whether the current response must carry no body (HEAD, 204, 304)."""
+        return self._discard_body
+
+    @property
+    def request_complete(self) -> bool:
+        """Whether the whole current request, body included, has been received."""
+        return self._conn.their_state in _REQUEST_COMPLETE_STATES
+
+    @property
+    def response_complete(self) -> bool:
+        """Whether the current response has been sent completely."""
+        return self._conn.our_state in (h11.DONE, h11.MUST_CLOSE)
+
+    def start_next_cycle(self) -> bool:
+        """Get ready for the next request on this connection.
+
+        Returns:
+            ``True`` if the connection can be kept alive, ``False`` if it must close.
+        """
+        conn = self._conn
+        if self.closing or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return False
+        conn.start_next_cycle()
+        self.request = None
+        return True
+
+
+def _count_content_length(raw_head: bytes) -> int:
+    """How many Content-Length field lines (and list members) a raw request head holds."""
+    end = raw_head.find(b"\r\n\r\n")
+    head = (raw_head if end < 0 else raw_head[:end]).lower()
+    count = 0
+    for line in head.split(b"\n")[1:]:
+        if line.startswith(b"content-length:"):
+            count += line.count(b",") + 1
+    return count
+
+
+def _describe(exc: h11.RemoteProtocolError) -> str:
+    status = exc.error_status_hint
+    if status == 431:
+        return "Request header fields too large."
+    if status == 501:
+        return "Unsupported Transfer-Encoding: only chunked is implemented."
+    return f"Malformed request: {exc}."
