@@ -192,7 +192,7 @@ class HTTPConnection:
                 return
             first = False
             await self._respond(request)
-            if self._disconnected:
+            if self._disconnected or proto.closing:
                 return
             if not proto.request_complete and not await self._drain_body():
                 return
@@ -316,8 +316,8 @@ class HTTPConnection:
     # -- ASGI receive ------------------------------------------------------------------------
 
     async def _receive(self) -> Message:
-        if self._body_done or self._disconnected:
-            if not self._disconnected and not self._response_done:
+        if self._body_done or self._disconnected or self._refusal is not None:
+            if not (self._disconnected or self._response_done or self._refusal is not None):
                 await self._wait_for_disconnect()
             return _DISCONNECT
         proto = self._proto
@@ -326,16 +326,23 @@ class HTTPConnection:
                 await self._write(proto.send_continue())
             while True:
                 event = proto.next_event()
-                event_type = type(event)
-                if event_type is h11.Data:
-                    body = event.data  # type: ignore[union-attr]
+                if type(event) is h11.Data:
+                    # Hand over everything already received as one message, and say so when
+                    # that is the whole body (the common case: one message, not two).
+                    pieces = [event.data]
                     more_body = True
-                    if proto.has_buffered_data and type(proto.next_event()) is h11.EndOfMessage:
-                        # The common case of a body that arrived whole: one message, not two.
-                        more_body = False
-                        self._body_done = True
+                    while True:
+                        following = proto.next_event()
+                        if type(following) is h11.Data:
+                            pieces.append(following.data)
+                            continue
+                        if type(following) is h11.EndOfMessage:
+                            more_body = False
+                            self._body_done = True
+                        break
+                    body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                     return {"type": "http.request", "body": bytes(body), "more_body": more_body}
-                if event_type is h11.EndOfMessage:
+                if type(event) is h11.EndOfMessage:
                     self._body_done = True
                     return {"type": "http.request", "body": b"", "more_body": False}
                 if event is h11.NEED_DATA:
@@ -354,7 +361,6 @@ class HTTPConnection:
             # The request is refused (body too large, malformed, too slow): the app sees the
             # client go, and the server answers with the error once the app has returned.
             self._refusal = exc
-            self._disconnected = True
             return _DISCONNECT
         except (trio.BrokenResourceError, trio.ClosedResourceError, ClientDisconnected):
             self._disconnected = True
@@ -385,7 +391,7 @@ class HTTPConnection:
     # -- ASGI send ---------------------------------------------------------------------------
 
     async def _send(self, message: Message) -> None:
-        if self._disconnected:
+        if self._disconnected or self._refusal is not None:
             raise ClientDisconnected("the client disconnected")
         message_type = message["type"]
         if message_type == "http.response.body":
@@ -407,6 +413,7 @@ class HTTPConnection:
             if not proto.discards_body:
                 self._bytes_sent += len(body)
             if out:
+                self._head_written = True
                 await self._write(out)
             if not more_body:
                 self._finish_response()
@@ -445,9 +452,7 @@ class HTTPConnection:
             proto.closing = True
         if headers is not None:
             app_headers = [*app_headers, *headers]
-        data = proto.send_response(status, app_headers)
-        self._head_written = True
-        return data
+        return proto.send_response(status, app_headers)
 
     def _finish_response(self) -> None:
         self._response_done = True
@@ -466,6 +471,7 @@ class HTTPConnection:
                 extra = [(b"content-length", b"%d" % size)]
             head = self._head_bytes(extra)
             proto = self._proto
+            self._head_written = True
             if proto.discards_body:
                 await self._write(head + proto.send_end())
             elif size <= INLINE_FILE_SIZE:

@@ -25,6 +25,7 @@ What it adds to h11, all of it policy that h11 leaves to the server:
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -46,6 +47,12 @@ Headers = list[tuple[bytes, bytes]]
 _TLS_HANDSHAKE_PREFIX: Final = b"\x16\x03"
 _H2_PREFACE_START: Final = b"PRI * HTTP/2.0"
 _SNIFF_LENGTH: Final = len(_H2_PREFACE_START)
+
+# h11 parses header values leniently (anything but NUL and whitespace); a server must not:
+# control characters are how header-injection differentials between proxies and servers are
+# built (the daphne CVE-2026-44546 set). Also refused: a bare CR, and obs-fold (a line that
+# starts with whitespace), which RFC 9112 section 5.2 lets a server reject with 400.
+_FORBIDDEN_IN_HEAD: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|\n[ \t]")
 
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 # The client's states once its whole request has arrived (MIGHT_SWITCH_PROTOCOL: after a
@@ -148,6 +155,7 @@ class ServerProtocol:
         "_date",
         "_discard_body",
         "_extra_headers",
+        "_max_header_size",
         "_sniffed",
         "closing",
         "head_request",
@@ -164,6 +172,7 @@ class ServerProtocol:
     ) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         self._body_limit = max_body_size
+        self._max_header_size = max_header_size
         self._body_received = 0
         self._extra_headers: Headers = [] if server_header is None else [(b"server", server_header)]
         self._date = date_header
@@ -243,6 +252,17 @@ class ServerProtocol:
         self.request = request
         self.head_request = request.method == b"HEAD"
         self._body_received = 0
+        end = raw_head.find(b"\r\n\r\n")
+        if end < 0:
+            end = raw_head.find(b"\n\n")
+        head = raw_head if end < 0 else raw_head[:end]
+        if len(head) > self._max_header_size:
+            # h11 enforces its limit only on a head that arrives in pieces; this is the rest.
+            self.closing = True
+            raise HTTPError(431, "Request header fields too large.")
+        if _FORBIDDEN_IN_HEAD.search(head):
+            self.closing = True
+            raise HTTPError(400, "Malformed request: control character or folded header line.")
         if request.http_version not in (b"1.1", b"1.0"):
             self.closing = True
             raise HTTPError(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
@@ -257,7 +277,7 @@ class ServerProtocol:
             if has_transfer_encoding:
                 self.closing = True
                 raise HTTPError(400, "Content-Length and Transfer-Encoding must not be combined.")
-            if _count_content_length(raw_head) != 1:
+            if _count_content_length(head) != 1:
                 self.closing = True
                 raise HTTPError(400, "Repeated Content-Length headers.")
             if self._body_limit is not None and content_length > self._body_limit:
@@ -339,12 +359,10 @@ class ServerProtocol:
         return True
 
 
-def _count_content_length(raw_head: bytes) -> int:
+def _count_content_length(head: bytes) -> int:
     """How many Content-Length field lines (and list members) a raw request head holds."""
-    end = raw_head.find(b"\r\n\r\n")
-    head = (raw_head if end < 0 else raw_head[:end]).lower()
     count = 0
-    for line in head.split(b"\n")[1:]:
+    for line in head.lower().split(b"\n")[1:]:
         if line.startswith(b"content-length:"):
             count += line.count(b",") + 1
     return count

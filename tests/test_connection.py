@@ -1,0 +1,639 @@
+"""HTTPConnection over in-memory streams: what a client sees on the wire, timeouts included.
+
+The peer is a real ``h11.Connection(h11.CLIENT)`` (see ``conftest.ScriptedClient``); timeouts run
+on trio's ``autojump_clock``, so no test sleeps for real.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import h11
+import pytest
+import trio
+import trio.testing
+
+from trioserve import ClientDisconnected, Config
+
+from .conftest import connection, header, hello_app
+
+# -- keep-alive, pipelining, framing ---------------------------------------------------------
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    async with connection(hello_app) as (client, _):
+        for path in ("/a", "/b", "/c"):
+            await client.request("GET", path)
+            response, body = await client.response()
+            assert response.status_code == 200
+            assert body == f"GET {path}\n".encode()
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    async with connection(hello_app) as (client, _):
+        raw = (
+            b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % index for index in range(5))
+            + b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        await client.send_raw(raw)
+        # Drive the client-side parser by hand: it did not send the requests itself.
+        client.h11 = h11.Connection(h11.CLIENT)
+        bodies = []
+        for _ in range(6):
+            client.h11.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+            client.h11.send(h11.EndOfMessage())
+            _, body = await client.response()
+            bodies.append(body)
+        assert bodies == [b"GET /%d\n" % index for index in range(5)] + [b"POST /body\nabc"]
+
+
+async def test_chunked_request_body_reaches_the_app() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.send(
+            h11.Request(
+                method="POST",
+                target="/up",
+                headers=[("Host", "x"), ("Transfer-Encoding", "chunked")],
+            ),
+            h11.Data(data=b"hello "),
+            h11.Data(data=b"world"),
+            h11.EndOfMessage(),
+        )
+        response, body = await client.response()
+        assert response.status_code == 200
+        assert body == b"POST /up\nhello world"
+
+
+async def streaming_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for part in (b"one ", b"two ", b"three"):
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_response_without_length_is_chunked() -> None:
+    async with connection(streaming_app) as (client, _):
+        await client.request()
+        response, body = await client.response()
+        assert header(response, b"transfer-encoding") == b"chunked"
+        assert body == b"one two three"
+        # ... and the connection is still usable.
+        await client.request()
+        _, body = await client.response()
+        assert body == b"one two three"
+
+
+async def single_body_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"whole"})
+
+
+async def test_single_message_body_gets_content_length() -> None:
+    async with connection(single_body_app) as (client, _):
+        await client.request()
+        response, body = await client.response()
+        assert header(response, b"content-length") == b"5"
+        assert header(response, b"transfer-encoding") is None
+        assert body == b"whole"
+
+
+async def test_head_gets_headers_and_no_body() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.request("HEAD", "/x")
+        response, body = await client.response()
+        assert response.status_code == 200
+        assert header(response, b"content-length") == b"8"
+        assert body == b""
+        await client.request("GET", "/y")
+        _, body = await client.response()
+        assert body == b"GET /y\n"
+
+
+async def test_http10_client_gets_close_delimited_response() -> None:
+    async with connection(streaming_app) as (client, _):
+        await client.send_raw(b"GET / HTTP/1.0\r\n\r\n")
+        raw = await client.read_until_eof()
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"transfer-encoding" not in raw.lower()
+        assert raw.endswith(b"\r\n\r\none two three")
+
+
+async def test_http10_keep_alive_with_content_length() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.send_raw(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        client.h11.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.h11.send(h11.EndOfMessage())
+        response, body = await client.response()
+        assert body == b"GET /a\n"
+        assert response.http_version == b"1.1"
+
+
+async def test_client_connection_close_closes_after_response() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.request(headers=[("Connection", "close")])
+        response, body = await client.response()
+        assert body == b"GET /\n"
+        assert header(response, b"connection") == b"close"
+        assert await client.stream.receive_some(10) == b""
+
+
+async def test_date_header_present_and_server_header_optional() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.request()
+        response, _ = await client.response()
+        assert header(response, b"date") is not None
+        assert header(response, b"server") is None
+    config = Config(access_log=False, server_header="trioserve", date_header=False)
+    async with connection(hello_app, config) as (client, _):
+        await client.request()
+        response, _ = await client.response()
+        assert header(response, b"server") == b"trioserve"
+        assert header(response, b"date") is None
+
+
+async def scope_app(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    shown = {key: scope[key] for key in ("path", "raw_path", "query_string", "root_path")}
+    body = repr(shown).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_absolute_form_target_maps_to_path_and_query() -> None:
+    async with connection(scope_app) as (client, _):
+        await client.request("GET", "http://example.com/a%20b/c?q=1")
+        _, body = await client.response()
+        assert eval(body) == {
+            "path": "/a b/c",
+            "raw_path": b"/a%20b/c",
+            "query_string": b"q=1",
+            "root_path": "",
+        }
+
+
+async def test_root_path_prefixes_path() -> None:
+    async with connection(scope_app, Config(access_log=False, root_path="/api")) as (client, _):
+        await client.request("GET", "/users")
+        _, body = await client.response()
+        assert eval(body)["path"] == "/api/users"
+        assert eval(body)["root_path"] == "/api"
+
+
+async def full_scope_app(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    scope_copy = dict(scope)
+    body = repr(scope_copy).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_scope_carries_the_asgi_keys() -> None:
+    async with connection(full_scope_app) as (client, _):
+        await client.request("GET", "/p?x=y", headers=[("X-Dup", "1"), ("x-dup", "2")])
+        _, body = await client.response()
+        scope = eval(body)
+        assert scope["type"] == "http"
+        assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+        assert scope["http_version"] == "1.1"
+        assert scope["method"] == "GET"
+        assert scope["scheme"] == "http"
+        assert scope["client"] == ("127.0.0.1", 5000)
+        assert scope["server"] == ("127.0.0.1", 8000)
+        assert scope["headers"] == [(b"host", b"test"), (b"x-dup", b"1"), (b"x-dup", b"2")]
+        assert "http.response.pathsend" in scope["extensions"]
+        assert scope["state"] == {}
+
+
+# -- Expect: 100-continue ----------------------------------------------------------------------
+
+
+async def test_100_continue_is_sent_only_when_the_app_reads() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.send(
+            h11.Request(
+                method="POST",
+                target="/",
+                headers=[("Host", "x"), ("Content-Length", "3"), ("Expect", "100-continue")],
+            )
+        )
+        interim = await client.next_event()
+        assert isinstance(interim, h11.InformationalResponse)
+        assert interim.status_code == 100
+        await client.send(h11.Data(data=b"abc"), h11.EndOfMessage())
+        _, body = await client.response()
+        assert body == b"POST /\nabc"
+
+
+async def no_read_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 403, "headers": []})
+    await send({"type": "http.response.body", "body": b"no"})
+
+
+async def test_100_continue_not_sent_when_the_app_answers_without_reading() -> None:
+    async with connection(no_read_app) as (client, _):
+        await client.send_raw(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+        )
+        raw = await client.read_until_eof()
+        assert raw.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+        assert b"100 Continue" not in raw
+        assert b"connection: close" in raw.lower()
+
+
+async def test_expect_with_body_over_limit_gets_413_instead_of_100() -> None:
+    config = Config(access_log=False, max_body_size=10)
+    async with connection(hello_app, config) as (client, _):
+        await client.send_raw(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
+        )
+        raw = await client.read_until_eof()
+        assert raw.startswith(b"HTTP/1.1 413 ")
+        assert b"100 Continue" not in raw
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"BLAH\r\n\r\n", 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\na", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x1fb\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n", 501),
+        (b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBig: " + b"a" * 17000 + b"\r\n\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n", 413),
+    ],
+)
+async def test_bad_request_gets_status_and_close(request_bytes: bytes, status: int) -> None:
+    called = False
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal called
+        called = True
+
+    async with connection(app) as (client, _):
+        await client.send_raw(request_bytes)
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 %d " % status), raw[:80]
+    assert b"\r\nconnection: close\r\n" in raw
+    assert not called
+
+
+async def test_chunked_body_over_limit_gets_413_and_the_app_sees_a_disconnect() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append(message)
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        with pytest.raises(ClientDisconnected):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"too late"})
+
+    config = Config(access_log=False, max_body_size=8)
+    async with connection(app, config) as (client, _):
+        await client.send_raw(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nabcde\r\n5\r\nfghij\r\n0\r\n\r\n"
+        )
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 413 ")
+    assert seen[-1] == {"type": "http.disconnect"}
+
+
+# -- app failures ------------------------------------------------------------------------------
+
+
+async def crash_before_start(scope: Any, receive: Any, send: Any) -> None:
+    raise ValueError("boom")
+
+
+async def test_app_exception_before_response_gets_500(caplog: pytest.LogCaptureFixture) -> None:
+    async with connection(crash_before_start) as (client, _):
+        await client.request()
+        response, body = await client.response()
+    assert response.status_code == 500
+    assert body == b"Internal Server Error\n"
+    assert "Exception in ASGI application" in caplog.text
+    assert "ValueError: boom" in caplog.text
+
+
+async def crash_after_start(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    raise ValueError("boom")
+
+
+async def test_app_exception_after_response_started_closes_without_terminating() -> None:
+    async with connection(crash_after_start) as (client, _):
+        await client.request()
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert raw.endswith(b"7\r\npartial\r\n")  # no terminating 0-chunk: the client sees truncation
+
+
+async def silent_app(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+async def test_app_returning_without_response_gets_500(caplog: pytest.LogCaptureFixture) -> None:
+    async with connection(silent_app) as (client, _):
+        await client.request()
+        response, _ = await client.response()
+    assert response.status_code == 500
+    assert "returned without completing a response" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"type": "http.response.body", "body": b"x"}],
+        [
+            {"type": "http.response.start", "status": 200},
+            {"type": "http.response.start", "status": 200},
+        ],
+        [{"type": "http.response.start", "status": 200}, {"type": "websocket.send"}],
+        [
+            {"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"v")]},
+            {"type": "http.response.body", "body": b""},
+        ],
+        [{"type": "http.response.start", "status": 99}, {"type": "http.response.body"}],
+    ],
+)
+async def test_invalid_messages_get_500(
+    messages: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for message in messages:
+            await send(message)
+
+    async with connection(app) as (client, _):
+        await client.request()
+        response, _ = await client.response()
+    assert response.status_code == 500
+    assert "Exception in ASGI application" in caplog.text
+
+
+async def test_body_shorter_than_content_length_in_one_message_gets_500() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+        )
+        await send({"type": "http.response.body", "body": b"short"})
+
+    async with connection(app) as (client, _):
+        await client.request()
+        response, _ = await client.response()
+    assert response.status_code == 500
+
+
+async def test_body_shorter_than_content_length_when_streamed_closes_the_connection() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+        )
+        await send({"type": "http.response.body", "body": b"short", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with connection(app) as (client, _):
+        await client.request()
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 200 OK")
+    assert raw.endswith(b"\r\n\r\nshort")  # the client sees 5 of 10 bytes, then EOF
+
+
+# -- disconnects -------------------------------------------------------------------------------
+
+
+async def test_receive_reports_disconnect_while_the_app_waits() -> None:
+    got = trio.Event()
+    messages: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        messages.append(await receive())
+        messages.append(await receive())  # blocks until the client goes
+        got.set()
+        with pytest.raises(OSError, match="disconnected"):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"x"})
+
+    async with connection(app) as (client, _):
+        await client.request()
+        await client.stream.aclose()
+        await got.wait()
+    assert messages == [
+        {"type": "http.request", "body": b"", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+
+async def test_disconnect_delivered_while_the_app_streams() -> None:
+    disconnected = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                message = await receive()
+                assert message["type"] == "http.disconnect"
+                disconnected.set()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            while True:
+                await send({"type": "http.response.body", "body": b"tick", "more_body": True})
+                await trio.sleep(1)
+
+    async with connection(app) as (client, _):
+        await client.request()
+        await client.next_event()
+        await client.stream.aclose()
+        with trio.fail_after(5):
+            await disconnected.wait()
+
+
+async def test_receive_after_response_complete_returns_disconnect() -> None:
+    messages: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+        messages.append(await receive())
+
+    async with connection(app) as (client, _):
+        await client.request()
+        await client.response()
+    assert messages == [{"type": "http.disconnect"}]
+
+
+# -- timeouts (autojump_clock: virtual time) ---------------------------------------------------
+
+
+async def test_silent_new_connection_is_closed_after_header_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(access_log=False, header_timeout=10)
+    async with connection(hello_app, config) as (client, _):
+        start = trio.current_time()
+        assert await client.read_until_eof() == b""
+        assert 10 <= trio.current_time() - start < 11
+
+
+async def test_slowloris_head_gets_408_after_header_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(access_log=False, header_timeout=10)
+    async with connection(hello_app, config) as (client, _):
+        start = trio.current_time()
+        await client.send_raw(b"GET / HTTP/1.1\r\n")
+
+        async def drip() -> None:
+            # One header line a second: each read makes progress, the head never completes.
+            try:
+                while True:
+                    await trio.sleep(1)
+                    await client.send_raw(b"X-a: b\r\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drip)
+            first = await client.stream.receive_some(65536)
+            elapsed = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+        assert first.startswith(b"HTTP/1.1 408 ")
+        assert 10 <= elapsed < 11
+
+
+async def test_idle_keep_alive_connection_closes_after_keep_alive_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(access_log=False, keep_alive_timeout=5)
+    async with connection(hello_app, config) as (client, _):
+        await client.request()
+        await client.response()
+        start = trio.current_time()
+        assert await client.read_until_eof() == b""
+        assert 5 <= trio.current_time() - start < 6
+
+
+async def test_stalled_request_body_gets_408_after_body_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(access_log=False, body_timeout=30)
+    async with connection(hello_app, config) as (client, _):
+        await client.send_raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        start = trio.current_time()
+        raw = await client.read_until_eof()
+        assert raw.startswith(b"HTTP/1.1 408 ")
+        assert 30 <= trio.current_time() - start < 31 + 2  # plus the bounded linger
+
+
+async def test_client_that_stops_reading_is_cut_off_after_write_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    finished = trio.Event()
+    outcome: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        except OSError:
+            outcome.append("send raised OSError")
+        finally:
+            finished.set()
+
+    config = Config(access_log=False, write_timeout=7)
+    async with connection(app, config, lockstep=True) as (client, _):
+        await client.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        start = trio.current_time()
+        await finished.wait()  # the client never reads a byte
+        assert 7 <= trio.current_time() - start < 8
+    assert outcome == ["send raised OSError"]
+
+
+async def test_draining_closes_idle_connections_at_once() -> None:
+    async with connection(hello_app) as (client, state):
+        await client.request()
+        await client.response()
+        state.draining = True
+        for conn in list(state.connections):
+            conn.stop_idle()
+        with trio.fail_after(1):
+            assert await client.read_until_eof() == b""
+
+
+async def test_draining_answers_the_request_in_flight_with_connection_close() -> None:
+    in_app = trio.Event()
+    release = trio.Event()
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        in_app.set()
+        await release.wait()
+        await hello_app(scope, receive, send)
+
+    async with connection(slow_app) as (client, state):
+        await client.request()
+        await in_app.wait()
+        state.draining = True
+        for conn in list(state.connections):
+            conn.stop_idle()  # busy, not idle: must not be closed
+        release.set()
+        response, body = await client.response()
+        assert response.status_code == 200
+        assert body == b"GET /\n"
+        assert header(response, b"connection") == b"close"
+        assert await client.read_until_eof() == b""
+
+
+async def test_new_connection_while_draining_is_closed_before_reading() -> None:
+    async with connection(hello_app) as (client, state):
+        state.draining = True  # before the connection task even runs
+        assert await client.read_until_eof() == b""
+
+
+async def test_unread_small_body_is_drained_and_keep_alive_continues() -> None:
+    async with connection(no_read_app) as (client, _):
+        await client.request("POST", "/", body=b"x" * 1000)
+        response, _ = await client.response()
+        assert response.status_code == 403
+        await client.request("POST", "/", body=b"y" * 10)
+        response, _ = await client.response()
+        assert response.status_code == 403
+
+
+async def test_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    async with connection(hello_app, Config(access_log=True)) as (client, _):
+        await client.request("GET", "/logged?q=1")
+        await client.response()
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    assert len(lines) == 1
+    assert lines[0].startswith('127.0.0.1:5000 - "GET /logged?q=1 HTTP/1.1" 200 12 ')
+    assert lines[0].endswith("ms")
+
+
+async def test_one_client_speaking_garbage_is_isolated(caplog: pytest.LogCaptureFixture) -> None:
+    async with connection(hello_app) as (bad, _), connection(hello_app) as (good, _):
+        await bad.send_raw(b"\x00\x01\x02 garbage\r\n\r\n")
+        await good.request()
+        response, _ = await good.response()
+        assert response.status_code == 200
+        assert (await bad.read_until_eof()).startswith(b"HTTP/1.1 400 ")

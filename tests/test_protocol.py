@@ -1,0 +1,256 @@
+"""ServerProtocol, the sans-IO layer: bytes in, events or refusals out, bytes to write."""
+
+from __future__ import annotations
+
+import re
+
+import h11
+import pytest
+
+from trioserve._protocol import HTTPError, ServerProtocol, error_response, http_date
+
+
+def make(max_body_size: int | None = 1000, **kwargs: object) -> ServerProtocol:
+    return ServerProtocol(max_header_size=16384, max_body_size=max_body_size, **kwargs)  # type: ignore[arg-type]
+
+
+def events(proto: ServerProtocol, data: bytes) -> list[object]:
+    proto.receive_data(data)
+    out = []
+    while True:
+        event = proto.next_event()
+        if event in (h11.NEED_DATA, h11.PAUSED):
+            return out
+        out.append(event)
+        if isinstance(event, h11.EndOfMessage):
+            return out
+
+
+def refusal(data: bytes, **kwargs: object) -> HTTPError:
+    proto = make(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(HTTPError) as info:
+        events(proto, data)
+    return info.value
+
+
+def test_simple_get_gives_request_then_end() -> None:
+    got = events(make(), b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(got[0], h11.Request)
+    assert got[0].target == b"/x?y=1"
+    assert isinstance(got[1], h11.EndOfMessage)
+
+
+def test_chunked_request_body_is_decoded() -> None:
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    got = events(make(), data)
+    assert [type(e) for e in got] == [h11.Request, h11.Data, h11.EndOfMessage]
+    assert got[1].data == b"abc"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x01b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x0bb\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x7fb\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost a\r\n\r\n", 400),
+        (b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 requires Host
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405),
+    ],
+)
+def test_bad_requests_are_refused_with_status(head: bytes, status: int) -> None:
+    assert refusal(head).status == status
+
+
+def test_oversized_head_gets_431() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+    assert refusal(head).status == 431
+
+
+def test_declared_body_over_limit_gets_413_before_any_body_byte() -> None:
+    proto = make(max_body_size=10)
+    proto.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+    with pytest.raises(HTTPError) as info:
+        proto.next_event()
+    assert info.value.status == 413
+    assert proto.closing
+
+
+def test_chunked_body_over_limit_gets_413_as_it_arrives() -> None:
+    proto = make(max_body_size=5)
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n"
+    assert [type(e) for e in events(proto, data)] == [h11.Request, h11.Data]
+    proto.receive_data(b"4\r\nefgh\r\n")
+    with pytest.raises(HTTPError) as info:
+        proto.next_event()
+    assert info.value.status == 413
+
+
+def test_no_body_limit_when_none() -> None:
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    got = events(make(max_body_size=None), data)
+    assert sum(len(e.data) for e in got if isinstance(e, h11.Data)) == 5000
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"\x16", b"\x16\x03"],
+)
+def test_tls_client_hello_on_plain_port_gets_400(first_bytes: bytes) -> None:
+    proto = make()
+    with pytest.raises(HTTPError) as info:
+        proto.receive_data(first_bytes)
+        proto.receive_data(b"\x03\x01")
+        proto.next_event()
+    assert info.value.status == 400
+    assert "TLS" in info.value.reason
+
+
+def test_http2_preface_on_plain_port_gets_400() -> None:
+    proto = make()
+    with pytest.raises(HTTPError) as info:
+        for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n":
+            proto.receive_data(bytes([byte]))
+    assert info.value.status == 400
+    assert "HTTP/2" in info.value.reason
+
+
+def test_sniffing_stops_after_the_first_bytes() -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    proto.send_response(200, [(b"content-length", b"0")])
+    proto.send_end()
+    assert proto.start_next_cycle()
+    # A later request starting with PRI is an ordinary (unknown) method, not a preface.
+    got = events(proto, b"PRI / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(got[0], h11.Request)
+
+
+def test_response_has_date_reason_and_no_server_by_default() -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = proto.send_response(200, [(b"content-length", b"2")])
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert re.search(rb"\r\ndate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", head)
+    assert b"server:" not in head
+
+
+def test_server_header_and_no_date_when_configured() -> None:
+    proto = make(server_header=b"trioserve", date_header=False)
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = proto.send_response(204, [])
+    assert b"\r\nserver: trioserve\r\n" in head
+    assert b"date:" not in head
+
+
+def test_response_without_length_is_chunked_for_http11() -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = proto.send_response(200, [])
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert proto.send_data(b"abc") == b"3\r\nabc\r\n"
+    assert proto.send_end() == b"0\r\n\r\n"
+
+
+def test_response_without_length_closes_for_http10() -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.0\r\n\r\n")
+    head = proto.send_response(200, [])
+    assert b"transfer-encoding" not in head.lower()
+    assert proto.send_data(b"abc") == b"abc"
+    proto.send_end()
+    assert not proto.start_next_cycle()
+
+
+def test_head_response_drops_body_bytes() -> None:
+    proto = make()
+    events(proto, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = proto.send_response(200, [(b"content-length", b"5")])
+    assert b"content-length: 5" in head
+    assert proto.send_data(b"hello") == b""
+    assert proto.send_end() == b""
+    assert proto.start_next_cycle()
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_body_statuses_drop_body_bytes(status: int) -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    proto.send_response(status, [])
+    assert proto.send_data(b"ignored") == b""
+
+
+def test_closing_adds_connection_close_and_ends_keep_alive() -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    proto.closing = True
+    head = proto.send_response(200, [(b"content-length", b"0")])
+    assert b"connection: close" in head.lower()
+    proto.send_end()
+    assert not proto.start_next_cycle()
+
+
+def test_client_connection_close_ends_keep_alive() -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    proto.send_response(200, [(b"content-length", b"0")])
+    proto.send_end()
+    assert not proto.start_next_cycle()
+
+
+def test_pipelined_requests_come_out_one_cycle_at_a_time() -> None:
+    proto = make()
+    data = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+    first = events(proto, data)
+    assert first[0].target == b"/1"  # type: ignore[attr-defined]
+    assert proto.next_event() is h11.PAUSED
+    proto.send_response(200, [(b"content-length", b"0")])
+    proto.send_end()
+    assert proto.start_next_cycle()
+    second = events(proto, b"")  # nothing new: the second request was already buffered
+    assert second[0].target == b"/2"  # type: ignore[attr-defined]
+
+
+def test_expect_100_continue_is_reported_and_answered() -> None:
+    proto = make()
+    events(
+        proto, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert proto.waiting_for_100_continue
+    assert proto.send_continue().startswith(b"HTTP/1.1 100 ")
+    assert not proto.waiting_for_100_continue
+
+
+def test_error_response_is_complete_and_closes() -> None:
+    data = error_response(413, "Request body too large.", server=b"x")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 Request Entity Too Large")
+    assert b"\r\nconnection: close" in head
+    assert b"\r\nserver: x" in head
+    assert body == b"Request body too large.\n"
+    assert f"content-length: {len(body)}".encode() in head
+
+
+def test_error_response_for_head_has_no_body() -> None:
+    data = error_response(500, "boom", head_only=True)
+    assert data.endswith(b"\r\n\r\n")
+    assert b"content-length: 5" in data
+
+
+def test_http_date_is_cached_within_a_second() -> None:
+    assert http_date() is http_date() or http_date() == http_date()
+    assert http_date().endswith(b" GMT")
