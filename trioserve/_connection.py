@@ -600,7 +600,12 @@ class HTTPConnection:
     async def _close(self) -> None:
         stream = self._stream
         proto = self._proto
-        linger = not self._disconnected and (not proto.request_complete or proto.has_buffered_data)
+        # Linger only to protect a response we wrote from a reset caused by unread input.
+        linger = (
+            self._head_written
+            and not self._disconnected
+            and (not proto.request_complete or proto.has_buffered_data)
+        )
         # Shielded, so that a cancelled connection still closes properly, and bounded.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + LINGER_SECONDS):
             try:

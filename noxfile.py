@@ -1,0 +1,42 @@
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``.
+
+CI (``.ci/run``) runs the same commands as these sessions, in a plain virtual environment.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = ["3.11", "3.12", "3.13"]
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on trioserve/ and harness/."""
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against hypercorn (trio), uvicorn (h11) and nginx; needs wrk and nginx."""
+    session.install("-e", ".[bench]")
+    session.run("python", "scripts/bench.py", *session.posargs)

@@ -1,0 +1,1005 @@
+#!/usr/bin/env python3
+"""Benchmark trioserve against hypercorn (trio worker), uvicorn (h11) and nginx.
+
+Run from anywhere (the servers are started with the repository root as working directory)::
+
+    .venv/bin/python scripts/bench.py               # every scenario, 10 s per run
+    .venv/bin/python scripts/bench.py --quick       # 3 s per run
+    .venv/bin/python scripts/bench.py --only hello-keepalive --servers trioserve,uvicorn-h11
+    .venv/bin/python scripts/bench.py --markdown --json /tmp/bench.json
+
+Every server runs as a subprocess pinned to CPU 0 (``taskset -c 0``) and ``wrk`` runs pinned to
+CPU 1, both on loopback. Only ratios measured within the same run are meaningful: absolute
+numbers depend on the machine and on whatever else it is doing.
+
+Requires ``wrk`` (``apt-get install wrk``); ``nginx`` (``apt-get install nginx``) is optional and
+only provides the upper-bound rows of the static-file scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import http.client
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+HOST = "127.0.0.1"
+SERVER_CPU = 0
+CLIENT_CPU = 1
+STARTUP_TIMEOUT = 15.0  # seconds for a server to accept connections and answer one request
+STOP_TIMEOUT = 5.0  # seconds between SIGINT and SIGKILL
+WRK_GRACE = 30.0  # seconds wrk may run beyond --duration before it is killed
+IDLE_CONNECTIONS = 1000
+IDLE_KEEPALIVE_TIMEOUT = 60  # seconds; must exceed the idle-memory measurement time
+IDLE_SETTLE = 1.0  # seconds to wait before reading RSS
+SMALL_SIZE = 1024
+LARGE_SIZE = 10 * 1024 * 1024
+
+SERVERS: tuple[str, ...] = ("trioserve", "hypercorn-trio", "uvicorn-h11", "nginx")
+STATIC_APP = "scripts.bench_apps:static_app"
+HELLO_APP = "scripts.bench_apps:hello"
+
+Kind = Literal["hello", "static", "idle"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: Kind
+    path: str
+    servers: tuple[str, ...]
+    reference: str | None = None  # server whose req/s is the 1.00 ratio
+    second_reference: str | None = None  # an extra ratio column
+    close: bool = False  # send "Connection: close" (one new connection per request)
+    large: bool = False  # use --large-connections, report MB/s, longer wrk timeout
+    description: str = ""
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "hello-keepalive",
+        "hello",
+        "/",
+        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        reference="uvicorn-h11",
+        second_reference="hypercorn-trio",
+        description="ASGI hello world, keep-alive connections",
+    ),
+    Scenario(
+        "hello-close",
+        "hello",
+        "/",
+        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        reference="uvicorn-h11",
+        second_reference="hypercorn-trio",
+        close=True,
+        description="ASGI hello world, Connection: close (new connection per request)",
+    ),
+    Scenario(
+        "static-1k",
+        "static",
+        "/small.bin",
+        SERVERS,
+        reference="hypercorn-trio",
+        second_reference="nginx",
+        description="GET /small.bin (1 KiB static file), keep-alive",
+    ),
+    Scenario(
+        "static-10m",
+        "static",
+        "/large.bin",
+        SERVERS,
+        reference="hypercorn-trio",
+        second_reference="nginx",
+        large=True,
+        description="GET /large.bin (10 MiB static file), keep-alive",
+    ),
+    Scenario(
+        "idle-memory",
+        "idle",
+        "/",
+        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        description=f"RSS growth for {IDLE_CONNECTIONS} idle keep-alive connections (hello app)",
+    ),
+)
+SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
+
+
+class BenchError(Exception):
+    """A row could not be measured (server failed to start, wrk failed, ...)."""
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    server: str
+    round: int
+    ok: bool = False
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    connections: int | None = None
+    duration_s: float | None = None
+    requests: int | None = None
+    requests_per_sec: float | None = None
+    transfer_bytes_per_sec: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    non_2xx_3xx: int = 0
+    rss_before_kib: int | None = None
+    rss_after_kib: int | None = None
+    idle_connections: int | None = None
+    kib_per_connection: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+def pin(cpu: int | None) -> list[str]:
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def raise_nofile(minimum: int) -> str | None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < minimum:
+        target = minimum if hard == resource.RLIM_INFINITY else min(hard, minimum)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < minimum:
+            return f"RLIMIT_NOFILE hard limit is {hard}, below the {minimum} wanted"
+    return None
+
+
+def make_static_dir(parent: Path) -> Path:
+    static = parent / "static"
+    static.mkdir()
+    (static / "small.bin").write_bytes(os.urandom(SMALL_SIZE))
+    chunk = os.urandom(1024 * 1024)
+    with (static / "large.bin").open("wb") as f:
+        for _ in range(LARGE_SIZE // len(chunk)):
+            f.write(chunk)
+    return static
+
+
+def write_nginx_conf(workdir: Path, port: int, root: Path) -> Path:
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""\
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {workdir}/error.log warn;
+pid {workdir}/nginx.pid;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+    sendfile on;
+    default_type application/octet-stream;
+    client_body_temp_path {workdir}/client_body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+
+    server {{
+        listen {HOST}:{port};
+        root {root};
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def server_command(
+    server: str, kind: Kind, port: int, static_dir: Path, workdir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and extra environment that start ``server`` for a scenario kind."""
+    env: dict[str, str] = {}
+    idle = kind == "idle"
+    if server == "nginx":
+        if kind != "static":
+            raise ValueError("nginx only serves the static scenarios")
+        conf = write_nginx_conf(workdir, port, static_dir)
+        return ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], env
+    if server == "trioserve":
+        cmd = [PYTHON, "-m", "trioserve"]
+        if kind == "static":
+            cmd += ["--root", str(static_dir)]
+        else:
+            cmd.append(HELLO_APP)
+        cmd += ["--host", HOST, "--port", str(port), "--no-access-log"]
+        if idle:
+            # Its default --max-connections (1000) would be exactly our idle connection count.
+            cmd += ["--keep-alive-timeout", str(IDLE_KEEPALIVE_TIMEOUT)]
+            cmd += ["--max-connections", str(2 * IDLE_CONNECTIONS)]
+        return cmd, env
+    app = STATIC_APP if kind == "static" else HELLO_APP
+    if kind == "static":
+        env["BENCH_STATIC_DIR"] = str(static_dir)
+    if server == "hypercorn-trio":
+        # Hypercorn's access log is off unless --access-logfile is given. The default single
+        # worker runs in a spawned child of a supervisor process, which inherits the CPU pin,
+        # turns our SIGINT into a clean shutdown and is counted in the RSS (tree_rss_kib).
+        cmd = [PYTHON, "-m", "hypercorn", "-k", "trio", "--bind", f"{HOST}:{port}"]
+        if idle:
+            cmd += ["--keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
+        return [*cmd, app], env
+    if server == "uvicorn-h11":
+        cmd = [PYTHON, "-m", "uvicorn", "--http", "h11", "--loop", "asyncio", "--no-access-log"]
+        cmd += ["--host", HOST, "--port", str(port)]
+        if idle:
+            cmd += ["--timeout-keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
+        return [*cmd, app], env
+    raise ValueError(f"unknown server {server!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Server lifecycle
+
+
+def _log_tail(path: Path, limit: int = 1500) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    text = text.strip()
+    return text[-limit:]
+
+
+def probe(port: int, path: str, timeout: float = 2.0) -> int:
+    """One GET on a fresh connection; returns the status after reading the whole body."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last = "no connection attempt"
+    while time.monotonic() < deadline:
+        rc = proc.poll()
+        if rc is not None:
+            raise BenchError(f"server exited with status {rc} during startup: {_log_tail(log)}")
+        try:
+            status = probe(port, path)
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if status == 200:
+                return
+            last = f"probe GET {path} answered {status}"
+        time.sleep(0.1)
+    raise BenchError(f"server not ready after {STARTUP_TIMEOUT:.0f} s ({last}): {_log_tail(log)}")
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may contain spaces/parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> str | None:
+    """SIGINT the server, SIGKILL it after STOP_TIMEOUT; returns a note if it had to be killed."""
+    note = None
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            note = f"did not exit {STOP_TIMEOUT:.0f} s after SIGINT; sent SIGKILL"
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # The server was started in its own session, so anything still in its process group is a
+    # child it spawned (e.g. worker processes): kill those by pid too.
+    for pid in _group_members(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return note
+
+
+@contextlib.contextmanager
+def running_server(
+    cmd: Sequence[str],
+    extra_env: dict[str, str],
+    port: int,
+    probe_path: str,
+    log: Path,
+    cpu: int | None,
+    notes: list[str],
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, **extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*pin(cpu), *cmd],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches only the bench
+        )
+        try:
+            wait_ready(proc, port, probe_path, log)
+            yield proc
+            if proc.poll() is not None:
+                raise BenchError(f"server died during the run: {_log_tail(log)}")
+        finally:
+            note = stop_server(proc)
+            if note:
+                notes.append(note)
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+_TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_TIME_RE = r"([\d.]+)(us|ms|s|m|h)"
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _TIME_UNITS_MS[unit]
+
+
+@dataclass
+class WrkStats:
+    requests: int
+    duration_s: float
+    requests_per_sec: float
+    transfer_bytes_per_sec: float
+    p50_ms: float
+    p99_ms: float
+    socket_errors: dict[str, int]
+    non_2xx_3xx: int
+
+
+def parse_wrk(output: str) -> WrkStats:
+    def need(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"could not find {pattern!r} in wrk output:\n{output}")
+        return match
+
+    done = need(r"^\s*(\d+) requests in " + _TIME_RE)
+    rps = need(r"^Requests/sec:\s*([\d.]+)")
+    transfer = need(r"^Transfer/sec:\s*([\d.]+)([KMGT]?B)")
+    p50 = need(r"^\s*50%\s+" + _TIME_RE)
+    p99 = need(r"^\s*99%\s+" + _TIME_RE)
+    errors: dict[str, int] = {}
+    sock = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if sock:
+        names = ("connect", "read", "write", "timeout")
+        counts = (int(value) for value in sock.groups())
+        errors = {name: n for name, n in zip(names, counts, strict=True) if n}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return WrkStats(
+        requests=int(done.group(1)),
+        duration_s=_ms(done.group(2), done.group(3)) / 1e3,
+        requests_per_sec=float(rps.group(1)),
+        transfer_bytes_per_sec=float(transfer.group(1)) * _SIZE_UNITS[transfer.group(2)],
+        p50_ms=_ms(p50.group(1), p50.group(2)),
+        p99_ms=_ms(p99.group(1), p99.group(2)),
+        socket_errors=errors,
+        non_2xx_3xx=int(non2xx.group(1)) if non2xx else 0,
+    )
+
+
+def run_wrk(
+    url: str, connections: int, duration: int, close: bool, timeout_s: int | None, cpu: int | None
+) -> WrkStats:
+    cmd = [*pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if timeout_s is not None:
+        cmd.append(f"--timeout={timeout_s}s")
+    if close:
+        cmd += ["-H", "Connection: close"]
+    cmd.append(url)
+    try:
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=duration + WRK_GRACE,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish within {duration + WRK_GRACE:.0f} s") from exc
+    if done.returncode != 0:
+        raise BenchError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Idle memory
+
+
+def tree_rss_kib(root_pid: int) -> tuple[int, int]:
+    """VmRSS of ``root_pid`` plus all its descendants in KiB, and how many processes that is."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    total = processes = 0
+    stack = [root_pid]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, ()))
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    processes += 1
+                    break
+    return total, processes
+
+
+def _read_response(sock: socket.socket) -> int:
+    """Read one HTTP/1.1 response with a Content-Length body; returns the status code."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise BenchError("server closed an idle-test connection before answering")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+        elif name.strip().lower() == "transfer-encoding":
+            raise BenchError("idle-test response is chunked; expected Content-Length")
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise BenchError("server closed an idle-test connection mid-body")
+        rest += chunk
+    return status
+
+
+def open_idle_connections(port: int, count: int) -> list[socket.socket]:
+    """Open ``count`` keep-alive connections, one request each, one after the other.
+
+    Sequential opening keeps the accept backlog at one, so small default backlogs (hypercorn's
+    is 100) do not cause SYN retries.
+    """
+    request = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: keep-alive\r\n\r\n".encode()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((HOST, port), timeout=5.0)
+            socks.append(sock)
+            sock.sendall(request)
+            status = _read_response(sock)
+            if status != 200:
+                raise BenchError(f"idle-test request answered {status}")
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def count_open(socks: Sequence[socket.socket]) -> int:
+    """How many of ``socks`` the server has not closed (non-blocking peek for EOF)."""
+    still_open = 0
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            if sock.recv(1, socket.MSG_PEEK):
+                still_open += 1  # unexpected data, but the connection is open
+        except BlockingIOError:
+            still_open += 1
+        except OSError:
+            pass
+    return still_open
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the matrix
+
+
+@dataclass
+class Context:
+    workdir: Path
+    static_dir: Path
+    duration: int
+    connections: int
+    large_connections: int
+    server_cpu: int | None
+    client_cpu: int | None
+
+
+def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> RunResult:
+    result = RunResult(scenario=scenario.name, server=server, round=round_no)
+    port = free_port()
+    rundir = ctx.workdir / f"{scenario.name}-{server}-r{round_no}"
+    rundir.mkdir()
+    try:
+        cmd, env = server_command(server, scenario.kind, port, ctx.static_dir, rundir)
+        probe_path = "/small.bin" if scenario.kind == "static" else "/"
+        with running_server(
+            cmd, env, port, probe_path, rundir / "server.log", ctx.server_cpu, result.notes
+        ) as proc:
+            if scenario.kind == "idle":
+                _measure_idle(proc, port, result)
+            else:
+                _measure_wrk(scenario, port, ctx, result)
+    except BenchError as exc:
+        result.ok = False
+        result.error = str(exc)
+    return result
+
+
+def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult) -> None:
+    connections = ctx.large_connections if scenario.large else ctx.connections
+    stats = run_wrk(
+        f"http://{HOST}:{port}{scenario.path}",
+        connections,
+        ctx.duration,
+        scenario.close,
+        max(10, ctx.duration) if scenario.large else None,
+        ctx.client_cpu,
+    )
+    result.connections = connections
+    result.duration_s = stats.duration_s
+    result.requests = stats.requests
+    result.requests_per_sec = stats.requests_per_sec
+    result.transfer_bytes_per_sec = stats.transfer_bytes_per_sec
+    result.latency_p50_ms = stats.p50_ms
+    result.latency_p99_ms = stats.p99_ms
+    result.socket_errors = stats.socket_errors
+    result.non_2xx_3xx = stats.non_2xx_3xx
+    if stats.requests == 0:
+        raise BenchError("wrk completed no requests")
+    if stats.non_2xx_3xx:
+        raise BenchError(f"{stats.non_2xx_3xx} of {stats.requests} responses were not 2xx/3xx")
+    result.ok = True
+
+
+def _measure_idle(proc: subprocess.Popen[bytes], port: int, result: RunResult) -> None:
+    # The readiness probe was the warm-up request; one more fresh connection for good measure.
+    probe(port, "/")
+    time.sleep(IDLE_SETTLE)
+    result.rss_before_kib, processes = tree_rss_kib(proc.pid)
+    if processes > 1:
+        result.notes.append(f"RSS summed over the {processes} processes of its process tree")
+    socks = open_idle_connections(port, IDLE_CONNECTIONS)
+    try:
+        time.sleep(IDLE_SETTLE)
+        result.rss_after_kib, _ = tree_rss_kib(proc.pid)
+        result.idle_connections = count_open(socks)
+    finally:
+        for sock in socks:
+            sock.close()
+    if result.idle_connections != IDLE_CONNECTIONS:
+        result.notes.append(
+            f"only {result.idle_connections} of {IDLE_CONNECTIONS} connections were still open"
+        )
+    result.kib_per_connection = (result.rss_after_kib - result.rss_before_kib) / IDLE_CONNECTIONS
+    result.ok = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "n/a"
+
+
+def _trioserve_version() -> str:
+    version = _version("trioserve")
+    if version != "n/a":
+        return version
+    match = re.search(
+        r"__version__\s*=\s*['\"]([^'\"]+)", (REPO_ROOT / "trioserve" / "_version.py").read_text()
+    )
+    return f"{match.group(1)} (source)" if match else "n/a"
+
+
+def _tool_version(cmd: list[str], pattern: str) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "n/a"
+    match = re.search(pattern, done.stdout + done.stderr)
+    return match.group(1) if match else "n/a"
+
+
+def machine_info() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": {
+            "trioserve": _trioserve_version(),
+            "trio": _version("trio"),
+            "h11": _version("h11"),
+            "hypercorn": _version("hypercorn"),
+            "uvicorn": _version("uvicorn"),
+            "starlette": _version("starlette"),
+            "nginx": _tool_version(["nginx", "-v"], r"nginx/(\S+)"),
+            "wrk": _tool_version(["wrk", "-v"], r"wrk (\S+)"),
+        },
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    versions = ", ".join(f"{name} {v}" for name, v in info["versions"].items())
+    return (
+        f"Machine: nproc={info['nproc']}, CPU: {info['cpu_model']}, kernel {info['kernel']}, "
+        f"{info['date']}, Python {info['python']}; {versions}"
+    )
+
+
+def aggregate(runs: Sequence[RunResult], key: str) -> RunResult:
+    """The median run (by ``key``) among the successful ones, else the last failure."""
+    good = [r for r in runs if r.ok and getattr(r, key) is not None]
+    if not good:
+        return runs[-1]
+    good.sort(key=lambda r: getattr(r, key))
+    return good[(len(good) - 1) // 2]
+
+
+def _label(scenario: Scenario, server: str) -> str:
+    if scenario.kind == "static" and server in ("hypercorn-trio", "uvicorn-h11"):
+        return f"{server} + Starlette"
+    return server
+
+
+def _fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1e3:.0f} us" if value < 1 else f"{value:.2f} ms"
+
+
+def _ratio(value: float | None, ref: RunResult | None) -> str:
+    if value is None or ref is None or not ref.ok or not ref.requests_per_sec:
+        return "-"
+    return f"{value / ref.requests_per_sec:.2f}"
+
+
+def _errors(row: RunResult) -> str:
+    parts = [f"{name} {count}" for name, count in row.socket_errors.items()]
+    if row.non_2xx_3xx:
+        parts.append(f"non-2xx {row.non_2xx_3xx}")
+    return ", ".join(parts) or "0"
+
+
+def scenario_table(
+    scenario: Scenario, rows: dict[str, RunResult], rounds: int
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, body rows and footnotes of one scenario's table."""
+    notes: list[str] = []
+    body: list[list[str]] = []
+    if scenario.kind == "idle":
+        header = ["server", "RSS before", "RSS after", "open conns", "KiB/conn"]
+        for server, row in rows.items():
+            if not row.ok:
+                body.append([server, "FAILED", "-", "-", "-"])
+                continue
+            assert row.rss_before_kib is not None
+            assert row.rss_after_kib is not None
+            body.append(
+                [
+                    server,
+                    f"{row.rss_before_kib / 1024:.1f} MiB",
+                    f"{row.rss_after_kib / 1024:.1f} MiB",
+                    f"{row.idle_connections}/{IDLE_CONNECTIONS}",
+                    f"{row.kib_per_connection:.1f}",
+                ]
+            )
+    else:
+        ref = rows.get(scenario.reference) if scenario.reference else None
+        ref2 = rows.get(scenario.second_reference) if scenario.second_reference else None
+        assert scenario.reference is not None
+        header = ["server", "req/s"]
+        if scenario.large:
+            header.append("MB/s")
+        header.append(f"vs {_label(scenario, scenario.reference)}")
+        if scenario.second_reference:
+            header.append(f"vs {scenario.second_reference}")
+        header += ["p50", "p99", "errors"]
+        for server, row in rows.items():
+            cells = [_label(scenario, server)]
+            if not row.ok:
+                cells.append("FAILED")
+                cells += ["-"] * (len(header) - 2)
+                body.append(cells)
+                continue
+            rps = row.requests_per_sec
+            cells.append(f"{rps:,.0f}")
+            if scenario.large:
+                cells.append(f"{(row.transfer_bytes_per_sec or 0) / 1e6:,.0f}")
+            cells.append(_ratio(rps, ref))
+            if scenario.second_reference:
+                cells.append(_ratio(rps, ref2))
+            cells += [_fmt_ms(row.latency_p50_ms), _fmt_ms(row.latency_p99_ms), _errors(row)]
+            body.append(cells)
+        conns = {row.connections for row in rows.values() if row.connections}
+        if conns:
+            notes.append(f"wrk -t1 -c{'/'.join(map(str, sorted(conns)))}")
+    if rounds > 1:
+        notes.append(f"median of {rounds} rounds")
+    for server, row in rows.items():
+        if row.error:
+            notes.append(f"{server}: FAILED: {row.error}")
+        notes.extend(f"{server}: {note}" for note in row.notes)
+    return header, body, notes
+
+
+def render_text(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(lines)
+
+
+def render_markdown(header: list[str], body: list[list[str]]) -> str:
+    aligns = ["---"] + ["--:"] * (len(header) - 1)
+    if header[-1] == "errors":
+        aligns[-1] = "---"
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(aligns) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _csv(choices: Sequence[str], what: str) -> Any:
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [v for v in items if v not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(unknown) or value!r}; choose from {', '.join(choices)}"
+            )
+        return items
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--quick", action="store_true", help="3-second runs (overrides --duration)")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    parser.add_argument(
+        "--large-connections", type=int, default=10, help="wrk connections for static-10m"
+    )
+    parser.add_argument(
+        "--only",
+        type=_csv(SCENARIO_NAMES, "scenario"),
+        default=list(SCENARIO_NAMES),
+        metavar="NAME[,NAME...]",
+        help=f"scenarios to run: {', '.join(SCENARIO_NAMES)}",
+    )
+    parser.add_argument(
+        "--servers",
+        type=_csv(SERVERS, "server"),
+        default=list(SERVERS),
+        metavar="NAME[,NAME...]",
+        help=f"servers to run: {', '.join(SERVERS)}",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat each scenario, report the median run"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write all results as JSON")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print Markdown tables for the README"
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (server logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 3
+    for name in ("duration", "connections", "large_connections", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def check_tools(servers: list[str]) -> tuple[list[str], list[str]]:
+    """Exit 2 if a required tool is missing; returns the usable servers and notes."""
+    notes: list[str] = []
+    missing = [tool for tool in ("wrk", "taskset") if shutil.which(tool) is None]
+    if missing:
+        packages = " ".join("util-linux" if t == "taskset" else t for t in missing)
+        print(
+            f"error: {', '.join(missing)} not found on PATH; install with:\n"
+            f"    apt-get update && apt-get install -y {packages}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if "nginx" in servers and shutil.which("nginx") is None:
+        servers = [s for s in servers if s != "nginx"]
+        notes.append(
+            "nginx not found on PATH: nginx rows skipped (apt-get update && apt-get install -y"
+            " nginx)"
+        )
+    return servers, notes
+
+
+def choose_cpus() -> tuple[int | None, int | None, str | None]:
+    cpus = os.sched_getaffinity(0)
+    if {SERVER_CPU, CLIENT_CPU} <= cpus:
+        return SERVER_CPU, CLIENT_CPU, None
+    return None, None, f"CPUs {SERVER_CPU} and {CLIENT_CPU} not both available: not pinning"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    servers, notes = check_tools(args.servers)
+    server_cpu, client_cpu, cpu_note = choose_cpus()
+    if cpu_note:
+        notes.append(cpu_note)
+    scenarios = [s for s in SCENARIOS if s.name in args.only]
+    if "idle-memory" in args.only:
+        nofile_note = raise_nofile(IDLE_CONNECTIONS + 256)
+        if nofile_note:
+            notes.append(nofile_note)
+
+    info = machine_info()
+    print(machine_line(info))
+    print(
+        f"Servers pinned to CPU {server_cpu}, wrk to CPU {client_cpu}; {args.duration} s per run,"
+        f" {args.connections} connections ({args.large_connections} for static-10m)."
+    )
+    for note in notes:
+        print(f"note: {note}")
+
+    all_runs: list[RunResult] = []
+    tables: list[tuple[Scenario, list[str], list[list[str]], list[str]]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="trioserve-bench-"))
+    try:
+        ctx = Context(
+            workdir=workdir,
+            static_dir=make_static_dir(workdir),
+            duration=args.duration,
+            connections=args.connections,
+            large_connections=args.large_connections,
+            server_cpu=server_cpu,
+            client_cpu=client_cpu,
+        )
+        for scenario in scenarios:
+            names = [s for s in scenario.servers if s in servers]
+            if not names:
+                continue
+            print(f"\n## {scenario.name}: {scenario.description}", flush=True)
+            runs: dict[str, list[RunResult]] = {name: [] for name in names}
+            for round_no in range(1, args.rounds + 1):
+                for name in names:
+                    print(f"  running {name} (round {round_no}/{args.rounds}) ...", flush=True)
+                    run = run_row(scenario, name, round_no, ctx)
+                    runs[name].append(run)
+                    all_runs.append(run)
+                    if not run.ok:
+                        print(f"  {name}: FAILED: {run.error}", flush=True)
+            key = "kib_per_connection" if scenario.kind == "idle" else "requests_per_sec"
+            rows = {name: aggregate(r, key) for name, r in runs.items()}
+            header, body, footnotes = scenario_table(scenario, rows, args.rounds)
+            tables.append((scenario, header, body, footnotes))
+            print()
+            print(render_text(header, body))
+            for footnote in footnotes:
+                print(f"  * {footnote}")
+    finally:
+        if args.keep_tmp:
+            print(f"\ntemp dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    if args.markdown:
+        print("\n---- Markdown ----\n")
+        print(f"_{machine_line(info)}_\n")
+        for scenario, header, body, footnotes in tables:
+            print(f"**{scenario.name}**: {scenario.description}\n")
+            print(render_markdown(header, body))
+            if footnotes:
+                print()
+                print("; ".join(footnotes))
+            print()
+
+    if args.json:
+        payload = {
+            "machine": info,
+            "config": {
+                "duration_s": args.duration,
+                "connections": args.connections,
+                "large_connections": args.large_connections,
+                "rounds": args.rounds,
+                "server_cpu": server_cpu,
+                "client_cpu": client_cpu,
+                "idle_connections": IDLE_CONNECTIONS,
+                "notes": notes,
+            },
+            "results": [asdict(run) for run in all_runs],
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nresults written to {args.json}")
+
+    failed = [run for run in all_runs if not run.ok]
+    if failed:
+        print(f"\n{len(failed)} run(s) failed.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The trioserve command: main(argv) in-process, and real runs of ``python -m trioserve``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from trioserve._cli import main
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    status = main(list(argv))
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "eighty"], "argument --port: invalid int value"),
+        (["--port", "70000"], "port must be between 0 and 65535"),
+        (["--keep-alive-timeout", "-1"], "must be a number of seconds >= 0"),
+        (["--max-body-size", "lots"], "not a size in bytes"),
+        (["--dotfiles", "maybe"], "invalid choice"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--root", "/no/such/dir"], "--root '/no/such/dir' is not a directory"),
+        (["--static", "assets"], "expected PREFIX=DIR"),
+        (["--static", "/assets=/no/such/dir"], "is not a directory"),
+        (["no_such_module_xyz:app"], "could not import module 'no_such_module_xyz': not found"),
+        (["json:no_such_attribute"], "module 'json' has no attribute 'no_such_attribute'"),
+        (["json:dumps"], "does not look like an ASGI 3 application"),
+        (["json:__name__"], "is a str, not an ASGI application"),
+        (["not a spec"], "is not of the form MODULE:ATTRIBUTE"),
+        (["json:dumps", "--root", "."], "use --static with APP"),
+    ],
+)
+def test_bad_usage_is_one_clear_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    status, err = run_main(capsys, *argv)
+    assert status == 2
+    assert err.count("\n") == 1, err
+    assert err.startswith("trioserve: error: ")
+    assert message in err
+
+
+def test_app_import_error_inside_the_module_is_reported(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "broken_app_mod.py").write_text("import not_installed_dependency_xyz\n")
+    status, err = run_main(capsys, "broken_app_mod:app", "--app-dir", str(tmp_path))
+    assert status == 2
+    assert "could not import module 'broken_app_mod'" in err
+    assert "not_installed_dependency_xyz" in err
+
+
+def test_address_in_use_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, err = run_main(capsys, "--port", str(port), "--root", ".")
+    assert status == 1
+    assert err == f"trioserve: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "--max-connections" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("trioserve ")
+
+
+def start(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python -m trioserve``; return the process and the URL it announced."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trioserve", "--port", "0", *args],
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stderr is not None
+    for _ in range(50):  # bounded: a handful of startup lines at most
+        line = process.stderr.readline()
+        if not line:
+            break
+        match = re.search(r"serving .* on (http://\S+) \(Ctrl-C to stop\)", line)
+        if match:
+            return process, match.group(1)
+    process.kill()
+    process.wait(10)
+    raise AssertionError("trioserve did not announce its URL")
+
+
+def stop(process: subprocess.Popen[str], *signals: signal.Signals) -> tuple[int, str]:
+    for signum in signals:
+        process.send_signal(signum)
+    try:
+        _, err = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return process.returncode, err
+
+
+def test_python_m_trioserve_serves_a_directory_and_stops_on_sigint(tmp_path: Path) -> None:
+    (tmp_path / "hello.txt").write_text("hi from disk\n")
+    process, url = start(["--root", str(tmp_path), "--access-log"], cwd=tmp_path)
+    try:
+        response = httpx.get(url + "/hello.txt", timeout=10)
+        assert response.status_code == 200
+        assert response.text == "hi from disk\n"
+        assert httpx.get(url + "/missing", timeout=10).status_code == 404
+    finally:
+        status, err = stop(process, signal.SIGINT)
+    assert status == 0
+    assert '"GET /hello.txt HTTP/1.1" 200 13' in err
+    assert "Shutdown complete" in err
+    assert "Traceback" not in err
+
+
+def test_python_m_trioserve_serves_the_current_directory_by_default(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<h1>home</h1>\n")
+    process, url = start([], cwd=tmp_path)
+    try:
+        assert httpx.get(url + "/", timeout=10).text == "<h1>home</h1>\n"
+    finally:
+        status, _ = stop(process, signal.SIGTERM)
+    assert status == 0
+
+
+def test_python_m_trioserve_serves_an_app_with_static_mount(tmp_path: Path) -> None:
+    (tmp_path / "myapp.py").write_text(
+        textwrap.dedent(
+            """
+            async def app(scope, receive, send):
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"from the app"})
+            """
+        )
+    )
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "style.css").write_text("body {}\n")
+    process, url = start(["myapp:app", "--static", "/assets=public"], cwd=tmp_path)
+    try:
+        assert httpx.get(url + "/anything", timeout=10).text == "from the app"
+        css = httpx.get(url + "/assets/style.css", timeout=10)
+        assert css.text == "body {}\n"
+        assert css.headers["content-type"] == "text/css; charset=utf-8"
+    finally:
+        status, _ = stop(process, signal.SIGINT)
+    assert status == 0
+
+
+def test_second_sigint_stops_at_once_with_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "sleepy.py").write_text(
+        textwrap.dedent(
+            """
+            import trio
+
+            async def app(scope, receive, send):
+                await trio.sleep(60)
+            """
+        )
+    )
+    process, url = start(["sleepy:app", "--graceful-timeout", "60"], cwd=tmp_path)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        # The request is in flight for 60 s and the grace period is 60 s; only the second
+        # signal can end this quickly.
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        for _ in range(20):
+            if "shutting down" in process.stderr.readline():
+                break
+        status, err = stop(process, signal.SIGINT)
+    assert status == 1
+    assert "stopping now" in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="console scripts are tested on POSIX")
+def test_console_script_is_installed_and_matches_python_m() -> None:
+    script = Path(sys.executable).with_name("trioserve")
+    assert script.exists()
+    out = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30)
+    same = subprocess.run(
+        [sys.executable, "-m", "trioserve", "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == same.returncode == 0
+    assert out.stdout == same.stdout
