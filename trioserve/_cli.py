@@ -22,7 +22,8 @@ from ._asgi import Mounts, load_app
 from ._config import DEFAULT_HOST, DEFAULT_PORT, Config
 from ._connection import ASGIApp
 from ._errors import AppLoadError, ConfigError
-from ._server import Address, Server, format_url, open_listeners
+from ._listeners import open_listeners
+from ._server import Address, Server, format_url
 from ._static import StaticFiles
 from ._version import __version__
 
@@ -263,7 +264,7 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
     stop = trio.Event()
     forced = False
     # Open the listeners here, before anything else, so that "address in use" is a plain OSError.
-    listeners = await open_listeners(server.config)
+    listeners = open_listeners(server.config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 

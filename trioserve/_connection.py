@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -104,9 +105,10 @@ class HTTPConnection:
         "_config",
         "_disconnect_scope",
         "_disconnected",
+        "_fd",
         "_head",
         "_head_written",
-        "_idle_scope",
+        "_idle",
         "_proto",
         "_refusal",
         "_response_done",
@@ -117,6 +119,7 @@ class HTTPConnection:
         "_state",
         "_status",
         "_stream",
+        "_timer",
     )
 
     def __init__(
@@ -135,8 +138,11 @@ class HTTPConnection:
         self._client = client
         self._server = server
         self._scheme = scheme
-        # sendfile needs the raw socket; any other stream (TLS, memory) gets plain writes.
+        # On plain TCP the hot paths use the socket's file descriptor directly (one read or
+        # write system call, no trio stream bookkeeping), and large files go out with sendfile;
+        # any other stream (TLS, in-memory) goes through the trio stream API.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._fd = -1 if self._socket is None else self._socket.fileno()
         self._proto = ServerProtocol(
             max_header_size=config.max_header_size,
             max_body_size=config.max_body_size,
@@ -144,7 +150,11 @@ class HTTPConnection:
             date_header=config.date_header,
         )
         self._accepted_at = trio.current_time()
-        self._idle_scope: trio.CancelScope | None = None
+        # One cancel scope for the connection's own waits (the request head, keep-alive idle):
+        # its deadline is set while the server waits for a request and is infinite while the
+        # app runs. Cheaper than a fresh scope per wait, and what stop_idle() cancels.
+        self._timer = trio.CancelScope()
+        self._idle = False
         self._disconnect_scope: trio.CancelScope | None = None
         self._disconnected = False
         self._reset_request()
@@ -167,7 +177,10 @@ class HTTPConnection:
         connections.add(self)
         try:
             try:
-                await self._serve()
+                with self._timer:
+                    await self._serve()
+                if self._timer.cancelled_caught and not self._idle:
+                    raise HTTPError(408, "Timed out waiting for the request head.")
             except HTTPError as exc:
                 await self._write_error(exc.status, exc.reason)
         except (ClientDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -180,8 +193,8 @@ class HTTPConnection:
 
     def stop_idle(self) -> None:
         """Close the connection now if it waits for a request (used at shutdown)."""
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if self._idle:
+            self._timer.cancel()
 
     async def _serve(self) -> None:
         proto = self._proto
@@ -205,35 +218,49 @@ class HTTPConnection:
         config = self._config
         event = proto.next_event()
         if event is h11.NEED_DATA:
+            timer = self._timer
             if first:
-                deadline = self._accepted_at + config.header_timeout
+                timer.deadline = self._accepted_at + config.header_timeout
             else:
-                deadline = trio.current_time() + config.keep_alive_timeout
+                timer.deadline = trio.current_time() + config.keep_alive_timeout
             if not proto.has_buffered_data:
-                # Idle: no byte of the next request yet. Shutdown may close us here.
+                # Idle: no byte of the next request yet. Shutdown may close us here, and when
+                # the deadline passes the timer's cancellation ends the connection quietly.
                 if self._state.draining:
                     return None
-                with trio.move_on_at(deadline) as idle:
-                    self._idle_scope = idle
-                    data = await self._stream.receive_some(READ_SIZE)
-                self._idle_scope = None
-                if idle.cancelled_caught or not data:
+                self._idle = True
+                data = await self._recv()
+                self._idle = False
+                if not data:
                     return None
                 proto.receive_data(data)
                 event = proto.next_event()
                 if not first:
-                    deadline = trio.current_time() + config.header_timeout
-            with trio.move_on_at(deadline) as reading:
-                while event is h11.NEED_DATA:
-                    proto.receive_data(await self._stream.receive_some(READ_SIZE))
-                    event = proto.next_event()
-            if reading.cancelled_caught:
-                raise HTTPError(408, "Timed out waiting for the request head.")
+                    timer.deadline = trio.current_time() + config.header_timeout
+            # Part of a head has arrived: the rest must follow before the deadline (else 408).
+            while event is h11.NEED_DATA:
+                proto.receive_data(await self._recv())
+                event = proto.next_event()
+            timer.deadline = math.inf
         if type(event) is h11.Request:
             return event
         if type(event) is h11.ConnectionClosed:
             return None
         raise HTTPError(400, "Unexpected bytes before the request head.")  # pragma: no cover
+
+    async def _recv(self) -> bytes | bytearray:
+        """Read what the client sent (waiting for it); ``b""`` at the end of the stream."""
+        fd = self._fd
+        if fd < 0:
+            return await self._stream.receive_some(READ_SIZE)
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                return os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                return b""
 
     async def _respond(self, request: h11.Request) -> None:
         state = self._state
@@ -347,7 +374,7 @@ class HTTPConnection:
                     return {"type": "http.request", "body": b"", "more_body": False}
                 if event is h11.NEED_DATA:
                     with trio.move_on_after(self._config.body_timeout) as reading:
-                        data = await self._stream.receive_some(READ_SIZE)
+                        data = await self._recv()
                     if reading.cancelled_caught:
                         raise HTTPError(408, "Timed out waiting for the request body.")
                     if not data:
@@ -377,7 +404,7 @@ class HTTPConnection:
                     if proto.buffered_size > limit:
                         # A pipelining client is far ahead of us; stop reading until we answer.
                         await trio.sleep_forever()
-                    data = await self._stream.receive_some(READ_SIZE)
+                    data = await self._recv()
                     if not data:
                         break
                     # Bytes of the next pipelined request: keep them for after this response.
@@ -533,6 +560,19 @@ class HTTPConnection:
     # -- writing and closing -----------------------------------------------------------------
 
     async def _write(self, data: bytes) -> None:
+        fd = self._fd
+        if fd >= 0:
+            # Fast path: the socket's send buffer almost always has room for the whole response.
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                self._disconnected = True
+                raise ClientDisconnected("the client disconnected") from exc
+            if sent == len(data):
+                return
+            data = data[sent:]
         with trio.move_on_after(self._config.write_timeout) as writing:
             try:
                 await self._stream.send_all(data)
@@ -577,25 +617,35 @@ class HTTPConnection:
         """
         proto = self._proto
         budget = DRAIN_BYTES
-        with trio.move_on_after(self._config.body_timeout):
-            try:
-                while not proto.request_complete:
+        try:
+            # Usually the rest (often just the end of a GET) is already here: no waiting.
+            while not proto.request_complete:
+                event = proto.next_event()
+                if type(event) is h11.Data:
+                    budget -= len(event.data)
+                    if budget < 0:
+                        return False
+                elif event is h11.NEED_DATA:
+                    break
+                elif type(event) is not h11.EndOfMessage:
+                    return False
+            else:
+                return True
+            with trio.move_on_after(self._config.body_timeout):
+                while budget >= 0 and not proto.request_complete:
                     event = proto.next_event()
                     if type(event) is h11.Data:
                         budget -= len(event.data)
-                        if budget < 0:
-                            return False
                     elif event is h11.NEED_DATA:
-                        data = await self._stream.receive_some(READ_SIZE)
+                        data = await self._recv()
                         if not data:
-                            return False
+                            break
                         proto.receive_data(data)
                     elif type(event) is not h11.EndOfMessage:
-                        return False
-                return True
-            except (HTTPError, trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
-        return False
+                        break
+        except (HTTPError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return budget >= 0 and proto.request_complete
 
     async def _close(self) -> None:
         stream = self._stream

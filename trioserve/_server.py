@@ -24,6 +24,7 @@ one bad client or one failing request never reaches the listener's nursery.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ import trio
 
 from ._config import Config
 from ._connection import ASGIApp, HTTPConnection, ServerState
+from ._listeners import accept_loop, open_listeners
 
 __all__ = ["Server", "serve"]
 
@@ -69,29 +71,6 @@ async def serve(
     await server.serve(shutdown_trigger=shutdown_trigger, task_status=task_status)
 
 
-class _LimitedListener(trio.abc.Listener[trio.SocketStream]):
-    """A listener that accepts only while fewer than ``max_connections`` are open.
-
-    Waiting here, before ``accept()``, leaves new clients in the kernel's backlog: backpressure at
-    accept rather than an error response. The connection's handler releases the slot.
-    """
-
-    def __init__(self, listener: trio.SocketListener, slots: trio.Semaphore) -> None:
-        self.listener = listener
-        self.slots = slots
-
-    async def accept(self) -> trio.SocketStream:
-        await self.slots.acquire()
-        try:
-            return await self.listener.accept()
-        except BaseException:
-            self.slots.release()
-            raise
-
-    async def aclose(self) -> None:
-        await self.listener.aclose()
-
-
 class Server:
     """One server: the listeners, their connections, and their shutdown."""
 
@@ -109,7 +88,7 @@ class Server:
         *,
         shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
         task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
-        listeners: Sequence[trio.SocketListener] | None = None,
+        listeners: Sequence[socket.socket] | None = None,
     ) -> None:
         """Run until ``shutdown_trigger()`` returns or this task is cancelled; see :func:`serve`.
 
@@ -121,7 +100,7 @@ class Server:
         """
         if listeners is None:
             # Opened outside any nursery, so that failing to bind raises a plain OSError.
-            listeners = await open_listeners(self.config)
+            listeners = open_listeners(self.config)
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(self._run_core, listeners)
             task_status.started(addresses)
@@ -135,10 +114,10 @@ class Server:
 
     async def _run_core(
         self,
-        listeners: Sequence[trio.SocketListener],
+        listeners: Sequence[socket.socket],
         task_status: trio.TaskStatus[list[Address]],
     ) -> None:
-        addresses = [_address(listener.socket.getsockname()) for listener in listeners]
+        addresses = [_address(listener.getsockname()) for listener in listeners]
         with trio.CancelScope(shield=True) as core:
             self._core_scope = core
             async with trio.open_nursery() as nursery:
@@ -147,32 +126,37 @@ class Server:
                 task_status.started(addresses)
 
     async def _serve_listener(
-        self, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None]
+        self, listener: socket.socket, *, task_status: trio.TaskStatus[None]
     ) -> None:
-        limited = _LimitedListener(listener, self._slots)
-        async with trio.open_nursery() as connections:
-            self._connection_scopes.append(connections.cancel_scope)
-            with trio.CancelScope() as accepting:
-                self._accept_scopes.append(accepting)
-                if self._shutting_down:
-                    accepting.cancel()
-                task_status.started()
-                await trio.serve_listeners(
-                    self._handle_connection, [limited], handler_nursery=connections
-                )
-            await listener.aclose()
-
-    async def _handle_connection(self, stream: trio.SocketStream) -> None:
         try:
-            sock = stream.socket
+            async with trio.open_nursery() as connections:
+                self._connection_scopes.append(connections.cancel_scope)
+                with trio.CancelScope() as accepting:
+                    self._accept_scopes.append(accepting)
+                    if self._shutting_down:
+                        accepting.cancel()
+                    task_status.started()
+                    await accept_loop(
+                        listener,
+                        self._slots,
+                        nursery=connections,
+                        handler=self._handle_connection,
+                    )
+                # Stop listening at once; the connections nursery goes on draining.
+                listener.close()
+        finally:
+            listener.close()
+
+    async def _handle_connection(self, client: socket.socket, peer: object) -> None:
+        try:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
             try:
-                client: Address | None = _address(sock.getpeername())
+                server = _address(client.getsockname())
             except OSError:
                 # The client is gone already (reset before we looked).
                 await stream.aclose()
                 return
-            server = _address(sock.getsockname())
-            connection = HTTPConnection(stream, self.state, client=client, server=server)
+            connection = HTTPConnection(stream, self.state, client=_address(peer), server=server)
             await connection.run()
         except Exception:
             # HTTPConnection.run handles its own errors; this is the last line of defence that
@@ -207,16 +191,7 @@ class Server:
         return len(self.state.connections)
 
 
-async def open_listeners(config: Config) -> Sequence[trio.SocketListener]:
-    """The TCP listeners for ``config.host`` and ``config.port``.
-
-    Raises:
-        OSError: the address cannot be bound.
-    """
-    return await trio.open_tcp_listeners(config.port, host=config.host, backlog=config.backlog)
-
-
-def _address(sockname: Any) -> Address:
+def _address(sockname: object) -> Address:
     if isinstance(sockname, tuple):
         return (str(sockname[0]), int(sockname[1]))
     raise TypeError(f"not an internet socket address: {sockname!r}")  # pragma: no cover
