@@ -7,7 +7,13 @@ import re
 import h11
 import pytest
 
-from trioserve._protocol import HTTPError, ServerProtocol, error_response, http_date
+from trioserve._protocol import (
+    HTTPError,
+    ResponseError,
+    ServerProtocol,
+    error_response,
+    http_date,
+)
 
 
 def make(max_body_size: int | None = 1000, **kwargs: object) -> ServerProtocol:
@@ -254,3 +260,87 @@ def test_error_response_for_head_has_no_body() -> None:
 def test_http_date_is_cached_within_a_second() -> None:
     assert http_date() is http_date() or http_date() == http_date()
     assert http_date().endswith(b" GMT")
+
+
+# -- response framing (done here, not by h11) ---------------------------------------------------
+
+
+def started(request: bytes = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") -> ServerProtocol:
+    proto = make()
+    events(proto, request)
+    return proto
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"x-injected", b"a\r\nset-cookie: evil=1")],
+        [(b"x-bad", b"a\nb")],
+        [(b"x-bad", b"a\x00b")],
+        [(b"bad name", b"v")],
+        [(b"", b"v")],
+        [(b"content-length", b"abc")],
+        [(b"content-length", b"3"), (b"content-length", b"4")],
+        [(b"transfer-encoding", b"gzip")],
+        [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")],
+    ],
+)
+def test_invalid_response_headers_are_refused(headers: list[tuple[bytes, bytes]]) -> None:
+    with pytest.raises(ResponseError):
+        started().send_response(200, headers)
+
+
+@pytest.mark.parametrize("status", [100, 101, 199, 600, "200"])
+def test_invalid_final_status_is_refused(status: object) -> None:
+    with pytest.raises(ResponseError, match="invalid status"):
+        started().send_response(status, [])  # type: ignore[arg-type]
+
+
+def test_body_longer_than_content_length_is_refused() -> None:
+    proto = started()
+    proto.send_response(200, [(b"content-length", b"3")])
+    with pytest.raises(ResponseError, match="longer"):
+        proto.send_data(b"abcd")
+
+
+def test_body_shorter_than_content_length_is_refused_at_the_end() -> None:
+    proto = started()
+    proto.send_response(200, [(b"content-length", b"3")])
+    proto.send_data(b"ab")
+    with pytest.raises(ResponseError, match="1 missing"):
+        proto.send_end()
+
+
+def test_app_chunked_header_is_honoured_once() -> None:
+    proto = started()
+    head = proto.send_response(200, [(b"Transfer-Encoding", b"chunked")])
+    assert head.lower().count(b"transfer-encoding: chunked") == 1
+    assert proto.send_data(b"ab") == b"2\r\nab\r\n"
+
+
+def test_app_connection_close_header_ends_keep_alive() -> None:
+    proto = started()
+    head = proto.send_response(200, [(b"content-length", b"0"), (b"connection", b"close")])
+    assert head.lower().count(b"connection: close") == 1
+    proto.send_end()
+    assert not proto.start_next_cycle()
+
+
+def test_str_headers_are_accepted_as_latin1() -> None:
+    proto = started()
+    head = proto.send_response(200, [("x-name", "caf\xe9")])  # type: ignore[list-item]
+    assert b"\r\nx-name: caf\xe9\r\n" in head
+
+
+def test_response_head_has_exact_wire_form() -> None:
+    proto = make(date_header=False, server_header=b"ts")
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = proto.send_response(404, [(b"content-length", b"0")])
+    assert head == b"HTTP/1.1 404 Not Found\r\nserver: ts\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_second_response_on_the_same_cycle_is_refused() -> None:
+    proto = started()
+    proto.send_response(200, [(b"content-length", b"0")])
+    with pytest.raises(ResponseError, match="already started"):
+        proto.send_response(200, [])

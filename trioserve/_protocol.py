@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-h11 parses requests and frames responses; this module adds what a server needs on top and does
-no I/O at all: bytes go in through :meth:`ServerProtocol.receive_data`, events come out of
-:meth:`ServerProtocol.next_event`, and every ``send_*`` method returns the bytes to write. The
-connection task (``_connection.py``) owns the socket and the clock.
+h11 parses the requests; this module adds what a server needs on top, frames the responses
+itself, and does no I/O at all: bytes go in through :meth:`ServerProtocol.receive_data`, events
+come out of :meth:`ServerProtocol.next_event`, and every ``send_*`` method returns the bytes to
+write. The connection task (``_connection.py``) owns the socket and the clock.
 
 What it adds to h11, all of it policy that h11 leaves to the server:
 
@@ -18,15 +18,21 @@ What it adds to h11, all of it policy that h11 leaves to the server:
   a plain-HTTP port gets a 400 that says what went wrong instead of a confusing parse error.
 * The body limit: a declared Content-Length over ``max_body_size`` is refused up front (413,
   without reading the body); a chunked body is counted as it arrives.
-* Response framing details: ``Date`` (formatted at most once a second) and ``Server`` headers,
-  ``Connection: close`` when the server wants to close, and no body bytes for HEAD, 1xx, 204
-  and 304 responses whatever the app sends.
+* Responses are framed here rather than by h11: Content-Length, chunked, or until-close for
+  HTTP/1.0; ``Date`` (formatted at most once a second) and ``Server`` headers; ``Connection:
+  close`` when either side wants to close; no body bytes for HEAD, 204 and 304 whatever the
+  app sends. Header names and values are validated in one pass (no CR, LF or other control
+  characters: no header injection), and the body is held to its Content-Length. Sending through
+  h11 validated every header twice and cost about as much as parsing the request; since h11
+  cannot be told about a response it did not frame, each request/response cycle gets a fresh
+  ``h11.Connection`` that inherits the bytes already received (see ``start_next_cycle``).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Sequence, Sized
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
@@ -35,6 +41,7 @@ import h11
 
 __all__ = [
     "HTTPError",
+    "ResponseError",
     "ServerProtocol",
     "error_response",
     "http_date",
@@ -64,7 +71,22 @@ _REQUEST_COMPLETE_STATES: Final = (
 )
 
 
-_REASONS: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+# Response framing states.
+_NOT_STARTED: Final = "not started"
+_LENGTH: Final = "content-length"
+_CHUNKED: Final = "chunked"
+_UNTIL_CLOSE: Final = "until close"
+_NO_BODY: Final = "no body"
+_COMPLETE: Final = "complete"
+
+_STATUS_LINES: Final = {
+    status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode("ascii"))
+    for status in HTTPStatus
+}
+# What the app may put in a response header: a token for the name (RFC 9110 section 5.1), and
+# no control character but HTAB in the value (no CR or LF: no header injection).
+_TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class HTTPError(Exception):
@@ -151,11 +173,14 @@ class ServerProtocol:
     __slots__ = (
         "_body_limit",
         "_body_received",
+        "_client_closes",
+        "_client_http11",
         "_conn",
         "_date",
-        "_discard_body",
-        "_extra_headers",
+        "_framing",
         "_max_header_size",
+        "_remaining",
+        "_server",
         "_sniffed",
         "closing",
         "head_request",
@@ -174,10 +199,13 @@ class ServerProtocol:
         self._body_limit = max_body_size
         self._max_header_size = max_header_size
         self._body_received = 0
-        self._extra_headers: Headers = [] if server_header is None else [(b"server", server_header)]
+        self._server = None if server_header is None else b"server: " + server_header + b"\r\n"
         self._date = date_header
         self._sniffed = b""
-        self._discard_body = False
+        self._framing = _NOT_STARTED
+        self._remaining = 0
+        self._client_http11 = True
+        self._client_closes = False
         #: Set to make the current response carry ``Connection: close`` and end the connection.
         self.closing = False
         #: The current request, once its head has been received.
@@ -268,11 +296,17 @@ class ServerProtocol:
             raise HTTPError(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
         content_length: int | None = None
         has_transfer_encoding = False
+        client_closes = False
         for name, value in request.headers:
             if name == b"content-length":
                 content_length = int(value)
             elif name == b"transfer-encoding":
                 has_transfer_encoding = True
+            elif name == b"connection":
+                client_closes = client_closes or b"close" in value.lower()
+        # HTTP/1.0 clients get one response per connection (as h11 has it): no keep-alive.
+        self._client_http11 = request.http_version == b"1.1"
+        self._client_closes = client_closes or not self._client_http11
         if content_length is not None:
             if has_transfer_encoding:
                 self.closing = True
@@ -293,47 +327,123 @@ class ServerProtocol:
         """The ``100 Continue`` interim response that lets the client send its body."""
         return self._conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
 
-    def send_response(self, status: int, headers: Headers) -> bytes:
+    def send_response(self, status: int, headers: Iterable[Sequence[bytes]]) -> bytes:
         """The response head; body bytes follow through :meth:`send_data`.
 
+        Picks the framing: the app's Content-Length, else chunked for HTTP/1.1 clients, else
+        (HTTP/1.0) the end of the connection; and no body at all for HEAD, 204 and 304.
+
         Raises:
-            h11.LocalProtocolError: the status or headers are invalid.
+            ResponseError: the status or headers are invalid.
         """
-        extra = self._extra_headers
+        if self._framing is not _NOT_STARTED:
+            raise ResponseError("the response has already started")
+        if type(status) is not int or not 200 <= status <= 599:
+            raise ResponseError(f"invalid status for a final response: {status!r}")
+        request = self.request
+        lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         if self._date:
-            extra = [(b"date", http_date()), *extra]
-        if self.closing:
-            extra = [*extra, (b"connection", b"close")]
-        self._discard_body = self.head_request or status in _NO_BODY_STATUSES
-        response = h11.Response(
-            status_code=status, headers=[*extra, *headers], reason=_REASONS.get(status, b"")
-        )
-        return self._conn.send(response) or b""
+            lines.append(b"date: " + http_date() + b"\r\n")
+        if self._server is not None:
+            lines.append(self._server)
+        length: int | None = None
+        chunked = said_close = False
+        for name, value in headers:
+            if type(name) is not bytes or type(value) is not bytes:
+                name, value = _as_bytes(name), _as_bytes(value)
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise ResponseError(f"invalid response header {name!r}: {value!r}")
+            lowered = name.lower()
+            if lowered == b"content-length":
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise ResponseError(f"invalid Content-Length: {value!r}")
+                length = int(value)
+            elif lowered == b"transfer-encoding":
+                if value.lower() != b"chunked" or chunked:
+                    raise ResponseError(f"unsupported Transfer-Encoding: {value!r}")
+                chunked = True
+                continue  # added back below when the framing really is chunked
+            elif lowered == b"connection" and b"close" in value.lower():
+                self.closing = said_close = True
+            lines.append(name + b": " + value + b"\r\n")
+        if length is not None and chunked:
+            raise ResponseError("both Content-Length and Transfer-Encoding in the response")
+        if self.head_request or status in _NO_BODY_STATUSES:
+            self._framing = _NO_BODY
+        elif length is not None:
+            self._framing = _LENGTH
+            self._remaining = length
+        elif self._client_http11:
+            self._framing = _CHUNKED
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self._framing = _UNTIL_CLOSE
+            self.closing = True
+        if not self.closing and (self._client_closes or request is None):
+            self.closing = True
+        if self.closing and not said_close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def send_data(self, data: bytes) -> bytes:
-        """A piece of the response body, framed (for chunked responses) as needed."""
-        if self._discard_body or not data:
-            return b""
-        return self._conn.send(h11.Data(data=data)) or b""
+        """A piece of the response body, framed (for chunked responses) as needed.
 
-    def send_data_passthrough(self, data: object) -> list[object]:
+        Raises:
+            ResponseError: more bytes than the declared Content-Length.
+        """
+        framing = self._framing
+        if framing is _LENGTH:
+            self._remaining -= len(data)
+            if self._remaining < 0:
+                raise ResponseError("response body longer than its Content-Length")
+            return data
+        if framing is _CHUNKED:
+            return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+        if framing is _UNTIL_CLOSE:
+            return data
+        if framing is _NO_BODY:
+            return b""
+        raise ResponseError("response body before the response head")
+
+    def send_data_passthrough(self, data: Sized) -> list[object]:
         """Like :meth:`send_data` for a body piece that is not bytes (a file range for sendfile).
 
         ``data`` needs only ``len()``; it is returned in place among the framing bytes.
         """
-        if self._discard_body:
+        framing = self._framing
+        if framing is _NO_BODY or not len(data):
             return []
-        pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))  # type: ignore[arg-type]
-        return list(pieces or ())
+        if framing is _CHUNKED:
+            return [b"%x\r\n" % len(data), data, b"\r\n"]
+        if framing is _LENGTH:
+            self._remaining -= len(data)
+            if self._remaining < 0:
+                raise ResponseError("response body longer than its Content-Length")
+        elif framing is not _UNTIL_CLOSE:
+            raise ResponseError("response body before the response head")
+        return [data]
 
     def send_end(self) -> bytes:
-        """The end of the response body."""
-        return self._conn.send(h11.EndOfMessage()) or b""
+        """The end of the response body.
+
+        Raises:
+            ResponseError: fewer bytes than the declared Content-Length were sent.
+        """
+        framing = self._framing
+        if framing is _LENGTH and self._remaining:
+            raise ResponseError(
+                f"response body shorter than its Content-Length ({self._remaining} missing)"
+            )
+        if framing is _NOT_STARTED or framing is _COMPLETE:
+            raise ResponseError("end of a response that was not started")
+        self._framing = _COMPLETE
+        return b"0\r\n\r\n" if framing is _CHUNKED else b""
 
     @property
     def discards_body(self) -> bool:
         """Whether the current response must carry no body (HEAD, 204, 304)."""
-        return self._discard_body
+        return self._framing is _NO_BODY
 
     @property
     def request_complete(self) -> bool:
@@ -343,20 +453,43 @@ class ServerProtocol:
     @property
     def response_complete(self) -> bool:
         """Whether the current response has been sent completely."""
-        return self._conn.our_state in (h11.DONE, h11.MUST_CLOSE)
+        return self._framing is _COMPLETE
 
     def start_next_cycle(self) -> bool:
         """Get ready for the next request on this connection.
+
+        h11 parses the requests; responses are framed here, so each request/response cycle
+        gets a fresh ``h11.Connection`` that inherits the bytes already received.
 
         Returns:
             ``True`` if the connection can be kept alive, ``False`` if it must close.
         """
         conn = self._conn
-        if self.closing or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+        if self.closing or self._framing is not _COMPLETE or conn.their_state is not h11.DONE:
             return False
-        conn.start_next_cycle()
+        data, closed = conn.trailing_data
+        conn = self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._max_header_size
+        )
+        if data:
+            conn.receive_data(data)
+        if closed:
+            conn.receive_data(b"")
         self.request = None
+        self._framing = _NOT_STARTED
         return True
+
+
+class ResponseError(RuntimeError):
+    """The app's response cannot be sent as it is (bad status or header, wrong length)."""
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    raise ResponseError(f"header names and values must be bytes, not {type(value).__name__}")
 
 
 def _count_content_length(head: bytes) -> int:
