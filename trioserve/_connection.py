@@ -95,6 +95,7 @@ class HTTPConnection:
         client: The peer's ``(host, port)``, or ``None`` when unknown.
         server: Our ``(host, port)``, or ``None`` when unknown.
         scheme: ``"http"`` or ``"https"``.
+        on_close: Called once the connection is closed (the server releases its slot).
     """
 
     __slots__ = (
@@ -109,6 +110,7 @@ class HTTPConnection:
         "_head",
         "_head_written",
         "_idle",
+        "_on_close",
         "_proto",
         "_refusal",
         "_response_done",
@@ -130,6 +132,7 @@ class HTTPConnection:
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
         scheme: str = "http",
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         config = state.config
         self._stream = stream
@@ -138,6 +141,7 @@ class HTTPConnection:
         self._client = client
         self._server = server
         self._scheme = scheme
+        self._on_close = on_close
         # On plain TCP the hot paths use the socket's file descriptor directly (one read or
         # write system call, no trio stream bookkeeping), and large files go out with sendfile;
         # any other stream (TLS, in-memory) goes through the trio stream API.
@@ -175,10 +179,24 @@ class HTTPConnection:
         """Serve requests until the connection ends; never raises but ``trio.Cancelled``."""
         connections = self._state.connections
         connections.add(self)
+        proto = self._proto
         try:
             try:
                 with self._timer:
-                    await self._serve()
+                    first = True
+                    while True:
+                        request = await self._read_head(first)
+                        if request is None:
+                            break
+                        first = False
+                        await self._respond(request)
+                        if self._disconnected or proto.closing:
+                            break
+                        if not proto.request_complete and not await self._drain_body():
+                            break
+                        if not proto.start_next_cycle():
+                            break
+                        self._reset_request()
                 if self._timer.cancelled_caught and not self._idle:
                     raise HTTPError(408, "Timed out waiting for the request head.")
             except HTTPError as exc:
@@ -189,29 +207,16 @@ class HTTPConnection:
             error_log.exception("Unexpected error on the connection from %s", self._peer())
         finally:
             connections.discard(self)
-            await self._close()
+            try:
+                await self._close()
+            finally:
+                if self._on_close is not None:
+                    self._on_close()
 
     def stop_idle(self) -> None:
         """Close the connection now if it waits for a request (used at shutdown)."""
         if self._idle:
             self._timer.cancel()
-
-    async def _serve(self) -> None:
-        proto = self._proto
-        first = True
-        while True:
-            request = await self._read_head(first)
-            if request is None:
-                return
-            first = False
-            await self._respond(request)
-            if self._disconnected or proto.closing:
-                return
-            if not proto.request_complete and not await self._drain_body():
-                return
-            if not proto.start_next_cycle():
-                return
-            self._reset_request()
 
     async def _read_head(self, first: bool) -> h11.Request | None:
         proto = self._proto
@@ -229,7 +234,17 @@ class HTTPConnection:
                 if self._state.draining:
                     return None
                 self._idle = True
-                data = await self._recv()
+                fd = self._fd
+                if fd < 0:
+                    data = await self._stream.receive_some(READ_SIZE)
+                else:
+                    # Inlined _recv(): an idle connection's stack is what idle memory is made of.
+                    while True:
+                        await trio.lowlevel.wait_readable(fd)
+                        got = self._read_nowait()
+                        if got is not None:
+                            data = got
+                            break
                 self._idle = False
                 if not data:
                     return None
@@ -255,12 +270,18 @@ class HTTPConnection:
             return await self._stream.receive_some(READ_SIZE)
         while True:
             await trio.lowlevel.wait_readable(fd)
-            try:
-                return os.read(fd, READ_SIZE)
-            except BlockingIOError:
-                continue
-            except (ConnectionResetError, BrokenPipeError):
-                return b""
+            data = self._read_nowait()
+            if data is not None:
+                return data
+
+    def _read_nowait(self) -> bytes | None:
+        """Read from the socket without waiting: ``None`` if nothing is there yet."""
+        try:
+            return os.read(self._fd, READ_SIZE)
+        except BlockingIOError:
+            return None
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
 
     async def _respond(self, request: h11.Request) -> None:
         state = self._state

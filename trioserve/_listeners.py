@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -65,12 +65,12 @@ async def accept_loop(
     sock: socket.socket,
     slots: trio.Semaphore,
     *,
-    nursery: trio.Nursery,
-    handler: Callable[[socket.socket, object], Awaitable[None]],
+    spawn: Callable[[socket.socket, object], None],
 ) -> None:
-    """Accept connections forever, each in a new task of ``nursery`` running ``handler``.
+    """Accept connections forever and hand each to ``spawn(client, address)``.
 
-    A connection takes one of ``slots`` before it is accepted; ``handler`` must release it.
+    ``spawn`` starts the connection's task and must not block. A connection takes one of
+    ``slots`` before it is accepted; its task must release it.
     While no slot is free, clients wait in the kernel's backlog (backpressure at accept).
     """
     batch = 0
@@ -100,7 +100,7 @@ async def accept_loop(
                 await trio.sleep(_CAPACITY_BACKOFF)
                 continue
             raise
-        nursery.start_soon(handler, client, address)
+        spawn(client, address)
         batch += 1
         if batch >= _ACCEPT_BATCH:
             batch = 0

@@ -195,7 +195,9 @@ class ServerProtocol:
         server_header: bytes | None = None,
         date_header: bool = True,
     ) -> None:
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        # Created when the first bytes of a request arrive: an idle keep-alive connection holds
+        # none (idle connections are where a server's memory goes).
+        self._conn: h11.Connection | None = None
         self._body_limit = max_body_size
         self._max_header_size = max_header_size
         self._body_received = 0
@@ -219,7 +221,12 @@ class ServerProtocol:
         """Feed bytes read from the client; ``b""`` means the client closed its side."""
         if len(self._sniffed) < _SNIFF_LENGTH:
             self._sniff(data)
-        self._conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self._max_header_size
+            )
+        conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
 
     def _sniff(self, data: bytes | bytearray) -> None:
         sniffed = self._sniffed + bytes(data[: _SNIFF_LENGTH - len(self._sniffed)])
@@ -237,17 +244,18 @@ class ServerProtocol:
     @property
     def has_buffered_data(self) -> bool:
         """Whether bytes received from the client are waiting to be parsed."""
-        return bool(self._conn.trailing_data[0])
+        return self._conn is not None and bool(self._conn.trailing_data[0])
 
     @property
     def buffered_size(self) -> int:
         """How many received bytes wait to be parsed."""
-        return len(self._conn.trailing_data[0])
+        return 0 if self._conn is None else len(self._conn.trailing_data[0])
 
     @property
     def waiting_for_100_continue(self) -> bool:
         """Whether the client sent ``Expect: 100-continue`` and waits for our go-ahead."""
-        return bool(self._conn.they_are_waiting_for_100_continue)
+        conn = self._conn
+        return conn is not None and bool(conn.they_are_waiting_for_100_continue)
 
     def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         """The next event parsed from the received bytes.
@@ -261,6 +269,8 @@ class ServerProtocol:
             HTTPError: the request must be refused with the given status.
         """
         conn = self._conn
+        if conn is None:
+            return h11.NEED_DATA
         raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
         try:
             event = conn.next_event()
@@ -325,6 +335,7 @@ class ServerProtocol:
 
     def send_continue(self) -> bytes:
         """The ``100 Continue`` interim response that lets the client send its body."""
+        assert self._conn is not None
         return self._conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
 
     def send_response(self, status: int, headers: Iterable[Sequence[bytes]]) -> bytes:
@@ -448,7 +459,8 @@ class ServerProtocol:
     @property
     def request_complete(self) -> bool:
         """Whether the whole current request, body included, has been received."""
-        return self._conn.their_state in _REQUEST_COMPLETE_STATES
+        conn = self._conn
+        return conn is not None and conn.their_state in _REQUEST_COMPLETE_STATES
 
     @property
     def response_complete(self) -> bool:
@@ -465,16 +477,19 @@ class ServerProtocol:
             ``True`` if the connection can be kept alive, ``False`` if it must close.
         """
         conn = self._conn
-        if self.closing or self._framing is not _COMPLETE or conn.their_state is not h11.DONE:
+        if (
+            self.closing
+            or self._framing is not _COMPLETE
+            or conn is None
+            or conn.their_state is not h11.DONE
+        ):
             return False
         data, closed = conn.trailing_data
-        conn = self._conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self._max_header_size
-        )
+        self._conn = None
         if data:
-            conn.receive_data(data)
+            self.receive_data(data)
         if closed:
-            conn.receive_data(b"")
+            self.receive_data(b"")
         self.request = None
         self._framing = _NOT_STARTED
         return True

@@ -23,6 +23,7 @@ one bad client or one failing request never reaches the listener's nursery.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -139,31 +140,32 @@ class Server:
                     await accept_loop(
                         listener,
                         self._slots,
-                        nursery=connections,
-                        handler=self._handle_connection,
+                        spawn=functools.partial(self._spawn_connection, connections),
                     )
                 # Stop listening at once; the connections nursery goes on draining.
                 listener.close()
         finally:
             listener.close()
 
-    async def _handle_connection(self, client: socket.socket, peer: object) -> None:
+    def _spawn_connection(self, nursery: trio.Nursery, client: socket.socket, peer: object) -> None:
+        """Start the task of a newly accepted connection (called by the accept loop)."""
         try:
+            server = _address(client.getsockname())
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
-            try:
-                server = _address(client.getsockname())
-            except OSError:
-                # The client is gone already (reset before we looked).
-                await stream.aclose()
-                return
-            connection = HTTPConnection(stream, self.state, client=_address(peer), server=server)
-            await connection.run()
-        except Exception:
-            # HTTPConnection.run handles its own errors; this is the last line of defence that
-            # keeps a bug in one connection away from the listener's nursery.
-            error_log.exception("Unexpected error in a connection task")
-        finally:
+        except OSError:
+            # The client is gone already (reset before we looked).
+            client.close()
             self._slots.release()
+            return
+        connection = HTTPConnection(
+            stream,
+            self.state,
+            client=_address(peer),
+            server=server,
+            on_close=self._slots.release,
+        )
+        # HTTPConnection.run handles every exception of its own: nothing reaches the nursery.
+        nursery.start_soon(connection.run)
 
     def begin_shutdown(self) -> None:
         """Start a graceful shutdown (idempotent); see :func:`serve`."""
