@@ -14,6 +14,7 @@ import pytest
 
 from trioserve import _static
 from trioserve._static import (
+    CHUNK_SIZE,
     ByteRange,
     Directory,
     DirEntry,
@@ -980,17 +981,28 @@ async def test_get_streams_the_file_in_64k_chunks(site: Path) -> None:
     ]
 
 
-async def test_get_uses_pathsend_when_the_server_offers_it(site: Path) -> None:
+async def test_large_file_uses_pathsend_when_the_server_offers_it(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"x" * (CHUNK_SIZE + 1))
+    response = await call(StaticFiles(tmp_path), "/big.bin", pathsend=True)
+    assert response.status == 200
+    assert response.pathsend == str((tmp_path / "big.bin").resolve())
+    assert response.body == b""
+    assert response.header[b"content-length"] == str(CHUNK_SIZE + 1).encode()
+
+
+async def test_small_file_is_sent_inline_even_when_pathsend_is_offered(site: Path) -> None:
     response = await call(StaticFiles(site), "/hello.txt", pathsend=True)
     assert response.status == 200
-    assert response.pathsend == str(site / "hello.txt")
-    assert response.body == b""
+    assert response.pathsend is None
+    assert response.chunks == [b"hello world\n"]
     assert response.header[b"content-length"] == b"12"
 
 
-async def test_pathsend_gets_the_real_path_of_a_symlink(site: Path) -> None:
-    response = await call(StaticFiles(site), "/link-in.txt", pathsend=True)
-    assert response.pathsend == str(site / "a.txt")
+async def test_pathsend_gets_the_real_path_of_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"y" * (CHUNK_SIZE + 1))
+    (tmp_path / "link.bin").symlink_to(tmp_path / "big.bin")
+    response = await call(StaticFiles(tmp_path), "/link.bin", pathsend=True)
+    assert response.pathsend == str((tmp_path / "big.bin").resolve())
 
 
 async def test_empty_file_gets_an_empty_body(site: Path) -> None:

@@ -250,7 +250,8 @@ class HTTPConnection:
                     return None
                 proto.receive_data(data)
                 event = proto.next_event()
-                if not first:
+                if event is h11.NEED_DATA and not first:
+                    # Only a head that did not arrive whole needs its own deadline.
                     timer.deadline = trio.current_time() + config.header_timeout
             # Part of a head has arrived: the rest must follow before the deadline (else 408).
             while event is h11.NEED_DATA:
@@ -369,6 +370,9 @@ class HTTPConnection:
                 await self._wait_for_disconnect()
             return _DISCONNECT
         proto = self._proto
+        if proto.request_bodyless:
+            self._body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
         try:
             if proto.waiting_for_100_continue:
                 await self._write(proto.send_continue())

@@ -173,6 +173,7 @@ class ServerProtocol:
     __slots__ = (
         "_body_limit",
         "_body_received",
+        "_bodyless",
         "_client_closes",
         "_client_http11",
         "_conn",
@@ -208,6 +209,8 @@ class ServerProtocol:
         self._remaining = 0
         self._client_http11 = True
         self._client_closes = False
+        #: Whether the current request has no body at all (no Content-Length, no chunking).
+        self._bodyless = False
         #: Set to make the current response carry ``Connection: close`` and end the connection.
         self.closing = False
         #: The current request, once its head has been received.
@@ -314,6 +317,9 @@ class ServerProtocol:
                 has_transfer_encoding = True
             elif name == b"connection":
                 client_closes = client_closes or b"close" in value.lower()
+        # No framing header, no body: the request ended with its head. Knowing that here spares
+        # the event loop a round through h11 for the empty end of every GET.
+        self._bodyless = not has_transfer_encoding and not content_length
         # HTTP/1.0 clients get one response per connection (as h11 has it): no keep-alive.
         self._client_http11 = request.http_version == b"1.1"
         self._client_closes = client_closes or not self._client_http11
@@ -459,8 +465,15 @@ class ServerProtocol:
     @property
     def request_complete(self) -> bool:
         """Whether the whole current request, body included, has been received."""
+        if self._bodyless:
+            return True
         conn = self._conn
         return conn is not None and conn.their_state in _REQUEST_COMPLETE_STATES
+
+    @property
+    def request_bodyless(self) -> bool:
+        """Whether the current request has no body at all (it ended with its head)."""
+        return self._bodyless
 
     @property
     def response_complete(self) -> bool:
@@ -481,7 +494,7 @@ class ServerProtocol:
             self.closing
             or self._framing is not _COMPLETE
             or conn is None
-            or conn.their_state is not h11.DONE
+            or not (self._bodyless or conn.their_state is h11.DONE)
         ):
             return False
         data, closed = conn.trailing_data
@@ -491,6 +504,7 @@ class ServerProtocol:
         if closed:
             self.receive_data(b"")
         self.request = None
+        self._bodyless = False
         self._framing = _NOT_STARTED
         return True
 

@@ -27,7 +27,9 @@ exposed so that every rule can be tested (and reused) on its own.
 #
 # stat, realpath and open run synchronously on the event loop, as in nginx: on a local filesystem
 # they cost microseconds, and a thread hop per request would dominate the cost of a small file.
-# Reads and directory listings go to a thread. trio is imported lazily, only when running under
+# For the same reason a whole file of up to 64 KiB is read in one synchronous pread and sent as
+# one message. Larger files go to the server with pathsend (sendfile) when it is offered; other
+# reads and directory listings go to a thread. trio is imported lazily, only when running under
 # trio, so the app also works inside Starlette on uvicorn (asyncio).
 #
 # Unreadable files (EACCES) are answered 404, like every other lookup failure: a 403 would tell a
@@ -1096,7 +1098,14 @@ async def _send_plan(plan: ResponsePlan, fd: int | None, send: Send, *, pathsend
     if fd is None:
         raise RuntimeError("a file body needs an open file")
     if isinstance(body, WholeFile):
-        if pathsend:
+        if body.size <= CHUNK_SIZE:
+            # A small file is read here, at once, from the file already open and verified:
+            # cheaper than any hand-over, and one message lets the server send it with the head.
+            data = _pread(fd, body.size, 0)
+            if len(data) != body.size:
+                raise RuntimeError("static file shrank while it was being sent")
+            await send({"type": "http.response.body", "body": data, "more_body": False})
+        elif pathsend:
             await send({"type": "http.response.pathsend", "path": body.path})
         else:
             await _send_file_range(send, fd, 0, body.size, last=True)
