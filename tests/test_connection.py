@@ -637,3 +637,45 @@ async def test_one_client_speaking_garbage_is_isolated(caplog: pytest.LogCapture
         response, _ = await good.response()
         assert response.status_code == 200
         assert (await bad.read_until_eof()).startswith(b"HTTP/1.1 400 ")
+
+
+async def test_disconnect_escaping_a_task_group_is_not_an_app_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    done = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await receive()
+            assert (await receive())["type"] == "http.disconnect"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send, {"type": "http.response.start", "status": 200})
+                nursery.start_soon(send, {"type": "http.response.body", "body": b"x"})
+        finally:
+            done.set()
+
+    async with connection(app) as (client, _):
+        await client.request()
+        await client.stream.aclose()
+        await done.wait()
+    assert "Exception in ASGI application" not in caplog.text
+
+
+async def test_client_gone_before_the_response_is_logged_as_499(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    done = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await receive()  # returns once the client is gone
+        done.set()
+
+    async with connection(app, Config(access_log=True)) as (client, _):
+        await client.request("GET", "/gone")
+        await client.stream.aclose()
+        await done.wait()
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    assert len(lines) == 1
+    assert '"GET /gone HTTP/1.1" 499 0 ' in lines[0]

@@ -286,24 +286,30 @@ class HTTPConnection:
 
     async def _respond(self, request: h11.Request) -> None:
         state = self._state
-        started = time.perf_counter()
+        started = time.perf_counter() if state.access_log else 0.0
         scope = self._build_scope(request)
         failed = False
         try:
             await state.app(scope, self._receive, self._send)
-        except ClientDisconnected:
-            pass
-        except Exception:
-            failed = True
-            if self._refusal is None:
-                error_log.exception(
-                    "Exception in ASGI application (%s %s from %s)",
-                    scope["method"],
-                    scope["path"],
-                    self._peer(),
-                )
+        except Exception as exc:
+            if _only_disconnects(exc):
+                # send() said the client had gone and the app let that propagate (possibly
+                # out of a task group): the ordinary end of a request whose client left.
+                error_log.debug("Client %s left during %s %s", self._peer(), *_what(scope))
+            else:
+                failed = True
+                if self._refusal is None:
+                    error_log.exception(
+                        "Exception in ASGI application (%s %s from %s)",
+                        *_what(scope),
+                        self._peer(),
+                    )
         if not self._head_written:
             if self._disconnected and self._refusal is None:
+                # Nobody to answer; logged like nginx's 499 "client closed request".
+                self._status = 499
+                if state.access_log:
+                    self._log_access(scope, request, started)
                 return
             if self._refusal is not None:
                 raise self._refusal
@@ -324,16 +330,19 @@ class HTTPConnection:
                 )
             self._disconnected = True
         if state.access_log:
-            access_log.info(
-                '%s - "%s %s HTTP/%s" %d %d %.1fms',
-                self._peer(),
-                scope["method"],
-                request.target.decode("ascii", "replace"),
-                scope["http_version"],
-                self._status,
-                self._bytes_sent,
-                (time.perf_counter() - started) * 1000.0,
-            )
+            self._log_access(scope, request, started)
+
+    def _log_access(self, scope: Scope, request: h11.Request, started: float) -> None:
+        access_log.info(
+            '%s - "%s %s HTTP/%s" %d %d %.1fms',
+            self._peer(),
+            scope["method"],
+            request.target.decode("ascii", "replace"),
+            scope["http_version"],
+            self._status,
+            self._bytes_sent,
+            (time.perf_counter() - started) * 1000.0,
+        )
 
     def _build_scope(self, request: h11.Request) -> Scope:
         target = request.target
@@ -733,6 +742,19 @@ def _origin_form(target: bytes) -> bytes:
     else:
         return b"/"
     return rest if rest[:1] == b"/" else b"/" + rest
+
+
+def _only_disconnects(exc: BaseException) -> bool:
+    """Whether ``exc`` is ClientDisconnected, or a group made of nothing else."""
+    if isinstance(exc, ClientDisconnected):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_disconnects(inner) for inner in exc.exceptions)
+    return False
+
+
+def _what(scope: Scope) -> tuple[str, str]:
+    return scope["method"], scope["path"]
 
 
 def _out_of_order(message_type: str, started: bool) -> str:
