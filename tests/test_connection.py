@@ -679,3 +679,41 @@ async def test_client_gone_before_the_response_is_logged_as_499(
     lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
     assert len(lines) == 1
     assert '"GET /gone HTTP/1.1" 499 0 ' in lines[0]
+
+
+def pathsend_app(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers or []})
+        await send({"type": "http.response.pathsend", "path": path})
+
+    return app
+
+
+@pytest.mark.parametrize("size", [0, 10, 64 * 1024, 64 * 1024 + 1, 300_000])
+async def test_pathsend_over_a_non_socket_stream_sends_the_file(tmp_path: Any, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    (tmp_path / "f.bin").write_bytes(data)
+    async with connection(pathsend_app(str(tmp_path / "f.bin"))) as (client, _):
+        await client.request()
+        response, body = await client.response()
+        assert header(response, b"content-length") == str(size).encode()
+        assert body == data
+        # keep-alive still works after a file body
+        await client.request("HEAD")
+        response, body = await client.response()
+        assert header(response, b"content-length") == str(size).encode()
+        assert body == b""
+
+
+async def test_pathsend_of_a_directory_is_an_app_error(tmp_path: Any) -> None:
+    async with connection(pathsend_app(str(tmp_path))) as (client, _):
+        await client.request()
+        response, _ = await client.response()
+    assert response.status_code == 500
+
+
+async def test_pathsend_of_a_missing_file_is_an_app_error(tmp_path: Any) -> None:
+    async with connection(pathsend_app(str(tmp_path / "missing"))) as (client, _):
+        await client.request()
+        response, _ = await client.response()
+    assert response.status_code == 500

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
@@ -226,6 +227,9 @@ class HTTPConnection:
             timer = self._timer
             if first:
                 timer.deadline = self._accepted_at + config.header_timeout
+            elif proto.has_buffered_data:
+                # The start of a pipelined head is already here.
+                timer.deadline = trio.current_time() + config.header_timeout
             else:
                 timer.deadline = trio.current_time() + config.keep_alive_timeout
             if not proto.has_buffered_data:
@@ -523,22 +527,30 @@ class HTTPConnection:
     async def _send_file(self, path: str) -> None:
         # Opening and stat-ing a file are not worth a thread hop (nginx does them in its event
         # loop too); reading large files is, and so is sendfile's waiting for the socket.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO handed over by mistake must not block the event loop at open().
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            size = os.fstat(fd).st_size
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RuntimeError(f"http.response.pathsend needs a regular file: {path!r}")
+            size = info.st_size
             assert self._head is not None
             extra = None
             if not any(name.lower() == b"content-length" for name, _ in self._head[1]):
                 extra = [(b"content-length", b"%d" % size)]
             head = self._head_bytes(extra)
             proto = self._proto
-            self._head_written = True
             if proto.discards_body:
-                await self._write(head + proto.send_end())
+                out = head + proto.send_end()
+                self._head_written = True
+                await self._write(out)
             elif size <= INLINE_FILE_SIZE:
                 data = os.pread(fd, size, 0)
-                await self._write(head + proto.send_data(data) + proto.send_end())
+                out = head + proto.send_data(data) + proto.send_end()
+                self._head_written = True
+                await self._write(out)
             else:
+                self._head_written = True
                 await self._write(head)
                 for piece in proto.send_data_passthrough(_FileRange(fd, 0, size)):
                     if isinstance(piece, _FileRange):
