@@ -16,8 +16,10 @@ from ._errors import AppLoadError as AppLoadError
 from ._errors import ClientDisconnected as ClientDisconnected
 from ._errors import ConfigError as ConfigError
 from ._errors import TrioserveError as TrioserveError
+from ._server import Server as Server
 from ._server import serve as serve
 from ._static import StaticFiles as StaticFiles
+from ._tls import TLSConfig as TLSConfig
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -26,7 +28,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "Mounts",
+    "Server",
     "StaticFiles",
+    "TLSConfig",
     "TrioserveError",
     "__version__",
     "serve",

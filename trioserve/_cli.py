@@ -25,6 +25,7 @@ from ._errors import AppLoadError, ConfigError
 from ._listeners import open_listeners
 from ._server import Address, Server, format_url
 from ._static import StaticFiles
+from ._tls import TLSConfig
 from ._version import __version__
 
 __all__ = ["main", "run"]
@@ -161,6 +162,44 @@ def _build_parser() -> _Parser:
         metavar="N",
         help="connections served at once (default: %(default)s)",
     )
+    tls = parser.add_argument_group(
+        "TLS (HTTPS)",
+        "--tls alone serves HTTPS with a development certificate from a local CA that is kept "
+        "across restarts; --certfile/--keyfile give real certificates (and imply --tls). "
+        "SIGHUP reloads the certificate files without dropping connections.",
+    )
+    tls.add_argument("--tls", action="store_true", help="serve HTTPS")
+    tls.add_argument("--certfile", metavar="FILE", help="PEM certificate chain (implies --tls)")
+    tls.add_argument("--keyfile", metavar="FILE", help="PEM private key (if not in --certfile)")
+    tls.add_argument(
+        "--keyfile-password-file",
+        metavar="FILE",
+        help="file whose first line is the key's password (never give it on the command line)",
+    )
+    tls.add_argument(
+        "--tls-min-version", choices=("1.2", "1.3"), default="1.2", help="(default: %(default)s)"
+    )
+    tls.add_argument("--ciphers", metavar="STRING", help="OpenSSL cipher string for TLS 1.2")
+    tls.add_argument("--ca-certs", metavar="FILE", help="CAs that client certificates chain to")
+    tls.add_argument(
+        "--client-cert",
+        choices=("none", "optional", "required"),
+        default="none",
+        help="ask clients for a certificate (needs --ca-certs) (default: %(default)s)",
+    )
+    tls.add_argument(
+        "--tls-handshake-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="time a client gets to complete the handshake (default: %(default)s)",
+    )
+    tls.add_argument(
+        "--tls-state-dir",
+        metavar="DIR",
+        help="where the development CA is kept (default: $XDG_STATE_HOME/trioserve or "
+        "~/.local/state/trioserve)",
+    )
     output = parser.add_argument_group("headers and logging")
     output.add_argument("--server-header", metavar="VALUE", help="send 'Server: VALUE'")
     output.add_argument(
@@ -207,11 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             date_header=args.date_header,
             access_log=args.access_log,
             root_path=args.root_path.rstrip("/"),
+            tls=_tls_config(args),
         )
         app, description = _build_app(args)
+        server = Server(app, config)
     except (ConfigError, AppLoadError, ValueError) as exc:
         return _fail(str(exc))
-    server = Server(app, config)
     try:
         return trio.run(_serve_until_signalled, server, description)
     except OSError as exc:
@@ -228,6 +268,27 @@ def run() -> NoReturn:
 def _fail(message: str, *, status: int = 2) -> int:
     print(f"trioserve: error: {message}", file=sys.stderr)
     return status
+
+
+def _tls_config(args: argparse.Namespace) -> TLSConfig | None:
+    if not (args.tls or args.certfile):
+        for flag in ("keyfile", "keyfile_password_file", "ca_certs", "ciphers"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --tls or --certfile")
+        if args.client_cert != "none":
+            raise ConfigError("--client-cert needs --tls or --certfile")
+        return None
+    return TLSConfig(
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        keyfile_password_file=args.keyfile_password_file,
+        min_version=args.tls_min_version,
+        ciphers=args.ciphers,
+        ca_certs=args.ca_certs,
+        client_cert=args.client_cert,
+        handshake_timeout=args.tls_handshake_timeout,
+        state_dir=args.tls_state_dir,
+    )
 
 
 def _build_app(args: argparse.Namespace) -> tuple[ASGIApp, str]:
@@ -265,14 +326,16 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
     forced = False
     # Open the listeners here, before anything else, so that "address in use" is a plain OSError.
     listeners = open_listeners(server.config)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
                 nonlocal forced
                 async for signum in signals:
                     name = signal.Signals(signum).name
-                    if not stop.is_set():
+                    if signum == signal.SIGHUP:
+                        server.reload_tls()
+                    elif not stop.is_set():
                         error_log.info(
                             "%s: shutting down; in-flight requests get %gs (again to exit now)",
                             name,
@@ -293,8 +356,17 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
 
             nursery.start_soon(watch_signals)
             addresses = await nursery.start(run_server)
-            urls = ", ".join(format_url(address) for address in addresses)
+            scheme = server.config.scheme
+            urls = ", ".join(format_url(address, scheme) for address in addresses)
             print(f"trioserve: serving {description} on {urls} (Ctrl-C to stop)", file=sys.stderr)
+            dev = server.dev_certificate
+            if dev is not None:
+                port = addresses[0][1]
+                print(
+                    f"trioserve: HTTPS with a development certificate; its CA is {dev.ca_path}\n"
+                    f"trioserve: try: curl --cacert {dev.ca_path} https://localhost:{port}/",
+                    file=sys.stderr,
+                )
             sys.stderr.flush()
     error_log.info("Shutdown complete")
     return 1 if forced else 0

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from ._errors import ConfigError
+from ._tls import TLSConfig
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -58,6 +59,7 @@ class Config:
         date_header: Whether to add a ``Date`` header to responses.
         access_log: Whether to log one line per request to the ``trioserve.access`` logger.
         root_path: The ASGI ``root_path``: the prefix a reverse proxy mounts the app under.
+        tls: Serve HTTPS with these TLS settings; ``None`` for plain HTTP.
     """
 
     host: str = DEFAULT_HOST
@@ -75,6 +77,7 @@ class Config:
     date_header: bool = True
     access_log: bool = True
     root_path: str = ""
+    tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -105,6 +108,11 @@ class Config:
             raise ConfigError(
                 f"root_path must start with '/' and not end with one, not {self.root_path!r}"
             )
+
+    @property
+    def scheme(self) -> str:
+        """``"https"`` with TLS, else ``"http"``."""
+        return "http" if self.tls is None else "https"
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (validated again)."""

@@ -96,6 +96,7 @@ class HTTPConnection:
         client: The peer's ``(host, port)``, or ``None`` when unknown.
         server: Our ``(host, port)``, or ``None`` when unknown.
         scheme: ``"http"`` or ``"https"``.
+        tls: The ASGI ``tls`` extension for a TLS connection.
         on_close: Called once the connection is closed (the server releases its slot).
     """
 
@@ -123,6 +124,7 @@ class HTTPConnection:
         "_status",
         "_stream",
         "_timer",
+        "_tls",
     )
 
     def __init__(
@@ -133,6 +135,7 @@ class HTTPConnection:
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
         scheme: str = "http",
+        tls: dict[str, Any] | None = None,
         on_close: Callable[[], object] | None = None,
     ) -> None:
         config = state.config
@@ -142,6 +145,7 @@ class HTTPConnection:
         self._client = client
         self._server = server
         self._scheme = scheme
+        self._tls = tls
         self._on_close = on_close
         # On plain TCP the hot paths use the socket's file descriptor directly (one read or
         # write system call, no trio stream bookkeeping), and large files go out with sendfile;
@@ -372,7 +376,11 @@ class HTTPConnection:
             "query_string": query,
             "headers": list(request.headers),
             "state": state.lifespan_state.copy(),
-            "extensions": {"http.response.pathsend": {}},
+            "extensions": (
+                {"http.response.pathsend": {}}
+                if self._tls is None
+                else {"http.response.pathsend": {}, "tls": self._tls}
+            ),
         }
 
     # -- ASGI receive ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -33,11 +34,26 @@ import trio
 
 from ._config import Config
 from ._connection import ASGIApp, HTTPConnection, ServerState
+from ._errors import ConfigError
 from ._listeners import accept_loop, open_listeners
+from ._protocol import error_response
+from ._tls import (
+    DevCertificate,
+    TLSConfig,
+    build_context,
+    default_state_dir,
+    dev_certificate,
+    dev_hosts,
+    tls_extension,
+)
 
 __all__ = ["Server", "serve"]
 
 error_log = logging.getLogger("trioserve.error")
+tls_log = logging.getLogger("trioserve.error.tls")
+
+# The first byte of a TLS record carrying a handshake (RFC 8446 section 5.1).
+_TLS_HANDSHAKE_RECORD = 0x16
 
 Address = tuple[str, int]
 
@@ -73,11 +89,31 @@ async def serve(
 
 
 class Server:
-    """One server: the listeners, their connections, and their shutdown."""
+    """One server: its listeners, their connections, TLS, and shutdown.
+
+    :func:`serve` is ``Server(app, config).serve(...)``; keep the object to control a running
+    server::
+
+        server = trioserve.Server(app, config)
+        addresses = await nursery.start(server.serve)
+        ...
+        server.reload_tls()        # new certificate for new connections (what SIGHUP does)
+        server.begin_shutdown()    # graceful, bounded; serve() returns when it is done
+    """
 
     def __init__(self, app: ASGIApp, config: Config) -> None:
+        """Prepare a server; builds the TLS context, so certificate problems raise here.
+
+        Raises:
+            ConfigError: a TLS certificate or key cannot be used (the message names the file).
+        """
         self.config = config
         self.state = ServerState(app, config)
+        #: The development certificate in use, when TLS runs without certificate files.
+        self.dev_certificate: DevCertificate | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+        if config.tls is not None:
+            self._ssl_context = self._build_ssl_context(config.tls)
         self._slots = trio.Semaphore(config.max_connections)
         self._accept_scopes: list[trio.CancelScope] = []
         self._connection_scopes: list[trio.CancelScope] = []
@@ -157,6 +193,10 @@ class Server:
             client.close()
             self._slots.release()
             return
+        if self._ssl_context is not None:
+            # The handshake happens in the connection's own task, never in the accept loop.
+            nursery.start_soon(self._run_tls_connection, stream, _address(peer), server)
+            return
         connection = HTTPConnection(
             stream,
             self.state,
@@ -166,6 +206,83 @@ class Server:
         )
         # HTTPConnection.run handles every exception of its own: nothing reaches the nursery.
         nursery.start_soon(connection.run)
+
+    async def _run_tls_connection(
+        self, stream: trio.SocketStream, client: Address, server: Address
+    ) -> None:
+        """Handshake (bounded), then serve HTTP over TLS; handles every exception of its own."""
+        context = self._ssl_context
+        tls = self.config.tls
+        assert context is not None
+        assert tls is not None
+        handed_over = False
+        try:
+            with trio.move_on_after(tls.handshake_timeout) as handshaking:
+                if not await _looks_like_tls(stream):
+                    await _refuse_plain_http(stream, self.config)
+                    return
+                ssl_stream = trio.SSLStream(
+                    stream, context, server_side=True, https_compatible=True
+                )
+                await ssl_stream.do_handshake()
+            if handshaking.cancelled_caught:
+                tls_log.debug("TLS handshake from %s timed out", format_address(client))
+                return
+            extension = tls_extension(ssl_stream, context)
+            connection = HTTPConnection(
+                ssl_stream,
+                self.state,
+                client=client,
+                server=server,
+                scheme="https",
+                tls=extension,
+                on_close=self._slots.release,
+            )
+            handed_over = True
+            await connection.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            # Garbage, a wrong version, an unknown CA, a reset: the client's problem, not ours.
+            reason = exc.__cause__ if exc.__cause__ is not None else exc
+            tls_log.debug("TLS handshake from %s failed: %s", format_address(client), reason)
+        except Exception:
+            error_log.exception("Unexpected error on the TLS connection from %s", client)
+        finally:
+            if not handed_over:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                self._slots.release()
+
+    def _build_ssl_context(self, tls: TLSConfig) -> ssl.SSLContext:
+        dev = None
+        if tls.uses_dev_certificate:
+            state_dir = tls.state_dir if tls.state_dir is not None else default_state_dir()
+            dev = dev_certificate(state_dir, dev_hosts(self.config.host))
+        context = build_context(tls, dev=dev)
+        self.dev_certificate = dev
+        return context
+
+    def reload_tls(self) -> bool:
+        """Rebuild the TLS context from its files; new handshakes use it, open connections go on.
+
+        A context that fails to build is logged and the current one stays.
+
+        Returns:
+            Whether a new context is in use.
+        """
+        tls = self.config.tls
+        if tls is None:
+            tls_log.warning("TLS reload requested, but this server does not use TLS")
+            return False
+        if tls.context is not None:
+            tls_log.warning("TLS reload requested, but the SSLContext was given ready-made")
+            return False
+        try:
+            self._ssl_context = self._build_ssl_context(tls)
+        except ConfigError as exc:
+            tls_log.error("TLS reload failed, keeping the current certificate: %s", exc)
+            return False
+        tls_log.info("TLS certificate reloaded; new connections use it")
+        return True
 
     def begin_shutdown(self) -> None:
         """Start a graceful shutdown (idempotent); see :func:`serve`."""
@@ -205,3 +322,38 @@ def format_url(address: Address, scheme: str = "http") -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
+
+
+def format_address(address: Address) -> str:
+    """``host:port``, with brackets around IPv6 hosts."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _looks_like_tls(stream: trio.SocketStream) -> bool:
+    """Wait for the client's first byte (without consuming it): a TLS handshake record?"""
+    sock = stream.socket
+    first = await sock.recv(1, socket.MSG_PEEK)
+    return not first or first[0] == _TLS_HANDSHAKE_RECORD
+
+
+async def _refuse_plain_http(stream: trio.SocketStream, config: Config) -> None:
+    """Answer plain HTTP sent to the TLS port with a short plain-text 400, then close."""
+    response = error_response(
+        400,
+        "This port speaks HTTPS: use an https:// URL.",
+        date=config.date_header,
+        server=None if config.server_header is None else config.server_header.encode(),
+    )
+    with trio.move_on_after(config.write_timeout):
+        try:
+            await stream.send_all(response)
+            await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        # Read what the client sent, so that closing does not reset our answer away.
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
