@@ -6,11 +6,16 @@ Run from anywhere (the servers are started with the repository root as working d
     .venv/bin/python scripts/bench.py               # every scenario, 10 s per run
     .venv/bin/python scripts/bench.py --quick       # 3 s per run
     .venv/bin/python scripts/bench.py --only hello-keepalive --servers trioserve,uvicorn-h11
+    .venv/bin/python scripts/bench.py --only hello-tls --rounds 3
     .venv/bin/python scripts/bench.py --markdown --json /tmp/bench.json
 
 Every server runs as a subprocess pinned to CPU 0 (``taskset -c 0``) and ``wrk`` runs pinned to
 CPU 1, both on loopback. Only ratios measured within the same run are meaningful: absolute
 numbers depend on the machine and on whatever else it is doing.
+
+hello-tls serves the hello app over HTTPS with a throwaway certificate made once per run with
+``trustme`` (a localhost/127.0.0.1 leaf of a temporary CA, in the run's temp dir); wrk does not
+verify it, the readiness probe does (against that CA).
 
 Requires ``wrk`` (``apt-get install wrk``); ``nginx`` (``apt-get install nginx``) is optional and
 only provides the upper-bound rows of the static-file scenarios.
@@ -31,6 +36,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -72,6 +78,7 @@ class Scenario:
     second_reference: str | None = None  # an extra ratio column
     close: bool = False  # send "Connection: close" (one new connection per request)
     large: bool = False  # use --large-connections, report MB/s, longer wrk timeout
+    tls: bool = False  # HTTPS with the run's trustme certificate
     description: str = ""
 
 
@@ -94,6 +101,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         second_reference="hypercorn-trio",
         close=True,
         description="ASGI hello world, Connection: close (new connection per request)",
+    ),
+    Scenario(
+        "hello-tls",
+        "hello",
+        "/",
+        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        reference="uvicorn-h11",
+        second_reference="hypercorn-trio",
+        tls=True,
+        description="ASGI hello world over HTTPS (TLS, trustme certificate), keep-alive",
     ),
     Scenario(
         "static-1k",
@@ -188,6 +205,36 @@ def make_static_dir(parent: Path) -> Path:
     return static
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path  # leaf certificate chain (PEM)
+    key: Path  # leaf private key (PEM)
+    ca: Path  # the CA certificate the probe verifies against (PEM)
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def make_tls_files(parent: Path) -> TlsFiles:
+    """A temporary CA and a localhost/127.0.0.1 certificate from it, written under ``parent``."""
+    try:
+        import trustme
+    except ImportError as exc:
+        raise SystemExit(
+            "error: hello-tls needs trustme (pip install trustme) in the bench's Python"
+        ) from exc
+    tls_dir = parent / "tls"
+    tls_dir.mkdir()
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", HOST)
+    files = TlsFiles(cert=tls_dir / "cert.pem", key=tls_dir / "key.pem", ca=tls_dir / "ca.pem")
+    files.cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    files.key.write_bytes(leaf.private_key_pem.bytes())
+    files.ca.write_bytes(ca.cert_pem.bytes())
+    files.key.chmod(0o600)
+    return files
+
+
 def write_nginx_conf(workdir: Path, port: int, root: Path) -> Path:
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -225,11 +272,21 @@ http {{
 
 
 def server_command(
-    server: str, kind: Kind, port: int, static_dir: Path, workdir: Path
+    server: str,
+    kind: Kind,
+    port: int,
+    static_dir: Path,
+    workdir: Path,
+    tls: TlsFiles | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The command line and extra environment that start ``server`` for a scenario kind."""
+    """The command line and extra environment that start ``server`` for a scenario kind.
+
+    With ``tls`` the server speaks HTTPS with that certificate (hello and idle kinds only).
+    """
     env: dict[str, str] = {}
     idle = kind == "idle"
+    if tls is not None and kind == "static":
+        raise ValueError("the static scenarios are plain HTTP only")
     if server == "nginx":
         if kind != "static":
             raise ValueError("nginx only serves the static scenarios")
@@ -246,6 +303,8 @@ def server_command(
             # Its default --max-connections (1000) would be exactly our idle connection count.
             cmd += ["--keep-alive-timeout", str(IDLE_KEEPALIVE_TIMEOUT)]
             cmd += ["--max-connections", str(2 * IDLE_CONNECTIONS)]
+        if tls is not None:
+            cmd += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]
         return cmd, env
     app = STATIC_APP if kind == "static" else HELLO_APP
     if kind == "static":
@@ -257,12 +316,16 @@ def server_command(
         cmd = [PYTHON, "-m", "hypercorn", "-k", "trio", "--bind", f"{HOST}:{port}"]
         if idle:
             cmd += ["--keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
+        if tls is not None:
+            cmd += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]
         return [*cmd, app], env
     if server == "uvicorn-h11":
         cmd = [PYTHON, "-m", "uvicorn", "--http", "h11", "--loop", "asyncio", "--no-access-log"]
         cmd += ["--host", HOST, "--port", str(port)]
         if idle:
             cmd += ["--timeout-keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
+        if tls is not None:
+            cmd += ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
         return [*cmd, app], env
     raise ValueError(f"unknown server {server!r}")
 
@@ -280,9 +343,18 @@ def _log_tail(path: Path, limit: int = 1500) -> str:
     return text[-limit:]
 
 
-def probe(port: int, path: str, timeout: float = 2.0) -> int:
-    """One GET on a fresh connection; returns the status after reading the whole body."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+def probe(
+    port: int, path: str, timeout: float = 2.0, tls_context: ssl.SSLContext | None = None
+) -> int:
+    """One GET on a fresh connection; returns the status after reading the whole body.
+
+    With ``tls_context`` the GET goes over HTTPS; ``timeout`` also bounds the handshake.
+    """
+    conn: http.client.HTTPConnection
+    if tls_context is None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=tls_context)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -292,7 +364,13 @@ def probe(port: int, path: str, timeout: float = 2.0) -> int:
         conn.close()
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -> None:
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    path: str,
+    log: Path,
+    tls_context: ssl.SSLContext | None = None,
+) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     last = "no connection attempt"
     while time.monotonic() < deadline:
@@ -300,7 +378,8 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -
         if rc is not None:
             raise BenchError(f"server exited with status {rc} during startup: {_log_tail(log)}")
         try:
-            status = probe(port, path)
+            # ssl.SSLError is an OSError: a handshake refused during startup is retried too.
+            status = probe(port, path, tls_context=tls_context)
         except (OSError, http.client.HTTPException) as exc:
             last = f"{type(exc).__name__}: {exc}"
         else:
@@ -357,6 +436,7 @@ def running_server(
     log: Path,
     cpu: int | None,
     notes: list[str],
+    tls_context: ssl.SSLContext | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, **extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
     with log.open("wb") as log_file:
@@ -370,7 +450,7 @@ def running_server(
             start_new_session=True,  # a Ctrl-C in the terminal reaches only the bench
         )
         try:
-            wait_ready(proc, port, probe_path, log)
+            wait_ready(proc, port, probe_path, log, tls_context)
             yield proc
             if proc.poll() is not None:
                 raise BenchError(f"server died during the run: {_log_tail(log)}")
@@ -567,6 +647,7 @@ class Context:
     large_connections: int
     server_cpu: int | None
     client_cpu: int | None
+    tls: TlsFiles | None = None  # made once per run, only when a TLS scenario is selected
 
 
 def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> RunResult:
@@ -575,10 +656,22 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
     rundir = ctx.workdir / f"{scenario.name}-{server}-r{round_no}"
     rundir.mkdir()
     try:
-        cmd, env = server_command(server, scenario.kind, port, ctx.static_dir, rundir)
+        tls = None
+        if scenario.tls:
+            if ctx.tls is None:
+                raise BenchError("TLS scenario without TLS files (internal error)")
+            tls = ctx.tls
+        cmd, env = server_command(server, scenario.kind, port, ctx.static_dir, rundir, tls)
         probe_path = "/small.bin" if scenario.kind == "static" else "/"
         with running_server(
-            cmd, env, port, probe_path, rundir / "server.log", ctx.server_cpu, result.notes
+            cmd,
+            env,
+            port,
+            probe_path,
+            rundir / "server.log",
+            ctx.server_cpu,
+            result.notes,
+            tls.client_context() if tls is not None else None,
         ) as proc:
             if scenario.kind == "idle":
                 _measure_idle(proc, port, result)
@@ -592,8 +685,9 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
 
 def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult) -> None:
     connections = ctx.large_connections if scenario.large else ctx.connections
+    scheme = "https" if scenario.tls else "http"
     stats = run_wrk(
-        f"http://{HOST}:{port}{scenario.path}",
+        f"{scheme}://{HOST}:{port}{scenario.path}",
         connections,
         ctx.duration,
         scenario.close,
@@ -936,6 +1030,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             large_connections=args.large_connections,
             server_cpu=server_cpu,
             client_cpu=client_cpu,
+            tls=make_tls_files(workdir) if any(s.tls for s in scenarios) else None,
         )
         for scenario in scenarios:
             names = [s for s in scenario.servers if s in servers]

@@ -717,3 +717,87 @@ async def test_pathsend_of_a_missing_file_is_an_app_error(tmp_path: Any) -> None
         await client.request()
         response, _ = await client.response()
     assert response.status_code == 500
+
+
+# -- cancel_on_disconnect ------------------------------------------------------------------------
+
+
+async def test_cancel_on_disconnect_cancels_a_slow_handler_promptly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outcome: list[str] = []
+    finished = trio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            await trio.sleep(100)  # a slow database query, say
+            outcome.append("completed")
+        except trio.Cancelled:
+            outcome.append(f"cancelled after {trio.current_time() - start:.1f}s")
+            raise
+        finally:
+            finished.set()
+
+    config = Config(access_log=False, cancel_on_disconnect=True)
+    async with connection(slow, config) as (client, _):
+        start = trio.current_time()
+        await client.request()
+        await trio.sleep(1)
+        await client.stream.aclose()
+        await finished.wait()
+    assert outcome == ["cancelled after 1.0s"]
+
+
+async def test_cancel_on_disconnect_while_the_body_is_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled = trio.Event()
+
+    async def reader(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            await trio.sleep(100)
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    config = Config(access_log=False, cancel_on_disconnect=True)
+    async with connection(reader, config) as (client, _):
+        await client.send_raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        await trio.sleep(1)
+        await client.stream.aclose()
+        with trio.fail_after(1):
+            await cancelled.wait()
+
+
+async def test_without_cancel_on_disconnect_the_handler_runs_to_completion(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outcome: list[str] = []
+    finished = trio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await trio.sleep(100)
+        outcome.append("completed")
+        finished.set()
+
+    async with connection(slow) as (client, _):
+        await client.request()
+        await trio.sleep(1)
+        await client.stream.aclose()
+        await finished.wait()
+    assert outcome == ["completed"]
+
+
+async def test_cancel_on_disconnect_leaves_complete_requests_alone() -> None:
+    async with connection(hello_app, Config(access_log=False, cancel_on_disconnect=True)) as (
+        client,
+        _,
+    ):
+        for path in ("/a", "/b"):
+            await client.request("POST", path, body=b"data")
+            _, body = await client.response()
+            assert body == f"POST {path}\n".encode() + b"data"

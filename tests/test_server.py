@@ -182,6 +182,8 @@ async def test_requests_still_running_after_the_grace_period_are_cancelled() -> 
     cancelled = trio.Event()
 
     async def stuck_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
         try:
             await trio.sleep_forever()
         finally:

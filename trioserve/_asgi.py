@@ -11,17 +11,20 @@ from typing import Any
 from ._connection import ASGIApp, Message, Receive, Scope, Send
 from ._errors import AppLoadError
 
-__all__ = ["Mounts", "load_app"]
+__all__ = ["Mounts", "as_asgi3", "load_app"]
 
 
-def load_app(spec: str, *, app_dir: str | None = None) -> ASGIApp:
+def load_app(spec: str, *, app_dir: str | None = None, factory: bool = False) -> ASGIApp:
     """Import the ASGI app named by ``"package.module:attribute"``.
 
-    The attribute may be dotted (``"pkg.mod:holder.app"``); without one, ``app`` is used.
+    The attribute may be dotted (``"pkg.mod:holder.app"``); without one, ``app`` is used. ASGI 2
+    apps (``app(scope)`` returning ``instance(receive, send)``, classes included) are detected
+    and adapted to ASGI 3.
 
     Args:
         spec: ``MODULE[:ATTR]``.
         app_dir: A directory to put first on ``sys.path`` before importing.
+        factory: Call the attribute (with no arguments) to get the app.
 
     Raises:
         AppLoadError: with a one-line message saying what went wrong.
@@ -50,26 +53,68 @@ def load_app(spec: str, *, app_dir: str | None = None) -> ASGIApp:
             app = getattr(app, part)
         except AttributeError:
             raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if factory:
+        if not callable(app):
+            raise AppLoadError(f"--factory: {spec!r} is a {type(app).__name__}, not callable")
+        try:
+            app = app()
+        except Exception as exc:
+            raise AppLoadError(
+                f"--factory: calling {spec!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
+    return as_asgi3(app, name=spec)
+
+
+def as_asgi3(app: Any, *, name: str = "the app") -> ASGIApp:
+    """``app`` as an ASGI 3 callable: itself, or an adapter around an ASGI 2 app.
+
+    Raises:
+        AppLoadError: ``app`` is neither.
+    """
     if not callable(app):
-        raise AppLoadError(f"{spec!r} is a {type(app).__name__}, not an ASGI application")
-    if inspect.isclass(app) or not _takes_three_arguments(app):
-        raise AppLoadError(
-            f"{spec!r} does not look like an ASGI 3 application (async def app(scope, receive, "
-            "send)); ASGI 2 apps are not supported yet"
-        )
-    return app  # type: ignore[no-any-return]
+        raise AppLoadError(f"{name!r} is a {type(app).__name__}, not an ASGI application")
+    if inspect.isclass(app):
+        # ASGI 2's classic form: instantiated with the scope, then awaited as instance(receive,
+        # send). (A class that is itself awaitable is not an ASGI app at all.)
+        return _ASGI2Adapter(app)
+    if _is_coroutine_callable(app) or _binds(app, 3):
+        return app  # type: ignore[no-any-return]
+    if _binds(app, 1):
+        return _ASGI2Adapter(app)
+    raise AppLoadError(
+        f"{name!r} does not look like an ASGI application: expected ASGI 3 "
+        "`async def app(scope, receive, send)` or ASGI 2 `app(scope)` returning "
+        "`async def instance(receive, send)`"
+    )
 
 
-def _takes_three_arguments(app: Any) -> bool:
+def _is_coroutine_callable(app: Any) -> bool:
+    # An instance whose class defines ``async def __call__`` (Starlette, FastAPI, Django).
+    call = type(app).__call__ if not inspect.isroutine(app) else None
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
+
+
+def _binds(app: Any, count: int) -> bool:
     try:
         signature = inspect.signature(app)
     except (TypeError, ValueError):
-        return True  # Builtins and C callables: give them the benefit of the doubt.
+        return count == 3  # builtins and C callables: give them the benefit of the doubt
     try:
-        signature.bind(None, None, None)
+        signature.bind(*([None] * count))
     except TypeError:
         return False
     return True
+
+
+class _ASGI2Adapter:
+    """Runs an ASGI 2 (double-callable) app as an ASGI 3 one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        instance = self.app(scope)
+        await instance(receive, send)
 
 
 class Mounts:

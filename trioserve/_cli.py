@@ -2,7 +2,7 @@
 
 Exit statuses: 0 after a clean shutdown, 1 when the server cannot listen (address in use) or was
 stopped by a second signal, 2 for bad usage (a bad flag, an app that cannot be imported, a
-missing directory).
+missing directory, an unusable certificate), 3 when the app's lifespan startup fails.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ._asgi import Mounts, load_app
 from ._config import DEFAULT_HOST, DEFAULT_PORT, Config
 from ._connection import ASGIApp
 from ._errors import AppLoadError, ConfigError
-from ._listeners import open_listeners
+from ._lifespan import LifespanFailure
 from ._server import Address, Server, format_url
 from ._static import StaticFiles
 from ._tls import TLSConfig
@@ -112,6 +112,21 @@ def _build_parser() -> _Parser:
     )
     what.add_argument(
         "--app-dir", metavar="DIR", default=".", help="put DIR first on sys.path (default: .)"
+    )
+    what.add_argument(
+        "--factory", action="store_true", help="APP is a factory: call it to get the app"
+    )
+    what.add_argument(
+        "--lifespan",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the ASGI lifespan protocol: use it if the app supports it (auto), require it (on), "
+        "or never (off) (default: %(default)s)",
+    )
+    what.add_argument(
+        "--cancel-on-disconnect",
+        action="store_true",
+        help="cancel a request's handler when its client disconnects before the response ends",
     )
     what.add_argument(
         "--root-path", default="", help="the ASGI root_path: the prefix a proxy mounts us under"
@@ -247,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             access_log=args.access_log,
             root_path=args.root_path.rstrip("/"),
             tls=_tls_config(args),
+            lifespan=args.lifespan,
+            cancel_on_disconnect=args.cancel_on_disconnect,
         )
         app, description = _build_app(args)
         server = Server(app, config)
@@ -254,10 +271,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     try:
         return trio.run(_serve_until_signalled, server, description)
-    except OSError as exc:
-        return _fail(_describe_listen_error(exc, config), status=1)
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        # Errors from inside serve() may reach us wrapped in (single-member) exception groups.
+        error = _unwrap(exc)
+        if isinstance(error, OSError):
+            return _fail(_describe_listen_error(error, config), status=1)
+        if isinstance(error, LifespanFailure):
+            return _fail(str(error), status=3)
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        raise
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def run() -> NoReturn:
@@ -301,7 +330,7 @@ def _build_app(args: argparse.Namespace) -> tuple[ASGIApp, str]:
     if args.app is not None:
         if args.root is not None:
             raise ValueError("--root serves a directory instead of an APP; use --static with APP")
-        app = load_app(args.app, app_dir=os.path.abspath(args.app_dir))
+        app = load_app(args.app, app_dir=os.path.abspath(args.app_dir), factory=args.factory)
         description = f"the ASGI app {args.app}"
     else:
         root = args.root if args.root is not None else "."
@@ -324,8 +353,6 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
     """Serve until SIGINT or SIGTERM (graceful); a second one stops at once (exit status 1)."""
     stop = trio.Event()
     forced = False
-    # Open the listeners here, before anything else, so that "address in use" is a plain OSError.
-    listeners = open_listeners(server.config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -349,9 +376,7 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
                         return
 
             async def run_server(task_status: trio.TaskStatus[list[Address]]) -> None:
-                await server.serve(
-                    shutdown_trigger=stop.wait, task_status=task_status, listeners=listeners
-                )
+                await server.serve(shutdown_trigger=stop.wait, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_signals)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from ._errors import ConfigError
 from ._tls import TLSConfig
@@ -31,6 +32,9 @@ MiB = 1024 * KiB
 #   use; cookies and tokens fit, and the bound is what the parser buffers per connection.
 # - max_body_size 100 MiB: a request body is streamed to the app, never buffered by the server,
 #   but the app usually buffers it; the bound keeps one request from exhausting memory or disk.
+# - lifespan_startup_timeout 60 s: startup may warm caches or run migrations; a minute bounds a
+#   hung startup without cutting a slow one short. lifespan_shutdown_timeout 10 s: like the grace
+#   period, and it runs after the grace period, so the two together stay under Kubernetes' 30 s.
 # - max_connections 1000: about what one process can serve well; beyond it we stop accepting and
 #   the kernel's listen backlog holds new clients, which is backpressure rather than an error.
 DEFAULT_HOST = "127.0.0.1"
@@ -60,6 +64,12 @@ class Config:
         access_log: Whether to log one line per request to the ``trioserve.access`` logger.
         root_path: The ASGI ``root_path``: the prefix a reverse proxy mounts the app under.
         tls: Serve HTTPS with these TLS settings; ``None`` for plain HTTP.
+        lifespan: ``"auto"`` (use the ASGI lifespan protocol if the app supports it), ``"on"``
+            (require it) or ``"off"``.
+        lifespan_startup_timeout: Seconds the app gets to complete its lifespan startup.
+        lifespan_shutdown_timeout: Seconds the app gets to complete its lifespan shutdown.
+        cancel_on_disconnect: Cancel a request's app task when its client disconnects before
+            the response is complete.
     """
 
     host: str = DEFAULT_HOST
@@ -78,6 +88,10 @@ class Config:
     access_log: bool = True
     root_path: str = ""
     tls: TLSConfig | None = None
+    lifespan: Literal["auto", "on", "off"] = "auto"
+    lifespan_startup_timeout: float = 60.0
+    lifespan_shutdown_timeout: float = 10.0
+    cancel_on_disconnect: bool = False
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -86,7 +100,11 @@ class Config:
             raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
         if self.backlog < 1:
             raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
+        if self.lifespan not in ("auto", "on", "off"):
+            raise ConfigError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         for name in (
+            "lifespan_startup_timeout",
+            "lifespan_shutdown_timeout",
             "keep_alive_timeout",
             "header_timeout",
             "body_timeout",

@@ -102,13 +102,16 @@ class HTTPConnection:
 
     __slots__ = (
         "_accepted_at",
+        "_app_scope",
         "_body_done",
+        "_body_event",
         "_bytes_sent",
         "_client",
         "_config",
         "_disconnect_scope",
         "_disconnected",
         "_fd",
+        "_gone",
         "_head",
         "_head_written",
         "_idle",
@@ -165,6 +168,9 @@ class HTTPConnection:
         self._timer = trio.CancelScope()
         self._idle = False
         self._disconnect_scope: trio.CancelScope | None = None
+        self._gone: trio.Event | None = None
+        self._app_scope: trio.CancelScope | None = None
+        self._body_event: trio.Event | None = None
         self._disconnected = False
         self._reset_request()
 
@@ -298,7 +304,10 @@ class HTTPConnection:
         scope = self._build_scope(request)
         failed = False
         try:
-            await state.app(scope, self._receive, self._send)
+            if self._config.cancel_on_disconnect:
+                await self._run_app_cancellable(scope)
+            else:
+                await state.app(scope, self._receive, self._send)
         except Exception as exc:
             if _only_disconnects(exc):
                 # send() said the client had gone and the app let that propagate (possibly
@@ -339,6 +348,28 @@ class HTTPConnection:
             self._disconnected = True
         if state.access_log:
             self._log_access(scope, request, started)
+
+    async def _run_app_cancellable(self, scope: Scope) -> None:
+        """Run the app in a cancel scope that a disconnect of its client cancels.
+
+        A watcher task waits for the client to go once the request body is in (while the body
+        is being read, receive() itself notices); send() failing does the same. Only this
+        opt-in mode pays for the extra task.
+        """
+        self._body_event = trio.Event()
+        if self._body_done or self._proto.request_bodyless:
+            self._body_event.set()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._app_scope = nursery.cancel_scope
+                nursery.start_soon(self._watch_for_disconnect)
+                await self._state.app(scope, self._receive, self._send)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._app_scope = None
+            self._body_event = None
+        if self._disconnected and not self._response_done:
+            error_log.debug("Cancelled %s %s: the client disconnected", *_what(scope))
 
     def _log_access(self, scope: Scope, request: h11.Request, started: float) -> None:
         access_log.info(
@@ -392,7 +423,7 @@ class HTTPConnection:
             return _DISCONNECT
         proto = self._proto
         if proto.request_bodyless:
-            self._body_done = True
+            self._mark_body_done()
             return {"type": "http.request", "body": b"", "more_body": False}
         try:
             if proto.waiting_for_100_continue:
@@ -411,12 +442,12 @@ class HTTPConnection:
                             continue
                         if type(following) is h11.EndOfMessage:
                             more_body = False
-                            self._body_done = True
+                            self._mark_body_done()
                         break
                     body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                     return {"type": "http.request", "body": bytes(body), "more_body": more_body}
                 if type(event) is h11.EndOfMessage:
-                    self._body_done = True
+                    self._mark_body_done()
                     return {"type": "http.request", "body": b"", "more_body": False}
                 if event is h11.NEED_DATA:
                     with trio.move_on_after(self._config.body_timeout) as reading:
@@ -425,6 +456,7 @@ class HTTPConnection:
                         raise HTTPError(408, "Timed out waiting for the request body.")
                     if not data:
                         self._disconnected = True
+                        self._cancel_app()
                         return _DISCONNECT
                     proto.receive_data(data)
                     continue
@@ -439,8 +471,22 @@ class HTTPConnection:
             self._disconnected = True
             return _DISCONNECT
 
+    def _mark_body_done(self) -> None:
+        self._body_done = True
+        if self._body_event is not None:
+            self._body_event.set()
+
     async def _wait_for_disconnect(self) -> None:
-        """Block until the client closes or the response is complete."""
+        """Block until the client closes or the response is complete.
+
+        One task reads the socket; any other task that asks meanwhile (the app's, and the
+        cancel-on-disconnect watcher) waits for that reader's verdict.
+        """
+        if self._disconnect_scope is not None:
+            if self._gone is None:
+                self._gone = trio.Event()
+            await self._gone.wait()
+            return
         proto = self._proto
         limit = self._config.max_header_size
         with trio.CancelScope() as scope:
@@ -460,6 +506,24 @@ class HTTPConnection:
                 self._disconnected = True
             finally:
                 self._disconnect_scope = None
+                if self._gone is not None:
+                    self._gone.set()
+                    self._gone = None
+        if self._disconnected:
+            self._cancel_app()
+
+    def _cancel_app(self) -> None:
+        """With cancel_on_disconnect, cancel the app's task (its client is gone)."""
+        if self._app_scope is not None:
+            self._app_scope.cancel()
+
+    async def _watch_for_disconnect(self) -> None:
+        """cancel_on_disconnect: once the request body is in, wait for the client to go."""
+        if not self._body_done:
+            assert self._body_event is not None
+            await self._body_event.wait()
+        if not (self._disconnected or self._response_done):
+            await self._wait_for_disconnect()
 
     # -- ASGI send ---------------------------------------------------------------------------
 
@@ -487,7 +551,11 @@ class HTTPConnection:
                 self._bytes_sent += len(body)
             if out:
                 self._head_written = True
-                await self._write(out)
+                try:
+                    await self._write(out)
+                except ClientDisconnected:
+                    self._cancel_app()
+                    raise
             if not more_body:
                 self._finish_response()
         elif message_type == "http.response.start":
@@ -499,7 +567,11 @@ class HTTPConnection:
         elif message_type == "http.response.pathsend":
             if not self._response_started or self._response_done:
                 raise RuntimeError(_out_of_order(message_type, self._response_started))
-            await self._send_file(message["path"])
+            try:
+                await self._send_file(message["path"])
+            except ClientDisconnected:
+                self._cancel_app()
+                raise
         else:
             raise RuntimeError(f"Unexpected ASGI message {message_type!r} for an HTTP request")
 
@@ -623,6 +695,7 @@ class HTTPConnection:
                 sent = 0
             except (BrokenPipeError, ConnectionResetError) as exc:
                 self._disconnected = True
+                self._cancel_app()
                 raise ClientDisconnected("the client disconnected") from exc
             if sent == len(data):
                 return

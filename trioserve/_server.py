@@ -35,6 +35,7 @@ import trio
 from ._config import Config
 from ._connection import ASGIApp, HTTPConnection, ServerState
 from ._errors import ConfigError
+from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import accept_loop, open_listeners
 from ._protocol import error_response
 from ._tls import (
@@ -81,8 +82,12 @@ async def serve(
         shutdown_trigger: An async callable; the server shuts down when it returns.
         task_status: Set by ``nursery.start``; receives the list of bound ``(host, port)``.
 
+    The app's lifespan startup (when it supports lifespan) completes before any listener is
+    opened; its shutdown runs after the last connection has closed.
+
     Raises:
         OSError: a listener could not be opened (for example, the address is in use).
+        LifespanFailure: the app's lifespan startup failed or timed out.
     """
     server = Server(app, config or Config())
     await server.serve(shutdown_trigger=shutdown_trigger, task_status=task_status)
@@ -109,6 +114,13 @@ class Server:
         """
         self.config = config
         self.state = ServerState(app, config)
+        self._lifespan = Lifespan(
+            app,
+            config.lifespan,
+            self.state.lifespan_state,
+            startup_timeout=config.lifespan_startup_timeout,
+            shutdown_timeout=config.lifespan_shutdown_timeout,
+        )
         #: The development certificate in use, when TLS runs without certificate files.
         self.dev_certificate: DevCertificate | None = None
         self._ssl_context: ssl.SSLContext | None = None
@@ -135,19 +147,39 @@ class Server:
             listeners: Listeners opened beforehand (by :func:`open_listeners`); by default they
                 are opened from the config.
         """
-        if listeners is None:
-            # Opened outside any nursery, so that failing to bind raises a plain OSError.
-            listeners = open_listeners(self.config)
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(self._run_core, listeners)
-            task_status.started(addresses)
+        failure: BaseException | None = None
+        lifespan = self._lifespan
+        async with trio.open_nursery() as lifespan_nursery:
             try:
-                if shutdown_trigger is None:
-                    await trio.sleep_forever()
-                else:
-                    await shutdown_trigger()
-            finally:
-                self.begin_shutdown()
+                # Startup first, listeners after: an app that fails to start never has a port
+                # accepting connections.
+                await lifespan.startup(lifespan_nursery)
+                if listeners is None:
+                    listeners = open_listeners(self.config)
+            except (LifespanFailure, OSError) as exc:
+                # Raised below, outside the nursery, so that callers get it unwrapped.
+                failure = exc
+                lifespan.close()
+            else:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        addresses = await nursery.start(self._run_core, listeners)
+                        task_status.started(addresses)
+                        try:
+                            if shutdown_trigger is None:
+                                await trio.sleep_forever()
+                            else:
+                                await shutdown_trigger()
+                        finally:
+                            self.begin_shutdown()
+                finally:
+                    # After the last connection; shielded, so that it also runs when the
+                    # shutdown was a cancellation, and bounded by its own timeout.
+                    with trio.CancelScope(shield=True):
+                        await lifespan.shutdown()
+                    lifespan.close()
+        if failure is not None:
+            raise failure
 
     async def _run_core(
         self,
