@@ -7,6 +7,7 @@ on trio's ``autojump_clock``, so no test sleeps for real.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import h11
@@ -801,3 +802,110 @@ async def test_cancel_on_disconnect_leaves_complete_requests_alone() -> None:
             await client.request("POST", path, body=b"data")
             _, body = await client.response()
             assert body == f"POST {path}\n".encode() + b"data"
+
+
+# -- regressions from review ---------------------------------------------------------------------
+
+
+async def test_a_client_flooding_pipelined_bytes_is_still_seen_leaving(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    got = trio.Event()
+
+    async def long_poll(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        assert (await receive())["type"] == "http.disconnect"
+        got.set()
+
+    async with connection(long_poll) as (client, _):
+        await client.send_raw(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n" + b"j" * 20_000)
+        await client.stream.aclose()
+        with trio.fail_after(1):
+            await got.wait()
+
+
+async def test_no_100_continue_once_the_response_has_started(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        message = await receive()
+        await send({"type": "http.response.body", "body": message.get("body", b"")})
+
+    async with connection(app) as (client, _):
+        await client.send_raw(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+        )
+        # Like curl: no 100 came, so after a second the client sends the body anyway.
+        await trio.sleep(1)
+        await client.send_raw(b"abc")
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"100 Continue" not in raw
+    assert raw.endswith(b"5\r\nfirst\r\n3\r\nabc\r\n0\r\n\r\n")
+
+
+async def test_a_request_racing_shutdown_is_never_served_under_cancellation() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await trio.lowlevel.checkpoint()
+            seen.append("ran")
+            await hello_app(scope, receive, send)
+        except trio.Cancelled:
+            seen.append("cancelled")
+            raise
+
+    async with connection(app) as (client, state):
+        await client.request()
+        await client.response()
+        # The next request and the shutdown arrive in the same scheduling round.
+        await client.send_raw(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        state.draining = True
+        for conn in list(state.connections):
+            conn.stop_idle()
+        raw = await client.read_until_eof()
+    assert "cancelled" not in seen
+    assert b"408" not in raw
+
+
+async def test_error_after_a_head_request_still_has_its_body() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.request("HEAD")
+        await client.response()
+        await client.send_raw(b"BAD REQUEST LINE\r\n\r\n")
+        raw = await client.read_until_eof()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    assert len(body) == length > 0
+
+
+async def test_lf_only_head_with_a_binary_body_is_accepted() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.send_raw(b"POST /lf HTTP/1.1\nHost: x\nContent-Length: 4\n\n\x01\x02\r\x7f")
+        client.h11 = h11.Connection(h11.CLIENT)
+        client.h11.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.h11.send(h11.EndOfMessage())
+        response, body = await client.response()
+    assert response.status_code == 200
+    assert body == b"POST /lf\n\x01\x02\r\x7f"
+
+
+async def test_refused_upgrade_with_a_body_keeps_the_connection() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.send_raw(
+            b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo\r\n"
+            b"Content-Length: 2\r\n\r\nhi"
+            b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        client.h11 = h11.Connection(h11.CLIENT)
+        bodies = []
+        for _ in range(2):
+            client.h11.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+            client.h11.send(h11.EndOfMessage())
+            _, body = await client.response()
+            bodies.append(body)
+    assert bodies == [b"POST /up\nhi", b"GET /next\n"]

@@ -504,3 +504,18 @@ def test_tls_alone_from_the_command_line(tmp_path: Path) -> None:
 def test_public_api_takes_tls_config() -> None:
     assert trioserve.Config(tls=TLSConfig(certfile="x.pem")).scheme == "https"
     assert trioserve.Config().scheme == "http"
+
+
+async def test_closing_sends_close_notify(tmp_path: Path, ca: trustme.CA) -> None:
+    certfile, keyfile = write_leaf(tmp_path, ca)
+    async with running(TLSConfig(certfile=certfile, keyfile=keyfile)) as (_, address):
+        tcp = await trio.open_tcp_stream(*address)
+        # https_compatible=False on the client: a missing close_notify would raise here.
+        stream = trio.SSLStream(tcp, client_context(ca), server_hostname="localhost")
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        received = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200 OK")
+        await stream.aclose()

@@ -35,6 +35,8 @@ MiB = 1024 * KiB
 # - lifespan_startup_timeout 60 s: startup may warm caches or run migrations; a minute bounds a
 #   hung startup without cutting a slow one short. lifespan_shutdown_timeout 10 s: like the grace
 #   period, and it runs after the grace period, so the two together stay under Kubernetes' 30 s.
+# - ws_max_message_size 16 MiB, ws_ping_interval/timeout 20 s: what uvicorn and hypercorn use, so
+#   apps moving over behave the same.
 # - max_connections 1000: about what one process can serve well; beyond it we stop accepting and
 #   the kernel's listen backlog holds new clients, which is backpressure rather than an error.
 DEFAULT_HOST = "127.0.0.1"
@@ -70,6 +72,10 @@ class Config:
         lifespan_shutdown_timeout: Seconds the app gets to complete its lifespan shutdown.
         cancel_on_disconnect: Cancel a request's app task when its client disconnects before
             the response is complete.
+        ws_max_message_size: Largest websocket message accepted (close code 1009 beyond).
+        ws_ping_interval: Seconds between keepalive pings on a websocket; ``None`` for none.
+        ws_ping_timeout: Seconds a pong may take before the websocket is closed (1011).
+        ws_per_message_deflate: Whether to accept the permessage-deflate extension.
     """
 
     host: str = DEFAULT_HOST
@@ -92,6 +98,10 @@ class Config:
     lifespan_startup_timeout: float = 60.0
     lifespan_shutdown_timeout: float = 10.0
     cancel_on_disconnect: bool = False
+    ws_max_message_size: int = 16 * MiB
+    ws_ping_interval: float | None = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = True
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -118,6 +128,14 @@ class Config:
             raise ConfigError(f"max_header_size must be at least 1024, not {self.max_header_size}")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ConfigError(f"max_body_size must be >= 0, not {self.max_body_size}")
+        if self.ws_max_message_size < 1:
+            raise ConfigError(f"ws_max_message_size must be >= 1, not {self.ws_max_message_size}")
+        if self.ws_ping_interval is not None and not self.ws_ping_interval > 0:
+            raise ConfigError(
+                f"ws_ping_interval must be > 0 seconds or None, not {self.ws_ping_interval!r}"
+            )
+        if not self.ws_ping_timeout > 0:
+            raise ConfigError(f"ws_ping_timeout must be > 0 seconds, not {self.ws_ping_timeout!r}")
         if self.max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
         if self.server_header is not None and not _is_header_text(self.server_header):

@@ -272,6 +272,15 @@ class HTTPConnection:
                 proto.receive_data(await self._recv())
                 event = proto.next_event()
             timer.deadline = math.inf
+            if timer.cancel_called:
+                # The keep-alive deadline or a shutdown fired just as the request arrived: it
+                # cannot be served under a cancelled scope, so close as if it came a moment
+                # late (a client retries a request that got no response on a reused connection).
+                return None
+        elif not first:
+            # The next request was already buffered (pipelining): let other connections have a
+            # turn first.
+            await trio.lowlevel.checkpoint()
         if type(event) is h11.Request:
             return event
         if type(event) is h11.ConnectionClosed:
@@ -426,7 +435,7 @@ class HTTPConnection:
             self._mark_body_done()
             return {"type": "http.request", "body": b"", "more_body": False}
         try:
-            if proto.waiting_for_100_continue:
+            if proto.waiting_for_100_continue and not self._head_written:
                 await self._write(proto.send_continue())
             while True:
                 event = proto.next_event()
@@ -492,15 +501,25 @@ class HTTPConnection:
         with trio.CancelScope() as scope:
             self._disconnect_scope = scope
             try:
+                discarded = 0
                 while True:
-                    if proto.buffered_size > limit:
-                        # A pipelining client is far ahead of us; stop reading until we answer.
-                        await trio.sleep_forever()
                     data = await self._recv()
                     if not data:
                         break
-                    # Bytes of the next pipelined request: keep them for after this response.
-                    proto.receive_data(data)
+                    if proto.closing:
+                        # Past the buffer limit (below): keep watching for the client's EOF,
+                        # but drop what it sends, and give up on a client that floods us.
+                        discarded += len(data)
+                        if discarded > LINGER_BYTES:
+                            break
+                    elif proto.buffered_size + len(data) > limit:
+                        # A pipelining client far ahead of us: this response will be the
+                        # connection's last, and pipelined requests past it go unanswered (a
+                        # pipelining client retries them).
+                        proto.closing = True
+                    else:
+                        # Bytes of the next pipelined request: keep them for after this response.
+                        proto.receive_data(data)
                 self._disconnected = True
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._disconnected = True
@@ -605,8 +624,10 @@ class HTTPConnection:
             self._disconnect_scope.cancel()
 
     async def _send_file(self, path: str) -> None:
-        # Opening and stat-ing a file are not worth a thread hop (nginx does them in its event
-        # loop too); reading large files is, and so is sendfile's waiting for the socket.
+        # Opening, stat-ing, a 64 KiB read and sendfile run on the event loop, as in nginx without
+        # its thread pool: from the page cache they take microseconds. A cold cache on a slow
+        # disk (or NFS) stalls the loop for the read's duration; only non-socket streams (TLS)
+        # read large files in a worker thread.
         # O_NONBLOCK: a FIFO handed over by mistake must not block the event loop at open().
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:

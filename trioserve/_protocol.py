@@ -61,6 +61,11 @@ _SNIFF_LENGTH: Final = len(_H2_PREFACE_START)
 # starts with whitespace), which RFC 9112 section 5.2 lets a server reject with 400.
 _FORBIDDEN_IN_HEAD: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|\n[ \t]")
 
+# Their states after a complete request that allow another one (MIGHT_SWITCH_PROTOCOL: the
+# request asked for an Upgrade that was not granted).
+_NEXT_CYCLE_STATES: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
+
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 # The client's states once its whole request has arrived (MIGHT_SWITCH_PROTOCOL: after a
 # request that asked for an Upgrade, which this server never grants).
@@ -293,10 +298,9 @@ class ServerProtocol:
         self.request = request
         self.head_request = request.method == b"HEAD"
         self._body_received = 0
-        end = raw_head.find(b"\r\n\r\n")
-        if end < 0:
-            end = raw_head.find(b"\n\n")
-        head = raw_head if end < 0 else raw_head[:end]
+        # Where h11 ends the head: the first blank line (LF, optional CR, LF).
+        end = _HEAD_END.search(raw_head)
+        head = raw_head if end is None else raw_head[: end.start()]
         if len(head) > self._max_header_size:
             # h11 enforces its limit only on a head that arrives in pieces; this is the rest.
             self.closing = True
@@ -494,7 +498,7 @@ class ServerProtocol:
             self.closing
             or self._framing is not _COMPLETE
             or conn is None
-            or not (self._bodyless or conn.their_state is h11.DONE)
+            or not (self._bodyless or conn.their_state in _NEXT_CYCLE_STATES)
         ):
             return False
         data, closed = conn.trailing_data
@@ -504,6 +508,7 @@ class ServerProtocol:
         if closed:
             self.receive_data(b"")
         self.request = None
+        self.head_request = False
         self._bodyless = False
         self._framing = _NOT_STARTED
         return True

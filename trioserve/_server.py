@@ -253,9 +253,9 @@ class Server:
                 if not await _looks_like_tls(stream):
                     await _refuse_plain_http(stream, self.config)
                     return
-                ssl_stream = trio.SSLStream(
-                    stream, context, server_side=True, https_compatible=True
-                )
+                # https_compatible=False: closing sends close_notify (bounded by the connection's
+                # close); a client's missing close_notify reads as a disconnect, as it should.
+                ssl_stream = trio.SSLStream(stream, context, server_side=True)
                 await ssl_stream.do_handshake()
             if handshaking.cancelled_caught:
                 tls_log.debug("TLS handshake from %s timed out", format_address(client))
