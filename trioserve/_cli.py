@@ -177,6 +177,35 @@ def _build_parser() -> _Parser:
         metavar="N",
         help="connections served at once (default: %(default)s)",
     )
+    ws = parser.add_argument_group("websockets")
+    ws.add_argument(
+        "--ws-max-message-size",
+        type=_size,
+        default=defaults.ws_max_message_size,
+        metavar="BYTES",
+        help="largest message accepted; bigger ones close the websocket with 1009 "
+        "(default: %(default)s)",
+    )
+    ws.add_argument(
+        "--ws-ping-interval",
+        type=_seconds,
+        default=defaults.ws_ping_interval,
+        metavar="S",
+        help="seconds between keepalive pings; 0 for none (default: %(default)s)",
+    )
+    ws.add_argument(
+        "--ws-ping-timeout",
+        type=_seconds,
+        default=defaults.ws_ping_timeout,
+        metavar="S",
+        help="seconds a pong may take before closing with 1011 (default: %(default)s)",
+    )
+    ws.add_argument(
+        "--ws-per-message-deflate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="accept permessage-deflate compression (default: on)",
+    )
     tls = parser.add_argument_group(
         "TLS (HTTPS)",
         "--tls alone serves HTTPS with a development certificate from a local CA that is kept "
@@ -264,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls=_tls_config(args),
             lifespan=args.lifespan,
             cancel_on_disconnect=args.cancel_on_disconnect,
+            ws_max_message_size=args.ws_max_message_size,
+            ws_ping_interval=args.ws_ping_interval or None,
+            ws_ping_timeout=args.ws_ping_timeout,
+            ws_per_message_deflate=args.ws_per_message_deflate,
         )
         app, description = _build_app(args)
         server = Server(app, config)

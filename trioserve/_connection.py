@@ -42,6 +42,7 @@ import trio
 from ._config import Config
 from ._errors import ClientDisconnected
 from ._protocol import HTTPError, ServerProtocol, error_response
+from ._websocket import WebSocketHandshakeError, WebSocketSession
 
 __all__ = ["ASGIApp", "HTTPConnection", "ServerState"]
 
@@ -128,6 +129,7 @@ class HTTPConnection:
         "_stream",
         "_timer",
         "_tls",
+        "_websocket",
     )
 
     def __init__(
@@ -171,6 +173,7 @@ class HTTPConnection:
         self._gone: trio.Event | None = None
         self._app_scope: trio.CancelScope | None = None
         self._body_event: trio.Event | None = None
+        self._websocket: WebSocketSession | None = None
         self._disconnected = False
         self._reset_request()
 
@@ -200,6 +203,10 @@ class HTTPConnection:
                         if request is None:
                             break
                         first = False
+                        if proto.websocket:
+                            # A websocket never goes back to HTTP: the connection ends with it.
+                            await self._serve_websocket(request)
+                            break
                         await self._respond(request)
                         if self._disconnected or proto.closing:
                             break
@@ -225,9 +232,43 @@ class HTTPConnection:
                     self._on_close()
 
     def stop_idle(self) -> None:
-        """Close the connection now if it waits for a request (used at shutdown)."""
+        """Shutdown: close now if waiting for a request; close a websocket with 1001."""
         if self._idle:
             self._timer.cancel()
+        elif self._websocket is not None:
+            self._websocket.shut_down()
+
+    async def _serve_websocket(self, request: h11.Request) -> None:
+        scope = self._build_scope(request)
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if self._scheme == "https" else "ws"
+        del scope["method"]
+        scope["extensions"] = {"websocket.http.response": {}}
+        if self._tls is not None:
+            scope["extensions"]["tls"] = self._tls
+        started = time.perf_counter()
+        try:
+            session = WebSocketSession(
+                self._stream,
+                self._config,
+                scope,
+                list(request.headers),
+                request.target,
+                self._proto.take_buffered(),
+            )
+        except WebSocketHandshakeError as exc:
+            raise HTTPError(400, f"Bad websocket handshake: {exc}") from None
+        self._websocket = session
+        self._head_written = True  # the session owns the wire from here on
+        try:
+            status = await session.run(self._state.app)
+        finally:
+            self._websocket = None
+            self._disconnected = True  # nothing more to say on this connection
+        self._status = 101 if status is None else status
+        if self._state.access_log:
+            scope["method"] = "GET"
+            self._log_access(scope, request, started)
 
     async def _read_head(self, first: bool) -> h11.Request | None:
         proto = self._proto

@@ -191,6 +191,7 @@ class ServerProtocol:
         "closing",
         "head_request",
         "request",
+        "websocket",
     )
 
     def __init__(
@@ -216,6 +217,8 @@ class ServerProtocol:
         self._client_closes = False
         #: Whether the current request has no body at all (no Content-Length, no chunking).
         self._bodyless = False
+        #: Whether the current request asks to become a websocket.
+        self.websocket = False
         #: Set to make the current response carry ``Connection: close`` and end the connection.
         self.closing = False
         #: The current request, once its head has been received.
@@ -253,6 +256,10 @@ class ServerProtocol:
     def has_buffered_data(self) -> bool:
         """Whether bytes received from the client are waiting to be parsed."""
         return self._conn is not None and bool(self._conn.trailing_data[0])
+
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes received but not parsed (when the connection changes protocol)."""
+        return b"" if self._conn is None else self._conn.trailing_data[0]
 
     @property
     def buffered_size(self) -> int:
@@ -321,6 +328,8 @@ class ServerProtocol:
                 has_transfer_encoding = True
             elif name == b"connection":
                 client_closes = client_closes or b"close" in value.lower()
+            elif name == b"upgrade" and value.lower() == b"websocket":
+                self.websocket = request.method == b"GET"
         # No framing header, no body: the request ended with its head. Knowing that here spares
         # the event loop a round through h11 for the empty end of every GET.
         self._bodyless = not has_transfer_encoding and not content_length
@@ -509,6 +518,7 @@ class ServerProtocol:
             self.receive_data(b"")
         self.request = None
         self.head_request = False
+        self.websocket = False
         self._bodyless = False
         self._framing = _NOT_STARTED
         return True

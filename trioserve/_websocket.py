@@ -1,0 +1,417 @@
+"""ASGI websockets over wsproto, for a connection whose request asked for an upgrade.
+
+Theory of operation
+-------------------
+The connection task parsed the upgrade request with h11 and hands the stream over here (a
+websocket never goes back to HTTP). A :class:`WebSocketSession` runs in a small nursery of its
+own:
+
+* the app, called in the connection's task with a ``websocket`` scope;
+* a reader task that feeds the socket to wsproto, answers pings, assembles fragmented messages
+  (refusing those over ``ws_max_message_size`` with close code 1009) and queues
+  ``websocket.receive`` / ``websocket.disconnect`` messages for the app's ``receive()``;
+* with ``ws_ping_interval``, a task that pings the client and closes with 1011 when a pong does
+  not come back in time.
+
+Writes from these tasks go through one lock, each bounded by ``write_timeout``. Close codes:
+the app's own (``websocket.close``), 1000 when the app returns without closing, 1011 when it
+crashes, 1001 when the server shuts down (within the grace period), 1009 for an oversized
+message. Before the app accepts, ``websocket.close`` is answered with HTTP 403, a crash with
+500, and the ``websocket.http.response`` extension sends any HTTP response the app likes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import MutableMapping
+from typing import Any, Final
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from ._config import Config
+from ._errors import ClientDisconnected
+
+__all__ = ["WebSocketHandshakeError", "WebSocketSession"]
+
+error_log = logging.getLogger("trioserve.error")
+
+Message = dict[str, Any]
+
+# Small reads bound how much one read can inflate through permessage-deflate (a 16 KiB chunk
+# of a deflate bomb is at most ~16 MiB) before the message-size check sees it.
+_READ_SIZE: Final = 16 * 1024
+# Messages queued for an app that is not reading yet; the reader waits beyond that.
+_QUEUE: Final = 16
+_CLOSE_WAIT: Final = 2.0  # seconds to wait for the client's close frame after ours
+
+_NORMAL = 1000
+_GOING_AWAY = 1001
+_TOO_BIG = 1009
+_INTERNAL_ERROR = 1011
+_ABNORMAL = 1006  # never sent on the wire: "the connection went away without a close frame"
+
+
+class WebSocketHandshakeError(Exception):
+    """The upgrade request is not a valid websocket handshake."""
+
+
+class WebSocketSession:
+    """One websocket from upgrade request to close.
+
+    Args:
+        stream: The connection (plain or TLS).
+        config: Server settings.
+        scope: The websocket ASGI scope (built by the connection).
+        headers: The upgrade request's headers.
+        target: The upgrade request's target.
+        buffered: Bytes the client sent after the upgrade request.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        config: Config,
+        scope: MutableMapping[str, Any],
+        headers: list[tuple[bytes, bytes]],
+        target: bytes,
+        buffered: bytes,
+    ) -> None:
+        self._stream = stream
+        self._config = config
+        self._ws = WSConnection(ConnectionType.SERVER)
+        try:
+            self._ws.initiate_upgrade_connection(headers, target)
+        except RemoteProtocolError as exc:
+            raise WebSocketHandshakeError(str(exc)) from None
+        self._request: Request | None = None
+        for event in self._ws.events():
+            if isinstance(event, Request):
+                self._request = event
+        scope["subprotocols"] = [] if self._request is None else list(self._request.subprotocols)
+        self.scope = scope
+        self._buffered = buffered
+        self._send_lock = trio.StrictFIFOLock()
+        self._inbox_send, self._inbox = trio.open_memory_channel[Message](_QUEUE)
+        self._connect_delivered = False
+        self._accepted = False
+        self._closed = False  # we sent a close frame, or the connection is gone
+        self._denied = False  # answered with HTTP instead of accepting
+        self._response_started = False
+        self._close_code: int | None = None
+        self._close_reason = ""
+        self._final_code = _NORMAL  # the close code when the app returns without closing
+        self._nursery: trio.Nursery | None = None
+        self._pong = trio.Event()
+        self._peer_closed = trio.Event()
+        self._close_started = False
+        self._close_done = trio.Event()
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the app accepted the websocket."""
+        return self._accepted
+
+    async def run(self, app: Any) -> int | None:
+        """Run the app on this websocket until both sides are done.
+
+        Returns:
+            The HTTP status sent instead of accepting (403, 500, or the app's), or ``None``.
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await app(self.scope, self._receive, self._send)
+            except ClientDisconnected:
+                pass
+            except Exception:
+                error_log.exception(
+                    "Exception in ASGI application (websocket %s)", self.scope["path"]
+                )
+                if self._accepted:
+                    await self._close(_INTERNAL_ERROR, "")
+                elif not self._denied and not self._response_started:
+                    await self._deny(500, b"Internal Server Error\n")
+            else:
+                if self._accepted:
+                    await self._close(self._final_code, "")
+                elif not self._denied and not self._response_started:
+                    error_log.error(
+                        "ASGI application returned without accepting or closing the websocket (%s)",
+                        self.scope["path"],
+                    )
+                    await self._deny(500, b"Internal Server Error\n")
+            nursery.cancel_scope.cancel()
+        if self._denied:
+            return self._deny_status
+        return None
+
+    _deny_status = 0
+
+    def shut_down(self) -> None:
+        """Server shutdown: close with 1001 and tell the app (it gets ``websocket.disconnect``)."""
+        if self._accepted and not self._closed and self._nursery is not None:
+            self._final_code = _GOING_AWAY
+            self._nursery.start_soon(self._close, _GOING_AWAY, "server shutting down")
+            self._close_code = _GOING_AWAY
+            self._deliver_nowait(self._disconnect_message())
+
+    # -- the app's receive ------------------------------------------------------------------------
+
+    async def _receive(self) -> Message:
+        if not self._connect_delivered:
+            self._connect_delivered = True
+            return {"type": "websocket.connect"}
+        try:
+            return await self._inbox.receive()
+        except trio.EndOfChannel:
+            return self._disconnect_message()
+
+    def _deliver_nowait(self, message: Message) -> None:
+        with contextlib.suppress(
+            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+        ):
+            self._inbox_send.send_nowait(message)
+
+    # -- the app's send ---------------------------------------------------------------------------
+
+    async def _send(self, message: Message) -> None:
+        message_type = message["type"]
+        if message_type == "websocket.send":
+            if not self._accepted:
+                raise RuntimeError("ASGI app sent 'websocket.send' before 'websocket.accept'")
+            if self._closed:
+                raise ClientDisconnected("the websocket is closed")
+            text = message.get("text")
+            data = message.get("bytes")
+            event: TextMessage | BytesMessage
+            if text is not None and data is None:
+                event = TextMessage(data=str(text))
+            elif data is not None and text is None:
+                event = BytesMessage(data=bytes(data))
+            else:
+                raise RuntimeError("'websocket.send' needs exactly one of 'text' and 'bytes'")
+            await self._send_event(event)
+        elif message_type == "websocket.accept":
+            if self._accepted or self._denied or self._response_started:
+                raise RuntimeError("ASGI app sent 'websocket.accept' out of order")
+            await self._accept(message)
+        elif message_type == "websocket.close":
+            if self._accepted:
+                if not self._closed:
+                    await self._close(message.get("code") or _NORMAL, message.get("reason") or "")
+            elif not self._denied and not self._response_started:
+                await self._deny(403, b"")
+            else:
+                raise RuntimeError("ASGI app sent 'websocket.close' after denying the websocket")
+        elif message_type == "websocket.http.response.start":
+            if self._accepted or self._denied or self._response_started:
+                raise RuntimeError("ASGI app sent 'websocket.http.response.start' out of order")
+            self._response_started = True
+            self._pending_response = (message["status"], list(message.get("headers", ())))
+        elif message_type == "websocket.http.response.body":
+            if not self._response_started or self._denied:
+                raise RuntimeError("ASGI app sent 'websocket.http.response.body' out of order")
+            status, headers = self._pending_response
+            await self._deny(
+                status,
+                message.get("body", b""),
+                headers=headers,
+                more=message.get("more_body", False),
+            )
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {message_type!r} for a websocket")
+
+    _pending_response: tuple[int, list[tuple[bytes, bytes]]] = (500, [])
+
+    async def _accept(self, message: Message) -> None:
+        extensions: list[Extension] = []
+        if self._config.ws_per_message_deflate:
+            extensions.append(PerMessageDeflate())
+        headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
+        event = AcceptConnection(
+            subprotocol=message.get("subprotocol"),
+            extensions=extensions,
+            extra_headers=headers,
+        )
+        await self._send_event(event)
+        self._accepted = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._read_loop)
+        if self._config.ws_ping_interval is not None:
+            self._nursery.start_soon(self._keepalive, self._config.ws_ping_interval)
+
+    async def _deny(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        more: bool = False,
+    ) -> None:
+        if not self._denied:
+            self._denied = True
+            self._deny_status = status
+            headers = list(headers or [])
+            has_body = bool(body) or more
+            framed = any(name.lower() == b"content-length" for name, _ in headers)
+            if has_body and not more and not framed:
+                headers.append((b"content-length", b"%d" % len(body)))
+            await self._send_event(
+                RejectConnection(status_code=status, headers=headers, has_body=has_body)
+            )
+            if not has_body:
+                return
+        await self._send_event(RejectData(data=body, body_finished=not more))
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self._close_started:
+            # Another task is closing (shutdown, say): let it finish before anyone cancels it.
+            with trio.move_on_after(_CLOSE_WAIT + self._config.write_timeout):
+                await self._close_done.wait()
+            return
+        self._close_started = True
+        self._closed = True
+        try:
+            if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                return
+            try:
+                await self._send_event(CloseConnection(code=code, reason=reason or None))
+            except ClientDisconnected:
+                return
+            # Give the client a moment to answer with its own close frame (the reader consumes
+            # it and sets _peer_closed).
+            with trio.move_on_after(_CLOSE_WAIT):
+                await self._peer_closed.wait()
+        finally:
+            self._close_done.set()
+
+    async def _send_event(self, event: Any) -> None:
+        try:
+            data = self._ws.send(event)
+        except LocalProtocolError as exc:
+            raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
+        async with self._send_lock:
+            with trio.move_on_after(self._config.write_timeout) as writing:
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._gone(_ABNORMAL)
+                    raise ClientDisconnected("the client disconnected") from exc
+            if writing.cancelled_caught:
+                self._gone(_ABNORMAL)
+                raise ClientDisconnected("write timed out: the client stopped reading")
+
+    def _gone(self, code: int) -> None:
+        self._closed = True
+        self._peer_closed.set()
+        if self._close_code is None:
+            self._close_code = code
+        self._deliver_nowait(self._disconnect_message())
+        self._inbox_send.close()
+
+    def _disconnect_message(self) -> Message:
+        return {
+            "type": "websocket.disconnect",
+            "code": self._close_code or _ABNORMAL,
+            "reason": self._close_reason,
+        }
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        limit = self._config.ws_max_message_size
+        parts: list[bytes | str] = []
+        size = 0
+        data: bytes | bytearray = self._buffered
+        try:
+            while True:
+                if data:
+                    self._ws.receive_data(bytes(data))
+                else:
+                    data = await self._stream.receive_some(_READ_SIZE)
+                    if not data:
+                        self._ws.receive_data(None)
+                        self._gone(_ABNORMAL)
+                        return
+                    continue
+                data = b""
+                for event in self._ws.events():
+                    if isinstance(event, TextMessage | BytesMessage):
+                        size += len(event.data)
+                        if size > limit:
+                            # Close frame first, then tell the app (which may return at once).
+                            await self._send_close_quietly(_TOO_BIG, "message too big")
+                            self._gone(_TOO_BIG)
+                            return
+                        data_part = event.data
+                        parts.append(data_part if isinstance(data_part, str) else bytes(data_part))
+                        if event.message_finished:
+                            message = _joined(parts, text=isinstance(event, TextMessage))
+                            parts, size = [], 0
+                            await self._inbox_send.send(message)
+                    elif isinstance(event, Ping):
+                        await self._send_quietly(event.response())
+                    elif isinstance(event, Pong):
+                        self._pong.set()
+                    elif isinstance(event, CloseConnection):
+                        self._close_code = int(event.code)
+                        self._close_reason = event.reason or ""
+                        if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                            await self._send_quietly(event.response())
+                        self._gone(int(event.code))
+                        return
+        except RemoteProtocolError as exc:
+            error_log.debug("Websocket protocol error from the client: %s", exc)
+            hint = exc.event_hint
+            await self._send_close_quietly(1002, "protocol error")
+            self._gone(int(hint.code) if isinstance(hint, CloseConnection) else 1002)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._gone(_ABNORMAL)
+
+    async def _send_quietly(self, event: Any) -> None:
+        with contextlib.suppress(ClientDisconnected):
+            await self._send_event(event)
+
+    async def _send_close_quietly(self, code: int, reason: str) -> None:
+        self._closed = True
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            await self._send_quietly(CloseConnection(code=code, reason=reason))
+
+    async def _keepalive(self, interval: float) -> None:
+        timeout = self._config.ws_ping_timeout
+        while True:
+            await trio.sleep(interval)
+            if self._closed:
+                return
+            self._pong = trio.Event()
+            await self._send_quietly(Ping(payload=b"trioserve"))
+            with trio.move_on_after(timeout) as waiting:
+                await self._pong.wait()
+            if not waiting.cancelled_caught:
+                continue
+            error_log.debug("Websocket client did not answer a ping within %g s", timeout)
+            await self._send_close_quietly(_INTERNAL_ERROR, "keepalive ping timeout")
+            self._gone(_INTERNAL_ERROR)
+            return
+
+
+def _joined(parts: list[bytes | str], *, text: bool) -> Message:
+    if text:
+        return {"type": "websocket.receive", "text": "".join(parts)}  # type: ignore[arg-type]
+    return {"type": "websocket.receive", "bytes": b"".join(parts)}  # type: ignore[arg-type]
