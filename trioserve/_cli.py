@@ -124,6 +124,12 @@ def _build_parser() -> _Parser:
         "or never (off) (default: %(default)s)",
     )
     what.add_argument(
+        "--asyncio-app",
+        action="store_true",
+        help="the app needs asyncio (Django, Quart): run it through trio-asyncio "
+        "(pip install 'trioserve[asyncio]')",
+    )
+    what.add_argument(
         "--cancel-on-disconnect",
         action="store_true",
         help="cancel a request's handler when its client disconnects before the response ends",
@@ -293,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls=_tls_config(args),
             lifespan=args.lifespan,
             cancel_on_disconnect=args.cancel_on_disconnect,
+            asyncio_app=args.asyncio_app,
             ws_max_message_size=args.ws_max_message_size,
             ws_ping_interval=args.ws_ping_interval or None,
             ws_ping_timeout=args.ws_ping_timeout,

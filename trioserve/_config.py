@@ -72,6 +72,8 @@ class Config:
         lifespan_shutdown_timeout: Seconds the app gets to complete its lifespan shutdown.
         cancel_on_disconnect: Cancel a request's app task when its client disconnects before
             the response is complete.
+        asyncio_app: The app needs an asyncio event loop (Django, Quart): run it through
+            trio-asyncio (the ``trioserve[asyncio]`` extra).
         ws_max_message_size: Largest websocket message accepted (close code 1009 beyond).
         ws_ping_interval: Seconds between keepalive pings on a websocket; ``None`` for none.
         ws_ping_timeout: Seconds a pong may take before the websocket is closed (1011).
@@ -98,6 +100,7 @@ class Config:
     lifespan_startup_timeout: float = 60.0
     lifespan_shutdown_timeout: float = 10.0
     cancel_on_disconnect: bool = False
+    asyncio_app: bool = False
     ws_max_message_size: int = 16 * MiB
     ws_ping_interval: float | None = 20.0
     ws_ping_timeout: float = 20.0

@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from ._aio import AsyncioApp, asyncio_loop
 from ._config import Config
 from ._connection import ASGIApp, HTTPConnection, ServerState
 from ._errors import ConfigError
@@ -113,6 +114,8 @@ class Server:
             ConfigError: a TLS certificate or key cannot be used (the message names the file).
         """
         self.config = config
+        if config.asyncio_app:
+            app = AsyncioApp(app)
         self.state = ServerState(app, config)
         self._lifespan = Lifespan(
             app,
@@ -147,6 +150,18 @@ class Server:
             listeners: Listeners opened beforehand (by :func:`open_listeners`); by default they
                 are opened from the config.
         """
+        if self.config.asyncio_app:
+            async with asyncio_loop():
+                await self._serve(shutdown_trigger, task_status, listeners)
+        else:
+            await self._serve(shutdown_trigger, task_status, listeners)
+
+    async def _serve(
+        self,
+        shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+        task_status: trio.TaskStatus[list[Address]],
+        listeners: Sequence[socket.socket] | None,
+    ) -> None:
         failure: BaseException | None = None
         lifespan = self._lifespan
         async with trio.open_nursery() as lifespan_nursery:
