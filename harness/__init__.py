@@ -1,7 +1,38 @@
-"""Real in-process trioserve servers for integration tests.
+"""harness: real in-process trioserve servers for integration tests.
 
-The harness (fixtures, stub servers, fault injection) arrives in a later release; this package
-is shipped now so that the distribution layout is stable.
+Stub servers with expectations and faults, your own ASGI app, or a static directory, on a real
+socket (port 0), optionally over TLS with a throwaway trustme CA::
+
+    with harness.serving() as srv:                       # any test: a thread of its own
+        srv.expect("GET", "/v1/users/7").respond(200, json={"id": 7})
+        assert requests.get(srv.url_for("/v1/users/7")).json() == {"id": 7}
+
+    async with harness.open_server(app=my_app, tls=True) as srv:   # trio tests
+        ...
+
+The pytest plugin (``harness._plugin``, registered as ``pytest11``) provides the fixtures.
 """
 
-__all__: list[str] = []
+from ._server import HarnessError as HarnessError
+from ._server import HarnessServer as HarnessServer
+from ._server import open_server as open_server
+from ._server import serving as serving
+from ._stub import Fault as Fault
+from ._stub import Recorded as Recorded
+from ._stub import Response as Response
+from ._stub import Route as Route
+from ._tls import CertificateAuthority as CertificateAuthority
+from ._tls import session_authority as session_authority
+
+__all__ = [
+    "CertificateAuthority",
+    "Fault",
+    "HarnessError",
+    "HarnessServer",
+    "Recorded",
+    "Response",
+    "Route",
+    "open_server",
+    "serving",
+    "session_authority",
+]

@@ -289,3 +289,45 @@ async def test_mounts_put_static_files_in_front_of_an_app(docroot: Path) -> None
         assert (await get(address, "/api")).text == "GET /api\n"
         assert (await get(address, "/assetsx")).text == "GET /assetsx\n"
         nursery.cancel_scope.cancel()
+
+
+async def test_begin_shutdown_makes_serve_return() -> None:
+    server = Server(hello_app, Config(port=0, access_log=False))
+    with trio.fail_after(2):  # serve() must return by itself, promptly
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            server.begin_shutdown()
+    assert not nursery.cancel_scope.cancel_called
+
+
+async def test_unix_socket_listener(tmp_path: Path) -> None:
+    path = str(tmp_path / "trioserve.sock")
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(
+            trioserve.serve, hello_app, Config(uds=path, access_log=False)
+        )
+        assert address == path
+
+        def call() -> httpx.Response:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=path)) as client:
+                return client.get("http://localhost/over-uds")
+
+        response = await trio.to_thread.run_sync(call)
+        assert response.text == "GET /over-uds\n"
+        nursery.cancel_scope.cancel()
+    assert not os.path.exists(path)  # the socket file is removed at shutdown
+
+
+async def test_refuse_connections_keeps_open_ones() -> None:
+    server = Server(hello_app, Config(port=0, access_log=False))
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        kept = await trio.open_tcp_stream(*address)
+        server.refuse_connections()
+        await trio.sleep(0.05)
+        with pytest.raises(OSError, match="connect"):
+            await trio.open_tcp_stream(*address)
+        await kept.send_all(b"GET /still HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await kept.receive_some(4096)).endswith(b"GET /still\n")
+        await kept.aclose()
+        nursery.cancel_scope.cancel()

@@ -425,7 +425,7 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
             urls = ", ".join(format_url(address, scheme) for address in addresses)
             print(f"trioserve: serving {description} on {urls} (Ctrl-C to stop)", file=sys.stderr)
             dev = server.dev_certificate
-            if dev is not None:
+            if dev is not None and not isinstance(addresses[0], str):
                 port = addresses[0][1]
                 print(
                     f"trioserve: HTTPS with a development certificate; its CA is {dev.ca_path}\n"

@@ -52,6 +52,7 @@ class Config:
     Attributes:
         host: Address to bind. ``"::"`` or ``"0.0.0.0"`` for all interfaces.
         port: TCP port; ``0`` picks a free one (see the addresses :func:`serve` reports).
+        uds: Listen on this unix domain socket path instead of ``host`` and ``port``.
         backlog: The kernel's listen queue length.
         keep_alive_timeout: Seconds an idle keep-alive connection stays open.
         header_timeout: Seconds allowed to receive a whole request head.
@@ -72,6 +73,8 @@ class Config:
         lifespan_shutdown_timeout: Seconds the app gets to complete its lifespan shutdown.
         cancel_on_disconnect: Cancel a request's app task when its client disconnects before
             the response is complete.
+        fault_injection: Offer apps the ``trioserve.fault`` extension (raw bytes, abrupt close,
+            reset), for test servers that simulate broken peers. Never turn it on in production.
         asyncio_app: The app needs an asyncio event loop (Django, Quart): run it through
             trio-asyncio (the ``trioserve[asyncio]`` extra).
         ws_max_message_size: Largest websocket message accepted (close code 1009 beyond).
@@ -82,6 +85,7 @@ class Config:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    uds: str | None = None
     backlog: int = 1024
     keep_alive_timeout: float = 5.0
     header_timeout: float = 10.0
@@ -100,6 +104,7 @@ class Config:
     lifespan_startup_timeout: float = 60.0
     lifespan_shutdown_timeout: float = 10.0
     cancel_on_disconnect: bool = False
+    fault_injection: bool = False
     asyncio_app: bool = False
     ws_max_message_size: int = 16 * MiB
     ws_ping_interval: float | None = 20.0

@@ -27,10 +27,13 @@ cancelled by the server.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
+import socket
 import stat
+import struct
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
@@ -77,7 +80,15 @@ _HTTP_VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
 class ServerState:
     """What every connection of one server shares."""
 
-    __slots__ = ("access_log", "app", "config", "connections", "draining", "lifespan_state")
+    __slots__ = (
+        "access_log",
+        "app",
+        "config",
+        "connection_ids",
+        "connections",
+        "draining",
+        "lifespan_state",
+    )
 
     def __init__(self, app: ASGIApp, config: Config) -> None:
         self.app = app
@@ -86,6 +97,8 @@ class ServerState:
         self.draining = False
         self.lifespan_state: dict[str, Any] = {}
         self.access_log = config.access_log
+        #: Numbers the connections 1, 2, 3... (shown to apps by the trioserve.fault extension).
+        self.connection_ids = itertools.count(1)
 
 
 class HTTPConnection:
@@ -115,9 +128,11 @@ class HTTPConnection:
         "_gone",
         "_head",
         "_head_written",
+        "_id",
         "_idle",
         "_on_close",
         "_proto",
+        "_raw",
         "_refusal",
         "_response_done",
         "_response_started",
@@ -150,6 +165,7 @@ class HTTPConnection:
         self._client = client
         self._server = server
         self._scheme = scheme
+        self._id = next(state.connection_ids)
         self._tls = tls
         self._on_close = on_close
         # On plain TCP the hot paths use the socket's file descriptor directly (one read or
@@ -178,6 +194,7 @@ class HTTPConnection:
         self._reset_request()
 
     def _reset_request(self) -> None:
+        self._raw = False
         self._response_started = False
         self._head: tuple[int, Any] | None = None
         self._head_written = False
@@ -389,7 +406,7 @@ class HTTPConnection:
             raise HTTPError(500, "Internal Server Error")
         if not self._response_done:
             # Started but unfinished: the client must not take a truncated body for a whole one.
-            if not failed and not self._disconnected:
+            if not failed and not self._disconnected and not self._raw:
                 error_log.error(
                     "ASGI application returned before finishing its response (%s %s)",
                     scope["method"],
@@ -457,12 +474,16 @@ class HTTPConnection:
             "query_string": query,
             "headers": list(request.headers),
             "state": state.lifespan_state.copy(),
-            "extensions": (
-                {"http.response.pathsend": {}}
-                if self._tls is None
-                else {"http.response.pathsend": {}, "tls": self._tls}
-            ),
+            "extensions": self._extensions(),
         }
+
+    def _extensions(self) -> dict[str, Any]:
+        extensions: dict[str, Any] = {"http.response.pathsend": {}}
+        if self._tls is not None:
+            extensions["tls"] = self._tls
+        if self._config.fault_injection:
+            extensions["trioserve.fault"] = {"connection_id": self._id}
+        return extensions
 
     # -- ASGI receive ------------------------------------------------------------------------
 
@@ -632,8 +653,39 @@ class HTTPConnection:
             except ClientDisconnected:
                 self._cancel_app()
                 raise
+        elif message_type.startswith("trioserve.fault.") and self._config.fault_injection:
+            await self._fault(message)
         else:
             raise RuntimeError(f"Unexpected ASGI message {message_type!r} for an HTTP request")
+
+    async def _fault(self, message: Message) -> None:
+        """The ``trioserve.fault`` extension: misbehave on purpose, for test servers.
+
+        ``trioserve.fault.raw`` writes bytes as they are (no framing: the app owns the wire for
+        this response, and the connection closes after it); ``trioserve.fault.close`` closes the
+        connection at once, with a TCP reset when ``reset`` is true.
+        """
+        if message["type"] == "trioserve.fault.raw":
+            self._raw = True
+            self._head_written = True
+            await self._write(bytes(message.get("data", b"")))
+        elif message["type"] == "trioserve.fault.close":
+            self._raw = True
+            self._head_written = True
+            self._disconnected = True
+            self._fd = -1  # the descriptor may be reused once closed: no more fd-level I/O
+            stream = self._stream
+            if message.get("reset"):
+                sock = getattr(stream, "socket", None) or getattr(
+                    getattr(stream, "transport_stream", None), "socket", None
+                )
+                if sock is not None:
+                    # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+        else:
+            raise RuntimeError(f"Unknown trioserve.fault message {message['type']!r}")
 
     def _length_header(self, length: int) -> list[tuple[bytes, bytes]] | None:
         """A Content-Length header for a body of ``length``, unless the app framed it already."""

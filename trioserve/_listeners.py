@@ -10,9 +10,12 @@ off for 100 ms when the process runs out of file descriptors or memory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import socket
+import stat
 from collections.abc import Callable
 from typing import Final
 
@@ -36,9 +39,14 @@ _ACCEPT_BATCH: Final = 64
 def open_listeners(config: Config) -> list[socket.socket]:
     """Bind and listen on ``config.host`` and ``config.port`` (every address the host names).
 
+    With ``config.uds``, one unix domain socket at that path instead (a stale socket file left
+    there is replaced; any other file is an error).
+
     Raises:
         OSError: an address cannot be bound (in use, not available, permission denied).
     """
+    if config.uds is not None:
+        return [_open_unix_listener(config.uds, config.backlog)]
     infos = socket.getaddrinfo(
         config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
@@ -59,6 +67,37 @@ def open_listeners(config: Config) -> list[socket.socket]:
             sock.close()
         raise
     return listeners
+
+
+def _open_unix_listener(path: str, backlog: int) -> socket.socket:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        os.unlink(path)  # a stale socket from an earlier run
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def close_listener(sock: socket.socket) -> None:
+    """Close a listener (idempotent); a unix socket's file is removed too."""
+    if sock.fileno() == -1:
+        return
+    path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    sock.close()
+    if isinstance(path, str) and path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 async def accept_loop(

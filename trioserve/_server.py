@@ -37,7 +37,7 @@ from ._config import Config
 from ._connection import ASGIApp, HTTPConnection, ServerState
 from ._errors import ConfigError
 from ._lifespan import Lifespan, LifespanFailure
-from ._listeners import accept_loop, open_listeners
+from ._listeners import accept_loop, close_listener, open_listeners
 from ._protocol import error_response
 from ._tls import (
     DevCertificate,
@@ -57,7 +57,8 @@ tls_log = logging.getLogger("trioserve.error.tls")
 # The first byte of a TLS record carrying a handshake (RFC 8446 section 5.1).
 _TLS_HANDSHAKE_RECORD = 0x16
 
-Address = tuple[str, int]
+#: A bound address: ``(host, port)``, or a unix socket's path.
+Address = tuple[str, int] | str
 
 
 async def serve(
@@ -134,6 +135,7 @@ class Server:
         self._connection_scopes: list[trio.CancelScope] = []
         self._core_scope: trio.CancelScope | None = None
         self._shutting_down = False
+        self._stop_requested = trio.Event()
 
     async def serve(
         self,
@@ -181,10 +183,12 @@ class Server:
                         addresses = await nursery.start(self._run_core, listeners)
                         task_status.started(addresses)
                         try:
-                            if shutdown_trigger is None:
-                                await trio.sleep_forever()
-                            else:
-                                await shutdown_trigger()
+                            async with trio.open_nursery() as waiting:
+                                if shutdown_trigger is not None:
+                                    waiting.start_soon(self._wait_for_trigger, shutdown_trigger)
+                                # Set by begin_shutdown(), whoever calls it.
+                                await self._stop_requested.wait()
+                                waiting.cancel_scope.cancel()
                         finally:
                             self.begin_shutdown()
                 finally:
@@ -196,12 +200,16 @@ class Server:
         if failure is not None:
             raise failure
 
+    async def _wait_for_trigger(self, shutdown_trigger: Callable[[], Awaitable[Any]]) -> None:
+        await shutdown_trigger()
+        self.begin_shutdown()
+
     async def _run_core(
         self,
         listeners: Sequence[socket.socket],
         task_status: trio.TaskStatus[list[Address]],
     ) -> None:
-        addresses = [_address(listener.getsockname()) for listener in listeners]
+        addresses: list[Address] = [_bound(listener) for listener in listeners]
         with trio.CancelScope(shield=True) as core:
             self._core_scope = core
             async with trio.open_nursery() as nursery:
@@ -226,14 +234,19 @@ class Server:
                         spawn=functools.partial(self._spawn_connection, connections),
                     )
                 # Stop listening at once; the connections nursery goes on draining.
-                listener.close()
+                close_listener(listener)
         finally:
-            listener.close()
+            close_listener(listener)
 
     def _spawn_connection(self, nursery: trio.Nursery, client: socket.socket, peer: object) -> None:
         """Start the task of a newly accepted connection (called by the accept loop)."""
         try:
-            server = _address(client.getsockname())
+            if client.family == socket.AF_UNIX:
+                server: tuple[str, int] | None = None
+                peer_address: tuple[str, int] | None = None
+            else:
+                server = _address(client.getsockname())
+                peer_address = _address(peer)
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
         except OSError:
             # The client is gone already (reset before we looked).
@@ -242,12 +255,12 @@ class Server:
             return
         if self._ssl_context is not None:
             # The handshake happens in the connection's own task, never in the accept loop.
-            nursery.start_soon(self._run_tls_connection, stream, _address(peer), server)
+            nursery.start_soon(self._run_tls_connection, stream, peer_address, server)
             return
         connection = HTTPConnection(
             stream,
             self.state,
-            client=_address(peer),
+            client=peer_address,
             server=server,
             on_close=self._slots.release,
         )
@@ -255,7 +268,10 @@ class Server:
         nursery.start_soon(connection.run)
 
     async def _run_tls_connection(
-        self, stream: trio.SocketStream, client: Address, server: Address
+        self,
+        stream: trio.SocketStream,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
     ) -> None:
         """Handshake (bounded), then serve HTTP over TLS; handles every exception of its own."""
         context = self._ssl_context
@@ -336,6 +352,7 @@ class Server:
         if self._shutting_down:
             return
         self._shutting_down = True
+        self._stop_requested.set()
         self.state.draining = True
         for scope in self._accept_scopes:
             scope.cancel()
@@ -344,6 +361,11 @@ class Server:
         deadline = trio.current_time() + self.config.graceful_timeout
         for scope in self._connection_scopes:
             scope.deadline = min(scope.deadline, deadline)
+
+    def refuse_connections(self) -> None:
+        """Close the listeners now (new clients are refused); open connections carry on."""
+        for scope in self._accept_scopes:
+            scope.cancel()
 
     def force_stop(self) -> None:
         """Cancel everything now, in-flight requests included."""
@@ -357,22 +379,33 @@ class Server:
         return len(self.state.connections)
 
 
-def _address(sockname: object) -> Address:
+def _bound(listener: socket.socket) -> Address:
+    name = listener.getsockname()
+    return name if isinstance(name, str) else _address(name)
+
+
+def _address(sockname: object) -> tuple[str, int]:
     if isinstance(sockname, tuple):
         return (str(sockname[0]), int(sockname[1]))
     raise TypeError(f"not an internet socket address: {sockname!r}")  # pragma: no cover
 
 
 def format_url(address: Address, scheme: str = "http") -> str:
-    """``http://host:port`` for an address, with brackets around IPv6 hosts."""
+    """``http://host:port`` for an address (brackets around IPv6 hosts); ``unix:PATH`` as is."""
+    if isinstance(address, str):
+        return f"{scheme}+unix:{address}"
     host, port = address
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
 
 
-def format_address(address: Address) -> str:
-    """``host:port``, with brackets around IPv6 hosts."""
+def format_address(address: Address | None) -> str:
+    """``host:port`` (brackets around IPv6 hosts), ``unix:PATH``, or ``-`` when unknown."""
+    if address is None:
+        return "-"
+    if isinstance(address, str):
+        return f"unix:{address}"
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

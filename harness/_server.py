@@ -1,0 +1,373 @@
+"""Harness servers: a real trioserve on a real socket, as a trio context or in a thread.
+
+Theory of operation
+-------------------
+:func:`open_server` runs ``trioserve.Server.serve`` in a nursery owned by the ``async with``
+block: the block starts once the listener is bound (port 0, so no port races) and hands back a
+:class:`HarnessServer`. Leaving the block stops the server at once (a test server needs no
+drain: in-flight requests and idle, hung or half-read connections are cancelled), within a
+bounded time, then checks the stub: unmatched requests, unmet expectations and server-side
+exceptions raise :class:`HarnessError` with the full report (``strict=True``, the default).
+
+:func:`serving` runs the same thing in a private ``trio.run`` in one thread, for sync, asyncio
+and trio test suites alike; configuration calls (``expect``, ``reset``...) are thread-safe, and a
+server thread that does not stop in time is an error, never a hang.
+
+Everything here uses trioserve's public API only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import ssl
+import tempfile
+import threading
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import trio
+
+import trioserve
+
+from ._stub import Fault, PathMatcher, Recorded, Route, Stub
+from ._tls import CertificateAuthority, session_authority
+
+__all__ = ["HarnessError", "HarnessServer", "open_server", "serving"]
+
+# A stop that takes longer than this is reported as an error instead of hanging the test run.
+STOP_TIMEOUT: Final = 5.0
+
+
+class HarnessError(AssertionError):
+    """A harness server saw something a strict test must not pass with; the message is the
+    report."""
+
+
+class _ErrorCollector(logging.Handler):
+    """Collects the tracebacks trioserve logs for app exceptions on one server."""
+
+    def __init__(self, stub: Stub) -> None:
+        super().__init__(logging.ERROR)
+        self.stub = stub
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        self.stub.record_error(text)
+
+
+class HarnessServer:
+    """The handle of a running harness server: where it is, how to trust it, what it saw."""
+
+    def __init__(
+        self,
+        stub: Stub,
+        server: trioserve.Server,
+        address: tuple[str, int] | str,
+        *,
+        authority: CertificateAuthority | None,
+        strict: bool,
+        client_cert: Any = None,
+    ) -> None:
+        self.stub = stub
+        self.server = server
+        self.strict = strict
+        self._authority = authority
+        self._client_cert = client_cert
+        if isinstance(address, str):
+            self.uds_path: str | None = address
+            self.host = "localhost"
+            self.port = 0
+        else:
+            self.uds_path = None
+            self.host, self.port = address
+        self.scheme = "https" if authority is not None else "http"
+
+    # -- where ------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL (``http://127.0.0.1:PORT``; brackets for IPv6; no port for a unix socket,
+        where clients must be given ``uds_path``)."""
+        if self.uds_path is not None:
+            return f"{self.scheme}://localhost"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def url_for(self, path: str = "/", **query: Any) -> str:
+        """An absolute URL for ``path`` with ``query`` encoded."""
+        if not path.startswith("/"):
+            path = "/" + path
+        return self.url + path + ("?" + urlencode(query, doseq=True) if query else "")
+
+    # -- trust ----------------------------------------------------------------------------
+
+    @property
+    def ca_path(self) -> str:
+        """The CA certificate (PEM) to trust: requests' ``verify=``, curl's ``--cacert``."""
+        return str(self._require_tls().ca_path)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client context trusting this server (and presenting the client certificate under
+        mTLS); Python's default verification, strict flags included, stays on."""
+        context = self._require_tls().client_context()
+        if self._client_cert is not None:
+            self._client_cert.configure_cert(context)
+        return context
+
+    @property
+    def ssl_env(self) -> dict[str, str]:
+        """Environment variables that make subprocesses (curl, requests, Python) trust us."""
+        path = self.ca_path
+        return {"SSL_CERT_FILE": path, "REQUESTS_CA_BUNDLE": path, "CURL_CA_BUNDLE": path}
+
+    @property
+    def client_cert_path(self) -> str:
+        """Under mTLS: a PEM file with the client certificate and key."""
+        if self._client_cert is None:
+            raise RuntimeError("this server was not started with mtls=True")
+        assert self._authority is not None
+        return str(self._authority.client_cert_path)
+
+    def _require_tls(self) -> CertificateAuthority:
+        if self._authority is None:
+            raise RuntimeError("this server does not use TLS: start it with tls=True")
+        return self._authority
+
+    # -- what it saw ------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """Every request received, in order."""
+        return list(self.stub.log)
+
+    @property
+    def connection_count(self) -> int:
+        """How many connections carried requests (1 for a keep-alive client)."""
+        return len({r.connection_id for r in self.stub.log if r.connection_id is not None})
+
+    @property
+    def errors(self) -> list[str]:
+        """Server-side exceptions (app or handler tracebacks)."""
+        return list(self.stub.errors)
+
+    # -- expectations ---------------------------------------------------------------------------
+
+    def expect(
+        self,
+        method: str | None,
+        path: PathMatcher,
+        *,
+        query: Mapping[str, str | Sequence[str]] | str | None = None,
+        headers: Mapping[str, str | Callable[[str], bool]] | None = None,
+        json: Any = None,
+        body: bytes | None = None,
+        predicate: Callable[[Recorded], bool] | None = None,
+        times: int | None = 1,
+        ordered: bool = False,
+    ) -> Route:
+        """Expect a request; answer it with the returned route's ``respond*`` methods.
+
+        ``times``: how many requests it answers (and, strictly, must get); ``None`` for any number.
+        ``ordered``: ordered expectations must be met in the order they were made.
+        """
+        return self.stub.expect(
+            method,
+            path,
+            query=query,
+            headers=headers,
+            json=json,
+            body=body,
+            predicate=predicate,
+            times=times,
+            ordered=ordered,
+        )
+
+    def expect_no_requests(self) -> None:
+        """Fail the check if any request arrives."""
+        self.stub.no_requests_expected = True
+
+    def on_unmatched(self, status: int = 500, **response: Any) -> None:
+        """The answer to requests no expectation matches (they still fail a strict check)."""
+        self.stub.on_unmatched(status, **response)
+
+    def fault(self, fault: Fault) -> Route:
+        """Make every request fail this way (a catch-all route with this fault)."""
+        route = self.stub.expect(None, lambda path: True, times=None)
+        return route.fault(fault)
+
+    def refuse_connections(self) -> None:
+        """Stop listening: new connections are refused (open ones carry on)."""
+        self.server.refuse_connections()
+
+    def reset(self) -> None:
+        """Forget expectations, requests and errors (for a server shared between tests)."""
+        self.stub.reset()
+
+    # -- verdict --------------------------------------------------------------------------------
+
+    def report(self) -> str:
+        """What the server saw, for a human: requests, expectations, unmatched, errors."""
+        return f"harness server at {self.url}\n" + self.stub.report()
+
+    def check(self) -> None:
+        """Raise :class:`HarnessError` with the report if anything is wrong."""
+        problems = self.stub.problems()
+        if problems:
+            raise HarnessError(
+                "\n".join(["harness server check failed:", *problems, "", self.report()])
+            )
+
+
+def _config(
+    *,
+    host: str,
+    uds: str | None,
+    tls: bool,
+    mtls: bool,
+    authority: CertificateAuthority | None,
+    lifespan: str,
+) -> trioserve.Config:
+    tls_config = None
+    if tls:
+        assert authority is not None
+        tls_config = trioserve.TLSConfig(context=authority.server_context(mtls=mtls))
+    return trioserve.Config(
+        host=host,
+        port=0,
+        uds=uds,
+        tls=tls_config,
+        access_log=False,
+        graceful_timeout=0,
+        lifespan=lifespan,  # type: ignore[arg-type]
+        fault_injection=True,
+        ws_ping_interval=None,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_server(
+    *,
+    app: Any = None,
+    root: str | os.PathLike[str] | None = None,
+    tls: bool = False,
+    mtls: bool = False,
+    host: str = "127.0.0.1",
+    uds: str | os.PathLike[str] | bool | None = None,
+    strict: bool = True,
+    authority: CertificateAuthority | None = None,
+) -> AsyncIterator[HarnessServer]:
+    """Serve a stub (and ``app`` or the directory ``root`` behind it) for the block's duration.
+
+    Args:
+        app: An ASGI app; requests no expectation matches go to it. Its lifespan runs (startup
+            failure raises here).
+        root: A directory to serve (trioserve's StaticFiles) behind the expectations.
+        tls: Serve HTTPS with a leaf certificate for localhost, 127.0.0.1 and ::1 from the
+            harness CA (one per test session).
+        mtls: Require client certificates (implies ``tls``); see ``client_ssl_context()``.
+        host: The address to bind (``"::1"`` for IPv6).
+        uds: Listen on a unix socket: a path, or ``True`` for a fresh temporary one.
+        strict: Check the stub when the block ends (see :meth:`HarnessServer.check`).
+        authority: The CA to use (default: the session's).
+
+    Raises:
+        HarnessError: on exit, when strict and the check fails.
+    """
+    if app is not None and root is not None:
+        raise ValueError("give app= or root=, not both")
+    tls = tls or mtls
+    fallback = app if app is not None else (None if root is None else trioserve.StaticFiles(root))
+    stub = Stub(fallback)
+    if tls and authority is None:
+        authority = session_authority()
+    with contextlib.ExitStack() as cleanup:
+        uds_path = None
+        if uds is True:
+            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="harness-"))
+            uds_path = str(Path(directory) / "server.sock")
+        elif uds:
+            uds_path = os.fspath(uds)
+        config = _config(
+            host=host,
+            uds=uds_path,
+            tls=tls,
+            mtls=mtls,
+            authority=authority,
+            lifespan="on" if app is not None else "auto",
+        )
+        server = trioserve.Server(stub, config)
+        collector = _ErrorCollector(stub)
+        logger = logging.getLogger("trioserve.error")
+        logger.addHandler(collector)
+        cleanup.callback(logger.removeHandler, collector)
+        async with trio.open_nursery() as nursery:
+            [address] = await nursery.start(server.serve)
+            handle = HarnessServer(
+                stub,
+                server,
+                address,
+                authority=authority if tls else None,
+                strict=strict,
+                client_cert=authority.client_cert if (mtls and authority) else None,
+            )
+            failed = True
+            try:
+                yield handle
+                failed = False
+            finally:
+                server.force_stop()
+                nursery.cancel_scope.deadline = trio.current_time() + STOP_TIMEOUT
+        if nursery.cancel_scope.cancelled_caught:
+            raise HarnessError(f"harness server at {handle.url} did not stop in {STOP_TIMEOUT} s")
+        if strict and not failed:
+            handle.check()
+
+
+@contextlib.contextmanager
+def serving(**options: Any) -> Iterator[HarnessServer]:
+    """:func:`open_server` in a thread of its own, for any test (sync, asyncio or trio).
+
+    Takes the same arguments. Leaving the block stops the server (bounded) and, when strict,
+    raises :class:`HarnessError` if the check fails.
+    """
+    started: queue.Queue[tuple[HarnessServer, trio.lowlevel.TrioToken] | BaseException] = (
+        queue.Queue()
+    )
+    outcome: list[BaseException] = []
+    stop: list[trio.Event] = []
+
+    async def main() -> None:
+        stop.append(trio.Event())
+        try:
+            async with open_server(**options) as handle:
+                started.put((handle, trio.lowlevel.current_trio_token()))
+                await stop[0].wait()
+        except BaseException as exc:
+            if started.empty() and not outcome:
+                started.put(exc)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=trio.run, args=(main,), name="harness-server", daemon=True)
+    thread.start()
+    first = started.get(timeout=30)
+    if isinstance(first, BaseException):
+        thread.join(STOP_TIMEOUT)
+        raise first
+    handle, token = first
+    try:
+        yield handle
+    finally:
+        token.run_sync_soon(stop[0].set)
+        thread.join(STOP_TIMEOUT + 1)
+        if thread.is_alive():
+            raise HarnessError(f"harness server thread did not stop in {STOP_TIMEOUT} s")
+    if outcome:
+        raise outcome[0]
