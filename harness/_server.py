@@ -308,23 +308,32 @@ async def open_server(
         logger = logging.getLogger("trioserve.error")
         logger.addHandler(collector)
         cleanup.callback(logger.removeHandler, collector)
+        startup_error: Exception | None = None
+        failed = True
         async with trio.open_nursery() as nursery:
-            [address] = await nursery.start(server.serve)
-            handle = HarnessServer(
-                stub,
-                server,
-                address,
-                authority=authority if tls else None,
-                strict=strict,
-                client_cert=authority.client_cert if (mtls and authority) else None,
-            )
-            failed = True
             try:
-                yield handle
-                failed = False
-            finally:
-                server.force_stop()
-                nursery.cancel_scope.deadline = trio.current_time() + STOP_TIMEOUT
+                [address] = await nursery.start(server.serve)
+            except Exception as exc:
+                # Raised below, outside the nursery, so the caller sees it unwrapped (a lifespan
+                # startup failure, say).
+                startup_error = exc
+            else:
+                handle = HarnessServer(
+                    stub,
+                    server,
+                    address,
+                    authority=authority if tls else None,
+                    strict=strict,
+                    client_cert=authority.client_cert if (mtls and authority) else None,
+                )
+                try:
+                    yield handle
+                    failed = False
+                finally:
+                    server.force_stop()
+                    nursery.cancel_scope.deadline = trio.current_time() + STOP_TIMEOUT
+        if startup_error is not None:
+            raise startup_error
         if nursery.cancel_scope.cancelled_caught:
             raise HarnessError(f"harness server at {handle.url} did not stop in {STOP_TIMEOUT} s")
         if strict and not failed:

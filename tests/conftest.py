@@ -14,6 +14,8 @@ import trio.testing
 from trioserve import Config
 from trioserve._connection import HTTPConnection, ServerState
 
+pytest_plugins = ["pytester"]
+
 
 class ScriptedClient:
     """Drives one connection from the client side, with a real ``h11.Connection(h11.CLIENT)``."""

@@ -1,0 +1,157 @@
+"""The pytest plugin (entry point ``pytest11: harness``): fixtures, a marker, a report section.
+
+Inert until used: importing it starts nothing; servers exist only while a test uses a fixture.
+
+Fixtures: ``harness_ca`` (session), ``http_server``, ``https_server``, ``server_factory``
+(threaded: sync, asyncio and trio tests), ``trio_server``, ``trio_server_factory`` (pytest-trio:
+in the test's own nursery), ``session_server_factory`` (servers shared by a session, checked and
+reset after every test), ``harness_trust_env`` (SSL_CERT_FILE and friends for subprocesses).
+Failing tests get a "harness server" report section, whichever side failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ._server import HarnessError, HarnessServer, open_server, serving
+from ._tls import CertificateAuthority, session_authority
+
+_USED = pytest.StashKey[list[HarnessServer]]()
+_session_servers: list[HarnessServer] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "harness_strict",
+        type="bool",
+        default=True,
+        help="harness: fail tests on unmatched requests, unmet expectations and server errors",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "harness(strict=True): options for the harness servers this test starts",
+    )
+
+
+def _strict(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("harness")
+    if marker is not None and "strict" in marker.kwargs:
+        return bool(marker.kwargs["strict"])
+    return bool(request.config.getini("harness_strict"))
+
+
+def _track(request: pytest.FixtureRequest, server: HarnessServer) -> HarnessServer:
+    request.node.stash.setdefault(_USED, []).append(server)
+    return server
+
+
+@pytest.fixture(scope="session")
+def harness_ca() -> CertificateAuthority:
+    """The session's CA (trustme): ``ca_path``, ``client_context()``, ``ca``."""
+    return session_authority()
+
+
+@pytest.fixture
+def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., HarnessServer]]:
+    """Start harness servers (``server_factory(tls=True, app=..., ...)``), each in a thread of its
+    own; all are stopped and checked when the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def factory(**options: Any) -> HarnessServer:
+            options.setdefault("strict", _strict(request))
+            return _track(request, stack.enter_context(serving(**options)))
+
+        yield factory
+
+
+@pytest.fixture
+def http_server(server_factory: Callable[..., HarnessServer]) -> HarnessServer:
+    """A plain-HTTP stub server on 127.0.0.1."""
+    return server_factory()
+
+
+@pytest.fixture
+def https_server(server_factory: Callable[..., HarnessServer]) -> HarnessServer:
+    """A TLS stub server (certificate for localhost, 127.0.0.1 and ::1 from ``harness_ca``)."""
+    return server_factory(tls=True)
+
+
+@pytest.fixture
+async def trio_server_factory(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., Awaitable[HarnessServer]]]:
+    """Like ``server_factory``, for pytest-trio tests: servers run in the test's nursery."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def factory(**options: Any) -> HarnessServer:
+            options.setdefault("strict", _strict(request))
+            return _track(request, await stack.enter_async_context(open_server(**options)))
+
+        yield factory
+
+
+@pytest.fixture
+async def trio_server(
+    trio_server_factory: Callable[..., Awaitable[HarnessServer]],
+) -> HarnessServer:
+    """A plain-HTTP stub server in the pytest-trio test's nursery."""
+    return await trio_server_factory()
+
+
+@pytest.fixture(scope="session")
+def session_server_factory() -> Iterator[Callable[..., HarnessServer]]:
+    """Start servers shared by the whole session (for expensive apps); after every test each
+    one is checked (strictly) and reset."""
+    with contextlib.ExitStack() as stack:
+
+        def factory(**options: Any) -> HarnessServer:
+            server = stack.enter_context(serving(**options))
+            _session_servers.append(server)
+            return server
+
+        yield factory
+        _session_servers.clear()
+
+
+@pytest.fixture
+def harness_trust_env(
+    monkeypatch: pytest.MonkeyPatch, harness_ca: CertificateAuthority
+) -> dict[str, str]:
+    """Point SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE at the harness CA."""
+    values = {name: str(harness_ca.ca_path) for name in _TRUST_VARIABLES}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+_TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    problems = []
+    for server in _session_servers:
+        if server.strict:
+            try:
+                server.check()
+            except HarnessError as exc:
+                problems.append(str(exc))
+        server.reset()
+    if problems:
+        raise HarnessError("\n\n".join(problems))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        servers = [*item.stash.get(_USED, []), *_session_servers]
+        for server in servers:
+            report.sections.append(("harness server", server.report()))
+    return report
