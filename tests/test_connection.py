@@ -909,3 +909,56 @@ async def test_refused_upgrade_with_a_body_keeps_the_connection() -> None:
             _, body = await client.response()
             bodies.append(body)
     assert bodies == [b"POST /up\nhi", b"GET /next\n"]
+
+
+async def test_cancel_on_disconnect_with_an_app_that_polls_receive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled = trio.Event()
+
+    async def polls(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            with trio.move_on_after(0.2):
+                await receive()  # a timed poll for a disconnect that has not happened yet
+            await trio.sleep(100)
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    config = Config(access_log=False, cancel_on_disconnect=True)
+    async with connection(polls, config) as (client, _):
+        await client.request()
+        await trio.sleep(1)
+        await client.stream.aclose()
+        with trio.fail_after(1):
+            await cancelled.wait()
+
+
+async def test_no_spurious_disconnect_when_another_wait_is_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[tuple[str, float]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        start = trio.current_time()
+
+        async def listener() -> None:
+            message = await receive()
+            seen.append((message["type"], trio.current_time() - start))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener)
+            with trio.move_on_after(0.2):
+                await receive()  # this task's wait is cancelled; the listener must not hear it
+            await trio.sleep(1)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"done"})
+
+    async with connection(app) as (client, _):
+        await client.request()
+        _, body = await client.response()
+    assert body == b"done"
+    # Heard only once the response was complete (at 1.2 s), not when the poll gave up (0.2 s).
+    assert seen == [("http.disconnect", pytest.approx(1.2))]

@@ -175,3 +175,32 @@ def test_cli_exits_3_when_startup_fails(tmp_path: Path) -> None:
         "trioserve: error: lifespan startup failed: cannot reach db"
     )
     assert "serving" not in result.stderr
+
+
+async def test_cancelling_serve_during_startup_returns_promptly() -> None:
+    async def slow_startup(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await trio.sleep(100)
+
+    with trio.fail_after(2), trio.move_on_after(0.2):
+        await trioserve.serve(slow_startup, Config(port=0))
+
+
+async def test_auto_mode_fails_on_an_app_that_crashes_in_its_startup() -> None:
+    async def crashes(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise ConnectionError("database unreachable")
+
+    with pytest.raises(LifespanFailure, match="database unreachable"):
+        await trioserve.serve(crashes, Config(port=0))
+
+
+async def test_listener_failure_after_startup_still_shuts_the_app_down() -> None:
+    events: list[str] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            await trioserve.serve(lifespan_app(events), Config(port=port))
+    assert events == ["startup", "shutdown"]

@@ -65,6 +65,8 @@ def client_context(*cas: trustme.CA, maximum: ssl.TLSVersion | None = None) -> s
 
 
 async def tls_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
     await receive()
     body = json.dumps(
         {"scheme": scope["scheme"], "tls": scope["extensions"].get("tls")}, default=str

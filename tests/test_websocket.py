@@ -330,3 +330,34 @@ async def test_bad_websocket_handshake_is_400() -> None:
                 received += chunk
         await stream.aclose()
     assert received.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_a_refused_websocket_frees_its_connection() -> None:
+    received: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.close"})
+            received.append(await receive())  # like Starlette's WebSocketEndpoint loop
+
+    async with serving(app, max_connections=1) as (server, url):
+
+        def client() -> int:
+            with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+                connect(url + "/")
+            return info.value.response.status_code
+
+        for _ in range(3):  # with a leaked slot, the second would never be accepted
+            with trio.fail_after(5):
+                assert await in_thread(client) == 403
+    assert received[0]["type"] == "websocket.disconnect"
+
+
+async def test_text_size_limit_counts_bytes_not_characters() -> None:
+    async def collect(receive: Any, send: Any) -> None:
+        await receive()
+
+    async with serving(accepting(collect), ws_max_message_size=1000) as (_, url):
+        code, _ = await in_thread(lambda: closed_with(url, send_first="\u00e9" * 600))
+    assert code == 1009  # 600 characters, 1200 bytes

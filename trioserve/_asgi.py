@@ -40,7 +40,9 @@ def load_app(spec: str, *, app_dir: str | None = None, factory: bool = False) ->
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and (
+            exc.name == module_name or module_name.startswith(exc.name + ".")
+        ):
             raise AppLoadError(f"could not import module {module_name!r}: not found") from exc
         raise AppLoadError(f"could not import module {module_name!r}: {exc}") from exc
     except Exception as exc:

@@ -43,7 +43,7 @@ import h11
 import trio
 
 from ._config import Config
-from ._errors import ClientDisconnected
+from ._errors import ClientDisconnected, only_disconnects
 from ._protocol import HTTPError, ServerProtocol, error_response
 from ._websocket import WebSocketHandshakeError, WebSocketSession
 
@@ -272,6 +272,7 @@ class HTTPConnection:
                 list(request.headers),
                 request.target,
                 self._proto.take_buffered(),
+                draining=lambda: self._state.draining,
             )
         except WebSocketHandshakeError as exc:
             raise HTTPError(400, f"Bad websocket handshake: {exc}") from None
@@ -376,7 +377,7 @@ class HTTPConnection:
             else:
                 await state.app(scope, self._receive, self._send)
         except Exception as exc:
-            if _only_disconnects(exc):
+            if only_disconnects(exc):
                 # send() said the client had gone and the app let that propagate (possibly
                 # out of a task group): the ordinary end of a request whose client left.
                 error_log.debug("Client %s left during %s %s", self._peer(), *_what(scope))
@@ -489,7 +490,8 @@ class HTTPConnection:
 
     async def _receive(self) -> Message:
         if self._body_done or self._disconnected or self._refusal is not None:
-            if not (self._disconnected or self._response_done or self._refusal is not None):
+            # Loop: a wait can end without a verdict (another task's read was cancelled).
+            while not (self._disconnected or self._response_done or self._refusal is not None):
                 await self._wait_for_disconnect()
             return _DISCONNECT
         proto = self._proto
@@ -603,7 +605,7 @@ class HTTPConnection:
         if not self._body_done:
             assert self._body_event is not None
             await self._body_event.wait()
-        if not (self._disconnected or self._response_done):
+        while not (self._disconnected or self._response_done):
             await self._wait_for_disconnect()
 
     # -- ASGI send ---------------------------------------------------------------------------
@@ -949,15 +951,6 @@ def _origin_form(target: bytes) -> bytes:
     else:
         return b"/"
     return rest if rest[:1] == b"/" else b"/" + rest
-
-
-def _only_disconnects(exc: BaseException) -> bool:
-    """Whether ``exc`` is ClientDisconnected, or a group made of nothing else."""
-    if isinstance(exc, ClientDisconnected):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_disconnects(inner) for inner in exc.exceptions)
-    return False
 
 
 def _what(scope: Scope) -> tuple[str, str]:

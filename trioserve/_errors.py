@@ -17,3 +17,12 @@ class AppLoadError(TrioserveError):
 
 class ClientDisconnected(OSError):
     """Raised by ASGI ``send()`` once the client has gone (ASGI HTTP spec 2.4)."""
+
+
+def only_disconnects(exc: BaseException) -> bool:
+    """Whether ``exc`` is :class:`ClientDisconnected`, or a group made of nothing else."""
+    if isinstance(exc, ClientDisconnected):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only_disconnects(inner) for inner in exc.exceptions)
+    return False

@@ -66,6 +66,8 @@ class Lifespan:
         self._from_app, self._server_inbox = trio.open_memory_channel[Message | None](1)
         self._running = False
         self._answered_startup = False
+        self._took_startup = False
+        self._crash: str | None = None
         self._task_scope = trio.CancelScope(shield=True)
 
     async def startup(self, nursery: trio.Nursery) -> None:
@@ -87,6 +89,12 @@ class Lifespan:
             )
         if answer is None:  # the app returned or raised without answering
             self._running = False
+            if self._took_startup and self._crash is not None:
+                # It took lifespan.startup (so it does support lifespan), then crashed.
+                raise LifespanFailure(
+                    f"lifespan startup crashed: {self._crash} (if the app does not support "
+                    "lifespan, use --lifespan off)"
+                )
             if self._mode == "on":
                 raise LifespanFailure(
                     "the app does not support lifespan (it returned or raised on a lifespan "
@@ -131,8 +139,9 @@ class Lifespan:
             # app must still get its lifespan.shutdown. close() ends the task for good.
             with self._task_scope:
                 await self._app(scope, self._receive, self._send)
-        except Exception:
-            if self._mode == "on" or self._answered_startup:
+        except Exception as exc:
+            self._crash = f"{type(exc).__name__}: {exc}"
+            if self._mode == "on" or self._answered_startup or self._took_startup:
                 error_log.exception("Exception in the ASGI app's lifespan")
             else:
                 error_log.debug("The app raised on a lifespan scope", exc_info=True)
@@ -144,7 +153,10 @@ class Lifespan:
                 self._from_app.send_nowait(None)
 
     async def _receive(self) -> Message:
-        return await self._app_inbox.receive()
+        message = await self._app_inbox.receive()
+        if message["type"] == "lifespan.startup":
+            self._took_startup = True
+        return message
 
     async def _send(self, message: Message) -> None:
         message_type = message.get("type")

@@ -171,13 +171,23 @@ class Server:
                 # Startup first, listeners after: an app that fails to start never has a port
                 # accepting connections.
                 await lifespan.startup(lifespan_nursery)
-                if listeners is None:
-                    listeners = open_listeners(self.config)
-            except (LifespanFailure, OSError) as exc:
-                # Raised below, outside the nursery, so that callers get it unwrapped.
-                failure = exc
+            except BaseException as exc:
+                # The lifespan task is shielded: end it, or this nursery would wait for it.
                 lifespan.close()
+                if not isinstance(exc, LifespanFailure):
+                    raise
+                failure = exc  # raised below, outside the nursery, unwrapped
             else:
+                try:
+                    if listeners is None:
+                        listeners = open_listeners(self.config)
+                except OSError as exc:
+                    failure = exc
+                    with trio.CancelScope(shield=True):
+                        await lifespan.shutdown()  # startup succeeded: the app gets its shutdown
+                    lifespan.close()
+            if failure is None:
+                assert listeners is not None
                 try:
                     async with trio.open_nursery() as nursery:
                         addresses = await nursery.start(self._run_core, listeners)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Final
 
 import trio
@@ -45,7 +45,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._config import Config
-from ._errors import ClientDisconnected
+from ._errors import ClientDisconnected, only_disconnects
 
 __all__ = ["WebSocketHandshakeError", "WebSocketSession"]
 
@@ -91,9 +91,15 @@ class WebSocketSession:
         headers: list[tuple[bytes, bytes]],
         target: bytes,
         buffered: bytes,
+        *,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self._stream = stream
         self._config = config
+        self._draining = draining
+        self._queued_bytes = 0
+        self._drained: trio.Event | None = None
+        self._reader_blocked = False
         self._ws = WSConnection(ConnectionType.SERVER)
         try:
             self._ws.initiate_upgrade_connection(headers, target)
@@ -137,26 +143,27 @@ class WebSocketSession:
             self._nursery = nursery
             try:
                 await app(self.scope, self._receive, self._send)
-            except ClientDisconnected:
-                pass
-            except Exception:
-                error_log.exception(
-                    "Exception in ASGI application (websocket %s)", self.scope["path"]
-                )
-                if self._accepted:
-                    await self._close(_INTERNAL_ERROR, "")
-                elif not self._denied and not self._response_started:
-                    await self._deny(500, b"Internal Server Error\n")
+            except Exception as exc:
+                if not only_disconnects(exc):
+                    error_log.exception(
+                        "Exception in ASGI application (websocket %s)", self.scope["path"]
+                    )
+                    if self._accepted:
+                        await self._close(_INTERNAL_ERROR, "")
+                    elif not self._denied:
+                        # Nothing is on the wire yet (a denial is sent whole): answer 500.
+                        await self._deny(500, b"Internal Server Error\n")
             else:
                 if self._accepted:
                     await self._close(self._final_code, "")
-                elif not self._denied and not self._response_started:
+                elif not self._denied:
                     error_log.error(
                         "ASGI application returned without accepting or closing the websocket (%s)",
                         self.scope["path"],
                     )
                     await self._deny(500, b"Internal Server Error\n")
             nursery.cancel_scope.cancel()
+        self._inbox_send.close()
         if self._denied:
             return self._deny_status
         return None
@@ -178,9 +185,13 @@ class WebSocketSession:
             self._connect_delivered = True
             return {"type": "websocket.connect"}
         try:
-            return await self._inbox.receive()
-        except trio.EndOfChannel:
+            message = await self._inbox.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
             return self._disconnect_message()
+        self._queued_bytes -= message.pop("_size", 0)
+        if self._drained is not None:
+            self._drained.set()
+        return message
 
     def _deliver_nowait(self, message: Message) -> None:
         with contextlib.suppress(
@@ -222,7 +233,7 @@ class WebSocketSession:
         elif message_type == "websocket.http.response.start":
             if self._accepted or self._denied or self._response_started:
                 raise RuntimeError("ASGI app sent 'websocket.http.response.start' out of order")
-            self._response_started = True
+            self._response_started = True  # sent with the first body message
             self._pending_response = (message["status"], list(message.get("headers", ())))
         elif message_type == "websocket.http.response.body":
             if not self._response_started or self._denied:
@@ -255,6 +266,8 @@ class WebSocketSession:
         self._nursery.start_soon(self._read_loop)
         if self._config.ws_ping_interval is not None:
             self._nursery.start_soon(self._keepalive, self._config.ws_ping_interval)
+        if self._draining():
+            self.shut_down()  # accepted while the server shuts down: 1001 at once
 
     async def _deny(
         self,
@@ -276,8 +289,11 @@ class WebSocketSession:
                 RejectConnection(status_code=status, headers=headers, has_body=has_body)
             )
             if not has_body:
+                self._inbox_send.close()  # receive() now says websocket.disconnect (1006)
                 return
         await self._send_event(RejectData(data=body, body_finished=not more))
+        if not more:
+            self._inbox_send.close()
 
     async def _close(self, code: int, reason: str) -> None:
         if self._close_started:
@@ -302,17 +318,21 @@ class WebSocketSession:
             self._close_done.set()
 
     async def _send_event(self, event: Any) -> None:
-        try:
-            data = self._ws.send(event)
-        except LocalProtocolError as exc:
-            raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
         async with self._send_lock:
-            with trio.move_on_after(self._config.write_timeout) as writing:
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._gone(_ABNORMAL)
-                    raise ClientDisconnected("the client disconnected") from exc
+            # Frames are produced under the lock (permessage-deflate's context must see them
+            # in wire order) and written whole: the write is shielded from the caller's
+            # cancellation, since half a frame would corrupt the stream, and bounded instead.
+            try:
+                data = self._ws.send(event)
+            except LocalProtocolError as exc:
+                raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(self._config.write_timeout) as writing:
+                    try:
+                        await self._stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        self._gone(_ABNORMAL)
+                        raise ClientDisconnected("the client disconnected") from exc
             if writing.cancelled_caught:
                 self._gone(_ABNORMAL)
                 raise ClientDisconnected("write timed out: the client stopped reading")
@@ -353,7 +373,8 @@ class WebSocketSession:
                 data = b""
                 for event in self._ws.events():
                     if isinstance(event, TextMessage | BytesMessage):
-                        size += len(event.data)
+                        raw = event.data
+                        size += len(raw.encode()) if isinstance(raw, str) else len(raw)
                         if size > limit:
                             # Close frame first, then tell the app (which may return at once).
                             await self._send_close_quietly(_TOO_BIG, "message too big")
@@ -363,8 +384,9 @@ class WebSocketSession:
                         parts.append(data_part if isinstance(data_part, str) else bytes(data_part))
                         if event.message_finished:
                             message = _joined(parts, text=isinstance(event, TextMessage))
-                            parts, size = [], 0
-                            await self._inbox_send.send(message)
+                            message_size, parts, size = size, [], 0
+                            if not self._closed:
+                                await self._deliver(message, message_size)
                     elif isinstance(event, Ping):
                         await self._send_quietly(event.response())
                     elif isinstance(event, Pong):
@@ -383,6 +405,20 @@ class WebSocketSession:
             self._gone(int(hint.code) if isinstance(hint, CloseConnection) else 1002)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._gone(_ABNORMAL)
+
+    async def _deliver(self, message: Message, size: int) -> None:
+        """Queue a message for the app, holding at most ws_max_message_size bytes queued."""
+        limit = self._config.ws_max_message_size
+        self._reader_blocked = True
+        try:
+            while self._queued_bytes and self._queued_bytes + size > limit:
+                self._drained = trio.Event()
+                await self._drained.wait()
+            self._queued_bytes += size
+            message["_size"] = size
+            await self._inbox_send.send(message)
+        finally:
+            self._reader_blocked = False
 
     async def _send_quietly(self, event: Any) -> None:
         with contextlib.suppress(ClientDisconnected):
@@ -403,7 +439,8 @@ class WebSocketSession:
             await self._send_quietly(Ping(payload=b"trioserve"))
             with trio.move_on_after(timeout) as waiting:
                 await self._pong.wait()
-            if not waiting.cancelled_caught:
+            if not waiting.cancelled_caught or self._reader_blocked:
+                # Answered; or the reader waits for a busy app and cannot see the pong.
                 continue
             error_log.debug("Websocket client did not answer a ping within %g s", timeout)
             await self._send_close_quietly(_INTERNAL_ERROR, "keepalive ping timeout")
