@@ -341,7 +341,7 @@ async def test_a_refused_websocket_frees_its_connection() -> None:
             await send({"type": "websocket.close"})
             received.append(await receive())  # like Starlette's WebSocketEndpoint loop
 
-    async with serving(app, max_connections=1) as (server, url):
+    async with serving(app, max_connections=1) as (_, url):
 
         def client() -> int:
             with pytest.raises(websockets.exceptions.InvalidStatus) as info:
