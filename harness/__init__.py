@@ -16,6 +16,7 @@ The pytest plugin (``harness._plugin``, registered as ``pytest11``) provides the
 from ._server import HarnessError as HarnessError
 from ._server import HarnessServer as HarnessServer
 from ._server import open_server as open_server
+from ._server import serve as serve
 from ._server import serving as serving
 from ._stub import Fault as Fault
 from ._stub import Recorded as Recorded
@@ -33,6 +34,7 @@ __all__ = [
     "Response",
     "Route",
     "open_server",
+    "serve",
     "serving",
     "session_authority",
 ]

@@ -12,12 +12,14 @@ Failing tests get a "harness server" report section, whichever side failed.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import trio
 
-from ._server import HarnessError, HarnessServer, open_server, serving
+from ._server import HarnessError, HarnessServer, serve, serving
 from ._tls import CertificateAuthority, session_authority
 
 _USED = pytest.StashKey[list[HarnessServer]]()
@@ -87,14 +89,20 @@ def https_server(server_factory: Callable[..., HarnessServer]) -> HarnessServer:
 async def trio_server_factory(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Callable[..., Awaitable[HarnessServer]]]:
-    """Like ``server_factory``, for pytest-trio tests: servers run in the test's nursery."""
-    async with contextlib.AsyncExitStack() as stack:
+    """Like ``server_factory``, for pytest-trio tests: servers run in this fixture's nursery
+    (in the test's ``trio.run``), and are stopped and checked when the test ends."""
+    started: list[HarnessServer] = []
+    async with trio.open_nursery() as nursery:
 
         async def factory(**options: Any) -> HarnessServer:
             options.setdefault("strict", _strict(request))
-            return _track(request, await stack.enter_async_context(open_server(**options)))
+            server: HarnessServer = await nursery.start(functools.partial(serve, **options))
+            started.append(server)
+            return _track(request, server)
 
         yield factory
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ import trioserve
 from ._stub import Fault, PathMatcher, Recorded, Route, Stub
 from ._tls import CertificateAuthority, session_authority
 
-__all__ = ["HarnessError", "HarnessServer", "open_server", "serving"]
+__all__ = ["HarnessError", "HarnessServer", "open_server", "serve", "serving"]
 
 # A stop that takes longer than this is reported as an error instead of hanging the test run.
 STOP_TIMEOUT: Final = 5.0
@@ -89,6 +89,7 @@ class HarnessServer:
             self.uds_path = None
             self.host, self.port = address
         self.scheme = "https" if authority is not None else "http"
+        self._stop = trio.Event()
 
     # -- where ------------------------------------------------------------------------------------
 
@@ -210,6 +211,11 @@ class HarnessServer:
     def reset(self) -> None:
         """Forget expectations, requests and errors (for a server shared between tests)."""
         self.stub.reset()
+
+    def stop(self) -> None:
+        """End a server started with :func:`serve` (trio, from the server's own thread): it
+        stops, then checks."""
+        self._stop.set()
 
     # -- verdict --------------------------------------------------------------------------------
 
@@ -338,6 +344,19 @@ async def open_server(
             raise HarnessError(f"harness server at {handle.url} did not stop in {STOP_TIMEOUT} s")
         if strict and not failed:
             handle.check()
+
+
+async def serve(
+    *, task_status: trio.TaskStatus[HarnessServer] = trio.TASK_STATUS_IGNORED, **options: Any
+) -> None:
+    """:func:`open_server` for ``nursery.start``: ``srv = await nursery.start(harness.serve)``.
+
+    Runs until ``srv.stop()`` (then stops the server and checks it, raising
+    :class:`HarnessError` into the nursery when strict) or until cancelled (no check).
+    """
+    async with open_server(**options) as server:
+        task_status.started(server)
+        await server._stop.wait()
 
 
 @contextlib.contextmanager
