@@ -40,3 +40,4 @@ def bench(session: nox.Session) -> None:
     """Benchmark against hypercorn (trio), uvicorn (h11) and nginx; needs wrk and nginx."""
     session.install("-e", ".[bench]")
     session.run("python", "scripts/bench.py", *session.posargs)
+    session.run("python", "scripts/bench_harness.py")
