@@ -335,6 +335,11 @@ async def open_server(
                 try:
                     yield handle
                     failed = False
+                except Exception as exc:
+                    # The test failed on its own; keep what the server saw next to its error.
+                    if stub.problems():
+                        exc.add_note(handle.report())
+                    raise
                 finally:
                     server.force_stop()
                     nursery.cancel_scope.deadline = trio.current_time() + STOP_TIMEOUT
@@ -392,6 +397,10 @@ def serving(**options: Any) -> Iterator[HarnessServer]:
     handle, token = first
     try:
         yield handle
+    except Exception as exc:
+        if handle.stub.problems():
+            exc.add_note(handle.report())
+        raise
     finally:
         token.run_sync_soon(stop[0].set)
         thread.join(STOP_TIMEOUT + 1)
