@@ -142,7 +142,10 @@ def harness_trust_env(
 _TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
-def pytest_runtest_teardown(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    # After pytest's own teardown, so that a failed check cannot leave the test half torn down.
+    result = yield
     problems = []
     for server in _session_servers:
         if server.strict:
@@ -153,6 +156,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         server.reset()
     if problems:
         raise HarnessError("\n\n".join(problems))
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

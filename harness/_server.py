@@ -19,13 +19,11 @@ Everything here uses trioserve's public API only.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import ssl
 import tempfile
 import threading
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -47,20 +45,6 @@ STOP_TIMEOUT: Final = 5.0
 class HarnessError(AssertionError):
     """A harness server saw something a strict test must not pass with; the message is the
     report."""
-
-
-class _ErrorCollector(logging.Handler):
-    """Collects the tracebacks trioserve logs for app exceptions on one server."""
-
-    def __init__(self, stub: Stub) -> None:
-        super().__init__(logging.ERROR)
-        self.stub = stub
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
-        self.stub.record_error(text)
 
 
 class HarnessServer:
@@ -310,10 +294,6 @@ async def open_server(
             lifespan="on" if app is not None else "auto",
         )
         server = trioserve.Server(stub, config)
-        collector = _ErrorCollector(stub)
-        logger = logging.getLogger("trioserve.error")
-        logger.addHandler(collector)
-        cleanup.callback(logger.removeHandler, collector)
         startup_error: Exception | None = None
         failed = True
         async with trio.open_nursery() as nursery:

@@ -27,6 +27,8 @@ from urllib.parse import parse_qs
 
 import trio
 
+from trioserve import ClientDisconnected
+
 __all__ = ["Fault", "Recorded", "Response", "Route", "Stub"]
 
 Scope = Any
@@ -493,7 +495,7 @@ class Stub:
             return
         if scope["type"] != "http":
             if self.fallback is not None:
-                await self.fallback(scope, receive, send)
+                await self._call_fallback(scope, receive, send)
                 return
             await send({"type": "websocket.close", "code": 1000})
             return
@@ -509,9 +511,20 @@ class Stub:
         request = _record(scope, body)
         route, nearest = self._match(request)
         if route is None and self.fallback is not None:
-            with self._lock:
-                self.log.append(request)
-            await self.fallback(scope, _replay(body, receive), send)
+            status: list[int] = []
+
+            async def noting_send(message: Any) -> None:
+                if message.get("type") == "http.response.start":
+                    status.append(message["status"])
+                await send(message)
+
+            try:
+                await self._call_fallback(scope, _replay(body, receive), noting_send)
+            finally:
+                with self._lock:
+                    self.log.append(
+                        dataclasses.replace(request, status=status[0] if status else 500)
+                    )
             return
         if route is None:
             with self._lock:
@@ -567,9 +580,21 @@ class Stub:
             notes.append(f"    (did you mean path {close[0]!r}?)")
         return "\n".join(notes)
 
+    async def _call_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app behind the stub, keeping its exceptions for the report (and re-raising
+        them, so that the server answers 500 as it would in production)."""
+        assert self.fallback is not None
+        try:
+            await self.fallback(scope, receive, send)
+        except Exception as exc:
+            if not only_disconnects(exc):
+                where = scope["type"] + " " + scope.get("path", "")
+                self.record_error(f"the app raised ({where}):\n" + traceback.format_exc())
+            raise
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fallback is not None:
-            await self.fallback(scope, receive, send)
+            await self._call_fallback(scope, receive, send)
             return
         while True:
             message = await receive()
@@ -578,6 +603,15 @@ class Stub:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def only_disconnects(exc: BaseException) -> bool:
+    """Whether ``exc`` is only the client going away (not an app bug)."""
+    if isinstance(exc, ClientDisconnected):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only_disconnects(inner) for inner in exc.exceptions)
+    return False
 
 
 def _record(scope: Scope, body: bytes) -> Recorded:
