@@ -74,6 +74,8 @@ class HarnessServer:
             self.host, self.port = address
         self.scheme = "https" if authority is not None else "http"
         self._stop = trio.Event()
+        #: The server thread's token, when the server runs in a thread of its own (serving()).
+        self._token: trio.lowlevel.TrioToken | None = None
 
     # -- where ------------------------------------------------------------------------------------
 
@@ -190,7 +192,11 @@ class HarnessServer:
 
     def refuse_connections(self) -> None:
         """Stop listening: new connections are refused (open ones carry on)."""
-        self.server.refuse_connections()
+        if self._token is not None:
+            # A handle from serving(): the server lives in another thread's trio.run.
+            trio.from_thread.run_sync(self.server.refuse_connections, trio_token=self._token)
+        else:
+            self.server.refuse_connections()
 
     def reset(self) -> None:
         """Forget expectations, requests and errors (for a server shared between tests)."""
@@ -375,6 +381,7 @@ def serving(**options: Any) -> Iterator[HarnessServer]:
         thread.join(STOP_TIMEOUT)
         raise first
     handle, token = first
+    handle._token = token
     try:
         yield handle
     except Exception as exc:

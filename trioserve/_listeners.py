@@ -119,12 +119,18 @@ async def accept_loop(
         except trio.WouldBlock:
             await slots.acquire()
             batch = 0
+        if sock.fileno() == -1:
+            slots.release()
+            return  # closed (Server.refuse_connections)
         try:
             client, address = sock.accept()
         except BlockingIOError:
             slots.release()
             batch = 0
-            await trio.lowlevel.wait_readable(sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                return  # the listener was closed under us (Server.refuse_connections)
             continue
         except OSError as exc:
             slots.release()

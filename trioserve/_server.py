@@ -136,6 +136,7 @@ class Server:
         self._core_scope: trio.CancelScope | None = None
         self._shutting_down = False
         self._stop_requested = trio.Event()
+        self._listeners: list[socket.socket] = []
 
     async def serve(
         self,
@@ -220,6 +221,7 @@ class Server:
         task_status: trio.TaskStatus[list[Address]],
     ) -> None:
         addresses: list[Address] = [_bound(listener) for listener in listeners]
+        self._listeners = list(listeners)
         with trio.CancelScope(shield=True) as core:
             self._core_scope = core
             async with trio.open_nursery() as nursery:
@@ -373,9 +375,17 @@ class Server:
             scope.deadline = min(scope.deadline, deadline)
 
     def refuse_connections(self) -> None:
-        """Close the listeners now (new clients are refused); open connections carry on."""
+        """Close the listeners now (new clients are refused); open connections carry on.
+
+        Call it from the server's trio thread (``trio.from_thread.run_sync`` from others).
+        """
         for scope in self._accept_scopes:
             scope.cancel()
+        for listener in self._listeners:
+            # Closed here and now, not when the accept loop next runs: a client connecting
+            # right after this call is refused, deterministically.
+            trio.lowlevel.notify_closing(listener)
+            close_listener(listener)
 
     def force_stop(self) -> None:
         """Cancel everything now, in-flight requests included."""
