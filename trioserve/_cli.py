@@ -92,6 +92,7 @@ def _build_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"trioserve {__version__}")
     where = parser.add_argument_group("where to listen")
     where.add_argument("--host", default=DEFAULT_HOST, help="address (default: %(default)s)")
+    where.add_argument("--uds", metavar="PATH", help="listen on a unix socket instead")
     where.add_argument(
         "--port",
         type=int,
@@ -182,6 +183,32 @@ def _build_parser() -> _Parser:
         default=defaults.max_connections,
         metavar="N",
         help="connections served at once (default: %(default)s)",
+    )
+    proxy = parser.add_argument_group("behind a proxy")
+    proxy.add_argument(
+        "--proxy-headers",
+        nargs="?",
+        const="x-forwarded",
+        default="off",
+        choices=("off", "x-forwarded", "forwarded"),
+        help="believe X-Forwarded-For/-Proto/-Host (the default mode) or RFC 7239 Forwarded "
+        "from --forwarded-allow-ips",
+    )
+    proxy.add_argument(
+        "--forwarded-allow-ips",
+        default=defaults.forwarded_allow_ips,
+        metavar="LIST",
+        help="trusted proxies: addresses, CIDRs, '*' or 'unix' (default: %(default)s)",
+    )
+    proxy.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a PROXY protocol v1/v2 header on every connection (TCP load balancers)",
+    )
+    proxy.add_argument(
+        "--health-path",
+        metavar="PATH",
+        help="answer PATH (e.g. /healthz) in the server: 200, or 503 once draining",
     )
     ws = parser.add_argument_group("websockets")
     ws.add_argument(
@@ -284,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config(
             host=args.host,
             port=args.port,
+            uds=args.uds,
             keep_alive_timeout=args.keep_alive_timeout,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
@@ -300,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             lifespan=args.lifespan,
             cancel_on_disconnect=args.cancel_on_disconnect,
             asyncio_app=args.asyncio_app,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+            proxy_protocol=args.proxy_protocol,
+            health_path=args.health_path,
             ws_max_message_size=args.ws_max_message_size,
             ws_ping_interval=args.ws_ping_interval or None,
             ws_ping_timeout=args.ws_ping_timeout,

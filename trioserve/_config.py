@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ._errors import ConfigError
+from ._proxy import TrustedPeers
 from ._tls import TLSConfig
 
 KiB = 1024
@@ -75,6 +76,13 @@ class Config:
             the response is complete.
         fault_injection: Offer apps the ``trioserve.fault`` extension (raw bytes, abrupt close,
             reset), for test servers that simulate broken peers. Never turn it on in production.
+        proxy_headers: Believe ``X-Forwarded-For/-Proto/-Host`` (``"x-forwarded"``) or RFC 7239
+            ``Forwarded`` (``"forwarded"``) from trusted peers; ``"off"`` by default.
+        forwarded_allow_ips: The trusted peers: addresses, CIDR networks, ``*``, ``unix``.
+        proxy_protocol: Expect a PROXY protocol (v1 or v2) header on every connection, from a
+            trusted peer.
+        health_path: A path (``/healthz``) the server answers itself: 200, or 503 once it is
+            shutting down; ``None`` for none.
         asyncio_app: The app needs an asyncio event loop (Django, Quart): run it through
             trio-asyncio (the ``trioserve[asyncio]`` extra).
         ws_max_message_size: Largest websocket message accepted (close code 1009 beyond).
@@ -105,6 +113,10 @@ class Config:
     lifespan_shutdown_timeout: float = 10.0
     cancel_on_disconnect: bool = False
     fault_injection: bool = False
+    proxy_headers: Literal["off", "x-forwarded", "forwarded"] = "off"
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    proxy_protocol: bool = False
+    health_path: str | None = None
     asyncio_app: bool = False
     ws_max_message_size: int = 16 * MiB
     ws_ping_interval: float | None = 20.0
@@ -144,6 +156,16 @@ class Config:
             )
         if not self.ws_ping_timeout > 0:
             raise ConfigError(f"ws_ping_timeout must be > 0 seconds, not {self.ws_ping_timeout!r}")
+        if self.proxy_headers not in ("off", "x-forwarded", "forwarded"):
+            raise ConfigError(
+                f"proxy_headers must be off, x-forwarded or forwarded, not {self.proxy_headers!r}"
+            )
+        try:
+            TrustedPeers(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise ConfigError(f"forwarded_allow_ips: {exc}") from None
+        if self.health_path is not None and not self.health_path.startswith("/"):
+            raise ConfigError(f"health_path must start with '/', not {self.health_path!r}")
         if self.max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
         if self.server_header is not None and not _is_header_text(self.server_header):

@@ -45,6 +45,7 @@ import trio
 from ._config import Config
 from ._errors import ClientDisconnected, only_disconnects
 from ._protocol import HTTPError, ServerProtocol, error_response
+from ._proxy import TrustedPeers, read_forwarded
 from ._websocket import WebSocketHandshakeError, WebSocketSession
 
 __all__ = ["ASGIApp", "HTTPConnection", "ServerState"]
@@ -88,6 +89,7 @@ class ServerState:
         "connections",
         "draining",
         "lifespan_state",
+        "trusted",
     )
 
     def __init__(self, app: ASGIApp, config: Config) -> None:
@@ -99,6 +101,12 @@ class ServerState:
         self.access_log = config.access_log
         #: Numbers the connections 1, 2, 3... (shown to apps by the trioserve.fault extension).
         self.connection_ids = itertools.count(1)
+        #: The peers whose proxy headers are believed (None: proxy headers are off).
+        self.trusted: TrustedPeers | None = (
+            TrustedPeers(config.forwarded_allow_ips)
+            if config.proxy_headers != "off" or config.proxy_protocol
+            else None
+        )
 
 
 class HTTPConnection:
@@ -125,6 +133,7 @@ class HTTPConnection:
         "_disconnect_scope",
         "_disconnected",
         "_fd",
+        "_forwarded",
         "_gone",
         "_head",
         "_head_written",
@@ -166,6 +175,14 @@ class HTTPConnection:
         self._server = server
         self._scheme = scheme
         self._id = next(state.connection_ids)
+        # Proxy headers count only from a trusted peer; decided once per connection.
+        self._forwarded = (
+            config.proxy_headers
+            if state.trusted is not None
+            and config.proxy_headers != "off"
+            and state.trusted.trusts(None if client is None else client[0])
+            else None
+        )
         self._tls = tls
         self._on_close = on_close
         # On plain TCP the hot paths use the socket's file descriptor directly (one read or
@@ -257,8 +274,10 @@ class HTTPConnection:
 
     async def _serve_websocket(self, request: h11.Request) -> None:
         scope = self._build_scope(request)
+        if self._forwarded is not None:
+            self._apply_forwarded(scope)
         scope["type"] = "websocket"
-        scope["scheme"] = "wss" if self._scheme == "https" else "ws"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         del scope["method"]
         scope["extensions"] = {"websocket.http.response": {}}
         if self._tls is not None:
@@ -369,7 +388,13 @@ class HTTPConnection:
     async def _respond(self, request: h11.Request) -> None:
         state = self._state
         started = time.perf_counter() if state.access_log else 0.0
+        health_path = self._config.health_path
+        if health_path is not None and request.target.partition(b"?")[0] == health_path.encode():
+            await self._answer_health()
+            return
         scope = self._build_scope(request)
+        if self._forwarded is not None:
+            self._apply_forwarded(scope)
         failed = False
         try:
             if self._config.cancel_on_disconnect:
@@ -416,6 +441,17 @@ class HTTPConnection:
             self._disconnected = True
         if state.access_log:
             self._log_access(scope, request, started)
+
+    async def _answer_health(self) -> None:
+        """The server's own health answer: 200, or 503 once it is shutting down."""
+        status, body = (503, b"draining\n") if self._state.draining else (200, b"ok\n")
+        self._response_started = True
+        self._status = status
+        self._head = (
+            status,
+            [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")],
+        )
+        await self._send({"type": "http.response.body", "body": body})
 
     async def _run_app_cancellable(self, scope: Scope) -> None:
         """Run the app in a cancel scope that a disconnect of its client cancels.
@@ -477,6 +513,21 @@ class HTTPConnection:
             "state": state.lifespan_state.copy(),
             "extensions": self._extensions(),
         }
+
+    def _apply_forwarded(self, scope: Scope) -> None:
+        """Rewrite client, scheme and Host from a trusted proxy's headers."""
+        assert self._forwarded is not None
+        assert self._state.trusted is not None
+        info = read_forwarded(scope["headers"], self._forwarded, self._state.trusted)
+        if info.client is not None:
+            scope["client"] = (info.client, 0)
+        if info.scheme in ("http", "https"):
+            scope["scheme"] = info.scheme
+        if info.host is not None:
+            host = info.host.encode("latin-1")
+            scope["headers"] = [
+                (name, host if name == b"host" else value) for name, value in scope["headers"]
+            ]
 
     def _extensions(self) -> dict[str, Any]:
         extensions: dict[str, Any] = {"http.response.pathsend": {}}

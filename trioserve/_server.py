@@ -39,6 +39,7 @@ from ._errors import ConfigError
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import accept_loop, close_listener, open_listeners
 from ._protocol import error_response
+from ._proxy import MAX_PROXY_HEADER, ProxyHeaderError, parse_proxy_header
 from ._tls import (
     DevCertificate,
     TLSConfig,
@@ -265,6 +266,9 @@ class Server:
             client.close()
             self._slots.release()
             return
+        if self.config.proxy_protocol:
+            nursery.start_soon(self._run_proxied_connection, stream, peer_address, server)
+            return
         if self._ssl_context is not None:
             # The handshake happens in the connection's own task, never in the accept loop.
             nursery.start_soon(self._run_tls_connection, stream, peer_address, server)
@@ -278,6 +282,49 @@ class Server:
         )
         # HTTPConnection.run handles every exception of its own: nothing reaches the nursery.
         nursery.start_soon(connection.run)
+
+    async def _run_proxied_connection(
+        self,
+        stream: trio.SocketStream,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+    ) -> None:
+        """Read the PROXY protocol header (bounded), then serve with the addresses it gives."""
+        trusted = self.state.trusted
+        assert trusted is not None
+        handed_over = False
+        try:
+            if not trusted.trusts(None if client is None else client[0]):
+                error_log.warning(
+                    "PROXY protocol connection from untrusted %s refused", format_address(client)
+                )
+                return
+            with trio.move_on_after(self.config.header_timeout) as reading:
+                header = await _read_proxy_header(stream.socket)
+            if reading.cancelled_caught:
+                return
+            _, source, destination = parse_proxy_header(header)
+            client = source or client
+            server = destination or server
+            handed_over = True
+            if self._ssl_context is not None:
+                await self._run_tls_connection(stream, client, server)
+            else:
+                connection = HTTPConnection(
+                    stream, self.state, client=client, server=server, on_close=self._slots.release
+                )
+                await connection.run()
+        except ProxyHeaderError as exc:
+            error_log.warning("Bad PROXY header from %s: %s", format_address(client), exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away before saying anything useful
+        except Exception:
+            error_log.exception("Unexpected error on the connection from %s", client)
+        finally:
+            if not handed_over:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                self._slots.release()
 
     async def _run_tls_connection(
         self,
@@ -457,3 +504,36 @@ async def _refuse_plain_http(stream: trio.SocketStream, config: Config) -> None:
                 pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+async def _read_proxy_header(sock: trio.socket.SocketType) -> bytes:
+    """Read exactly one PROXY protocol header (never a byte more: what follows is HTTP or TLS).
+
+    Raises:
+        ProxyHeaderError: the connection does not start with one.
+    """
+    data = await _recv_exactly(sock, 6)
+    if data == b"PROXY ":
+        # Version 1: a text line; read it a byte at a time, since its length is not known.
+        while not data.endswith(b"\r\n"):
+            if len(data) >= 107:
+                raise ProxyHeaderError("PROXY v1 header without CRLF within 107 bytes")
+            data += await _recv_exactly(sock, 1)
+        return data
+    if data == b"\r\n\r\n\x00\r":
+        data += await _recv_exactly(sock, 10)
+        length = int.from_bytes(data[14:16], "big")
+        if 16 + length > MAX_PROXY_HEADER:
+            raise ProxyHeaderError("PROXY v2 header too long")
+        return data + await _recv_exactly(sock, length)
+    raise ProxyHeaderError("the connection does not start with a PROXY protocol header")
+
+
+async def _recv_exactly(sock: trio.socket.SocketType, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = await sock.recv(count - len(data))
+        if not chunk:
+            raise ProxyHeaderError("the connection closed inside the PROXY header")
+        data += chunk
+    return data
