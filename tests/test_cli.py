@@ -201,3 +201,61 @@ def test_console_script_is_installed_and_matches_python_m() -> None:
     )
     assert out.returncode == same.returncode == 0
     assert out.stdout == same.stdout
+
+
+# -- --config FILE ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("no-such-option = 1\n", "unknown key 'no-such-option'"),
+        ("port = 'eighty'\n", "port: invalid literal for int()"),
+        ("keep-alive-timeout = -3\n", "keep-alive-timeout: must be a number of seconds >= 0"),
+        ("autoindex = 'yes'\n", "autoindex: expected true or false"),
+        ("dotfiles = 'sometimes'\n", "dotfiles: 'sometimes' is not one of deny, allow"),
+        ("port = [1, 2]\n", "port: expected a string or a number"),
+        ("port = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_file_is_one_line_naming_the_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, toml: str, message: str
+) -> None:
+    config = tmp_path / "trioserve.toml"
+    config.write_text(toml)
+    status, err = run_main(capsys, "--config", str(config))
+    assert status == 2
+    assert err.count("\n") == 1, err
+    assert message in err
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, err = run_main(capsys, "--config", str(tmp_path / "absent.toml"))
+    assert status == 2
+    assert "absent.toml: No such file or directory" in err
+
+
+def test_config_file_settings_apply_and_flags_override_them(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "page.txt").write_text("from the config's root\n")
+    (tmp_path / "trioserve.toml").write_text(
+        textwrap.dedent(
+            """
+            root = "site"
+            port = 1            # overridden by --port 0 below (port 1 would need root)
+            cache-control = "max-age=60"
+            access-log = false
+            static = ["/assets=site"]
+            """
+        )
+    )
+    process, url = start(["--config", "trioserve.toml"], cwd=tmp_path)
+    try:
+        page = httpx.get(url + "/page.txt", timeout=10)
+        assert page.text == "from the config's root\n"
+        assert page.headers["cache-control"] == "max-age=60"
+        assert httpx.get(url + "/assets/page.txt", timeout=10).status_code == 200
+    finally:
+        status, err = stop(process, signal.SIGINT)
+    assert status == 0
+    assert "GET /page.txt" not in err  # access-log = false

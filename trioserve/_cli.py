@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -90,6 +91,12 @@ def _build_parser() -> _Parser:
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="an ASGI app as MODULE:ATTRIBUTE")
     parser.add_argument("--version", action="version", version=f"trioserve {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file whose keys are these flags' names (keep-alive-timeout = 5); "
+        "flags given on the command line win",
+    )
     where = parser.add_argument_group("where to listen")
     where.add_argument("--host", default=DEFAULT_HOST, help="address (default: %(default)s)")
     where.add_argument("--uds", metavar="PATH", help="listen on a unix socket instead")
@@ -302,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.config is not None:
+            _apply_config_file(parser, args.config)
+            args = parser.parse_args(argv)  # again: the command line overrides the file
     except _UsageError as exc:
         return _fail(str(exc))
     except SystemExit as exc:  # --help and --version
@@ -369,6 +379,61 @@ def run() -> NoReturn:
 def _fail(message: str, *, status: int = 2) -> int:
     print(f"trioserve: error: {message}", file=sys.stderr)
     return status
+
+
+def _apply_config_file(parser: _Parser, path: str) -> None:
+    """Make the TOML file's settings the parser's defaults.
+
+    Raises:
+        _UsageError: the file cannot be read, or a key is unknown or its value invalid (the
+            message names the key).
+    """
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise _UsageError(f"--config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _UsageError(f"--config {path}: not valid TOML: {exc}") from None
+    actions = {
+        action.dest: action
+        for action in parser._actions  # argparse keeps them here; stable since Python 3.2
+        if action.dest not in ("help", "version", "config")
+    }
+    defaults: dict[str, object] = {}
+    for key, value in data.items():
+        action = actions.get(key.replace("-", "_"))
+        if action is None:
+            raise _UsageError(f"--config {path}: unknown key {key!r}")
+        defaults[action.dest] = _config_value(path, key, action, value)
+    parser.set_defaults(**defaults)
+
+
+def _config_value(path: str, key: str, action: argparse.Action, value: object) -> object:
+    where = f"--config {path}: {key}"
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise _UsageError(f"{where}: expected true or false, not {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        return [_config_scalar(where, action, item) for item in items]
+    return _config_scalar(where, action, value)
+
+
+def _config_scalar(where: str, action: argparse.Action, value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _UsageError(f"{where}: expected a string or a number, not {value!r}")
+    converted: object = value
+    if action.type is not None:
+        try:
+            converted = action.type(str(value))  # type: ignore[operator]
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise _UsageError(f"{where}: {exc}") from None
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise _UsageError(f"{where}: {value!r} is not one of {choices}")
+    return converted
 
 
 def _tls_config(args: argparse.Namespace) -> TLSConfig | None:
