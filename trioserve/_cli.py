@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import trio
 
+from ._accesslog import ATOMS
 from ._asgi import Mounts, load_app
 from ._config import DEFAULT_HOST, DEFAULT_PORT, Config
 from ._connection import ASGIApp
@@ -299,6 +300,22 @@ def _build_parser() -> _Parser:
         help="log one line per request (default: on)",
     )
     output.add_argument(
+        "--access-log-format",
+        metavar="TEMPLATE",
+        help="access line template, e.g. '{client} {method} {target} {status} {duration_us}us "
+        "{request_header[user-agent]}' (atoms: "
+        + ", ".join(ATOMS)
+        + ", request_header[NAME], response_header[NAME])",
+    )
+    output.add_argument(
+        "--access-log-json", action="store_true", help="log each request as a JSON object"
+    )
+    output.add_argument(
+        "--access-log-file",
+        metavar="PATH",
+        help="write the access log to PATH instead of stderr (reopened on SIGUSR1)",
+    )
+    output.add_argument(
         "--log-level", choices=_LOG_LEVELS, default="info", help="(default: %(default)s)"
     )
     return parser
@@ -316,7 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
-    _configure_logging(args.log_level)
+    try:
+        _configure_logging(args.log_level, args)
+    except OSError as exc:
+        return _fail(f"--access-log-file {args.access_log_file}: {exc.strerror or exc}")
     try:
         config = Config(
             host=args.host,
@@ -333,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_header=args.server_header,
             date_header=args.date_header,
             access_log=args.access_log,
+            access_log_format=args.access_log_format,
+            access_log_json=args.access_log_json,
             root_path=args.root_path.rstrip("/"),
             tls=_tls_config(args),
             lifespan=args.lifespan,
@@ -490,7 +512,9 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
     """Serve until SIGINT or SIGTERM (graceful); a second one stops at once (exit status 1)."""
     stop = trio.Event()
     forced = False
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(
+        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1
+    ) as signals:
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:
@@ -499,6 +523,10 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
                         server.reload_tls()
+                    elif signum == signal.SIGUSR1:
+                        for handler in _access_files:
+                            handler.reopen()
+                        error_log.info("SIGUSR1: access log reopened")
                     elif not stop.is_set():
                         error_log.info(
                             "%s: shutting down; in-flight requests get %gs (again to exit now)",
@@ -543,7 +571,46 @@ def _describe_listen_error(exc: OSError, config: Config) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
-def _configure_logging(level: str) -> None:
+class _ReopenableFileHandler(logging.FileHandler):
+    """A log file that can be reopened after logrotate moved it (SIGUSR1)."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+_access_files: list[_ReopenableFileHandler] = []
+
+
+def _configure_logging(level: str, args: argparse.Namespace | None = None) -> None:
+    access = logging.getLogger("trioserve.access")
+    for handler in list(access.handlers):
+        if getattr(handler, "_trioserve", False):
+            access.removeHandler(handler)
+            handler.close()
+    _access_files.clear()
+    access.propagate = True
+    if args is not None and (
+        args.access_log_file or args.access_log_json or args.access_log_format
+    ):
+        # The lines are complete as they are: no timestamp or level prefix, and their own
+        # destination.
+        target: logging.Handler
+        if args.access_log_file:
+            file_handler = _ReopenableFileHandler(args.access_log_file, encoding="utf-8")
+            _access_files.append(file_handler)
+            target = file_handler
+        else:
+            target = logging.StreamHandler(sys.stderr)
+        target.setFormatter(logging.Formatter("%(message)s"))
+        setattr(target, "_trioserve", True)  # noqa: B010  # marks our handlers
+        access.addHandler(target)
+        access.propagate = False
     logger = logging.getLogger("trioserve")
     if not any(getattr(handler, "_trioserve", False) for handler in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)

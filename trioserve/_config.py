@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ._accesslog import check_format
 from ._errors import ConfigError
 from ._proxy import TrustedPeers
 from ._tls import TLSConfig
@@ -66,6 +67,8 @@ class Config:
         server_header: Value of the ``Server`` response header, or ``None`` for no header.
         date_header: Whether to add a ``Date`` header to responses.
         access_log: Whether to log one line per request to the ``trioserve.access`` logger.
+        access_log_format: A template of atoms for that line (see ``trioserve._accesslog``).
+        access_log_json: Log each line as a JSON object instead.
         root_path: The ASGI ``root_path``: the prefix a reverse proxy mounts the app under.
         tls: Serve HTTPS with these TLS settings; ``None`` for plain HTTP.
         lifespan: ``"auto"`` (use the ASGI lifespan protocol if the app supports it), ``"on"``
@@ -106,6 +109,8 @@ class Config:
     server_header: str | None = None
     date_header: bool = True
     access_log: bool = True
+    access_log_format: str | None = None
+    access_log_json: bool = False
     root_path: str = ""
     tls: TLSConfig | None = None
     lifespan: Literal["auto", "on", "off"] = "auto"
@@ -164,6 +169,11 @@ class Config:
             TrustedPeers(self.forwarded_allow_ips)
         except ValueError as exc:
             raise ConfigError(f"forwarded_allow_ips: {exc}") from None
+        if self.access_log_format is not None:
+            try:
+                check_format(self.access_log_format)
+            except ValueError as exc:
+                raise ConfigError(f"access_log_format: {exc}") from None
         if self.health_path is not None and not self.health_path.startswith("/"):
             raise ConfigError(f"health_path must start with '/', not {self.health_path!r}")
         if self.max_connections < 1:

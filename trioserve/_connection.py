@@ -42,6 +42,7 @@ from urllib.parse import unquote
 import h11
 import trio
 
+from ._accesslog import AccessRecord
 from ._config import Config
 from ._errors import ClientDisconnected, only_disconnects
 from ._protocol import HTTPError, ServerProtocol, error_response
@@ -476,9 +477,30 @@ class HTTPConnection:
             error_log.debug("Cancelled %s %s: the client disconnected", *_what(scope))
 
     def _log_access(self, scope: Scope, request: h11.Request, started: float) -> None:
+        config = self._config
+        if config.access_log_format is not None or config.access_log_json:
+            record = AccessRecord(
+                client=self._peer() if scope.get("client") is None else _client_text(scope),
+                method=scope["method"],
+                target=request.target.decode("ascii", "replace"),
+                status=self._status,
+                bytes_sent=self._bytes_sent,
+                duration=time.perf_counter() - started,
+                http_version=scope["http_version"],
+                scheme=scope["scheme"],
+                tls_version=None if self._tls is None else self._tls.get("tls_version"),
+                request_headers=scope["headers"],
+                response_headers=[] if self._head is None else self._head[1],
+            )
+            if config.access_log_json:
+                access_log.info("%s", record.json())
+            else:
+                assert config.access_log_format is not None
+                access_log.info("%s", record.format(config.access_log_format))
+            return
         access_log.info(
             '%s - "%s %s HTTP/%s" %d %d %.1fms',
-            self._peer(),
+            self._peer() if scope.get("client") is None else _client_text(scope),
             scope["method"],
             request.target.decode("ascii", "replace"),
             scope["http_version"],
@@ -1002,6 +1024,11 @@ def _origin_form(target: bytes) -> bytes:
     else:
         return b"/"
     return rest if rest[:1] == b"/" else b"/" + rest
+
+
+def _client_text(scope: Scope) -> str:
+    host, port = scope["client"]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _what(scope: Scope) -> tuple[str, str]:
