@@ -8,7 +8,6 @@ missing directory, an unusable certificate), 3 when the app's lifespan startup f
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import signal
@@ -72,6 +71,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _octal(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"not a file mode: {text!r}")
+    return value
+
+
 def _mount(text: str) -> tuple[str, str]:
     prefix, sep, directory = text.partition("=")
     if not sep or not prefix or not directory:
@@ -101,6 +110,32 @@ def _build_parser() -> _Parser:
     where = parser.add_argument_group("where to listen")
     where.add_argument("--host", default=DEFAULT_HOST, help="address (default: %(default)s)")
     where.add_argument("--uds", metavar="PATH", help="listen on a unix socket instead")
+    where.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N (repeatable; TLS when TLS "
+        "is on); replaces --host/--port/--uds",
+    )
+    where.add_argument(
+        "--insecure-bind",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a plain-HTTP listener next to the TLS ones (repeatable)",
+    )
+    where.add_argument(
+        "--uds-mode",
+        type=_octal,
+        metavar="MODE",
+        help="permissions of unix socket files, in octal (e.g. 660)",
+    )
+    where.add_argument(
+        "--redirect-to-https",
+        action="store_true",
+        help="plain listeners answer every request with a redirect to HTTPS",
+    )
     where.add_argument(
         "--port",
         type=int,
@@ -342,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             uds=args.uds,
+            binds=tuple(args.bind) + _systemd_binds(args),
+            insecure_binds=tuple(args.insecure_bind),
+            uds_mode=args.uds_mode,
+            redirect_to_https=args.redirect_to_https,
             keep_alive_timeout=args.keep_alive_timeout,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
@@ -458,6 +497,21 @@ def _config_scalar(where: str, action: argparse.Action, value: object) -> object
     return converted
 
 
+def _systemd_binds(args: argparse.Namespace) -> tuple[str, ...]:
+    """systemd socket activation: the sockets systemd passed us (LISTEN_FDS, LISTEN_PID)."""
+    if args.bind or args.insecure_bind:
+        return ()
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+        pid = int(os.environ.get("LISTEN_PID", "0"))
+    except ValueError:
+        return ()
+    if count <= 0 or pid != os.getpid():
+        return ()
+    first = 3  # SD_LISTEN_FDS_START
+    return tuple(f"fd://{fd}" for fd in range(first, first + count))
+
+
 def _tls_config(args: argparse.Namespace) -> TLSConfig | None:
     if not (args.tls or args.certfile):
         for flag in ("keyfile", "keyfile_password_file", "ca_certs", "ciphers"):
@@ -546,8 +600,7 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
 
             nursery.start_soon(watch_signals)
             addresses = await nursery.start(run_server)
-            scheme = server.config.scheme
-            urls = ", ".join(format_url(address, scheme) for address in addresses)
+            urls = ", ".join(format_url(address, scheme) for address, scheme in server.bound)
             print(f"trioserve: serving {description} on {urls} (Ctrl-C to stop)", file=sys.stderr)
             dev = server.dev_certificate
             if dev is not None and not isinstance(addresses[0], str):
@@ -563,12 +616,8 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
 
 
 def _describe_listen_error(exc: OSError, config: Config) -> str:
-    where = format_url((config.host, config.port)).removeprefix("http://")
-    if exc.errno == errno.EADDRINUSE:
-        return f"cannot listen on {where}: address already in use"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied"
-    return f"cannot listen on {where}: {exc.strerror or exc}"
+    # The listeners' errors name the bind ("127.0.0.1:8000: address already in use").
+    return f"cannot listen on {exc.strerror or exc}"
 
 
 class _ReopenableFileHandler(logging.FileHandler):

@@ -13,6 +13,7 @@ from typing import Literal
 
 from ._accesslog import check_format
 from ._errors import ConfigError
+from ._listeners import parse_bind
 from ._proxy import TrustedPeers
 from ._tls import TLSConfig
 
@@ -55,6 +56,12 @@ class Config:
         host: Address to bind. ``"::"`` or ``"0.0.0.0"`` for all interfaces.
         port: TCP port; ``0`` picks a free one (see the addresses :func:`serve` reports).
         uds: Listen on this unix domain socket path instead of ``host`` and ``port``.
+        binds: Listen on all of these instead: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH``,
+            ``fd://N`` (an inherited socket); they speak TLS when ``tls`` is set.
+        insecure_binds: Plain-HTTP listeners next to TLS ones (same forms).
+        uds_mode: Permission bits for unix socket files (``0o660``).
+        redirect_to_https: Answer every request on a plain listener with a 308 redirect to the
+            same URL over HTTPS.
         backlog: The kernel's listen queue length.
         keep_alive_timeout: Seconds an idle keep-alive connection stays open.
         header_timeout: Seconds allowed to receive a whole request head.
@@ -97,6 +104,10 @@ class Config:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     uds: str | None = None
+    binds: tuple[str, ...] = ()
+    insecure_binds: tuple[str, ...] = ()
+    uds_mode: int | None = None
+    redirect_to_https: bool = False
     backlog: int = 1024
     keep_alive_timeout: float = 5.0
     header_timeout: float = 10.0
@@ -161,6 +172,13 @@ class Config:
             )
         if not self.ws_ping_timeout > 0:
             raise ConfigError(f"ws_ping_timeout must be > 0 seconds, not {self.ws_ping_timeout!r}")
+        for bind in (*self.binds, *self.insecure_binds):
+            try:
+                parse_bind(bind)
+            except ValueError as exc:
+                raise ConfigError(f"bind: {exc}") from None
+        if self.redirect_to_https and (self.tls is None or not self.insecure_binds):
+            raise ConfigError("redirect_to_https needs TLS and at least one insecure bind")
         if self.proxy_headers not in ("off", "x-forwarded", "forwarded"):
             raise ConfigError(
                 f"proxy_headers must be off, x-forwarded or forwarded, not {self.proxy_headers!r}"

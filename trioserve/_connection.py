@@ -121,6 +121,7 @@ class HTTPConnection:
         scheme: ``"http"`` or ``"https"``.
         tls: The ASGI ``tls`` extension for a TLS connection.
         on_close: Called once the connection is closed (the server releases its slot).
+        redirect_https_port: Answer every request with a redirect to HTTPS on this port.
     """
 
     __slots__ = (
@@ -143,6 +144,7 @@ class HTTPConnection:
         "_on_close",
         "_proto",
         "_raw",
+        "_redirect",
         "_refusal",
         "_response_done",
         "_response_started",
@@ -167,6 +169,7 @@ class HTTPConnection:
         scheme: str = "http",
         tls: dict[str, Any] | None = None,
         on_close: Callable[[], object] | None = None,
+        redirect_https_port: int | None = None,
     ) -> None:
         config = state.config
         self._stream = stream
@@ -186,6 +189,7 @@ class HTTPConnection:
         )
         self._tls = tls
         self._on_close = on_close
+        self._redirect = redirect_https_port
         # On plain TCP the hot paths use the socket's file descriptor directly (one read or
         # write system call, no trio stream bookkeeping), and large files go out with sendfile;
         # any other stream (TLS, in-memory) goes through the trio stream API.
@@ -393,6 +397,9 @@ class HTTPConnection:
         if health_path is not None and request.target.partition(b"?")[0] == health_path.encode():
             await self._answer_health()
             return
+        if self._redirect is not None:
+            await self._answer_redirect(request)
+            return
         scope = self._build_scope(request)
         if self._forwarded is not None:
             self._apply_forwarded(scope)
@@ -442,6 +449,25 @@ class HTTPConnection:
             self._disconnected = True
         if state.access_log:
             self._log_access(scope, request, started)
+
+    async def _answer_redirect(self, request: h11.Request) -> None:
+        """A plain listener with --redirect-to-https: 308 to the same URL over HTTPS."""
+        raw_host = next((value for name, value in request.headers if name == b"host"), b"")
+        authority = raw_host.decode("latin-1")
+        if authority.startswith("["):
+            host = authority[: authority.find("]") + 1]
+        else:
+            host = authority.rsplit(":", 1)[0]
+        if not host or any(char in host for char in "/\\@ "):
+            raise HTTPError(400, "A redirect to HTTPS needs a valid Host header.")
+        port = "" if self._redirect == 443 else f":{self._redirect}"
+        target = request.target.decode("ascii")
+        if not target.startswith("/"):
+            target = _origin_form(request.target).decode("ascii")
+        self._response_started = True
+        self._status = 308
+        self._head = (308, [(b"location", f"https://{host}{port}{target}".encode())])
+        await self._send({"type": "http.response.body", "body": b""})
 
     async def _answer_health(self) -> None:
         """The server's own health answer: 200, or 503 once it is shutting down."""

@@ -17,13 +17,15 @@ import os
 import socket
 import stat
 from collections.abc import Callable
-from typing import Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ._config import Config
+if TYPE_CHECKING:
+    from ._config import Config
 
-__all__ = ["accept_loop", "open_listeners"]
+__all__ = ["Bind", "accept_loop", "close_listener", "open_listeners", "parse_bind"]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -36,20 +38,141 @@ _CLIENT_GONE_ERRNOS: Final = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.
 _ACCEPT_BATCH: Final = 64
 
 
-def open_listeners(config: Config) -> list[socket.socket]:
-    """Bind and listen on ``config.host`` and ``config.port`` (every address the host names).
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Where to listen: ``tcp`` (host, port), ``unix`` (path) or ``fd`` (an inherited socket)."""
 
-    With ``config.uds``, one unix domain socket at that path instead (a stale socket file left
-    there is replaced; any other file is an error).
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+
+def parse_bind(text: str) -> Bind:
+    """``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``.
 
     Raises:
-        OSError: an address cannot be bound (in use, not available, permission denied).
+        ValueError: none of those.
     """
-    if config.uds is not None:
-        return [_open_unix_listener(config.uds, config.backlog)]
-    infos = socket.getaddrinfo(
-        config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path:
+            raise ValueError(f"no path in {text!r}")
+        return Bind("unix", path=path)
+    if text.startswith("fd://"):
+        try:
+            fd = int(text[len("fd://") :])
+        except ValueError:
+            raise ValueError(f"not a file descriptor number: {text!r}") from None
+        if fd < 0:
+            raise ValueError(f"not a file descriptor number: {text!r}")
+        return Bind("fd", fd=fd)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, not {text!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"unclosed '[' in {text!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets: [{host}]:{port_text}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"not a port number in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return Bind("tcp", host=host, port=port)
+
+
+def open_listeners(config: Config) -> list[tuple[socket.socket, bool]]:
+    """Open every listener ``config`` asks for; each comes with whether it speaks TLS.
+
+    ``config.binds`` (TLS when ``config.tls`` is set) and ``config.insecure_binds`` (always
+    plain), or else ``config.host``/``config.port`` (or ``config.uds``). A unix socket path
+    holding a stale socket file is reused; any other file there is an error. An inherited
+    descriptor must be a listening stream socket.
+
+    Raises:
+        OSError: an address cannot be bound, or a descriptor is not a listening socket.
+    """
+    secure = config.tls is not None
+    binds = [(parse_bind(text), secure) for text in config.binds]
+    binds += [(parse_bind(text), False) for text in config.insecure_binds]
+    if not binds:
+        default = (
+            Bind("unix", path=config.uds)
+            if config.uds is not None
+            else Bind("tcp", host=config.host, port=config.port)
+        )
+        binds = [(default, secure)]
+    opened: list[tuple[socket.socket, bool]] = []
+    try:
+        for bind, tls in binds:
+            try:
+                opened.extend((sock, tls) for sock in _open_bind(bind, config))
+            except OSError as exc:
+                # Say which bind failed: there may be several.
+                raise OSError(exc.errno, f"{_describe(bind)}: {_reason(exc)}") from None
+    except BaseException:
+        for sock, _ in opened:
+            close_listener(sock)
+        raise
+    return opened
+
+
+def _describe(bind: Bind) -> str:
+    if bind.kind == "unix":
+        return f"unix:{bind.path}"
+    if bind.kind == "fd":
+        return f"fd://{bind.fd}"
+    host = f"[{bind.host}]" if ":" in bind.host else bind.host
+    return f"{host}:{bind.port}"
+
+
+def _reason(exc: OSError) -> str:
+    reasons = {
+        errno.EADDRINUSE: "address already in use",
+        errno.EACCES: "permission denied",
+        errno.EADDRNOTAVAIL: "address not available on this machine",
+    }
+    if exc.errno in reasons:
+        return reasons[exc.errno]
+    text = str(exc.strerror or exc)
+    return text[:1].lower() + text[1:]
+
+
+def _open_bind(bind: Bind, config: Config) -> list[socket.socket]:
+    if bind.kind == "unix":
+        sock = _open_unix_listener(bind.path, config.backlog)
+        if config.uds_mode is not None:
+            os.chmod(bind.path, config.uds_mode)
+        return [sock]
+    if bind.kind == "fd":
+        return [_inherit(bind.fd)]
+    return _open_tcp(bind.host, bind.port, config.backlog)
+
+
+def _inherit(fd: int) -> socket.socket:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        raise OSError(errno.EBADF, "not an open file descriptor") from None
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.ENOTSOCK, "not a socket")
+    sock = socket.socket(fileno=fd)
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        sock.detach()
+        raise OSError(errno.EINVAL, "not a listening stream socket")
+    sock.setblocking(False)
+    return sock
+
+
+def _open_tcp(host: str, port: int, backlog: int) -> list[socket.socket]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     listeners: list[socket.socket] = []
     try:
         for family, type_, proto, _, sockaddr in infos:
@@ -60,7 +183,7 @@ def open_listeners(config: Config) -> list[socket.socket]:
                 # One listener per address family, as trio does: no v4-mapped surprises.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)
-            sock.listen(config.backlog)
+            sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
         for sock in listeners:
@@ -76,7 +199,7 @@ def _open_unix_listener(path: str, backlog: int) -> socket.socket:
         pass
     else:
         if not stat.S_ISSOCK(mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+            raise OSError(errno.EEXIST, "exists and is not a socket")
         os.unlink(path)  # a stale socket from an earlier run
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -138,21 +138,24 @@ class Server:
         self._shutting_down = False
         self._stop_requested = trio.Event()
         self._listeners: list[socket.socket] = []
+        #: ``(address, scheme)`` of every listener, once serving.
+        self.bound: list[tuple[Address, str]] = []
+        self._https_port: int | None = None
 
     async def serve(
         self,
         *,
         shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
         task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED,
-        listeners: Sequence[socket.socket] | None = None,
+        listeners: Sequence[tuple[socket.socket, bool]] | None = None,
     ) -> None:
         """Run until ``shutdown_trigger()`` returns or this task is cancelled; see :func:`serve`.
 
         Args:
             shutdown_trigger: As for :func:`serve`.
             task_status: As for :func:`serve`.
-            listeners: Listeners opened beforehand (by :func:`open_listeners`); by default they
-                are opened from the config.
+            listeners: ``(socket, speaks TLS)`` pairs opened beforehand; by default they are
+                opened from the config.
         """
         if self.config.asyncio_app:
             async with asyncio_loop():
@@ -164,7 +167,7 @@ class Server:
         self,
         shutdown_trigger: Callable[[], Awaitable[Any]] | None,
         task_status: trio.TaskStatus[list[Address]],
-        listeners: Sequence[socket.socket] | None,
+        listeners: Sequence[tuple[socket.socket, bool]] | None,
     ) -> None:
         failure: BaseException | None = None
         lifespan = self._lifespan
@@ -218,20 +221,32 @@ class Server:
 
     async def _run_core(
         self,
-        listeners: Sequence[socket.socket],
+        listeners: Sequence[tuple[socket.socket, bool]],
         task_status: trio.TaskStatus[list[Address]],
     ) -> None:
-        addresses: list[Address] = [_bound(listener) for listener in listeners]
-        self._listeners = list(listeners)
+        addresses: list[Address] = [_bound(listener) for listener, _ in listeners]
+        self._listeners = [listener for listener, _ in listeners]
+        self.bound = [
+            (address, "https" if secure and self._ssl_context is not None else "http")
+            for address, (_, secure) in zip(addresses, listeners, strict=True)
+        ]
+        self._https_port = next(
+            (
+                address[1]
+                for address, scheme in self.bound
+                if scheme == "https" and not isinstance(address, str)
+            ),
+            None,
+        )
         with trio.CancelScope(shield=True) as core:
             self._core_scope = core
             async with trio.open_nursery() as nursery:
-                for listener in listeners:
-                    await nursery.start(self._serve_listener, listener)
+                for listener, secure in listeners:
+                    await nursery.start(self._serve_listener, listener, secure)
                 task_status.started(addresses)
 
     async def _serve_listener(
-        self, listener: socket.socket, *, task_status: trio.TaskStatus[None]
+        self, listener: socket.socket, secure: bool, *, task_status: trio.TaskStatus[None]
     ) -> None:
         try:
             async with trio.open_nursery() as connections:
@@ -244,14 +259,16 @@ class Server:
                     await accept_loop(
                         listener,
                         self._slots,
-                        spawn=functools.partial(self._spawn_connection, connections),
+                        spawn=functools.partial(self._spawn_connection, connections, secure),
                     )
                 # Stop listening at once; the connections nursery goes on draining.
                 close_listener(listener)
         finally:
             close_listener(listener)
 
-    def _spawn_connection(self, nursery: trio.Nursery, client: socket.socket, peer: object) -> None:
+    def _spawn_connection(
+        self, nursery: trio.Nursery, secure: bool, client: socket.socket, peer: object
+    ) -> None:
         """Start the task of a newly accepted connection (called by the accept loop)."""
         try:
             if client.family == socket.AF_UNIX:
@@ -266,10 +283,11 @@ class Server:
             client.close()
             self._slots.release()
             return
+        secure = secure and self._ssl_context is not None
         if self.config.proxy_protocol:
-            nursery.start_soon(self._run_proxied_connection, stream, peer_address, server)
+            nursery.start_soon(self._run_proxied_connection, stream, peer_address, server, secure)
             return
-        if self._ssl_context is not None:
+        if secure:
             # The handshake happens in the connection's own task, never in the accept loop.
             nursery.start_soon(self._run_tls_connection, stream, peer_address, server)
             return
@@ -279,15 +297,20 @@ class Server:
             client=peer_address,
             server=server,
             on_close=self._slots.release,
+            redirect_https_port=self._redirect_port(),
         )
         # HTTPConnection.run handles every exception of its own: nothing reaches the nursery.
         nursery.start_soon(connection.run)
+
+    def _redirect_port(self) -> int | None:
+        return self._https_port if self.config.redirect_to_https else None
 
     async def _run_proxied_connection(
         self,
         stream: trio.SocketStream,
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
+        secure: bool,
     ) -> None:
         """Read the PROXY protocol header (bounded), then serve with the addresses it gives."""
         trusted = self.state.trusted
@@ -307,11 +330,16 @@ class Server:
             client = source or client
             server = destination or server
             handed_over = True
-            if self._ssl_context is not None:
+            if secure:
                 await self._run_tls_connection(stream, client, server)
             else:
                 connection = HTTPConnection(
-                    stream, self.state, client=client, server=server, on_close=self._slots.release
+                    stream,
+                    self.state,
+                    client=client,
+                    server=server,
+                    on_close=self._slots.release,
+                    redirect_https_port=self._redirect_port(),
                 )
                 await connection.run()
         except ProxyHeaderError as exc:

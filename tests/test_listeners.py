@@ -1,0 +1,191 @@
+"""Binds: several listeners, IPv6, unix sockets with modes, inherited descriptors, systemd
+socket activation, TLS and plain side by side, redirects to HTTPS."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trustme
+
+import trioserve
+from trioserve import Config, ConfigError, TLSConfig
+from trioserve._cli import main
+from trioserve._listeners import Bind, parse_bind
+
+from .conftest import hello_app
+
+
+@pytest.mark.parametrize(
+    ("text", "bind"),
+    [
+        ("127.0.0.1:8000", Bind("tcp", host="127.0.0.1", port=8000)),
+        ("[::1]:0", Bind("tcp", host="::1", port=0)),
+        ("0.0.0.0:443", Bind("tcp", host="0.0.0.0", port=443)),
+        ("localhost:80", Bind("tcp", host="localhost", port=80)),
+        ("unix:/run/app.sock", Bind("unix", path="/run/app.sock")),
+        ("fd://3", Bind("fd", fd=3)),
+    ],
+)
+def test_parse_bind(text: str, bind: Bind) -> None:
+    assert parse_bind(text) == bind
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("8000", "expected HOST:PORT"),
+        ("::1:80", "write an IPv6 address in brackets"),
+        ("[::1:80", "unclosed"),
+        ("host:http", "not a port number"),
+        ("host:70000", "port out of range"),
+        ("unix:", "no path"),
+        ("fd://three", "not a file descriptor number"),
+    ],
+)
+def test_bad_binds(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_bind(text)
+    with pytest.raises(ConfigError, match=message):
+        Config(binds=(text,))
+
+
+def test_bad_bind_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--bind", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "bind: expected HOST:PORT" in err
+
+
+async def get(url: str, **kwargs: Any) -> httpx.Response:
+    def call() -> httpx.Response:
+        with httpx.Client(timeout=10, **kwargs) as client:
+            return client.get(url)
+
+    return await trio.to_thread.run_sync(call)
+
+
+async def test_several_binds_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sock")
+    config = Config(binds=("127.0.0.1:0", f"unix:{path}"), uds_mode=0o660, access_log=False)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(trioserve.serve, hello_app, config)
+        tcp, unix = addresses
+        assert unix == path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        assert (await get(f"http://127.0.0.1:{tcp[1]}/a")).text == "GET /a\n"
+        uds = httpx.HTTPTransport(uds=path)
+        assert (await get("http://localhost/b", transport=uds)).text == "GET /b\n"
+        nursery.cancel_scope.cancel()
+
+
+async def test_inherited_descriptor() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.detach()  # the server owns it now
+    config = Config(binds=(f"fd://{fd}",), access_log=False)
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(trioserve.serve, hello_app, config)
+        assert address == ("127.0.0.1", port)
+        assert (await get(f"http://127.0.0.1:{port}/fd")).text == "GET /fd\n"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_descriptor_that_is_not_a_listening_socket_is_refused() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(OSError, match=rf"fd://{read_end}: not a socket"):
+            await trioserve.serve(hello_app, Config(binds=(f"fd://{read_end}",)))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    connected = socket.socket()  # a socket, but not listening
+    try:
+        with pytest.raises(OSError, match="not a listening stream socket"):
+            await trioserve.serve(hello_app, Config(binds=(f"fd://{connected.fileno()}",)))
+    finally:
+        connected.close()
+
+
+async def test_a_unix_path_that_is_not_a_socket_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "regular-file"
+    path.write_text("important data")
+    with pytest.raises(OSError, match="exists and is not a socket"):
+        await trioserve.serve(hello_app, Config(binds=(f"unix:{path}",)))
+    assert path.read_text() == "important data"
+
+
+async def test_tls_and_plain_side_by_side_with_redirect(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(context)
+    config = Config(
+        tls=TLSConfig(context=context),
+        binds=("127.0.0.1:0",),
+        insecure_binds=("127.0.0.1:0",),
+        redirect_to_https=True,
+        access_log=False,
+    )
+    server = trioserve.Server(hello_app, config)
+    async with trio.open_nursery() as nursery:
+        secure, plain = await nursery.start(server.serve)
+        assert [scheme for _, scheme in server.bound] == ["https", "http"]
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        https = await get(f"https://127.0.0.1:{secure[1]}/x", verify=client_context)
+        assert https.text == "GET /x\n"
+        redirect = await get(f"http://127.0.0.1:{plain[1]}/path?q=1")
+        assert redirect.status_code == 308
+        assert redirect.headers["location"] == f"https://127.0.0.1:{secure[1]}/path?q=1"
+        nursery.cancel_scope.cancel()
+
+
+def test_redirect_needs_tls_and_an_insecure_bind() -> None:
+    with pytest.raises(ConfigError, match="redirect_to_https needs TLS"):
+        Config(redirect_to_https=True)
+
+
+def test_systemd_socket_activation(tmp_path: Path) -> None:
+    (tmp_path / "hello.txt").write_text("activated\n")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    # As systemd does: the socket on fd 3, LISTEN_FDS=1, LISTEN_PID the server's own pid
+    # (exec keeps the pid).
+    launcher = (
+        "import os, sys\n"
+        f"os.dup2({fd}, 3)\n"
+        "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'trioserve', *sys.argv[1:]])\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", launcher, "--root", str(tmp_path), "--no-access-log"],
+        pass_fds=(fd,),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    listener.close()
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert re.search(rf"on http://127\.0\.0\.1:{port} ", line), line
+        assert httpx.get(f"http://127.0.0.1:{port}/hello.txt", timeout=10).text == "activated\n"
+    finally:
+        process.send_signal(2)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
