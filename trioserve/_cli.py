@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
 from ._server import Address, Server, format_url
 from ._static import StaticFiles
+from ._supervisor import inherited_listeners, supervise
 from ._tls import TLSConfig
 from ._version import __version__
 
@@ -221,6 +223,28 @@ def _build_parser() -> _Parser:
         help="largest request head (default: %(default)s)",
     )
     limits.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes under a supervisor (SIGHUP: rolling restart)",
+    )
+    limits.add_argument(
+        "--max-requests",
+        type=int,
+        metavar="N",
+        help="recycle a worker (drain and replace it) after about N requests",
+    )
+    limits.add_argument(
+        "--max-requests-jitter",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add up to N, at random, to --max-requests (default: %(default)s)",
+    )
+    parser.add_argument("--worker-fds", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
+    limits.add_argument(
         "--max-connections",
         type=int,
         default=defaults.max_connections,
@@ -403,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             forwarded_allow_ips=args.forwarded_allow_ips,
             proxy_protocol=args.proxy_protocol,
             health_path=args.health_path,
+            max_requests=args.max_requests,
+            max_requests_jitter=args.max_requests_jitter,
             ws_max_message_size=args.ws_max_message_size,
             ws_ping_interval=args.ws_ping_interval or None,
             ws_ping_timeout=args.ws_ping_timeout,
@@ -410,10 +436,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         app, description = _build_app(args)
         server = Server(app, config)
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, not {args.workers}")
+        if args.workers > 1 and args.worker_fds is None:
+            # The supervisor serves nothing itself: each worker loads the app on its own.
+            worker_argv = list(argv if argv is not None else sys.argv[1:])
+            try:
+                return supervise(
+                    config,
+                    args.workers,
+                    worker_argv,
+                    announce=lambda bound: _announce_workers(
+                        server, description, bound, args.workers
+                    ),
+                )
+            except OSError as exc:
+                return _fail(_describe_listen_error(exc, config), status=1)
     except (ConfigError, AppLoadError, ValueError) as exc:
         return _fail(str(exc))
     try:
-        return trio.run(_serve_until_signalled, server, description)
+        worker = None
+        if args.worker_fds is not None:
+            worker = (inherited_listeners(args.worker_fds), args.worker_ready_fd)
+        return trio.run(_serve_until_signalled, server, description, worker)
     except BaseException as exc:
         # Errors from inside serve() may reach us wrapped in (single-member) exception groups.
         error = _unwrap(exc)
@@ -562,8 +607,16 @@ def _build_app(args: argparse.Namespace) -> tuple[ASGIApp, str]:
     return app, description
 
 
-async def _serve_until_signalled(server: Server, description: str) -> int:
-    """Serve until SIGINT or SIGTERM (graceful); a second one stops at once (exit status 1)."""
+async def _serve_until_signalled(
+    server: Server,
+    description: str,
+    worker: tuple[list[tuple[socket.socket, bool]], int] | None = None,
+) -> int:
+    """Serve until SIGINT or SIGTERM (graceful); a second one stops at once (exit status 1).
+
+    As a worker (``--worker-fds``): serve the inherited listeners, tell the supervisor when
+    ready, and drain softly (idle connections are not closed under their clients).
+    """
     stop = trio.Event()
     forced = False
     with trio.open_signal_receiver(
@@ -587,6 +640,8 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
                             name,
                             server.config.graceful_timeout,
                         )
+                        if worker is not None:
+                            server.begin_shutdown(soft=True)
                         stop.set()
                     else:
                         error_log.warning("%s again: stopping now", name)
@@ -595,24 +650,48 @@ async def _serve_until_signalled(server: Server, description: str) -> int:
                         return
 
             async def run_server(task_status: trio.TaskStatus[list[Address]]) -> None:
-                await server.serve(shutdown_trigger=stop.wait, task_status=task_status)
+                await server.serve(
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                    listeners=None if worker is None else worker[0],
+                )
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_signals)
             addresses = await nursery.start(run_server)
-            urls = ", ".join(format_url(address, scheme) for address, scheme in server.bound)
-            print(f"trioserve: serving {description} on {urls} (Ctrl-C to stop)", file=sys.stderr)
-            dev = server.dev_certificate
-            if dev is not None and not isinstance(addresses[0], str):
-                port = addresses[0][1]
-                print(
-                    f"trioserve: HTTPS with a development certificate; its CA is {dev.ca_path}\n"
-                    f"trioserve: try: curl --cacert {dev.ca_path} https://localhost:{port}/",
-                    file=sys.stderr,
-                )
-            sys.stderr.flush()
+            if worker is not None:
+                # Tell the supervisor we accept; workers print no banner of their own.
+                os.write(worker[1], b"1")
+                os.close(worker[1])
+            else:
+                _print_banner(server, description, addresses)
     error_log.info("Shutdown complete")
     return 1 if forced else 0
+
+
+def _announce_workers(
+    server: Server, description: str, bound: list[tuple[Address, str]], workers: int
+) -> None:
+    server.bound = bound
+    _print_banner(server, description, [address for address, _ in bound], workers)
+
+
+def _print_banner(
+    server: Server, description: str, addresses: Sequence[Address], workers: int = 1
+) -> None:
+    urls = ", ".join(format_url(address, scheme) for address, scheme in server.bound)
+    if workers > 1:
+        description += f" with {workers} workers"
+    print(f"trioserve: serving {description} on {urls} (Ctrl-C to stop)", file=sys.stderr)
+    dev = server.dev_certificate
+    if dev is not None and addresses and not isinstance(addresses[0], str):
+        port = addresses[0][1]
+        print(
+            f"trioserve: HTTPS with a development certificate; its CA is {dev.ca_path}\n"
+            f"trioserve: try: curl --cacert {dev.ca_path} https://localhost:{port}/",
+            file=sys.stderr,
+        )
+    sys.stderr.flush()
 
 
 def _describe_listen_error(exc: OSError, config: Config) -> str:

@@ -91,6 +91,9 @@ class Config:
         forwarded_allow_ips: The trusted peers: addresses, CIDR networks, ``*``, ``unix``.
         proxy_protocol: Expect a PROXY protocol (v1 or v2) header on every connection, from a
             trusted peer.
+        max_requests: After about this many requests the server drains and stops (under
+            ``--workers``, the supervisor starts a fresh worker); ``None`` for never.
+        max_requests_jitter: Up to this many more, at random, so workers do not recycle together.
         health_path: A path (``/healthz``) the server answers itself: 200, or 503 once it is
             shutting down; ``None`` for none.
         asyncio_app: The app needs an asyncio event loop (Django, Quart): run it through
@@ -133,6 +136,8 @@ class Config:
     forwarded_allow_ips: str = "127.0.0.1,::1"
     proxy_protocol: bool = False
     health_path: str | None = None
+    max_requests: int | None = None
+    max_requests_jitter: int = 0
     asyncio_app: bool = False
     ws_max_message_size: int = 16 * MiB
     ws_ping_interval: float | None = 20.0
@@ -187,6 +192,10 @@ class Config:
             TrustedPeers(self.forwarded_allow_ips)
         except ValueError as exc:
             raise ConfigError(f"forwarded_allow_ips: {exc}") from None
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ConfigError(f"max_requests must be at least 1, not {self.max_requests}")
+        if self.max_requests_jitter < 0:
+            raise ConfigError(f"max_requests_jitter must be >= 0, not {self.max_requests_jitter}")
         if self.access_log_format is not None:
             try:
                 check_format(self.access_log_format)

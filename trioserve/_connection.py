@@ -90,6 +90,10 @@ class ServerState:
         "connections",
         "draining",
         "lifespan_state",
+        "on_request_limit",
+        "request_limit",
+        "requests",
+        "soft_drain",
         "trusted",
     )
 
@@ -98,10 +102,16 @@ class ServerState:
         self.config = config
         self.connections: set[HTTPConnection] = set()
         self.draining = False
+        #: A soft drain leaves idle connections open for their next request.
+        self.soft_drain = False
         self.lifespan_state: dict[str, Any] = {}
         self.access_log = config.access_log
         #: Numbers the connections 1, 2, 3... (shown to apps by the trioserve.fault extension).
         self.connection_ids = itertools.count(1)
+        #: Requests answered, and the count at which on_request_limit() is called (max_requests).
+        self.requests = 0
+        self.request_limit: int | None = None
+        self.on_request_limit: Callable[[], None] | None = None
         #: The peers whose proxy headers are believed (None: proxy headers are off).
         self.trusted: TrustedPeers | None = (
             TrustedPeers(config.forwarded_allow_ips)
@@ -270,6 +280,11 @@ class HTTPConnection:
                 if self._on_close is not None:
                     self._on_close()
 
+    def stop_websocket(self) -> None:
+        """Shutdown: close a websocket with 1001 (anything else carries on)."""
+        if self._websocket is not None:
+            self._websocket.shut_down()
+
     def stop_idle(self) -> None:
         """Shutdown: close now if waiting for a request; close a websocket with 1001."""
         if self._idle:
@@ -326,9 +341,10 @@ class HTTPConnection:
             else:
                 timer.deadline = trio.current_time() + config.keep_alive_timeout
             if not proto.has_buffered_data:
-                # Idle: no byte of the next request yet. Shutdown may close us here, and when
-                # the deadline passes the timer's cancellation ends the connection quietly.
-                if self._state.draining:
+                # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
+                # when the deadline passes the timer's cancellation ends the connection quietly.
+                # A soft drain waits for the next request (answered with Connection: close).
+                if self._state.draining and not self._state.soft_drain:
                     return None
                 self._idle = True
                 fd = self._fd
@@ -449,6 +465,10 @@ class HTTPConnection:
             self._disconnected = True
         if state.access_log:
             self._log_access(scope, request, started)
+        if state.request_limit is not None:
+            state.requests += 1
+            if state.requests == state.request_limit and state.on_request_limit is not None:
+                state.on_request_limit()
 
     async def _answer_redirect(self, request: h11.Request) -> None:
         """A plain listener with --redirect-to-https: 308 to the same URL over HTTPS."""

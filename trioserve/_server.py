@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -119,6 +120,11 @@ class Server:
         if config.asyncio_app:
             app = AsyncioApp(app)
         self.state = ServerState(app, config)
+        if config.max_requests is not None:
+            self.state.request_limit = config.max_requests + random.randint(
+                0, config.max_requests_jitter
+            )
+            self.state.on_request_limit = self._request_limit_reached
         self._lifespan = Lifespan(
             app,
             config.lifespan,
@@ -434,20 +440,35 @@ class Server:
         tls_log.info("TLS certificate reloaded; new connections use it")
         return True
 
-    def begin_shutdown(self) -> None:
-        """Start a graceful shutdown (idempotent); see :func:`serve`."""
+    def begin_shutdown(self, *, soft: bool = False) -> None:
+        """Start a graceful shutdown (idempotent); see :func:`serve`.
+
+        Args:
+            soft: Leave idle keep-alive connections open (their next request is answered with
+                ``Connection: close``, or they time out) instead of closing them at once: for
+                rolling restarts, where a client sending on an idle connection must not see it
+                closed. Websockets still get their 1001.
+        """
         if self._shutting_down:
             return
         self._shutting_down = True
         self._stop_requested.set()
+        self.state.soft_drain = soft
         self.state.draining = True
         for scope in self._accept_scopes:
             scope.cancel()
         for connection in list(self.state.connections):
-            connection.stop_idle()
+            if soft:
+                connection.stop_websocket()
+            else:
+                connection.stop_idle()
         deadline = trio.current_time() + self.config.graceful_timeout
         for scope in self._connection_scopes:
             scope.deadline = min(scope.deadline, deadline)
+
+    def _request_limit_reached(self) -> None:
+        error_log.info("Served %d requests (--max-requests): draining", self.state.requests)
+        self.begin_shutdown(soft=True)
 
     def refuse_connections(self) -> None:
         """Close the listeners now (new clients are refused); open connections carry on.
