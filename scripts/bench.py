@@ -7,11 +7,20 @@ Run from anywhere (the servers are started with the repository root as working d
     .venv/bin/python scripts/bench.py --quick       # 3 s per run
     .venv/bin/python scripts/bench.py --only hello-keepalive --servers trioserve,uvicorn-h11
     .venv/bin/python scripts/bench.py --only hello-tls --rounds 3
+    .venv/bin/python scripts/bench.py --only hello-workers --rounds 3
     .venv/bin/python scripts/bench.py --markdown --json /tmp/bench.json
 
 Every server runs as a subprocess pinned to CPU 0 (``taskset -c 0``) and ``wrk`` runs pinned to
-CPU 1, both on loopback. Only ratios measured within the same run are meaningful: absolute
-numbers depend on the machine and on whatever else it is doing.
+CPU 1, both on loopback, except in hello-workers (below). Only ratios measured within the same run
+are meaningful: absolute numbers depend on the machine and on whatever else it is doing.
+
+hello-workers runs every server with 2 worker processes (``--workers 2`` / ``-w 2``). The server
+and ``wrk -t2 -c100`` are then all pinned to CPUs 0-1 (``taskset -c 0,1``) and share both cores:
+on a 2-core machine that is the same as not pinning, on a bigger one it keeps the figures
+comparable. After the readiness probe a short wrk warm-up (results discarded) runs until every
+worker has used CPU, so both workers are up; the table shows how the measured run's CPU time
+split between the workers. These servers are stopped with SIGTERM to their whole process group
+(SIGKILL to the group after 10 s).
 
 hello-tls serves the hello app over HTTPS with a throwaway certificate made once per run with
 ``trustme`` (a localhost/127.0.0.1 leaf of a temporary CA, in the run's temp dir); wrk does not
@@ -52,8 +61,13 @@ PYTHON = sys.executable
 HOST = "127.0.0.1"
 SERVER_CPU = 0
 CLIENT_CPU = 1
+SHARED_CPUS = (0, 1)  # the multi-worker scenarios pin the server and wrk to all of these
 STARTUP_TIMEOUT = 15.0  # seconds for a server to accept connections and answer one request
 STOP_TIMEOUT = 5.0  # seconds between SIGINT and SIGKILL
+GROUP_STOP_TIMEOUT = 10.0  # multi-worker servers: seconds between SIGTERM and SIGKILL (group)
+WARMUP_SECONDS = 2  # multi-worker servers: one wrk warm-up run before the measured one
+WARMUP_ATTEMPTS = 3  # warm-up runs at most, until every worker has used CPU
+WARMUP_MIN_CPU_S = 0.05  # CPU seconds a worker must use during a warm-up to count as serving
 WRK_GRACE = 30.0  # seconds wrk may run beyond --duration before it is killed
 IDLE_CONNECTIONS = 1000
 IDLE_KEEPALIVE_TIMEOUT = 60  # seconds; must exceed the idle-memory measurement time
@@ -79,6 +93,9 @@ class Scenario:
     close: bool = False  # send "Connection: close" (one new connection per request)
     large: bool = False  # use --large-connections, report MB/s, longer wrk timeout
     tls: bool = False  # HTTPS with the run's trustme certificate
+    workers: int = 1  # worker processes per server; >1 also means shared CPUs, group stop
+    wrk_threads: int = 1
+    connections: int | None = None  # wrk connections; None: --connections
     description: str = ""
 
 
@@ -111,6 +128,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         second_reference="hypercorn-trio",
         tls=True,
         description="ASGI hello world over HTTPS (TLS, trustme certificate), keep-alive",
+    ),
+    Scenario(
+        "hello-workers",
+        "hello",
+        "/",
+        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        reference="uvicorn-h11",
+        second_reference="hypercorn-trio",
+        workers=2,
+        wrk_threads=2,
+        connections=100,
+        description="ASGI hello world, keep-alive, 2 worker processes per server",
     ),
     Scenario(
         "static-1k",
@@ -155,6 +184,9 @@ class RunResult:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     connections: int | None = None
+    wrk_threads: int | None = None
+    workers: int | None = None
+    worker_cpu_s: list[float] = field(default_factory=list)  # per worker, during the wrk run
     duration_s: float | None = None
     requests: int | None = None
     requests_per_sec: float | None = None
@@ -173,8 +205,9 @@ class RunResult:
 # Environment
 
 
-def pin(cpu: int | None) -> list[str]:
-    return [] if cpu is None else ["taskset", "-c", str(cpu)]
+def pin(cpus: int | str | None) -> list[str]:
+    """``taskset`` prefix for one CPU or a CPU list such as ``"0,1"``; nothing for ``None``."""
+    return [] if cpus is None else ["taskset", "-c", str(cpus)]
 
 
 def free_port() -> int:
@@ -278,10 +311,12 @@ def server_command(
     static_dir: Path,
     workdir: Path,
     tls: TlsFiles | None = None,
+    workers: int = 1,
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and extra environment that start ``server`` for a scenario kind.
 
     With ``tls`` the server speaks HTTPS with that certificate (hello and idle kinds only).
+    With ``workers`` > 1 it runs that many worker processes (not nginx).
     """
     env: dict[str, str] = {}
     idle = kind == "idle"
@@ -290,6 +325,8 @@ def server_command(
     if server == "nginx":
         if kind != "static":
             raise ValueError("nginx only serves the static scenarios")
+        if workers != 1:
+            raise ValueError("nginx rows run one worker (master_process off)")
         conf = write_nginx_conf(workdir, port, static_dir)
         return ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], env
     if server == "trioserve":
@@ -305,6 +342,8 @@ def server_command(
             cmd += ["--max-connections", str(2 * IDLE_CONNECTIONS)]
         if tls is not None:
             cmd += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
         return cmd, env
     app = STATIC_APP if kind == "static" else HELLO_APP
     if kind == "static":
@@ -313,7 +352,11 @@ def server_command(
         # Hypercorn's access log is off unless --access-logfile is given. The default single
         # worker runs in a spawned child of a supervisor process, which inherits the CPU pin,
         # turns our SIGINT into a clean shutdown and is counted in the RSS (tree_rss_kib).
-        cmd = [PYTHON, "-m", "hypercorn", "-k", "trio", "--bind", f"{HOST}:{port}"]
+        # With -w N the supervisor spawns N such workers.
+        cmd = [PYTHON, "-m", "hypercorn", "-k", "trio"]
+        if workers > 1:
+            cmd += ["-w", str(workers)]
+        cmd += ["--bind", f"{HOST}:{port}"]
         if idle:
             cmd += ["--keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
         if tls is not None:
@@ -326,6 +369,8 @@ def server_command(
             cmd += ["--timeout-keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
         if tls is not None:
             cmd += ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
         return [*cmd, app], env
     raise ValueError(f"unknown server {server!r}")
 
@@ -390,7 +435,7 @@ def wait_ready(
     raise BenchError(f"server not ready after {STARTUP_TIMEOUT:.0f} s ({last}): {_log_tail(log)}")
 
 
-def _group_members(pgid: int) -> list[int]:
+def _group_members(pgid: int, include_zombies: bool = True) -> list[int]:
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -401,7 +446,7 @@ def _group_members(pgid: int) -> list[int]:
             continue
         # pid (comm) state ppid pgrp ...; comm may contain spaces/parentheses.
         fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[2]) == pgid:
+        if int(fields[2]) == pgid and (include_zombies or fields[0] != "Z"):
             members.append(int(entry.name))
     return members
 
@@ -427,6 +472,31 @@ def stop_server(proc: subprocess.Popen[bytes]) -> str | None:
     return note
 
 
+def stop_server_group(proc: subprocess.Popen[bytes]) -> str | None:
+    """SIGTERM the server's whole process group, SIGKILL the group after GROUP_STOP_TIMEOUT.
+
+    For multi-worker servers started with ``start_new_session=True`` (so the group id is the
+    server's pid). Returns a note if the group had to be killed.
+    """
+    pgid = proc.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + GROUP_STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        # Reap the leader first: until then it is a zombie member of its own group.
+        if proc.poll() is not None and not _group_members(pgid, include_zombies=False):
+            return None
+        time.sleep(0.05)
+    left = _group_members(pgid, include_zombies=False)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+    return (
+        f"{len(left)} process(es) still running {GROUP_STOP_TIMEOUT:.0f} s after SIGTERM to the"
+        " process group; sent SIGKILL to the group"
+    )
+
+
 @contextlib.contextmanager
 def running_server(
     cmd: Sequence[str],
@@ -434,10 +504,16 @@ def running_server(
     port: int,
     probe_path: str,
     log: Path,
-    cpu: int | None,
+    cpu: int | str | None,
     notes: list[str],
     tls_context: ssl.SSLContext | None = None,
+    group_stop: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``cmd`` in a new session, wait until it answers, yield it, stop it.
+
+    ``group_stop`` stops it with :func:`stop_server_group` (multi-worker servers) rather than
+    :func:`stop_server`.
+    """
     env = {**os.environ, **extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
@@ -455,7 +531,7 @@ def running_server(
             if proc.poll() is not None:
                 raise BenchError(f"server died during the run: {_log_tail(log)}")
         finally:
-            note = stop_server(proc)
+            note = stop_server_group(proc) if group_stop else stop_server(proc)
             if note:
                 notes.append(note)
 
@@ -518,9 +594,15 @@ def parse_wrk(output: str) -> WrkStats:
 
 
 def run_wrk(
-    url: str, connections: int, duration: int, close: bool, timeout_s: int | None, cpu: int | None
+    url: str,
+    connections: int,
+    duration: int,
+    close: bool,
+    timeout_s: int | None,
+    cpu: int | str | None,
+    threads: int = 1,
 ) -> WrkStats:
-    cmd = [*pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    cmd = [*pin(cpu), "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     if timeout_s is not None:
         cmd.append(f"--timeout={timeout_s}s")
     if close:
@@ -568,6 +650,27 @@ def tree_rss_kib(root_pid: int) -> tuple[int, int]:
                     processes += 1
                     break
     return total, processes
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of ``pid`` so far, or ``None`` if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    # fields[0] is the state (stat field 3): utime and stime are stat fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> dict[int, float]:
+    """CPU seconds of every live (non-zombie) member of process group ``pgid``."""
+    times = {}
+    for pid in _group_members(pgid, include_zombies=False):
+        seconds = cpu_seconds(pid)
+        if seconds is not None:
+            times[pid] = seconds
+    return times
 
 
 def _read_response(sock: socket.socket) -> int:
@@ -647,6 +750,7 @@ class Context:
     large_connections: int
     server_cpu: int | None
     client_cpu: int | None
+    shared_cpus: str | None = None  # multi-worker scenarios: server and wrk, e.g. "0,1"
     tls: TlsFiles | None = None  # made once per run, only when a TLS scenario is selected
 
 
@@ -661,7 +765,10 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
             if ctx.tls is None:
                 raise BenchError("TLS scenario without TLS files (internal error)")
             tls = ctx.tls
-        cmd, env = server_command(server, scenario.kind, port, ctx.static_dir, rundir, tls)
+        multi = scenario.workers > 1
+        cmd, env = server_command(
+            server, scenario.kind, port, ctx.static_dir, rundir, tls, scenario.workers
+        )
         probe_path = "/small.bin" if scenario.kind == "static" else "/"
         with running_server(
             cmd,
@@ -669,12 +776,23 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
             port,
             probe_path,
             rundir / "server.log",
-            ctx.server_cpu,
+            ctx.shared_cpus if multi else ctx.server_cpu,
             result.notes,
             tls.client_context() if tls is not None else None,
+            group_stop=multi,
         ) as proc:
             if scenario.kind == "idle":
                 _measure_idle(proc, port, result)
+            elif multi:
+                workers = _warm_up(scenario, proc, port, ctx, result)
+                before = {pid: cpu_seconds(pid) for pid in workers}
+                _measure_wrk(scenario, port, ctx, result)
+                for pid, start in before.items():
+                    end = cpu_seconds(pid)
+                    if start is None or end is None:
+                        result.notes.append(f"a worker (pid {pid}) exited during the run")
+                    else:
+                        result.worker_cpu_s.append(end - start)
             else:
                 _measure_wrk(scenario, port, ctx, result)
     except BenchError as exc:
@@ -683,18 +801,67 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
     return result
 
 
-def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult) -> None:
-    connections = ctx.large_connections if scenario.large else ctx.connections
+def _wrk_connections(scenario: Scenario, ctx: Context) -> int:
+    if scenario.connections is not None:
+        return scenario.connections
+    return ctx.large_connections if scenario.large else ctx.connections
+
+
+def _warm_up(
+    scenario: Scenario, proc: subprocess.Popen[bytes], port: int, ctx: Context, result: RunResult
+) -> list[int]:
+    """Short wrk runs (results discarded) until every worker process has served; returns the pids.
+
+    A worker counts as serving when it used at least WARMUP_MIN_CPU_S of CPU during a warm-up
+    run. The supervisor is the group leader and never counted; helpers such as multiprocessing's
+    resource tracker stay idle and are not counted either. Gives up (with a note) after
+    WARMUP_ATTEMPTS runs and then reports the busiest ``scenario.workers`` processes.
+    """
     scheme = "https" if scenario.tls else "http"
+    used: dict[int, float] = {}
+    for _ in range(WARMUP_ATTEMPTS):
+        before = group_cpu_seconds(proc.pid)
+        run_wrk(
+            f"{scheme}://{HOST}:{port}{scenario.path}",
+            _wrk_connections(scenario, ctx),
+            WARMUP_SECONDS,
+            scenario.close,
+            None,
+            ctx.shared_cpus,
+            scenario.wrk_threads,
+        )
+        after = group_cpu_seconds(proc.pid)
+        for pid, end in after.items():
+            if pid != proc.pid:
+                used[pid] = used.get(pid, 0.0) + end - before.get(pid, 0.0)
+        used = {pid: cpu for pid, cpu in used.items() if pid in after}  # forget exited ones
+        if sum(cpu >= WARMUP_MIN_CPU_S for cpu in used.values()) >= scenario.workers:
+            break
+    else:
+        busy = sum(cpu >= WARMUP_MIN_CPU_S for cpu in used.values())
+        result.notes.append(
+            f"only {busy} of {scenario.workers} workers used CPU during"
+            f" {WARMUP_ATTEMPTS} x {WARMUP_SECONDS} s of warm-up"
+        )
+    return sorted(used, key=lambda pid: used[pid], reverse=True)[: scenario.workers]
+
+
+def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult) -> None:
+    connections = _wrk_connections(scenario, ctx)
+    scheme = "https" if scenario.tls else "http"
+    multi = scenario.workers > 1
     stats = run_wrk(
         f"{scheme}://{HOST}:{port}{scenario.path}",
         connections,
         ctx.duration,
         scenario.close,
         max(10, ctx.duration) if scenario.large else None,
-        ctx.client_cpu,
+        ctx.shared_cpus if multi else ctx.client_cpu,
+        scenario.wrk_threads,
     )
     result.connections = connections
+    result.wrk_threads = scenario.wrk_threads
+    result.workers = scenario.workers
     result.duration_s = stats.duration_s
     result.requests = stats.requests
     result.requests_per_sec = stats.requests_per_sec
@@ -831,10 +998,19 @@ def _errors(row: RunResult) -> str:
     return ", ".join(parts) or "0"
 
 
+def _worker_cpu(row: RunResult) -> str:
+    if not row.worker_cpu_s:
+        return "-"
+    return " / ".join(f"{seconds:.1f}" for seconds in row.worker_cpu_s) + " s"
+
+
 def scenario_table(
-    scenario: Scenario, rows: dict[str, RunResult], rounds: int
+    scenario: Scenario, rows: dict[str, RunResult], rounds: int, shared_cpus: str | None = None
 ) -> tuple[list[str], list[list[str]], list[str]]:
-    """Header, body rows and footnotes of one scenario's table."""
+    """Header, body rows and footnotes of one scenario's table.
+
+    ``shared_cpus`` is what the multi-worker scenarios were pinned to (``None``: not pinned).
+    """
     notes: list[str] = []
     body: list[list[str]] = []
     if scenario.kind == "idle":
@@ -864,7 +1040,11 @@ def scenario_table(
         header.append(f"vs {_label(scenario, scenario.reference)}")
         if scenario.second_reference:
             header.append(f"vs {scenario.second_reference}")
-        header += ["p50", "p99", "errors"]
+        header += ["p50", "p99"]
+        multi = scenario.workers > 1
+        if multi:
+            header.append("worker CPU")
+        header.append("errors")
         for server, row in rows.items():
             cells = [_label(scenario, server)]
             if not row.ok:
@@ -879,11 +1059,28 @@ def scenario_table(
             cells.append(_ratio(rps, ref))
             if scenario.second_reference:
                 cells.append(_ratio(rps, ref2))
-            cells += [_fmt_ms(row.latency_p50_ms), _fmt_ms(row.latency_p99_ms), _errors(row)]
+            cells += [_fmt_ms(row.latency_p50_ms), _fmt_ms(row.latency_p99_ms)]
+            if multi:
+                cells.append(_worker_cpu(row))
+            cells.append(_errors(row))
             body.append(cells)
         conns = {row.connections for row in rows.values() if row.connections}
+        threads = {row.wrk_threads for row in rows.values() if row.wrk_threads}
         if conns:
-            notes.append(f"wrk -t1 -c{'/'.join(map(str, sorted(conns)))}")
+            t = "/".join(map(str, sorted(threads or {1})))
+            notes.append(f"wrk -t{t} -c{'/'.join(map(str, sorted(conns)))}")
+        if multi:
+            where = (
+                f"server and wrk all pinned to CPUs {shared_cpus} (taskset -c {shared_cpus}),"
+                " sharing them"
+                if shared_cpus
+                else "server and wrk not pinned (CPUs 0 and 1 not both available)"
+            )
+            notes.append(
+                f"{scenario.workers} worker processes per server; {where}; worker CPU: CPU"
+                f" seconds each worker used during the measured run; after a {WARMUP_SECONDS} s"
+                " wrk warm-up; stopped with SIGTERM to the process group"
+            )
     if rounds > 1:
         notes.append(f"median of {rounds} rounds")
     for server, row in rows.items():
@@ -927,14 +1124,38 @@ def _csv(choices: Sequence[str], what: str) -> Any:
     return parse
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help, the epilog (the scenario list) printed as written."""
+
+
+def _scenarios_epilog() -> str:
+    width = max(len(name) for name in SCENARIO_NAMES)
+    lines = ["scenarios (all run by default):"]
+    lines += [f"  {s.name.ljust(width)}  {s.description}" for s in SCENARIOS]
+    lines.append(f"\nServers are pinned to CPU {SERVER_CPU}, wrk -t1 to CPU {CLIENT_CPU}; except:")
+    lines += [
+        f"  {s.name}: {s.workers} worker processes per server, wrk -t{s.wrk_threads}"
+        f" -c{s.connections}, server and wrk all pinned to CPUs {','.join(map(str, SHARED_CPUS))}"
+        for s in SCENARIOS
+        if s.workers > 1
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=_scenarios_epilog(),
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--quick", action="store_true", help="3-second runs (overrides --duration)")
-    parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=50,
+        help="wrk connections (hello-workers always uses 100)",
+    )
     parser.add_argument(
         "--large-connections", type=int, default=10, help="wrk connections for static-10m"
     )
@@ -990,17 +1211,20 @@ def check_tools(servers: list[str]) -> tuple[list[str], list[str]]:
     return servers, notes
 
 
-def choose_cpus() -> tuple[int | None, int | None, str | None]:
+def choose_cpus() -> tuple[int | None, int | None, str | None, str | None]:
+    """Server CPU, wrk CPU, the multi-worker scenarios' CPU list, and a note if not pinning."""
     cpus = os.sched_getaffinity(0)
+    shared = ",".join(map(str, SHARED_CPUS)) if set(SHARED_CPUS) <= cpus else None
     if {SERVER_CPU, CLIENT_CPU} <= cpus:
-        return SERVER_CPU, CLIENT_CPU, None
-    return None, None, f"CPUs {SERVER_CPU} and {CLIENT_CPU} not both available: not pinning"
+        return SERVER_CPU, CLIENT_CPU, shared, None
+    note = f"CPUs {SERVER_CPU} and {CLIENT_CPU} not both available: not pinning"
+    return None, None, shared, note
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     servers, notes = check_tools(args.servers)
-    server_cpu, client_cpu, cpu_note = choose_cpus()
+    server_cpu, client_cpu, shared_cpus, cpu_note = choose_cpus()
     if cpu_note:
         notes.append(cpu_note)
     scenarios = [s for s in SCENARIOS if s.name in args.only]
@@ -1015,6 +1239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Servers pinned to CPU {server_cpu}, wrk to CPU {client_cpu}; {args.duration} s per run,"
         f" {args.connections} connections ({args.large_connections} for static-10m)."
     )
+    for s in scenarios:
+        if s.workers > 1:
+            print(
+                f"{s.name}: {s.workers} workers, server and wrk pinned to CPUs {shared_cpus},"
+                f" wrk -t{s.wrk_threads} -c{s.connections}."
+            )
     for note in notes:
         print(f"note: {note}")
 
@@ -1030,6 +1260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             large_connections=args.large_connections,
             server_cpu=server_cpu,
             client_cpu=client_cpu,
+            shared_cpus=shared_cpus,
             tls=make_tls_files(workdir) if any(s.tls for s in scenarios) else None,
         )
         for scenario in scenarios:
@@ -1048,7 +1279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"  {name}: FAILED: {run.error}", flush=True)
             key = "kib_per_connection" if scenario.kind == "idle" else "requests_per_sec"
             rows = {name: aggregate(r, key) for name, r in runs.items()}
-            header, body, footnotes = scenario_table(scenario, rows, args.rounds)
+            header, body, footnotes = scenario_table(scenario, rows, args.rounds, shared_cpus)
             tables.append((scenario, header, body, footnotes))
             print()
             print(render_text(header, body))
@@ -1081,6 +1312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rounds": args.rounds,
                 "server_cpu": server_cpu,
                 "client_cpu": client_cpu,
+                "shared_cpus": shared_cpus,
                 "idle_connections": IDLE_CONNECTIONS,
                 "notes": notes,
             },

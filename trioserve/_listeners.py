@@ -212,13 +212,14 @@ def _open_unix_listener(path: str, backlog: int) -> socket.socket:
     return sock
 
 
-def close_listener(sock: socket.socket) -> None:
-    """Close a listener (idempotent); a unix socket's file is removed too."""
+def close_listener(sock: socket.socket, *, unlink: bool = True) -> None:
+    """Close a listener (idempotent); a unix socket's file is removed too, unless ``unlink``
+    is false (a socket shared with other processes: its owner removes the file)."""
     if sock.fileno() == -1:
         return
     path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     sock.close()
-    if isinstance(path, str) and path:
+    if unlink and isinstance(path, str) and path:
         with contextlib.suppress(OSError):
             os.unlink(path)
 

@@ -144,6 +144,7 @@ class Server:
         self._shutting_down = False
         self._stop_requested = trio.Event()
         self._listeners: list[socket.socket] = []
+        self._owns_listeners = True
         #: ``(address, scheme)`` of every listener, once serving.
         self.bound: list[tuple[Address, str]] = []
         self._https_port: int | None = None
@@ -190,6 +191,9 @@ class Server:
                 failure = exc  # raised below, outside the nursery, unwrapped
             else:
                 try:
+                    # Listeners handed in (a supervisor's, inherited) belong to someone else:
+                    # closing them must not remove a unix socket file others still serve.
+                    self._owns_listeners = listeners is None
                     if listeners is None:
                         listeners = open_listeners(self.config)
                 except OSError as exc:
@@ -268,9 +272,9 @@ class Server:
                         spawn=functools.partial(self._spawn_connection, connections, secure),
                     )
                 # Stop listening at once; the connections nursery goes on draining.
-                close_listener(listener)
+                close_listener(listener, unlink=self._owns_listeners)
         finally:
-            close_listener(listener)
+            close_listener(listener, unlink=self._owns_listeners)
 
     def _spawn_connection(
         self, nursery: trio.Nursery, secure: bool, client: socket.socket, peer: object
@@ -481,7 +485,7 @@ class Server:
             # Closed here and now, not when the accept loop next runs: a client connecting
             # right after this call is refused, deterministically.
             trio.lowlevel.notify_closing(listener)
-            close_listener(listener)
+            close_listener(listener, unlink=self._owns_listeners)
 
     def force_stop(self) -> None:
         """Cancel everything now, in-flight requests included."""
