@@ -189,3 +189,23 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
         process.send_signal(2)
         process.communicate(timeout=15)
     assert process.returncode == 0
+
+
+def test_unusable_binds_on_the_command_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    regular = tmp_path / "file"
+    regular.write_text("x")
+    assert main(["--root", str(tmp_path), "--bind", f"unix:{regular}"]) == 2
+    assert capsys.readouterr().err == (
+        f"trioserve: error: cannot listen on unix:{regular}: exists and is not a socket\n"
+    )
+    read_end, write_end = os.pipe()
+    try:
+        assert main(["--root", str(tmp_path), "--bind", f"fd://{read_end}"]) == 2
+        assert capsys.readouterr().err == (
+            f"trioserve: error: cannot listen on fd://{read_end}: not a socket\n"
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)

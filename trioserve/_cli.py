@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                 )
             except OSError as exc:
-                return _fail(_describe_listen_error(exc, config), status=1)
+                return _fail(_describe_listen_error(exc, config), status=_listen_status(exc))
     except (ConfigError, AppLoadError, ValueError) as exc:
         return _fail(str(exc))
     try:
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Errors from inside serve() may reach us wrapped in (single-member) exception groups.
         error = _unwrap(exc)
         if isinstance(error, OSError):
-            return _fail(_describe_listen_error(error, config), status=1)
+            return _fail(_describe_listen_error(error, config), status=_listen_status(error))
         if isinstance(error, LifespanFailure):
             return _fail(str(error), status=3)
         if isinstance(error, KeyboardInterrupt):
@@ -692,6 +692,11 @@ def _print_banner(
             file=sys.stderr,
         )
     sys.stderr.flush()
+
+
+def _listen_status(exc: OSError) -> int:
+    """2 for a bind that can never work as given (bad input), 1 for one that may later."""
+    return 2 if exc.errno in (errno.EEXIST, errno.ENOTSOCK, errno.EBADF, errno.EINVAL) else 1
 
 
 def _describe_listen_error(exc: OSError, config: Config) -> str:
