@@ -68,6 +68,8 @@ GROUP_STOP_TIMEOUT = 10.0  # multi-worker servers: seconds between SIGTERM and S
 WARMUP_SECONDS = 2  # multi-worker servers: one wrk warm-up run before the measured one
 WARMUP_ATTEMPTS = 3  # warm-up runs at most, until every worker has used CPU
 WARMUP_MIN_CPU_S = 0.05  # CPU seconds a worker must use during a warm-up to count as serving
+LOW_CPU_SHARE = 0.3  # note a multi-worker row whose workers were busy less than this of the run
+UNEVEN_SHARE = 0.8  # note a multi-worker row where one worker used more than this of the CPU
 WRK_GRACE = 30.0  # seconds wrk may run beyond --duration before it is killed
 IDLE_CONNECTIONS = 1000
 IDLE_KEEPALIVE_TIMEOUT = 60  # seconds; must exceed the idle-memory measurement time
@@ -793,6 +795,7 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
                         result.notes.append(f"a worker (pid {pid}) exited during the run")
                     else:
                         result.worker_cpu_s.append(end - start)
+                _note_worker_cpu(result, ctx.duration)
             else:
                 _measure_wrk(scenario, port, ctx, result)
     except BenchError as exc:
@@ -844,6 +847,25 @@ def _warm_up(
             f" {WARMUP_ATTEMPTS} x {WARMUP_SECONDS} s of warm-up"
         )
     return sorted(used, key=lambda pid: used[pid], reverse=True)[: scenario.workers]
+
+
+def _note_worker_cpu(result: RunResult, duration: int) -> None:
+    """Notes on a multi-worker row's CPU use: mostly idle workers, or one doing all the work."""
+    total = sum(result.worker_cpu_s)
+    available = duration * len(result.worker_cpu_s)
+    if not result.ok or not total or not available:
+        return
+    if total < LOW_CPU_SHARE * available:
+        result.notes.append(
+            f"its workers used {total:.1f} CPU s in a {duration} s run ({total / available:.0%}"
+            " of one core each): not CPU-bound, req/s limited by waiting (check p50)"
+        )
+    top = max(result.worker_cpu_s)
+    if top > UNEVEN_SHARE * total:
+        result.notes.append(
+            f"one worker used {top / total:.0%} of the workers' CPU: the connections were spread"
+            " unevenly"
+        )
 
 
 def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult) -> None:

@@ -8,6 +8,7 @@ missing directory, an unusable certificate), 3 when the app's lifespan startup f
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
