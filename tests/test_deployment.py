@@ -35,6 +35,7 @@ APP = textwrap.dedent(
         if scope["type"] != "http":
             return
         if scope["path"] == "/slow":
+            open("slow-started", "w").close()  # the test waits for this before signalling
             await trio.sleep(1.5)
         body = json.dumps({
             "client": scope["client"], "scheme": scope["scheme"], "pid": os.getpid(),
@@ -195,7 +196,7 @@ def test_rolling_restart_under_load_loses_no_request(
 
 
 def test_sigterm_drains_in_flight_requests(
-    deployment: tuple[subprocess.Popen[str], str, ssl.SSLContext],
+    deployment: tuple[subprocess.Popen[str], str, ssl.SSLContext], tmp_path: Path
 ) -> None:
     server, url, context = deployment
     results: list[int] = []
@@ -205,7 +206,8 @@ def test_sigterm_drains_in_flight_requests(
         )
     )
     thread.start()
-    time.sleep(0.5)
+    # Signal only once the request is in a worker's hands.
+    wait_for(lambda: (tmp_path / "slow-started").exists())
     server.send_signal(signal.SIGTERM)
     thread.join(20)
     _, err = server.communicate(timeout=30)

@@ -35,6 +35,7 @@ APP = textwrap.dedent(
         if scope["path"] == "/crash":
             os._exit(1)
         if scope["path"] == "/slow":
+            open("slow-started", "w").close()  # the test waits for this before signalling
             await trio.sleep(1)
         body = str(os.getpid()).encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -172,7 +173,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
             target=lambda: results.append(httpx.get(url + "/slow", timeout=10).status_code)
         )
         thread.start()
-        time.sleep(0.3)
+        # Signal only once the request is in a worker's hands (a connection still in the
+        # listen queue when the listeners close is refused, as with any server).
+        wait_for(lambda: (tmp_path / "slow-started").exists())
     finally:
         status, _ = stop(process)
     thread.join(10)
