@@ -26,6 +26,7 @@ from ._config import DEFAULT_HOST, DEFAULT_PORT, Config
 from ._connection import ASGIApp
 from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
+from ._listeners import SHARED_ACCEPT_BATCH
 from ._server import Address, Server, format_url
 from ._static import StaticFiles
 from ._supervisor import inherited_listeners, supervise
@@ -459,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = None
         if args.worker_fds is not None:
             worker = (inherited_listeners(args.worker_fds), args.worker_ready_fd)
+            server.accept_batch = SHARED_ACCEPT_BATCH
         return trio.run(_serve_until_signalled, server, description, worker)
     except BaseException as exc:
         # Errors from inside serve() may reach us wrapped in (single-member) exception groups.

@@ -34,8 +34,11 @@ _CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, e
 _CAPACITY_BACKOFF: Final = 0.1
 # accept() failures that concern only the client that was being accepted (it gave up).
 _CLIENT_GONE_ERRNOS: Final = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
-# Connections accepted in a row before giving other tasks a turn.
-_ACCEPT_BATCH: Final = 64
+# Connections accepted in a row before giving other tasks a turn. Processes sharing one
+# listening socket (--workers) take small batches, so that a burst of new connections is spread
+# over the workers instead of all landing on whichever woke first.
+ACCEPT_BATCH: Final = 64
+SHARED_ACCEPT_BATCH: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +232,7 @@ async def accept_loop(
     slots: trio.Semaphore,
     *,
     spawn: Callable[[socket.socket, object], None],
+    batch_size: int = ACCEPT_BATCH,
 ) -> None:
     """Accept connections forever and hand each to ``spawn(client, address)``.
 
@@ -271,6 +275,6 @@ async def accept_loop(
             raise
         spawn(client, address)
         batch += 1
-        if batch >= _ACCEPT_BATCH:
+        if batch >= batch_size:
             batch = 0
             await trio.lowlevel.checkpoint()

@@ -38,7 +38,7 @@ from ._config import Config
 from ._connection import ASGIApp, HTTPConnection, ServerState
 from ._errors import ConfigError
 from ._lifespan import Lifespan, LifespanFailure
-from ._listeners import accept_loop, close_listener, open_listeners
+from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
 from ._protocol import error_response
 from ._proxy import MAX_PROXY_HEADER, ProxyHeaderError, parse_proxy_header
 from ._tls import (
@@ -145,6 +145,8 @@ class Server:
         self._stop_requested = trio.Event()
         self._listeners: list[socket.socket] = []
         self._owns_listeners = True
+        #: Connections accepted per wake-up (smaller when processes share the listeners).
+        self.accept_batch = ACCEPT_BATCH
         #: ``(address, scheme)`` of every listener, once serving.
         self.bound: list[tuple[Address, str]] = []
         self._https_port: int | None = None
@@ -270,6 +272,7 @@ class Server:
                         listener,
                         self._slots,
                         spawn=functools.partial(self._spawn_connection, connections, secure),
+                        batch_size=self.accept_batch,
                     )
                 # Stop listening at once; the connections nursery goes on draining.
                 close_listener(listener, unlink=self._owns_listeners)
