@@ -24,6 +24,8 @@ import httpx
 import pytest
 import trustme
 
+from .conftest import children, wait_for
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 APP = textwrap.dedent(
@@ -83,22 +85,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def children(pid: int) -> set[int]:
-    result = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
-    )
-    return {int(line) for line in result.stdout.split()}
-
-
-def wait_for(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

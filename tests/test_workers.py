@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .conftest import children, wait_for
+
 APP = textwrap.dedent(
     """
     import os
@@ -75,22 +77,6 @@ def start(
     process.kill()
     process.communicate(timeout=10)
     raise AssertionError("the supervisor did not announce its URL")
-
-
-def children(pid: int) -> set[int]:
-    result = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
-    )
-    return {int(line) for line in result.stdout.split()}
-
-
-def wait_for(predicate: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def ready_pids(url: str, count: int) -> set[int]:
