@@ -209,3 +209,25 @@ def test_unusable_binds_on_the_command_line_exit_2(
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+async def test_a_unix_socket_another_server_answers_on_is_not_taken_over(tmp_path: Path) -> None:
+    path = str(tmp_path / "live.sock")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trioserve.serve, hello_app, Config(uds=path, access_log=False))
+        with pytest.raises(OSError, match="address already in use"):
+            await trioserve.serve(hello_app, Config(uds=path))
+        uds = httpx.HTTPTransport(uds=path)
+        assert (await get("http://localhost/still", transport=uds)).text == "GET /still\n"
+        nursery.cancel_scope.cancel()
+
+
+def test_a_stale_unix_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "stale.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()  # the file stays; nobody answers on it
+    listeners = trioserve._listeners.open_listeners(Config(uds=path))
+    assert len(listeners) == 1
+    trioserve._listeners.close_listener(listeners[0][0])
+    assert not os.path.exists(path)

@@ -246,3 +246,17 @@ async def test_proxy_protocol_from_an_untrusted_peer_is_refused() -> None:
         )
         assert answer == b""
         nursery.cancel_scope.cancel()
+
+
+def test_malformed_forwarded_is_not_believed() -> None:
+    trusted = TrustedPeers("127.0.0.1")
+    # A client-written element with an unterminated quote that would swallow what the proxy
+    # appended after it.
+    headers = h(("forwarded", 'for=1.2.3.4;x=", for=203.0.113.9'))
+    assert read_forwarded(headers, "forwarded", trusted).client is None
+
+
+def test_only_ip_addresses_become_the_client() -> None:
+    trusted = TrustedPeers("*")
+    for value in ('"evil" <script>', "unknown", "_hidden"):
+        assert read_forwarded(h(("x-forwarded-for", value)), "x-forwarded", trusted).client is None

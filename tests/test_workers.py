@@ -196,3 +196,64 @@ def test_workers_failing_at_startup_stop_the_supervisor(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "Workers keep failing at startup" in result.stderr
+
+
+def test_a_signal_to_the_whole_process_group_still_drains(tmp_path: Path) -> None:
+    (tmp_path / "workerapp.py").write_text(APP)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trioserve", "workerapp:app", "--port", "0", "--workers", "2"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as under a terminal or systemd
+    )
+    assert process.stderr is not None
+    url = ""
+    for _ in range(20):
+        match = re.search(r"on (http://\S+) \(Ctrl-C", process.stderr.readline())
+        if match:
+            url = match.group(1)
+            break
+    results: list[int] = []
+    try:
+        wait_for(lambda: len(children(process.pid)) == 2)
+        thread = threading.Thread(
+            target=lambda: results.append(httpx.get(url + "/slow", timeout=10).status_code)
+        )
+        thread.start()
+        wait_for(lambda: (tmp_path / "slow-started").exists())
+        os.killpg(process.pid, signal.SIGTERM)  # what Ctrl-C or `systemctl stop` do
+        thread.join(15)
+    finally:
+        process.communicate(timeout=30)
+    assert results == [200]
+    assert process.returncode == 0
+
+
+def test_a_rolling_restart_into_broken_code_keeps_the_old_workers(tmp_path: Path) -> None:
+    process, url = start(tmp_path, "--workers", "2")
+    try:
+        wait_for(lambda: len(children(process.pid)) == 2)
+        old = children(process.pid)
+        # Both workers must have loaded the good code before the file changes under them.
+        wait_for(lambda: ready_pids(url, 2) == old)
+        (tmp_path / "workerapp.py").write_text("raise ImportError('a bad deploy')\n")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert process.poll() is None
+        assert children(process.pid) == old
+        assert httpx.get(url + "/", timeout=10).status_code == 200
+        process.send_signal(signal.SIGUSR1)  # log rotation: the supervisor survives it
+        time.sleep(0.3)
+        assert process.poll() is None
+    finally:
+        status, err = stop(process)
+    assert "keeping the old ones" in err
+    assert status == 0
+
+
+def test_max_requests_needs_workers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from trioserve._cli import main
+
+    assert main(["--root", str(tmp_path), "--max-requests", "10"]) == 2
+    assert "--max-requests recycles workers" in capsys.readouterr().err

@@ -388,8 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.config is not None:
-            _apply_config_file(parser, args.config)
+            file_lists = _apply_config_file(parser, args.config)
             args = parser.parse_args(argv)  # again: the command line overrides the file
+            for dest, values in file_lists.items():
+                if not getattr(args, dest):  # a repeatable flag given replaces the file's list
+                    setattr(args, dest, values)
     except _UsageError as exc:
         return _fail(str(exc))
     except SystemExit as exc:  # --help and --version
@@ -440,6 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = Server(app, config)
         if args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {args.workers}")
+        if args.max_requests is not None and args.workers < 2 and args.worker_fds is None:
+            raise ConfigError(
+                "--max-requests recycles workers: it needs --workers 2 or more (a single "
+                "process would just stop)"
+            )
         if args.workers > 1 and args.worker_fds is None:
             # The supervisor serves nothing itself: each worker loads the app on its own.
             worker_argv = list(argv if argv is not None else sys.argv[1:])
@@ -490,8 +498,12 @@ def _fail(message: str, *, status: int = 2) -> int:
     return status
 
 
-def _apply_config_file(parser: _Parser, path: str) -> None:
+def _apply_config_file(parser: _Parser, path: str) -> dict[str, list[object]]:
     """Make the TOML file's settings the parser's defaults.
+
+    Returns:
+        The file's lists for repeatable flags: they apply only when the command line gives
+        none of that flag (argparse would add to them instead).
 
     Raises:
         _UsageError: the file cannot be read, or a key is unknown or its value invalid (the
@@ -507,15 +519,22 @@ def _apply_config_file(parser: _Parser, path: str) -> None:
     actions = {
         action.dest: action
         for action in parser._actions  # argparse keeps them here; stable since Python 3.2
-        if action.dest not in ("help", "version", "config")
+        if action.dest not in ("help", "version", "config") and action.help != argparse.SUPPRESS
     }
     defaults: dict[str, object] = {}
+    lists: dict[str, list[object]] = {}
     for key, value in data.items():
         action = actions.get(key.replace("-", "_"))
         if action is None:
             raise _UsageError(f"--config {path}: unknown key {key!r}")
-        defaults[action.dest] = _config_value(path, key, action, value)
+        converted = _config_value(path, key, action, value)
+        if isinstance(action, argparse._AppendAction):
+            assert isinstance(converted, list)
+            lists[action.dest] = converted
+        else:
+            defaults[action.dest] = converted
     parser.set_defaults(**defaults)
+    return lists
 
 
 def _config_value(path: str, key: str, action: argparse.Action, value: object) -> object:
@@ -634,9 +653,13 @@ async def _serve_until_signalled(
                     if signum == signal.SIGHUP:
                         server.reload_tls()
                     elif signum == signal.SIGUSR1:
-                        for handler in _access_files:
-                            handler.reopen()
-                        error_log.info("SIGUSR1: access log reopened")
+                        try:
+                            for handler in _access_files:
+                                handler.reopen()
+                        except OSError as exc:
+                            error_log.error("SIGUSR1: cannot reopen the access log: %s", exc)
+                        else:
+                            error_log.info("SIGUSR1: access log reopened")
                     elif not stop.is_set():
                         error_log.info(
                             "%s: shutting down; in-flight requests get %gs (again to exit now)",
@@ -666,10 +689,21 @@ async def _serve_until_signalled(
                 # Tell the supervisor we accept; workers print no banner of their own.
                 os.write(worker[1], b"1")
                 os.close(worker[1])
+                nursery.start_soon(_watch_parent, server)
             else:
                 _print_banner(server, description, addresses)
     error_log.info("Shutdown complete")
     return 1 if forced else 0
+
+
+async def _watch_parent(server: Server) -> None:
+    """A worker whose supervisor died (SIGKILL) drains instead of serving on as an orphan."""
+    parent = os.getppid()
+    # No event announces a parent's death portably: look once a second (a cheap syscall).
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await trio.sleep(1)
+    error_log.warning("The supervisor is gone: draining")
+    server.begin_shutdown(soft=True)
 
 
 def _announce_workers(

@@ -195,6 +195,11 @@ def _open_tcp(host: str, port: int, backlog: int) -> list[socket.socket]:
     return listeners
 
 
+# Unix socket files this process created (and so removes when it closes them); sockets
+# inherited from a supervisor or systemd are left alone.
+_created_paths: set[str] = set()
+
+
 def _open_unix_listener(path: str, backlog: int) -> socket.socket:
     try:
         mode = os.lstat(path).st_mode
@@ -203,16 +208,32 @@ def _open_unix_listener(path: str, backlog: int) -> socket.socket:
     else:
         if not stat.S_ISSOCK(mode):
             raise OSError(errno.EEXIST, "exists and is not a socket")
+        if _socket_answers(path):
+            raise OSError(errno.EADDRINUSE, "address already in use")
         os.unlink(path)  # a stale socket from an earlier run
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
+        _created_paths.add(os.path.abspath(path))
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _socket_answers(path: str) -> bool:
+    """Whether a server is listening on the unix socket at ``path`` (else it is stale)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def close_listener(sock: socket.socket, *, unlink: bool = True) -> None:
@@ -222,7 +243,8 @@ def close_listener(sock: socket.socket, *, unlink: bool = True) -> None:
         return
     path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     sock.close()
-    if unlink and isinstance(path, str) and path:
+    if unlink and isinstance(path, str) and path and os.path.abspath(path) in _created_paths:
+        _created_paths.discard(os.path.abspath(path))
         with contextlib.suppress(OSError):
             os.unlink(path)
 

@@ -110,14 +110,17 @@ def read_forwarded(
         hops: list[dict[str, str]] = []
         for name, value in headers:
             if name == b"forwarded":
-                hops.extend(_parse_forwarded(value.decode("latin-1")))
+                parsed = _parse_forwarded(value.decode("latin-1"))
+                if parsed is None:
+                    return ForwardedInfo()  # malformed: believe none of it
+                hops.extend(parsed)
         chain = [hop.get("for", "") for hop in hops]
         index = _client_index(chain, trusted)
         if index is None:
             return ForwardedInfo()
         hop = hops[index]
         return ForwardedInfo(
-            client=_node_host(hop.get("for", "")) or None,
+            client=_ip_or_none(_node_host(hop.get("for", ""))),
             scheme=(hop.get("proto") or "").lower() or None,
             host=hop.get("host") or None,
         )
@@ -132,7 +135,7 @@ def read_forwarded(
             host = value.decode("latin-1").split(",")[-1].strip()
     index = _client_index(forwarded_for, trusted)
     return ForwardedInfo(
-        client=None if index is None else _node_host(forwarded_for[index]) or None,
+        client=None if index is None else _ip_or_none(_node_host(forwarded_for[index])),
         scheme=proto or None,
         host=host or None,
     )
@@ -146,6 +149,15 @@ def _client_index(chain: list[str], trusted: TrustedPeers) -> int | None:
     return 0 if chain else None
 
 
+def _ip_or_none(text: str) -> str | None:
+    """``text`` if it is an IP address; ``None`` for anything else (``unknown``, obfuscated
+    identifiers, junk), so that no client-written text ever becomes the scope's client."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def _node_host(node: str) -> str:
     """The address part of a node: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``"[::1]"``."""
     node = node.strip().strip('"')
@@ -156,7 +168,11 @@ def _node_host(node: str) -> str:
     return node
 
 
-def _parse_forwarded(value: str) -> list[dict[str, str]]:
+def _parse_forwarded(value: str) -> list[dict[str, str]] | None:
+    """The hops of a ``Forwarded`` header, or ``None`` if it is malformed (an unterminated
+    quote, say: a client could use one to swallow what its proxy appended)."""
+    if not _quotes_balanced(value):
+        return None
     hops = []
     for element in _split_quoted(value, ","):
         pairs: dict[str, str] = {}
@@ -171,12 +187,28 @@ def _parse_forwarded(value: str) -> list[dict[str, str]]:
     return hops
 
 
+def _quotes_balanced(text: str) -> bool:
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+    return not quoted
+
+
 def _split_quoted(text: str, separator: str) -> list[str]:
     parts: list[str] = []
     current: list[str] = []
-    quoted = False
+    quoted = escaped = False
     for char in text:
-        if char == '"':
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
             quoted = not quoted
         if char == separator and not quoted:
             parts.append("".join(current))

@@ -101,7 +101,9 @@ class _Supervisor:
             str(write_fd),
         ]
         keep = (*(sock.fileno() for sock, _ in self.listeners), write_fd)
-        process = subprocess.Popen(command, pass_fds=keep)
+        # A session of its own: signals sent to the supervisor's process group (Ctrl-C,
+        # systemd) reach the workers only through the supervisor, once.
+        process = subprocess.Popen(command, pass_fds=keep, start_new_session=True)
         os.close(write_fd)
         return _Worker(process, read_fd, time.monotonic())
 
@@ -149,7 +151,7 @@ class _Supervisor:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
         try:
             for _ in range(self.count):
@@ -183,7 +185,11 @@ class _Supervisor:
     def _handle_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
-            if signum == signal.SIGHUP:
+            if signum == signal.SIGUSR1:
+                for worker in self.state.workers:  # log rotation: the workers reopen
+                    if worker.process.poll() is None:
+                        worker.process.send_signal(signal.SIGUSR1)
+            elif signum == signal.SIGHUP:
                 if not self.state.stopping:
                     self._rolling_restart()
             elif self.state.stopping:
@@ -205,9 +211,18 @@ class _Supervisor:
             deadline = time.monotonic() + _READY_TIMEOUT
             while not new.ready and new.process.poll() is None and time.monotonic() < deadline:
                 self._check_ready(0.1)
-                if self.signals and self.signals[0] != signal.SIGHUP:
+                if any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signals):
                     return  # a shutdown interrupts the roll
             if not new.ready:
+                # Broken new code, say: drop the new worker and keep serving with the old ones
+                # (not an early failure that would count towards stopping the supervisor).
+                new.retiring = True
+                if new.process.poll() is None:
+                    new.process.kill()
+                new.process.wait()
+                self.state.workers.remove(new)
+                if new.ready_read >= 0:
+                    os.close(new.ready_read)
                 error_log.error("A new worker did not become ready; keeping the old ones")
                 return
             old.retiring = True
@@ -215,6 +230,10 @@ class _Supervisor:
         error_log.info("Rolling restart complete")
 
     def _stop(self) -> int:
+        # Stop listening at once: new clients are refused rather than left queued until the
+        # end of the drain (the workers keep their own copies for what they already accepted).
+        for sock, _ in self.listeners:
+            close_listener(sock)
         for worker in self.state.workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
