@@ -122,6 +122,19 @@ class _Supervisor:
             os.close(fd)
             worker.ready_read = -1
 
+    def _kill_stuck(self) -> None:
+        """A worker that is neither ready nor dead long after its start (a hang in an import,
+        say) is killed; the reaper then counts it as a failure before readiness."""
+        limit = _READY_TIMEOUT + self.config.lifespan_startup_timeout
+        now = time.monotonic()
+        for worker in self.state.workers:
+            if not worker.ready and not worker.retiring and now - worker.started > limit:
+                if worker.process.poll() is None:
+                    error_log.error(
+                        "Worker %d was not ready after %g s: killing it", worker.process.pid, limit
+                    )
+                    worker.process.kill()
+
     def _reap(self) -> None:
         for worker in list(self.state.workers):
             code = worker.process.poll()
@@ -174,6 +187,7 @@ class _Supervisor:
                     self.restart_at.remove(due)
                     self.state.workers.append(self._spawn())
                 self._check_ready(0.1)
+                self._kill_stuck()
                 self._reap()
         finally:
             for sock, _ in self.listeners:
