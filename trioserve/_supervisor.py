@@ -128,12 +128,12 @@ class _Supervisor:
         limit = _READY_TIMEOUT + self.config.lifespan_startup_timeout
         now = time.monotonic()
         for worker in self.state.workers:
-            if not worker.ready and not worker.retiring and now - worker.started > limit:
-                if worker.process.poll() is None:
-                    error_log.error(
-                        "Worker %d was not ready after %g s: killing it", worker.process.pid, limit
-                    )
-                    worker.process.kill()
+            stuck = not worker.ready and not worker.retiring and now - worker.started > limit
+            if stuck and worker.process.poll() is None:
+                error_log.error(
+                    "Worker %d was not ready after %g s: killing it", worker.process.pid, limit
+                )
+                worker.process.kill()
 
     def _reap(self) -> None:
         for worker in list(self.state.workers):
