@@ -235,7 +235,6 @@ async def test_fastapi_app_runs_unchanged() -> None:
 
 @pytest.fixture(scope="module")
 def django_app() -> Any:
-    pytest.importorskip("django")
     import django
     from django.conf import settings
 

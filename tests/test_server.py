@@ -58,14 +58,9 @@ async def test_serve_reports_bound_address_for_port_zero() -> None:
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.skipif(not socket.has_ipv6, reason="this machine has no IPv6")
 async def test_serve_on_ipv6_loopback() -> None:
-    try:
-        probe = socket.socket(socket.AF_INET6)
-        probe.bind(("::1", 0))
-        probe.close()
-    except OSError:
-        pytest.skip("::1 is not configured on this machine")
+    # IPv6 is a supported bind; the machines this runs on have ::1 (the harness tests need it
+    # too), so its absence is a failure to see, not a skip.
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(trioserve.serve, hello_app, Config(host="::1", port=0))
         assert addresses[0][0] == "::1"
