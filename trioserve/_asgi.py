@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._connection import ASGIApp, Message, Receive, Scope, Send
+from ._connection import ASGIApp, Receive, Scope, Send
 from ._errors import AppLoadError
+from ._static import complete_lifespan
 
 __all__ = ["Mounts", "as_asgi3", "load_app"]
 
@@ -146,7 +147,7 @@ class Mounts:
             if self.fallback is not None:
                 await self.fallback(scope, receive, send)
             else:
-                await _trivial_lifespan(receive, send)
+                await complete_lifespan(receive, send)
             return
         path: str = scope["path"]
         root_path: str = scope.get("root_path", "")
@@ -161,16 +162,6 @@ class Mounts:
             await _not_found(send)
         else:
             await send({"type": "websocket.close", "code": 1000})
-
-
-async def _trivial_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _not_found(send: Send) -> None:

@@ -461,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                 )
             except OSError as exc:
-                return _fail(_describe_listen_error(exc, config), status=_listen_status(exc))
+                return _fail(_describe_listen_error(exc), status=_listen_status(exc))
     except (ConfigError, AppLoadError, ValueError) as exc:
         return _fail(str(exc))
     try:
@@ -474,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Errors from inside serve() may reach us wrapped in (single-member) exception groups.
         error = _unwrap(exc)
         if isinstance(error, OSError):
-            return _fail(_describe_listen_error(error, config), status=_listen_status(error))
+            return _fail(_describe_listen_error(error), status=_listen_status(error))
         if isinstance(error, LifespanFailure):
             return _fail(str(error), status=3)
         if isinstance(error, KeyboardInterrupt):
@@ -736,7 +736,7 @@ def _listen_status(exc: OSError) -> int:
     return 2 if exc.errno in (errno.EEXIST, errno.ENOTSOCK, errno.EBADF, errno.EINVAL) else 1
 
 
-def _describe_listen_error(exc: OSError, config: Config) -> str:
+def _describe_listen_error(exc: OSError) -> str:
     # The listeners' errors name the bind ("127.0.0.1:8000: address already in use").
     return f"cannot listen on {exc.strerror or exc}"
 

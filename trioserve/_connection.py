@@ -49,7 +49,7 @@ from ._protocol import HTTPError, ServerProtocol, error_response
 from ._proxy import TrustedPeers, read_forwarded
 from ._websocket import WebSocketHandshakeError, WebSocketSession
 
-__all__ = ["ASGIApp", "HTTPConnection", "ServerState"]
+__all__ = ["ASGIApp", "HTTPConnection", "ServerState", "format_address"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -526,7 +526,7 @@ class HTTPConnection:
         config = self._config
         if config.access_log_format is not None or config.access_log_json:
             record = AccessRecord(
-                client=self._peer() if scope.get("client") is None else _client_text(scope),
+                client=format_address(scope.get("client") or self._client),
                 method=scope["method"],
                 target=request.target.decode("ascii", "replace"),
                 status=self._status,
@@ -546,7 +546,7 @@ class HTTPConnection:
             return
         access_log.info(
             '%s - "%s %s HTTP/%s" %d %d %.1fms',
-            self._peer() if scope.get("client") is None else _client_text(scope),
+            format_address(scope.get("client") or self._client),
             scope["method"],
             request.target.decode("ascii", "replace"),
             scope["http_version"],
@@ -1035,11 +1035,7 @@ class HTTPConnection:
                 await stream.aclose()
 
     def _peer(self) -> str:
-        client = self._client
-        if client is None:
-            return "-"
-        host, port = client[0], client[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return format_address(self._client)
 
 
 class _FileRange:
@@ -1072,8 +1068,13 @@ def _origin_form(target: bytes) -> bytes:
     return rest if rest[:1] == b"/" else b"/" + rest
 
 
-def _client_text(scope: Scope) -> str:
-    host, port = scope["client"]
+def format_address(address: tuple[str, int] | str | None) -> str:
+    """``host:port`` (brackets around IPv6 hosts), ``unix:PATH``, or ``-`` when unknown."""
+    if address is None:
+        return "-"
+    if isinstance(address, str):
+        return f"unix:{address}"
+    host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -35,7 +35,7 @@ import trio
 
 from ._aio import AsyncioApp, asyncio_loop
 from ._config import Config
-from ._connection import ASGIApp, HTTPConnection, ServerState
+from ._connection import ASGIApp, HTTPConnection, ServerState, format_address
 from ._errors import ConfigError
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
@@ -521,16 +521,6 @@ def format_url(address: Address, scheme: str = "http") -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
-
-
-def format_address(address: Address | None) -> str:
-    """``host:port`` (brackets around IPv6 hosts), ``unix:PATH``, or ``-`` when unknown."""
-    if address is None:
-        return "-"
-    if isinstance(address, str):
-        return f"unix:{address}"
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _looks_like_tls(stream: trio.SocketStream) -> bool:

@@ -1118,7 +1118,8 @@ async def _send_plan(plan: ResponsePlan, fd: int | None, send: Send, *, pathsend
         await send({"type": "http.response.body", "body": body.closing, "more_body": False})
 
 
-async def _complete_lifespan(receive: Receive, send: Send) -> None:
+async def complete_lifespan(receive: Receive, send: Send) -> None:
+    """Answer a lifespan scope for an app that needs no startup or shutdown."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -1188,7 +1189,7 @@ class StaticFiles:
         if kind == "http":
             await self._serve(scope, send)
         elif kind == "lifespan":
-            await _complete_lifespan(receive, send)
+            await complete_lifespan(receive, send)
         else:
             raise RuntimeError(f"StaticFiles only serves HTTP; it cannot handle a {kind!r} scope")
 
