@@ -20,20 +20,17 @@ import json as jsonlib
 import re
 import threading
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 import trio
 
-from trioserve import ClientDisconnected
+from trioserve import ClientDisconnected, Receive, Scope, Send
 
 __all__ = ["Fault", "Recorded", "Response", "Route", "Stub"]
 
-Scope = Any
-Receive = Callable[[], Awaitable[Any]]
-Send = Callable[[Any], Awaitable[None]]
 Handler = Callable[["Recorded"], Any]
 PathMatcher = str | re.Pattern[str] | Callable[[str], bool]
 

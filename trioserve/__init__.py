@@ -20,14 +20,24 @@ from ._server import Server as Server
 from ._server import serve as serve
 from ._static import StaticFiles as StaticFiles
 from ._tls import TLSConfig as TLSConfig
+from ._types import ASGIApp as ASGIApp
+from ._types import Message as Message
+from ._types import Receive as Receive
+from ._types import Scope as Scope
+from ._types import Send as Send
 from ._version import __version__ as __version__
 
 __all__ = [
+    "ASGIApp",
     "AppLoadError",
     "ClientDisconnected",
     "Config",
     "ConfigError",
+    "Message",
     "Mounts",
+    "Receive",
+    "Scope",
+    "Send",
     "Server",
     "StaticFiles",
     "TLSConfig",

@@ -19,8 +19,8 @@ from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ._connection import ASGIApp, Receive, Scope, Send
 from ._errors import ConfigError
+from ._types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["AsyncioApp", "asyncio_loop", "require_trio_asyncio"]
 

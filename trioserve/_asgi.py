@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._connection import ASGIApp, Receive, Scope, Send
 from ._errors import AppLoadError
 from ._static import complete_lifespan
+from ._types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Mounts", "as_asgi3", "load_app"]
 

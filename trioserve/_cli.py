@@ -23,7 +23,6 @@ import trio
 from ._accesslog import ATOMS
 from ._asgi import Mounts, load_app
 from ._config import DEFAULT_HOST, DEFAULT_PORT, Config
-from ._connection import ASGIApp
 from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
 from ._listeners import SHARED_ACCEPT_BATCH
@@ -31,6 +30,7 @@ from ._server import Address, Server, format_url
 from ._static import StaticFiles
 from ._supervisor import inherited_listeners, supervise
 from ._tls import TLSConfig
+from ._types import ASGIApp
 from ._version import __version__
 
 __all__ = ["main", "run"]

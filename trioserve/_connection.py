@@ -35,7 +35,7 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -47,15 +47,11 @@ from ._config import Config
 from ._errors import ClientDisconnected, only_disconnects
 from ._protocol import HTTPError, ServerProtocol, error_response
 from ._proxy import TrustedPeers, read_forwarded
+from ._types import ASGIApp, Message, Scope
 from ._websocket import WebSocketHandshakeError, WebSocketSession
 
 __all__ = ["ASGIApp", "HTTPConnection", "ServerState", "format_address"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 error_log = logging.getLogger("trioserve.error")
 access_log = logging.getLogger("trioserve.access")

@@ -21,8 +21,8 @@ from typing import Any, Final, Literal
 
 import trio
 
-from ._connection import ASGIApp, Message
 from ._errors import TrioserveError
+from ._types import ASGIApp, Message
 
 __all__ = ["Lifespan", "LifespanFailure"]
 

@@ -35,7 +35,7 @@ import trio
 
 from ._aio import AsyncioApp, asyncio_loop
 from ._config import Config
-from ._connection import ASGIApp, HTTPConnection, ServerState, format_address
+from ._connection import HTTPConnection, ServerState, format_address
 from ._errors import ConfigError
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
@@ -50,6 +50,7 @@ from ._tls import (
     dev_hosts,
     tls_extension,
 )
+from ._types import ASGIApp
 
 __all__ = ["Server", "serve"]
 

@@ -47,13 +47,16 @@ import secrets
 import stat
 import sys
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from http import HTTPStatus
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 
 import sniffio
+
+if TYPE_CHECKING:  # the pure decision code imports no trioserve module (nor trio)
+    from ._types import Receive, Scope, Send
 
 __all__ = [
     "CHUNK_SIZE",
@@ -91,10 +94,6 @@ __all__ = [
     "split_path",
 ]
 
-Scope: TypeAlias = MutableMapping[str, Any]
-Message: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[Message]]
-Send: TypeAlias = Callable[[Message], Awaitable[None]]
 Headers: TypeAlias = tuple[tuple[bytes, bytes], ...]
 
 _T = TypeVar("_T")

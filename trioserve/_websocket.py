@@ -46,12 +46,12 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._config import Config
 from ._errors import ClientDisconnected, only_disconnects
+from ._types import Message
 
 __all__ = ["WebSocketHandshakeError", "WebSocketSession"]
 
 error_log = logging.getLogger("trioserve.error")
 
-Message = dict[str, Any]
 
 # Small reads bound how much one read can inflate through permessage-deflate (a 16 KiB chunk
 # of a deflate bomb is at most ~16 MiB) before the message-size check sees it.
