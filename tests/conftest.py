@@ -14,7 +14,8 @@ import trio
 import trio.testing
 
 from trioserve import Config
-from trioserve._connection import HTTPConnection, ServerState
+from trioserve._h11._connection import H11Connection
+from trioserve._http._state import ServerState
 
 pytest_plugins = ["pytester"]
 
@@ -97,7 +98,7 @@ async def connection(
     *,
     lockstep: bool = False,
 ) -> AsyncIterator[tuple[ScriptedClient, ServerState]]:
-    """Run one HTTPConnection over an in-memory stream pair; yield its client and state.
+    """Run one H11Connection over an in-memory stream pair; yield its client and state.
 
     With ``lockstep=True`` the streams have no buffer at all, so a client that does not read
     stalls the server's writes (the write-timeout tests need that).
@@ -105,7 +106,7 @@ async def connection(
     pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
     client_stream, server_stream = pair()
     state = ServerState(app, config or Config(access_log=False))
-    conn = HTTPConnection(
+    conn = H11Connection(
         server_stream, state, client=("127.0.0.1", 5000), server=("127.0.0.1", 8000)
     )
     async with trio.open_nursery() as nursery:

@@ -15,6 +15,20 @@ class AppLoadError(TrioserveError):
     """An ``MODULE:ATTR`` application could not be imported or is not an ASGI app."""
 
 
+class RequestRefused(Exception):
+    """A request the server refuses, whichever protocol carried it.
+
+    Args:
+        status: The status code to answer with.
+        reason: A short, client-safe description, sent as the response body.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
 class ClientDisconnected(OSError):
     """Raised by ASGI ``send()`` once the client has gone (ASGI HTTP spec 2.4)."""
 

@@ -35,11 +35,14 @@ import trio
 
 from ._aio import AsyncioApp, asyncio_loop
 from ._config import Config
-from ._connection import HTTPConnection, ServerState, format_address
 from ._errors import ConfigError
+from ._h11._connection import H11Connection
+from ._h11._protocol import error_response
+from ._http._date import http_date
+from ._http._scope import format_address
+from ._http._state import ServerState
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
-from ._protocol import error_response
 from ._proxy import MAX_PROXY_HEADER, ProxyHeaderError, parse_proxy_header
 from ._tls import (
     DevCertificate,
@@ -305,7 +308,7 @@ class Server:
             # The handshake happens in the connection's own task, never in the accept loop.
             nursery.start_soon(self._run_tls_connection, stream, peer_address, server)
             return
-        connection = HTTPConnection(
+        connection = H11Connection(
             stream,
             self.state,
             client=peer_address,
@@ -347,7 +350,7 @@ class Server:
             if secure:
                 await self._run_tls_connection(stream, client, server)
             else:
-                connection = HTTPConnection(
+                connection = H11Connection(
                     stream,
                     self.state,
                     client=client,
@@ -393,7 +396,7 @@ class Server:
                 tls_log.debug("TLS handshake from %s timed out", format_address(client))
                 return
             extension = tls_extension(ssl_stream, context)
-            connection = HTTPConnection(
+            connection = H11Connection(
                 ssl_stream,
                 self.state,
                 client=client,
@@ -536,7 +539,7 @@ async def _refuse_plain_http(stream: trio.SocketStream, config: Config) -> None:
     response = error_response(
         400,
         "This port speaks HTTPS: use an https:// URL.",
-        date=config.date_header,
+        date=http_date if config.date_header else None,
         server=None if config.server_header is None else config.server_header.encode(),
     )
     with trio.move_on_after(config.write_timeout):

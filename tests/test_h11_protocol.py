@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
-import h11
 import pytest
 
-from trioserve._protocol import (
-    HTTPError,
+from trioserve._errors import RequestRefused
+from trioserve._h11._protocol import (
+    DRAIN_BYTES,
+    PIPELINE_DISCARD_BYTES,
     ResponseError,
     ServerProtocol,
     error_response,
-    http_date,
 )
+from trioserve._http._date import http_date
+from trioserve._http._events import CLIENT_CLOSED, END_OF_BODY, NEED_DATA, BodyChunk, RequestHead
 
 
 def make(max_body_size: int | None = 1000, **kwargs: object) -> ServerProtocol:
@@ -25,31 +29,32 @@ def events(proto: ServerProtocol, data: bytes) -> list[object]:
     out = []
     while True:
         event = proto.next_event()
-        if event in (h11.NEED_DATA, h11.PAUSED):
+        if event is NEED_DATA:
             return out
         out.append(event)
-        if isinstance(event, h11.EndOfMessage):
+        if event is END_OF_BODY:
             return out
 
 
-def refusal(data: bytes, **kwargs: object) -> HTTPError:
+def refusal(data: bytes, **kwargs: object) -> RequestRefused:
     proto = make(**kwargs)  # type: ignore[arg-type]
-    with pytest.raises(HTTPError) as info:
+    with pytest.raises(RequestRefused) as info:
         events(proto, data)
     return info.value
 
 
 def test_simple_get_gives_request_then_end() -> None:
     got = events(make(), b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert isinstance(got[0], h11.Request)
+    assert isinstance(got[0], RequestHead)
     assert got[0].target == b"/x?y=1"
-    assert isinstance(got[1], h11.EndOfMessage)
+    assert got[1] is END_OF_BODY
 
 
 def test_chunked_request_body_is_decoded() -> None:
     data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     got = events(make(), data)
-    assert [type(e) for e in got] == [h11.Request, h11.Data, h11.EndOfMessage]
+    assert [type(e) for e in got[:2]] == [RequestHead, BodyChunk]
+    assert got[2] is END_OF_BODY
     assert got[1].data == b"abc"  # type: ignore[attr-defined]
 
 
@@ -90,18 +95,18 @@ def test_oversized_head_gets_431() -> None:
 def test_declared_body_over_limit_gets_413_before_any_body_byte() -> None:
     proto = make(max_body_size=10)
     proto.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
-    with pytest.raises(HTTPError) as info:
+    with pytest.raises(RequestRefused) as info:
         proto.next_event()
     assert info.value.status == 413
-    assert proto.closing
+    assert proto.will_close
 
 
 def test_chunked_body_over_limit_gets_413_as_it_arrives() -> None:
     proto = make(max_body_size=5)
     data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n"
-    assert [type(e) for e in events(proto, data)] == [h11.Request, h11.Data]
+    assert [type(e) for e in events(proto, data)] == [RequestHead, BodyChunk]
     proto.receive_data(b"4\r\nefgh\r\n")
-    with pytest.raises(HTTPError) as info:
+    with pytest.raises(RequestRefused) as info:
         proto.next_event()
     assert info.value.status == 413
 
@@ -109,7 +114,7 @@ def test_chunked_body_over_limit_gets_413_as_it_arrives() -> None:
 def test_no_body_limit_when_none() -> None:
     data = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
     got = events(make(max_body_size=None), data)
-    assert sum(len(e.data) for e in got if isinstance(e, h11.Data)) == 5000
+    assert sum(len(e.data) for e in got if isinstance(e, BodyChunk)) == 5000
 
 
 @pytest.mark.parametrize(
@@ -118,7 +123,7 @@ def test_no_body_limit_when_none() -> None:
 )
 def test_tls_client_hello_on_plain_port_gets_400(first_bytes: bytes) -> None:
     proto = make()
-    with pytest.raises(HTTPError) as info:
+    with pytest.raises(RequestRefused) as info:
         proto.receive_data(first_bytes)
         proto.receive_data(b"\x03\x01")
         proto.next_event()
@@ -128,7 +133,7 @@ def test_tls_client_hello_on_plain_port_gets_400(first_bytes: bytes) -> None:
 
 def test_http2_preface_on_plain_port_gets_400() -> None:
     proto = make()
-    with pytest.raises(HTTPError) as info:
+    with pytest.raises(RequestRefused) as info:
         for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n":
             proto.receive_data(bytes([byte]))
     assert info.value.status == 400
@@ -143,7 +148,7 @@ def test_sniffing_stops_after_the_first_bytes() -> None:
     assert proto.start_next_cycle()
     # A later request starting with PRI is an ordinary (unknown) method, not a preface.
     got = events(proto, b"PRI / HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert isinstance(got[0], h11.Request)
+    assert isinstance(got[0], RequestHead)
 
 
 def test_response_has_date_reason_and_no_server_by_default() -> None:
@@ -156,7 +161,7 @@ def test_response_has_date_reason_and_no_server_by_default() -> None:
 
 
 def test_server_header_and_no_date_when_configured() -> None:
-    proto = make(server_header=b"trioserve", date_header=False)
+    proto = make(server_header=b"trioserve", date=None)
     events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     head = proto.send_response(204, [])
     assert b"\r\nserver: trioserve\r\n" in head
@@ -203,7 +208,7 @@ def test_no_body_statuses_drop_body_bytes(status: int) -> None:
 def test_closing_adds_connection_close_and_ends_keep_alive() -> None:
     proto = make()
     events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-    proto.closing = True
+    proto.close_after_response()
     head = proto.send_response(200, [(b"content-length", b"0")])
     assert b"connection: close" in head.lower()
     proto.send_end()
@@ -223,7 +228,7 @@ def test_pipelined_requests_come_out_one_cycle_at_a_time() -> None:
     data = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
     first = events(proto, data)
     assert first[0].target == b"/1"  # type: ignore[attr-defined]
-    assert proto.next_event() is h11.PAUSED
+    assert proto.next_event() is NEED_DATA
     proto.send_response(200, [(b"content-length", b"0")])
     proto.send_end()
     assert proto.start_next_cycle()
@@ -237,7 +242,7 @@ def test_expect_100_continue_is_reported_and_answered() -> None:
         proto, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
     )
     assert proto.waiting_for_100_continue
-    assert proto.send_continue().startswith(b"HTTP/1.1 100 ")
+    assert proto.continue_response().startswith(b"HTTP/1.1 100 ")
     assert not proto.waiting_for_100_continue
 
 
@@ -333,7 +338,7 @@ def test_str_headers_are_accepted_as_latin1() -> None:
 
 
 def test_response_head_has_exact_wire_form() -> None:
-    proto = make(date_header=False, server_header=b"ts")
+    proto = make(date=None, server_header=b"ts")
     events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     head = proto.send_response(404, [(b"content-length", b"0")])
     assert head == b"HTTP/1.1 404 Not Found\r\nserver: ts\r\ncontent-length: 0\r\n\r\n"
@@ -344,3 +349,103 @@ def test_second_response_on_the_same_cycle_is_refused() -> None:
     proto.send_response(200, [(b"content-length", b"0")])
     with pytest.raises(ResponseError, match="already started"):
         proto.send_response(200, [])
+
+
+# -- connection policy, owned by the protocol ----------------------------------------------
+
+
+def request_with_body(size: int) -> bytes:
+    return b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size
+
+
+def test_drain_body_discards_an_unread_body_within_the_budget() -> None:
+    proto = make(max_body_size=None)
+    proto.receive_data(request_with_body(10) + b"0123456789")
+    assert isinstance(proto.next_event(), RequestHead)
+    assert proto.drain_body() is True
+    assert proto.request_complete
+
+
+def test_drain_body_asks_for_more_then_finishes() -> None:
+    proto = make(max_body_size=None)
+    proto.receive_data(request_with_body(10) + b"01234")
+    assert isinstance(proto.next_event(), RequestHead)
+    assert proto.drain_body() is None
+    proto.receive_data(b"56789")
+    assert proto.drain_body() is True
+
+
+def test_drain_body_gives_up_past_the_drain_budget() -> None:
+    size = DRAIN_BYTES + 10
+    proto = make(max_body_size=None)
+    proto.receive_data(request_with_body(size) + b"x" * size)
+    assert isinstance(proto.next_event(), RequestHead)
+    assert proto.drain_body() is False
+
+
+def test_pipelined_bytes_are_kept_until_the_head_limit() -> None:
+    proto = make()
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(proto.next_event(), RequestHead)
+    assert proto.receive_pipelined(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert not proto.will_close
+    proto.send_response(200, [(b"content-length", b"0")])
+    proto.send_end()
+    assert proto.start_next_cycle()
+    head = proto.next_event()
+    assert isinstance(head, RequestHead)
+    assert head.target == b"/2"
+
+
+def test_pipelining_past_the_head_limit_makes_the_response_the_last() -> None:
+    proto = ServerProtocol(max_header_size=100, max_body_size=None)
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(proto.next_event(), RequestHead)
+    assert proto.receive_pipelined(b"x" * 101)
+    assert proto.will_close
+    assert b"connection: close" in proto.send_response(200, [])
+    # Past the discard budget the client is flooding: stop reading.
+    assert not proto.receive_pipelined(b"y" * (PIPELINE_DISCARD_BYTES + 1))
+
+
+def test_continue_is_due_only_before_the_response_starts() -> None:
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+    proto = make()
+    proto.receive_data(data)
+    assert isinstance(proto.next_event(), RequestHead)
+    assert proto.continue_response().startswith(b"HTTP/1.1 100 ")
+    late = make()
+    late.receive_data(data)
+    late.next_event()
+    head = late.send_response(200, [(b"content-length", b"0")])
+    assert late.continue_response() == b""
+    # The client still holds back a body nobody asked for: this response ends the connection.
+    assert b"connection: close" in head
+
+
+def test_the_date_comes_from_the_callable_given() -> None:
+    proto = make(date=lambda: b"Thu, 01 Jan 1970 00:00:00 GMT")
+    proto.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    proto.next_event()
+    assert b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\n" in proto.send_response(200, [])
+
+
+def test_a_close_between_requests_is_client_closed() -> None:
+    proto = make()
+    proto.receive_data(b"")
+    assert proto.next_event() is CLIENT_CLOSED
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["trioserve/_h11/_protocol.py", "trioserve/_http/_events.py", "trioserve/_http/_date.py"],
+)
+def test_sans_io_modules_import_no_io(module: str) -> None:
+    tree = ast.parse((Path(__file__).parent.parent / module).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"trio", "socket", "asyncio", "anyio", "os", "select"}

@@ -4,13 +4,19 @@ Theory of operation
 -------------------
 h11 parses the requests; this module adds what a server needs on top, frames the responses
 itself, and does no I/O at all: bytes go in through :meth:`ServerProtocol.receive_data`, events
-come out of :meth:`ServerProtocol.next_event`, and every ``send_*`` method returns the bytes to
-write. The connection task (``_connection.py``) owns the socket and the clock.
+come out of :meth:`ServerProtocol.next_event` as the neutral events of ``_http/_events.py`` (this is
+the only module that imports h11), and every ``send_*`` method returns the bytes to write. The
+connection task (``_connection.py``) owns the socket; the clock (the ``Date`` value) is passed in.
 
 What it adds to h11, all of it policy that h11 leaves to the server:
 
-* A request the server refuses raises :class:`HTTPError` carrying the status to answer with;
-  after one, the only thing left to do is write :meth:`ServerProtocol.error_response` and close.
+* A request the server refuses raises :class:`RequestRefused` carrying the status to answer
+  with; after one, the only thing left to do is write :func:`error_response` and close.
+* Connection policy: when to close after a response (:meth:`ServerProtocol.close_after_response`,
+  :attr:`ServerProtocol.will_close`), how many bytes of pipelined requests to hold while a
+  response is pending (:meth:`ServerProtocol.receive_pipelined`), how much of an unread body to
+  drain to keep the connection (:meth:`ServerProtocol.drain_body`), and when ``100 Continue`` is
+  due (:meth:`ServerProtocol.continue_response`).
 * Stricter parsing than h11 where ambiguity enables request smuggling: Content-Length together
   with Transfer-Encoding, and repeated Content-Length headers (even equal ones), are 400; any
   HTTP version but 1.0 and 1.1 is 505; CONNECT is 405.
@@ -31,20 +37,22 @@ What it adds to h11, all of it policy that h11 leaves to the server:
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterable, Sequence, Sized
-from email.utils import formatdate
+from collections.abc import Callable, Iterable, Sequence, Sized
 from http import HTTPStatus
 from typing import Final
 
 import h11
 
+from .._errors import RequestRefused
+from .._http._date import http_date
+from .._http._events import CLIENT_CLOSED, END_OF_BODY, NEED_DATA, BodyChunk, Event, RequestHead
+
 __all__ = [
-    "HTTPError",
+    "DRAIN_BYTES",
+    "PIPELINE_DISCARD_BYTES",
     "ResponseError",
     "ServerProtocol",
     "error_response",
-    "http_date",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -67,6 +75,16 @@ _NEXT_CYCLE_STATES: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignor
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
+_HTTP_VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
+
+# Bytes of an unread request body the server reads and discards to keep the connection alive:
+# enough for a typical form or small upload that an app chose not to read, small enough that a
+# client cannot make us read a large upload for nothing.
+DRAIN_BYTES: Final = 256 * 1024
+# Once a response is the connection's last, bytes of pipelined requests behind it are read and
+# dropped (so that the client's close is seen) up to this many; a client that keeps sending
+# past it is flooding us and gets closed.
+PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
 # The client's states once its whole request has arrived (MIGHT_SWITCH_PROTOCOL: after a
 # request that asked for an Upgrade, which this server never grants).
 _REQUEST_COMPLETE_STATES: Final = (
@@ -94,52 +112,13 @@ _TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class HTTPError(Exception):
-    """A request the server refuses.
-
-    Args:
-        status: The status code to answer with.
-        reason: A short, client-safe description, sent as the response body.
-    """
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
-
-
-class _DateCache:
-    """The ``Date`` header value, formatted at most once per second."""
-
-    __slots__ = ("_second", "_value")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def get(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = formatdate(now, usegmt=True).encode("ascii")
-        return self._value
-
-
-_date_cache = _DateCache()
-
-
-def http_date() -> bytes:
-    """The current time as an HTTP-date (RFC 9110 section 5.6.7), cached for one second."""
-    return _date_cache.get()
-
-
 def error_response(
     status: int,
     reason: str,
     *,
     head_only: bool = False,
     extra_headers: Headers | None = None,
-    date: bool = True,
+    date: Callable[[], bytes] | None = http_date,
     server: bytes | None = None,
 ) -> bytes:
     """The bytes of a complete plain-text error response that closes the connection.
@@ -153,8 +132,8 @@ def error_response(
     except ValueError:
         phrase = ""
     lines = [f"HTTP/1.1 {status} {phrase}".encode("ascii")]
-    if date:
-        lines.append(b"date: " + http_date())
+    if date is not None:
+        lines.append(b"date: " + date())
     if server is not None:
         lines.append(b"server: " + server)
     lines.append(b"content-type: text/plain; charset=utf-8")
@@ -171,8 +150,9 @@ class ServerProtocol:
     Args:
         max_header_size: Bytes allowed for a request line plus headers (431 beyond).
         max_body_size: Bytes allowed for a request body (413 beyond), or ``None``.
+        max_headers: Header fields allowed in a request (431 beyond), or ``None``.
         server_header: Value of the ``Server`` header, or ``None`` to send none.
-        date_header: Whether to send a ``Date`` header.
+        date: Returns the ``Date`` header's value; ``None`` to send no ``Date`` header.
     """
 
     __slots__ = (
@@ -181,16 +161,17 @@ class ServerProtocol:
         "_bodyless",
         "_client_closes",
         "_client_http11",
+        "_closing",
         "_conn",
         "_date",
+        "_discarded",
         "_framing",
+        "_head_request",
         "_max_header_size",
+        "_max_headers",
         "_remaining",
         "_server",
         "_sniffed",
-        "closing",
-        "head_request",
-        "request",
         "websocket",
     )
 
@@ -199,32 +180,31 @@ class ServerProtocol:
         *,
         max_header_size: int,
         max_body_size: int | None,
+        max_headers: int | None = None,
         server_header: bytes | None = None,
-        date_header: bool = True,
+        date: Callable[[], bytes] | None = http_date,
     ) -> None:
         # Created when the first bytes of a request arrive: an idle keep-alive connection holds
         # none (idle connections are where a server's memory goes).
         self._conn: h11.Connection | None = None
         self._body_limit = max_body_size
         self._max_header_size = max_header_size
+        self._max_headers = max_headers
         self._body_received = 0
         self._server = None if server_header is None else b"server: " + server_header + b"\r\n"
-        self._date = date_header
+        self._date = date
         self._sniffed = b""
         self._framing = _NOT_STARTED
         self._remaining = 0
+        self._discarded = 0
         self._client_http11 = True
         self._client_closes = False
+        self._closing = False
+        self._head_request = False
         #: Whether the current request has no body at all (no Content-Length, no chunking).
         self._bodyless = False
         #: Whether the current request asks to become a websocket.
         self.websocket = False
-        #: Set to make the current response carry ``Connection: close`` and end the connection.
-        self.closing = False
-        #: The current request, once its head has been received.
-        self.request: h11.Request | None = None
-        #: Whether the current request is a HEAD request.
-        self.head_request = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -239,13 +219,35 @@ class ServerProtocol:
             )
         conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
 
+    def receive_pipelined(self, data: bytes | bytearray) -> bool:
+        """Feed bytes that arrived while a response is pending (the next pipelined requests).
+
+        They are kept for after the response, up to ``max_header_size`` bytes; past that the
+        response becomes the connection's last (a pipelining client retries what goes
+        unanswered) and further bytes are dropped, up to :data:`PIPELINE_DISCARD_BYTES`.
+
+        Returns:
+            Whether to keep reading (``False``: the client floods us; close).
+        """
+        if self._closing:
+            self._discarded += len(data)
+            return self._discarded <= PIPELINE_DISCARD_BYTES
+        if self.buffered_size + len(data) > self._max_header_size:
+            self._closing = True
+            self._discarded = len(data)
+            return True
+        self.receive_data(data)
+        return True
+
     def _sniff(self, data: bytes | bytearray) -> None:
         sniffed = self._sniffed + bytes(data[: _SNIFF_LENGTH - len(self._sniffed)])
         self._sniffed = sniffed
         if sniffed.startswith(_TLS_HANDSHAKE_PREFIX):
-            raise HTTPError(400, "This port speaks plain HTTP, but the client sent TLS (https).")
+            raise RequestRefused(
+                400, "This port speaks plain HTTP, but the client sent TLS (https)."
+            )
         if sniffed.startswith(_H2_PREFACE_START):
-            raise HTTPError(400, "HTTP/2 is not supported on this port; use HTTP/1.1.")
+            raise RequestRefused(400, "HTTP/2 is not supported on this port; use HTTP/1.1.")
         if not _H2_PREFACE_START.startswith(sniffed) and not _TLS_HANDSHAKE_PREFIX.startswith(
             sniffed
         ):
@@ -272,52 +274,61 @@ class ServerProtocol:
         conn = self._conn
         return conn is not None and bool(conn.they_are_waiting_for_100_continue)
 
-    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+    def next_event(self) -> Event:
         """The next event parsed from the received bytes.
 
         Returns:
-            ``h11.Request``, ``h11.Data``, ``h11.EndOfMessage``, ``h11.ConnectionClosed``, or the
-            sentinels ``h11.NEED_DATA`` (read more) and ``h11.PAUSED`` (finish the response
-            first).
+            A :class:`RequestHead`, a :class:`BodyChunk`, ``END_OF_BODY``, ``CLIENT_CLOSED``
+            (the client closed between requests), or ``NEED_DATA`` (read more; also while the
+            current response is not finished and the next request is complete).
 
         Raises:
-            HTTPError: the request must be refused with the given status.
+            RequestRefused: the request must be refused with the given status.
         """
         conn = self._conn
         if conn is None:
-            return h11.NEED_DATA
+            return NEED_DATA
         raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise HTTPError(exc.error_status_hint, _describe(exc)) from exc
-        if type(event) is h11.Data:
+            self._closing = True
+            raise RequestRefused(exc.error_status_hint, _describe(exc)) from exc
+        kind = type(event)
+        if kind is h11.Data:
+            data: bytes = event.data  # type: ignore[union-attr]
             if self._body_limit is not None:
-                self._body_received += len(event.data)
+                self._body_received += len(data)
                 if self._body_received > self._body_limit:
-                    self.closing = True
-                    raise HTTPError(413, "Request body too large.")
-        elif type(event) is h11.Request:
-            self._check_request(event, raw_head)
-        return event
+                    self._closing = True
+                    raise RequestRefused(413, "Request body too large.")
+            return BodyChunk(data)
+        if kind is h11.EndOfMessage:
+            return END_OF_BODY
+        if kind is h11.Request:
+            return self._check_request(event, raw_head)  # type: ignore[arg-type]
+        if kind is h11.ConnectionClosed:
+            return CLIENT_CLOSED
+        return NEED_DATA  # NEED_DATA or PAUSED
 
-    def _check_request(self, request: h11.Request, raw_head: bytes) -> None:
-        self.request = request
-        self.head_request = request.method == b"HEAD"
+    def _check_request(self, request: h11.Request, raw_head: bytes) -> RequestHead:
+        self._head_request = request.method == b"HEAD"
         self._body_received = 0
         # Where h11 ends the head: the first blank line (LF, optional CR, LF).
         end = _HEAD_END.search(raw_head)
         head = raw_head if end is None else raw_head[: end.start()]
+        # Every refusal below ends the connection.
+        self._closing = True
         if len(head) > self._max_header_size:
             # h11 enforces its limit only on a head that arrives in pieces; this is the rest.
-            self.closing = True
-            raise HTTPError(431, "Request header fields too large.")
+            raise RequestRefused(431, "Request header fields too large.")
+        if self._max_headers is not None and len(request.headers) > self._max_headers:
+            raise RequestRefused(431, "Too many request header fields.")
         if _FORBIDDEN_IN_HEAD.search(head):
-            self.closing = True
-            raise HTTPError(400, "Malformed request: control character or folded header line.")
-        if request.http_version not in (b"1.1", b"1.0"):
-            self.closing = True
-            raise HTTPError(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
+            raise RequestRefused(400, "Malformed request: control character or folded header line.")
+        version = _HTTP_VERSIONS.get(request.http_version)
+        if version is None:
+            raise RequestRefused(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
         content_length: int | None = None
         has_transfer_encoding = False
         client_closes = False
@@ -334,34 +345,85 @@ class ServerProtocol:
         # the event loop a round through h11 for the empty end of every GET.
         self._bodyless = not has_transfer_encoding and not content_length
         # HTTP/1.0 clients get one response per connection (as h11 has it): no keep-alive.
-        self._client_http11 = request.http_version == b"1.1"
+        self._client_http11 = version == "1.1"
         self._client_closes = client_closes or not self._client_http11
         if content_length is not None:
             if has_transfer_encoding:
-                self.closing = True
-                raise HTTPError(400, "Content-Length and Transfer-Encoding must not be combined.")
+                raise RequestRefused(
+                    400, "Content-Length and Transfer-Encoding must not be combined."
+                )
             if _count_content_length(head) != 1:
-                self.closing = True
-                raise HTTPError(400, "Repeated Content-Length headers.")
+                raise RequestRefused(400, "Repeated Content-Length headers.")
             if self._body_limit is not None and content_length > self._body_limit:
-                self.closing = True
-                raise HTTPError(413, "Request body too large.")
+                raise RequestRefused(413, "Request body too large.")
         if request.method == b"CONNECT":
-            self.closing = True
-            raise HTTPError(405, "CONNECT is not supported: this is not a proxy.")
+            raise RequestRefused(405, "CONNECT is not supported: this is not a proxy.")
+        self._closing = False
+        return RequestHead(request.method, request.target, version, request.headers)
+
+    def drain_body(self) -> bool | None:
+        """Read and discard what is buffered of a request body that the app did not read.
+
+        Up to :data:`DRAIN_BYTES` per request are drained to keep the connection alive.
+
+        Returns:
+            ``True``: the request is complete; ``False``: give up (over the budget, or a
+            malformed body); ``None``: feed more bytes and call again.
+        """
+        while not self.request_complete:
+            try:
+                event = self.next_event()
+            except RequestRefused:
+                return False
+            if type(event) is BodyChunk:
+                self._discarded += len(event.data)
+                if self._discarded > DRAIN_BYTES:
+                    return False
+            elif event is NEED_DATA:
+                return None
+            elif event is not END_OF_BODY:
+                return False
+        return True
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send_continue(self) -> bytes:
-        """The ``100 Continue`` interim response that lets the client send its body."""
-        assert self._conn is not None
-        return self._conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+    def continue_response(self) -> bytes:
+        """``100 Continue`` when the client waits for it and no response has started; else b"".
 
-    def send_response(self, status: int, headers: Iterable[Sequence[bytes]]) -> bytes:
+        Called when the app first reads the body: the interim response is sent lazily, so
+        an app that answers without reading never invites the body.
+        """
+        conn = self._conn
+        if conn is None or not conn.they_are_waiting_for_100_continue:
+            return b""
+        if self._framing is not _NOT_STARTED:
+            return b""
+        return conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+
+    def close_after_response(self) -> None:
+        """Make the current response the connection's last (it says ``Connection: close``)."""
+        self._closing = True
+
+    @property
+    def will_close(self) -> bool:
+        """Whether the connection ends after the current response."""
+        return self._closing
+
+    def send_response(
+        self,
+        status: int,
+        headers: Iterable[Sequence[bytes]],
+        *,
+        body_length: int | None = None,
+        length_is_resource_size: bool = False,
+    ) -> bytes:
         """The response head; body bytes follow through :meth:`send_data`.
 
-        Picks the framing: the app's Content-Length, else chunked for HTTP/1.1 clients, else
-        (HTTP/1.0) the end of the connection; and no body at all for HEAD, 204 and 304.
+        Picks the framing: the app's Content-Length, else ``body_length`` when the whole body
+        is known (it adds a Content-Length), else chunked for HTTP/1.1 clients, else (HTTP/1.0)
+        the end of the connection; and no body at all for HEAD, 204 and 304. When
+        ``length_is_resource_size`` (a file's size), a HEAD response carries that Content-Length
+        too, as the GET response would.
 
         Raises:
             ResponseError: the status or headers are invalid.
@@ -370,10 +432,9 @@ class ServerProtocol:
             raise ResponseError("the response has already started")
         if type(status) is not int or not 200 <= status <= 599:
             raise ResponseError(f"invalid status for a final response: {status!r}")
-        request = self.request
         lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        if self._date:
-            lines.append(b"date: " + http_date() + b"\r\n")
+        if self._date is not None:
+            lines.append(b"date: " + self._date() + b"\r\n")
         if self._server is not None:
             lines.append(self._server)
         length: int | None = None
@@ -394,24 +455,41 @@ class ServerProtocol:
                 chunked = True
                 continue  # added back below when the framing really is chunked
             elif lowered == b"connection" and b"close" in value.lower():
-                self.closing = said_close = True
+                self._closing = said_close = True
             lines.append(name + b": " + value + b"\r\n")
         if length is not None and chunked:
             raise ResponseError("both Content-Length and Transfer-Encoding in the response")
-        if self.head_request or status in _NO_BODY_STATUSES:
+        if self._head_request or status in _NO_BODY_STATUSES:
             self._framing = _NO_BODY
+            if (
+                length_is_resource_size
+                and body_length is not None
+                and length is None
+                and not chunked
+                and status not in _NO_BODY_STATUSES
+            ):
+                lines.append(b"content-length: %d\r\n" % body_length)
         elif length is not None:
             self._framing = _LENGTH
             self._remaining = length
+        elif body_length is not None and not chunked:
+            self._framing = _LENGTH
+            self._remaining = body_length
+            lines.append(b"content-length: %d\r\n" % body_length)
         elif self._client_http11:
             self._framing = _CHUNKED
             lines.append(b"transfer-encoding: chunked\r\n")
         else:
             self._framing = _UNTIL_CLOSE
-            self.closing = True
-        if not self.closing and (self._client_closes or request is None):
-            self.closing = True
-        if self.closing and not said_close:
+            self._closing = True
+        if (
+            self._client_closes
+            or self._conn is None
+            or (not self.request_complete and self.waiting_for_100_continue)
+        ):
+            # The client asked to close, or it still holds back a body we never asked for.
+            self._closing = True
+        if self._closing and not said_close:
             lines.append(b"connection: close\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
@@ -470,6 +548,28 @@ class ServerProtocol:
         self._framing = _COMPLETE
         return b"0\r\n\r\n" if framing is _CHUNKED else b""
 
+    def error_response(self, status: int, reason: str) -> bytes:
+        """A complete plain-text error response that ends the connection (any state)."""
+        self._closing = True
+        self._framing = _COMPLETE
+        return error_response(
+            status,
+            reason,
+            head_only=self._head_request,
+            date=self._date,
+            server=None if self._server is None else self._server[8:-2],
+        )
+
+    @property
+    def head_request(self) -> bool:
+        """Whether the current request is a HEAD request."""
+        return self._head_request
+
+    @property
+    def response_started(self) -> bool:
+        """Whether the current response's head has been produced."""
+        return self._framing is not _NOT_STARTED
+
     @property
     def discards_body(self) -> bool:
         """Whether the current response must carry no body (HEAD, 204, 304)."""
@@ -504,7 +604,7 @@ class ServerProtocol:
         """
         conn = self._conn
         if (
-            self.closing
+            self._closing
             or self._framing is not _COMPLETE
             or conn is None
             or not (self._bodyless or conn.their_state in _NEXT_CYCLE_STATES)
@@ -516,10 +616,10 @@ class ServerProtocol:
             self.receive_data(data)
         if closed:
             self.receive_data(b"")
-        self.request = None
-        self.head_request = False
+        self._head_request = False
         self.websocket = False
         self._bodyless = False
+        self._discarded = 0
         self._framing = _NOT_STARTED
         return True
 

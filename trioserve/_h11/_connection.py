@@ -1,0 +1,521 @@
+"""One HTTP/1.1 connection: the trio loop around :class:`ServerProtocol` and the request cycle.
+
+Theory of operation
+-------------------
+Each accepted HTTP/1.1 connection runs :meth:`H11Connection.run` in its own task. The task reads
+a request head (bounded by ``header_timeout``; between requests by ``keep_alive_timeout``), then
+runs a :class:`RequestCycle` for it *in the same task*: there is no per-request task, so a
+keep-alive request costs no spawn. The connection is the cycle's :class:`Exchange`: it reads the
+body when the app asks (sending ``100 Continue`` lazily), frames the response through the
+protocol, and writes through the :class:`Transport`, head and a small body in one write.
+
+After a response the protocol decides whether the connection lives on (keep-alive, pipelining,
+how much of an unread body to drain); a websocket upgrade hands the connection to a
+:class:`WebSocketSession` for good.
+
+Every wait is bounded: reads by the head/keep-alive/body timeouts, writes by ``write_timeout``
+(in the transport), and closing by a short linger. A request the server refuses raises
+:class:`RequestRefused`; it is answered here, in one place, and the connection closes. Any other
+exception, from the app or from a bug, is logged and closes this connection only: nothing escapes
+to the listener's nursery.
+
+Shutdown: the server sets ``ServerState.draining`` and calls :meth:`H11Connection.stop_idle`.
+An idle connection closes at once; a busy one answers its current request with
+``Connection: close`` and then closes. What is still running when the grace period ends is
+cancelled by the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import trio
+
+from .._errors import ClientDisconnected, RequestRefused
+from .._http._builtin import answer_health, answer_redirect
+from .._http._cycle import RequestCycle, log_access
+from .._http._date import http_date
+from .._http._events import CLIENT_CLOSED, END_OF_BODY, NEED_DATA, BodyChunk, RequestHead
+from .._http._scope import ConnectionInfo, build_scope, format_address
+from .._http._state import ServerState
+from .._transport import Transport
+from .._websocket import WebSocketHandshakeError, WebSocketSession
+from ._protocol import ServerProtocol
+
+__all__ = ["H11Connection"]
+
+error_log = logging.getLogger("trioserve.error")
+access_log = logging.getLogger("trioserve.access")
+
+# The largest file sent inline: read in one go and written together with the response head (one
+# write, no sendfile set-up for the small files that dominate static traffic).
+INLINE_FILE_SIZE: Final = 64 * 1024
+
+
+class H11Connection:
+    """Serves the HTTP/1.1 requests of one client connection.
+
+    Args:
+        stream: The connection, already accepted (and TLS-wrapped if need be).
+        state: The server-wide state.
+        client: The peer's ``(host, port)``, or ``None`` when unknown.
+        server: Our ``(host, port)``, or ``None`` when unknown.
+        scheme: ``"http"`` or ``"https"``.
+        tls: The ASGI ``tls`` extension for a TLS connection.
+        on_close: Called once the connection is closed (the server releases its slot).
+        redirect_https_port: Answer every request with a redirect to HTTPS on this port.
+    """
+
+    __slots__ = (
+        "_accepted_at",
+        "_config",
+        "_head",
+        "_idle",
+        "_info",
+        "_on_close",
+        "_proto",
+        "_redirect",
+        "_state",
+        "_timer",
+        "_transport",
+        "_websocket",
+        "_wire_taken",
+        "_written",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        state: ServerState,
+        *,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        scheme: str = "http",
+        tls: dict[str, Any] | None = None,
+        on_close: Callable[[], object] | None = None,
+        redirect_https_port: int | None = None,
+    ) -> None:
+        config = state.config
+        self._state = state
+        self._config = config
+        self._transport = Transport(stream, config.write_timeout)
+        trusted = state.trusted
+        self._info = ConnectionInfo(
+            client=client,
+            server=server,
+            scheme=scheme,
+            tls=tls,
+            # Proxy headers count only from a trusted peer; decided once per connection.
+            forwarded=(
+                config.proxy_headers
+                if trusted is not None
+                and config.proxy_headers != "off"
+                and trusted.trusts(None if client is None else client[0])
+                else None
+            ),
+            trusted=trusted,
+            connection_id=next(state.connection_ids),
+        )
+        self._on_close = on_close
+        self._redirect = redirect_https_port
+        self._proto = ServerProtocol(
+            max_header_size=config.max_header_size,
+            max_body_size=config.max_body_size,
+            server_header=None if config.server_header is None else config.server_header.encode(),
+            date=http_date if config.date_header else None,
+        )
+        self._accepted_at = trio.current_time()
+        # One cancel scope for the connection's own waits (the request head, keep-alive idle):
+        # its deadline is set while the server waits for a request and is infinite while the
+        # app runs. Cheaper than a fresh scope per wait, and what stop_idle() cancels.
+        self._timer = trio.CancelScope()
+        self._idle = False
+        self._head: RequestHead | None = None
+        self._websocket: WebSocketSession | None = None
+        # Set once something other than a framed response took the wire (a websocket, a
+        # fault): the connection ends after the current request.
+        self._wire_taken = False
+        # Whether the current request's response has reached the transport (an error can no
+        # longer be answered then).
+        self._written = False
+
+    # -- the connection's life ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve requests until the connection ends; never raises but ``trio.Cancelled``."""
+        connections = self._state.connections
+        connections.add(self)
+        proto = self._proto
+        keep_open = True
+        try:
+            try:
+                with self._timer:
+                    first = True
+                    while True:
+                        head = await self._read_head(first)
+                        if head is None:
+                            break
+                        first = False
+                        self._head = head
+                        if proto.websocket:
+                            # A websocket never goes back to HTTP: the connection ends with it.
+                            await self._serve_websocket(head)
+                            break
+                        if not await self._respond(head):
+                            keep_open = False
+                            break
+                        if proto.will_close or self._wire_taken:
+                            break
+                        if not proto.request_complete and not await self._drain_body():
+                            break
+                        if not proto.start_next_cycle():
+                            break
+                        self._written = False
+                if self._timer.cancelled_caught and not self._idle:
+                    raise RequestRefused(408, "Timed out waiting for the request head.")
+            except RequestRefused as exc:
+                await self._write_error(exc.status, exc.reason)
+        except ClientDisconnected:
+            keep_open = False
+        except Exception:
+            error_log.exception("Unexpected error on the connection from %s", self._peer())
+        finally:
+            connections.discard(self)
+            try:
+                # Linger only to protect a response we wrote from a reset caused by unread
+                # input.
+                await self._transport.close(
+                    linger=keep_open
+                    and (proto.response_started or self._wire_taken)
+                    and (not proto.request_complete or proto.has_buffered_data)
+                )
+            finally:
+                if self._on_close is not None:
+                    self._on_close()
+
+    def stop_websocket(self) -> None:
+        """Shutdown: close a websocket with 1001 (anything else carries on)."""
+        if self._websocket is not None:
+            self._websocket.shut_down()
+
+    def stop_idle(self) -> None:
+        """Shutdown: close now if waiting for a request; close a websocket with 1001."""
+        if self._idle:
+            self._timer.cancel()
+        elif self._websocket is not None:
+            self._websocket.shut_down()
+
+    async def _read_head(self, first: bool) -> RequestHead | None:
+        proto = self._proto
+        config = self._config
+        event = proto.next_event()
+        if event is NEED_DATA:
+            timer = self._timer
+            transport = self._transport
+            if first:
+                timer.deadline = self._accepted_at + config.header_timeout
+            elif proto.has_buffered_data:
+                # The start of a pipelined head is already here.
+                timer.deadline = trio.current_time() + config.header_timeout
+            else:
+                timer.deadline = trio.current_time() + config.keep_alive_timeout
+            if not proto.has_buffered_data:
+                # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
+                # when the deadline passes the timer's cancellation ends the connection quietly.
+                # A soft drain waits for the next request (answered with Connection: close).
+                if self._state.draining and not self._state.soft_drain:
+                    return None
+                self._idle = True
+                fd = transport.fd
+                if fd < 0:
+                    data = await transport.receive()
+                else:
+                    # Inlined receive(): an idle connection's stack is what idle memory is
+                    # made of.
+                    while True:
+                        await trio.lowlevel.wait_readable(fd)
+                        got = transport.read_nowait()
+                        if got is not None:
+                            data = got
+                            break
+                self._idle = False
+                if not data:
+                    return None
+                proto.receive_data(data)
+                event = proto.next_event()
+                if event is NEED_DATA and not first:
+                    # Only a head that did not arrive whole needs its own deadline.
+                    timer.deadline = trio.current_time() + config.header_timeout
+            # Part of a head has arrived: the rest must follow before the deadline (else 408).
+            while event is NEED_DATA:
+                proto.receive_data(await transport.receive())
+                event = proto.next_event()
+            timer.deadline = math.inf
+            if timer.cancel_called:
+                # The keep-alive deadline or a shutdown fired just as the request arrived: it
+                # cannot be served under a cancelled scope, so close as if it came a moment
+                # late (a client retries a request that got no response on a reused connection).
+                return None
+        elif not first:
+            # The next request was already buffered (pipelining): let other connections have a
+            # turn first.
+            await trio.lowlevel.checkpoint()
+        if type(event) is RequestHead:
+            return event
+        if event is CLIENT_CLOSED:
+            return None
+        raise RequestRefused(400, "Unexpected bytes before the request head.")  # pragma: no cover
+
+    async def _respond(self, head: RequestHead) -> bool:
+        """Answer one request; whether the connection may serve another."""
+        state = self._state
+        config = self._config
+        health_path = config.health_path
+        if health_path is not None and head.target.partition(b"?")[0] == health_path.encode():
+            await answer_health(self, draining=state.draining)
+            return True
+        if self._redirect is not None:
+            await answer_redirect(self, head.target, head.headers, self._redirect)
+            return True
+        scope = build_scope(head, self._info, config, state.lifespan_state)
+        cycle = RequestCycle(
+            self, scope, config, head.target, bodyless=self._proto.request_bodyless
+        )
+        await cycle.run(state.app)
+        if cycle.status != 499:
+            state.count_request()
+        return cycle.complete
+
+    async def _serve_websocket(self, head: RequestHead) -> None:
+        scope: dict[str, Any] = dict(
+            build_scope(head, self._info, self._config, self._state.lifespan_state)
+        )
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+        del scope["method"]
+        scope["extensions"] = {"websocket.http.response": {}}
+        if self._info.tls is not None:
+            scope["extensions"]["tls"] = self._info.tls
+        started = time.perf_counter()
+        try:
+            session = WebSocketSession(
+                self._transport.stream,
+                self._config,
+                scope,
+                list(head.headers),
+                head.target,
+                self._proto.take_buffered(),
+                draining=lambda: self._state.draining,
+            )
+        except WebSocketHandshakeError as exc:
+            raise RequestRefused(400, f"Bad websocket handshake: {exc}") from None
+        self._websocket = session
+        self._written = True
+        self._wire_taken = True  # the session owns the wire from here on
+        try:
+            status = await session.run(self._state.app)
+        finally:
+            self._websocket = None
+            self._transport.gone = True  # nothing more to say on this connection
+        if self._state.access_log:
+            scope["method"] = "GET"
+            log_access(
+                self._config,
+                scope,
+                head.target,
+                101 if status is None else status,
+                0,
+                time.perf_counter() - started,
+                (),
+            )
+
+    # -- the Exchange of the current request (see _http/_cycle.py) ----------------------------
+
+    async def receive_body(self) -> tuple[bytes, bool] | None:
+        proto = self._proto
+        if proto.request_bodyless:
+            return b"", False
+        transport = self._transport
+        go_ahead = proto.continue_response()
+        if go_ahead:
+            try:
+                await transport.send(go_ahead)
+            except ClientDisconnected:
+                return None
+        while True:
+            event = proto.next_event()
+            if type(event) is BodyChunk:
+                # Hand over everything already received as one message, and say so when
+                # that is the whole body (the common case: one message, not two).
+                pieces = [event.data]
+                more_body = True
+                while True:
+                    following = proto.next_event()
+                    if type(following) is BodyChunk:
+                        pieces.append(following.data)
+                        continue
+                    if following is END_OF_BODY:
+                        more_body = False
+                    break
+                body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                return bytes(body), more_body
+            if event is END_OF_BODY:
+                return b"", False
+            if event is NEED_DATA:
+                with trio.move_on_after(self._config.body_timeout) as reading:
+                    data = await transport.receive()
+                if reading.cancelled_caught:
+                    raise RequestRefused(408, "Timed out waiting for the request body.")
+                if not data:
+                    return None
+                proto.receive_data(data)
+                continue
+            raise RequestRefused(400, "Malformed request body.")  # pragma: no cover
+
+    async def wait_disconnected(self) -> None:
+        transport = self._transport
+        proto = self._proto
+        while True:
+            data = await transport.receive()
+            if not data or not proto.receive_pipelined(data):
+                return
+
+    async def send_response(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, end: bool
+    ) -> int:
+        proto = self._proto
+        if self._state.draining:
+            proto.close_after_response()
+        if end:
+            # The whole body in one message: say how long it is rather than chunk it.
+            out = proto.send_response(status, headers, body_length=len(body))
+            out += proto.send_data(body) + proto.send_end()
+        else:
+            out = proto.send_response(status, headers) + proto.send_data(body)
+        self._written = True
+        await self._transport.send(out)
+        return 0 if proto.discards_body else len(body)
+
+    async def send_body(self, body: bytes, *, end: bool) -> int:
+        proto = self._proto
+        out = proto.send_data(body)
+        if end:
+            out += proto.send_end()
+        if out:
+            await self._transport.send(out)
+        return 0 if proto.discards_body else len(body)
+
+    async def send_file(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], path: str
+    ) -> int:
+        # Opening, stat-ing, a 64 KiB read and sendfile run on the event loop, as in nginx without
+        # its thread pool: from the page cache they take microseconds. A cold cache on a slow
+        # disk (or NFS) stalls the loop for the read's duration; only non-socket streams (TLS)
+        # read large files in a worker thread.
+        # O_NONBLOCK: a FIFO handed over by mistake must not block the event loop at open().
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RuntimeError(f"http.response.pathsend needs a regular file: {path!r}")
+            size = info.st_size
+            proto = self._proto
+            if self._state.draining:
+                proto.close_after_response()
+            head = proto.send_response(
+                status, headers, body_length=size, length_is_resource_size=True
+            )
+            transport = self._transport
+            self._written = True
+            if proto.discards_body:
+                await transport.send(head + proto.send_end())
+                return 0
+            if size <= INLINE_FILE_SIZE:
+                data = os.pread(fd, size, 0)
+                await transport.send(head + proto.send_data(data) + proto.send_end())
+                return size
+            await transport.send(head)
+            for piece in proto.send_data_passthrough(_FileRange(fd, 0, size)):
+                if isinstance(piece, _FileRange):
+                    await transport.send_file(piece.fd, piece.offset, piece.count)
+                elif piece:
+                    await transport.send(piece)  # type: ignore[arg-type]
+            end = proto.send_end()
+            if end:
+                await transport.send(end)
+            return size
+        finally:
+            os.close(fd)
+
+    async def send_raw(self, data: bytes) -> None:
+        self._wire_taken = True
+        await self._transport.send(data)
+
+    async def abort(self, *, reset: bool) -> None:
+        self._wire_taken = True
+        if reset:
+            await self._transport.reset()
+        else:
+            self._transport.gone = True
+            await self._transport.close()
+
+    # -- errors ------------------------------------------------------------------------------
+
+    async def _write_error(self, status: int, reason: str) -> None:
+        proto = self._proto
+        if self._written or self._wire_taken or self._transport.gone:
+            return
+        data = proto.error_response(status, reason)
+        if status >= 500 or status == 408:
+            error_log.debug("Answering %d to %s: %s", status, self._peer(), reason)
+        if self._state.access_log:
+            head = self._head
+            line = "-" if head is None else f"{head.method.decode()} {head.target.decode()}"
+            access_log.info('%s - "%s" %d %d', self._peer(), line, status, len(data))
+        try:
+            await self._transport.send(data)
+        except ClientDisconnected:
+            error_log.debug("%s left before its %d answer was written", self._peer(), status)
+
+    async def _drain_body(self) -> bool:
+        """Read and discard what is left of a request body the app did not read.
+
+        Returns:
+            Whether the body was drained (so the connection can be kept alive).
+        """
+        proto = self._proto
+        # Usually the rest (often just the end of a GET) is already here: no waiting.
+        drained = proto.drain_body()
+        if drained is not None:
+            return drained
+        with trio.move_on_after(self._config.body_timeout):
+            while drained is None:
+                data = await self._transport.receive()
+                if not data:
+                    return False
+                proto.receive_data(data)
+                drained = proto.drain_body()
+        return bool(drained)
+
+    def _peer(self) -> str:
+        return format_address(self._info.client)
+
+
+class _FileRange:
+    """A byte range of an open file, standing in for body bytes so the framing can count it."""
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count

@@ -1,0 +1,453 @@
+"""One ASGI HTTP request cycle, whatever wire protocol carries it.
+
+Theory of operation
+-------------------
+A :class:`RequestCycle` is made for each request and runs the app once: it is the ASGI side of
+the request (``receive``, ``send``, ``http.response.pathsend``, ``http.disconnect``,
+cancel-on-disconnect, the ``trioserve.fault`` extension, the 500-or-close decision, the access
+record) and knows nothing of any wire format. It talks to the wire through an :class:`Exchange`,
+which the HTTP/1.1 connection implements for its current request (in the connection's own task:
+no per-request spawn), and which an HTTP/2 stream implements for its stream.
+
+The response goes through the states of :class:`ResponseState`. The head is held back from
+``http.response.start`` until the first body message, so that an exchange can put the head and a
+small body in one write and can give a one-message body a Content-Length.
+
+``receive()`` reads the body only when the app asks (backpressure); once the body is complete it
+waits for the client to go away, which it reports as ``http.disconnect``. Only one task at a time
+waits on the exchange for that; others (the app's, the cancel-on-disconnect watcher) wait for its
+verdict. ``send()`` raises :class:`ClientDisconnected` (an ``OSError``, as ASGI HTTP spec 2.4
+promises) once the client is gone.
+
+A request the wire protocol refuses while the app reads its body (too large, too slow,
+malformed) raises :class:`RequestRefused` from :meth:`Exchange.receive_body`: the app sees the
+client go, and once it returns, :meth:`RequestCycle.run` raises the refusal for the connection to
+answer. An app that fails (or returns) before starting its response gets a 500 the same way; one
+that fails halfway through leaves a response the connection must cut off (``complete`` is false).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+
+import trio
+
+from .._accesslog import AccessRecord
+from .._config import Config
+from .._errors import ClientDisconnected, RequestRefused, only_disconnects
+from .._types import ASGIApp, Message, Scope
+from ._scope import format_address
+
+__all__ = ["Exchange", "RequestCycle", "ResponseState", "log_access"]
+
+error_log = logging.getLogger("trioserve.error")
+access_log = logging.getLogger("trioserve.access")
+
+_DISCONNECT: Final = {"type": "http.disconnect"}
+_NO_HEADERS: Final[Sequence[tuple[bytes, bytes]]] = ()
+
+
+class Exchange(Protocol):
+    """What a wire protocol does for one request: the request cycle's view of the wire.
+
+    Every ``send_*`` method returns how many body bytes went out (0 for HEAD, 204, 304) and
+    raises :class:`ClientDisconnected` once the client is gone.
+    """
+
+    async def receive_body(self) -> tuple[bytes, bool] | None:
+        """The next piece of the request body and whether more follows; ``None``: client gone.
+
+        Raises:
+            RequestRefused: the body is refused (too large, too slow, malformed).
+        """
+
+    async def wait_disconnected(self) -> None:
+        """Return once the client has gone (the cycle cancels it when the response is done)."""
+
+    async def send_response(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, end: bool
+    ) -> int:
+        """The response head and the first piece of the body (the whole body when ``end``)."""
+
+    async def send_body(self, body: bytes, *, end: bool) -> int:
+        """More of the response body (and its end when ``end``)."""
+
+    async def send_file(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], path: str
+    ) -> int:
+        """The response head and the whole file at ``path`` as its body."""
+
+    async def send_raw(self, data: bytes) -> None:
+        """Fault injection: bytes as they are, no framing (the connection ends after them)."""
+
+    async def abort(self, *, reset: bool) -> None:
+        """Fault injection: end the connection now (with a TCP reset when ``reset``)."""
+
+
+class ResponseState(enum.Enum):
+    """Where the response of one request cycle is."""
+
+    #: No ``http.response.start`` yet.
+    WAITING = "waiting"
+    #: ``http.response.start`` received, nothing written yet.
+    STARTED = "started"
+    #: The head is on the wire, the body under way.
+    STREAMING = "streaming"
+    #: The whole response is on the wire.
+    DONE = "done"
+    #: The app took the wire over (fault injection): nothing more may be written.
+    ABORTED = "aborted"
+
+
+_HEAD_NOT_WRITTEN: Final = (ResponseState.WAITING, ResponseState.STARTED)
+
+
+class RequestCycle:
+    """One ASGI HTTP request: the app's ``receive`` and ``send`` over an :class:`Exchange`.
+
+    Args:
+        exchange: The wire side of this request.
+        scope: The request's ``http`` scope.
+        config: The server's settings.
+        target: The raw request target (for the access log).
+        bodyless: The request has no body at all (it ended with its head).
+    """
+
+    __slots__ = (
+        "_app_scope",
+        "_body_done",
+        "_body_event",
+        "_bodyless",
+        "_config",
+        "_disconnect_scope",
+        "_exchange",
+        "_gone",
+        "_headers",
+        "_target",
+        "bytes_sent",
+        "disconnected",
+        "refusal",
+        "scope",
+        "state",
+        "status",
+    )
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        scope: Scope,
+        config: Config,
+        target: bytes,
+        *,
+        bodyless: bool = False,
+    ) -> None:
+        self._exchange = exchange
+        self._bodyless = bodyless
+        self._config = config
+        self._target = target
+        self.scope = scope
+        self.state = ResponseState.WAITING
+        #: The response status (499 when the client left before any response).
+        self.status = 0
+        self._headers: Sequence[tuple[bytes, bytes]] = _NO_HEADERS
+        #: Body bytes that went out.
+        self.bytes_sent = 0
+        #: Whether the client has gone.
+        self.disconnected = False
+        #: A refusal found while the app read the body, answered once the app returns.
+        self.refusal: RequestRefused | None = None
+        self._body_done = False
+        self._body_event: trio.Event | None = None
+        self._app_scope: trio.CancelScope | None = None
+        self._disconnect_scope: trio.CancelScope | None = None
+        self._gone: trio.Event | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the response went out whole (else the connection must not be reused)."""
+        return self.state is ResponseState.DONE and not self.disconnected
+
+    # -- running the app ---------------------------------------------------------------------
+
+    async def run(self, app: ASGIApp) -> None:
+        """Run ``app`` for this request; write the access record.
+
+        Raises:
+            RequestRefused: the server must answer with this error (a refused body, or a 500
+                for an app that failed or returned before starting its response).
+        """
+        scope = self.scope
+        started = time.perf_counter()
+        failed = False
+        try:
+            if self._config.cancel_on_disconnect:
+                await self._run_cancellable(app)
+            else:
+                await app(scope, self.receive, self.send)
+        except Exception as exc:
+            if only_disconnects(exc):
+                # send() said the client had gone and the app let that propagate (possibly
+                # out of a task group): the ordinary end of a request whose client left.
+                error_log.debug("Client %s left during %s %s", self._peer(), *_what(scope))
+            else:
+                failed = True
+                if self.refusal is None:
+                    error_log.exception(
+                        "Exception in ASGI application (%s %s from %s)",
+                        *_what(scope),
+                        self._peer(),
+                    )
+        if self.state in _HEAD_NOT_WRITTEN:
+            if self.disconnected and self.refusal is None:
+                # Nobody to answer; logged like nginx's 499 "client closed request".
+                self.status = 499
+                self._log(started)
+                return
+            if self.refusal is not None:
+                raise self.refusal
+            if not failed:
+                error_log.error(
+                    "ASGI application returned without completing a response (%s %s)", *_what(scope)
+                )
+            raise RequestRefused(500, "Internal Server Error")
+        if self.state is ResponseState.STREAMING and not failed and not self.disconnected:
+            # Started but unfinished: the client must not take a truncated body for a whole one.
+            error_log.error(
+                "ASGI application returned before finishing its response (%s %s)", *_what(scope)
+            )
+        self._log(started)
+
+    async def _run_cancellable(self, app: ASGIApp) -> None:
+        """Run the app in a cancel scope that a disconnect of its client cancels.
+
+        A watcher task waits for the client to go once the request body is in (while the body
+        is being read, receive() itself notices); send() failing does the same. Only this
+        opt-in mode pays for the extra task.
+        """
+        self._body_event = trio.Event()
+        if self._body_done or self._bodyless:
+            self._body_event.set()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._app_scope = nursery.cancel_scope
+                nursery.start_soon(self._watch_for_disconnect)
+                await app(self.scope, self.receive, self.send)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._app_scope = None
+            self._body_event = None
+        if self.disconnected and self.state is not ResponseState.DONE:
+            error_log.debug("Cancelled %s %s: the client disconnected", *_what(self.scope))
+
+    def _log(self, started: float) -> None:
+        if self._config.access_log:
+            log_access(
+                self._config,
+                self.scope,
+                self._target,
+                self.status,
+                self.bytes_sent,
+                time.perf_counter() - started,
+                self._headers,
+            )
+
+    # -- ASGI receive ------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The app's ``receive()``."""
+        if self._body_done or self.disconnected or self.refusal is not None:
+            # Loop: a wait can end without a verdict (another task's read was cancelled).
+            while not (
+                self.disconnected or self.state is ResponseState.DONE or self.refusal is not None
+            ):
+                await self._wait_for_disconnect()
+            return _DISCONNECT
+        try:
+            got = await self._exchange.receive_body()
+        except RequestRefused as exc:
+            # The request is refused (body too large, malformed, too slow): the app sees the
+            # client go, and the server answers with the error once the app has returned.
+            self.refusal = exc
+            return _DISCONNECT
+        if got is None:
+            self._client_gone()
+            return _DISCONNECT
+        body, more_body = got
+        if not more_body:
+            self._body_done = True
+            if self._body_event is not None:
+                self._body_event.set()
+        return {"type": "http.request", "body": body, "more_body": more_body}
+
+    async def _wait_for_disconnect(self) -> None:
+        """Block until the client closes or the response is complete (one waiter on the wire)."""
+        if self._disconnect_scope is not None:
+            if self._gone is None:
+                self._gone = trio.Event()
+            await self._gone.wait()
+            return
+        with trio.CancelScope() as scope:
+            self._disconnect_scope = scope
+            try:
+                await self._exchange.wait_disconnected()
+                self.disconnected = True
+            finally:
+                self._disconnect_scope = None
+                if self._gone is not None:
+                    self._gone.set()
+                    self._gone = None
+        if self.disconnected:
+            self._cancel_app()
+
+    async def _watch_for_disconnect(self) -> None:
+        """cancel_on_disconnect: once the request body is in, wait for the client to go."""
+        if not self._body_done:
+            assert self._body_event is not None
+            await self._body_event.wait()
+        while not (self.disconnected or self.state is ResponseState.DONE):
+            await self._wait_for_disconnect()
+
+    def _client_gone(self) -> None:
+        self.disconnected = True
+        self._cancel_app()
+
+    def _cancel_app(self) -> None:
+        """With cancel_on_disconnect, cancel the app's task (its client is gone)."""
+        if self._app_scope is not None:
+            self._app_scope.cancel()
+
+    # -- ASGI send ---------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """The app's ``send()``."""
+        if self.disconnected or self.refusal is not None:
+            raise ClientDisconnected("the client disconnected")
+        message_type = message["type"]
+        state = self.state
+        if message_type == "http.response.body":
+            if state is not ResponseState.STARTED and state is not ResponseState.STREAMING:
+                raise RuntimeError(_out_of_order(message_type, state))
+            body = message.get("body", b"")
+            end = not message.get("more_body", False)
+            try:
+                if state is ResponseState.STARTED:
+                    sent = await self._exchange.send_response(
+                        self.status, self._headers, body, end=end
+                    )
+                else:
+                    sent = await self._exchange.send_body(body, end=end)
+            except ClientDisconnected:
+                self.state = ResponseState.STREAMING
+                self._client_gone()
+                raise
+            self.bytes_sent += sent
+            self._finish(end)
+        elif message_type == "http.response.start":
+            if state is not ResponseState.WAITING:
+                raise RuntimeError(_out_of_order(message_type, state))
+            self.state = ResponseState.STARTED
+            self.status = message["status"]
+            self._headers = message.get("headers", _NO_HEADERS)
+        elif message_type == "http.response.pathsend":
+            if state is not ResponseState.STARTED:
+                raise RuntimeError(_out_of_order(message_type, state))
+            try:
+                self.bytes_sent += await self._exchange.send_file(
+                    self.status, self._headers, message["path"]
+                )
+            except ClientDisconnected:
+                self.state = ResponseState.STREAMING
+                self._client_gone()
+                raise
+            self._finish(True)
+        elif message_type.startswith("trioserve.fault.") and self._config.fault_injection:
+            await self._fault(message)
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {message_type!r} for an HTTP request")
+
+    def _finish(self, end: bool) -> None:
+        if not end:
+            self.state = ResponseState.STREAMING
+            return
+        self.state = ResponseState.DONE
+        if self._disconnect_scope is not None:
+            self._disconnect_scope.cancel()
+
+    async def _fault(self, message: Message) -> None:
+        """The ``trioserve.fault`` extension: misbehave on purpose, for test servers.
+
+        ``trioserve.fault.raw`` writes bytes as they are (no framing: the app owns the wire for
+        this response, and the connection closes after it); ``trioserve.fault.close`` closes the
+        connection at once, with a TCP reset when ``reset`` is true.
+        """
+        if message["type"] == "trioserve.fault.raw":
+            self.state = ResponseState.ABORTED
+            await self._exchange.send_raw(bytes(message.get("data", b"")))
+        elif message["type"] == "trioserve.fault.close":
+            self.state = ResponseState.ABORTED
+            self.disconnected = True
+            await self._exchange.abort(reset=bool(message.get("reset")))
+        else:
+            raise RuntimeError(f"Unknown trioserve.fault message {message['type']!r}")
+
+    def _peer(self) -> str:
+        return format_address(self.scope.get("client"))
+
+
+def log_access(
+    config: Config,
+    scope: Scope,
+    target: bytes,
+    status: int,
+    bytes_sent: int,
+    duration: float,
+    response_headers: Sequence[tuple[bytes, bytes]],
+) -> None:
+    """Write one access-log line (the default format, a template, or JSON)."""
+    if config.access_log_format is not None or config.access_log_json:
+        tls: dict[str, Any] | None = scope["extensions"].get("tls")
+        record = AccessRecord(
+            client=format_address(scope.get("client")),
+            method=scope["method"],
+            target=target.decode("ascii", "replace"),
+            status=status,
+            bytes_sent=bytes_sent,
+            duration=duration,
+            http_version=scope["http_version"],
+            scheme=scope["scheme"],
+            tls_version=None if tls is None else tls.get("tls_version"),
+            request_headers=scope["headers"],
+            response_headers=list(response_headers),
+        )
+        if config.access_log_json:
+            access_log.info("%s", record.json())
+        else:
+            assert config.access_log_format is not None
+            access_log.info("%s", record.format(config.access_log_format))
+        return
+    access_log.info(
+        '%s - "%s %s HTTP/%s" %d %d %.1fms',
+        format_address(scope.get("client")),
+        scope["method"],
+        target.decode("ascii", "replace"),
+        scope["http_version"],
+        status,
+        bytes_sent,
+        duration * 1000.0,
+    )
+
+
+def _what(scope: Scope) -> tuple[str, str]:
+    return scope["method"], scope["path"]
+
+
+def _out_of_order(message_type: str, state: ResponseState) -> str:
+    if message_type == "http.response.start":
+        return "ASGI app sent 'http.response.start' twice"
+    if state is ResponseState.WAITING:
+        return f"ASGI app sent {message_type!r} before 'http.response.start'"
+    return f"ASGI app sent {message_type!r} after the response was complete"

@@ -1,0 +1,53 @@
+"""What a wire protocol reports about a request, in words that no protocol library owns.
+
+The HTTP/1.1 protocol (on h11) and the HTTP/2 protocol (on h2) both turn bytes into these frozen
+events, so the request cycle above them never sees a library's types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["CLIENT_CLOSED", "END_OF_BODY", "NEED_DATA", "BodyChunk", "Event", "RequestHead"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A request line (or pseudo-headers) and its header fields.
+
+    ``headers`` has lowercased names, in the order the client sent them.
+    """
+
+    method: bytes
+    target: bytes
+    http_version: str
+    headers: Sequence[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """Some bytes of the request body."""
+
+    data: bytes
+
+
+class _Marker:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: The request body is complete.
+END_OF_BODY: Final = _Marker("END_OF_BODY")
+#: The client closed its side of the connection (between requests).
+CLIENT_CLOSED: Final = _Marker("CLIENT_CLOSED")
+#: Nothing more can be parsed until more bytes arrive.
+NEED_DATA: Final = _Marker("NEED_DATA")
+
+Event = RequestHead | BodyChunk | _Marker

@@ -1,0 +1,130 @@
+"""The ASGI ``http`` scope of one request, built from a protocol-neutral request head.
+
+Both wire protocols describe a request as a :class:`RequestHead` plus what they know of the
+connection (:class:`ConnectionInfo`); this module turns those into the scope an app receives,
+including the rewrite of client, scheme and Host from a trusted proxy's headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, cast
+from urllib.parse import unquote
+
+from .._config import Config
+from .._errors import RequestRefused
+from .._proxy import TrustedPeers, read_forwarded
+from .._types import ASGIInfo, HTTPScope, Scope
+from ._events import RequestHead
+
+__all__ = ["ASGI_INFO", "ConnectionInfo", "build_scope", "format_address", "origin_form"]
+
+ASGI_INFO: Final[ASGIInfo] = {"version": "3.0", "spec_version": "2.4"}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What every request of one connection shares in its scope.
+
+    ``forwarded`` is the proxy-header mode to apply (``None``: the peer is not trusted, or proxy
+    headers are off): decided once per connection.
+    """
+
+    client: tuple[str, int] | None
+    server: tuple[str, int] | None
+    scheme: str
+    tls: dict[str, Any] | None
+    forwarded: str | None
+    trusted: TrustedPeers | None
+    connection_id: int
+
+
+def build_scope(
+    head: RequestHead, info: ConnectionInfo, config: Config, state: dict[str, Any]
+) -> Scope:
+    """The ``http`` scope for ``head``.
+
+    Raises:
+        RequestRefused: the request target is malformed (400).
+    """
+    target = head.target
+    if target[:1] != b"/":
+        target = origin_form(target)
+    raw_path, _, query = target.partition(b"?")
+    path = raw_path.decode("ascii")
+    if "%" in path:
+        path = unquote(path)
+    root_path = config.root_path
+    extensions: dict[str, Any] = {"http.response.pathsend": {}}
+    if info.tls is not None:
+        extensions["tls"] = info.tls
+    if config.fault_injection:
+        extensions["trioserve.fault"] = {"connection_id": info.connection_id}
+    # Typed as HTTPScope while it is built (every field checked), handed out as a plain mapping
+    # (what apps get, and what they may change).
+    built: HTTPScope = {
+        "type": "http",
+        "asgi": ASGI_INFO,
+        "http_version": head.http_version,
+        "server": info.server,
+        "client": info.client,
+        "scheme": info.scheme,
+        "method": head.method.decode("ascii"),
+        "root_path": root_path,
+        "path": root_path + path if root_path else path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": list(head.headers),
+        "state": state.copy(),
+        "extensions": extensions,
+    }
+    scope = cast(Scope, built)
+    if info.forwarded is not None:
+        _apply_forwarded(scope, info)
+    return scope
+
+
+def _apply_forwarded(scope: Scope, info: ConnectionInfo) -> None:
+    """Rewrite client, scheme and Host from a trusted proxy's headers."""
+    assert info.forwarded is not None
+    assert info.trusted is not None
+    forwarded = read_forwarded(scope["headers"], info.forwarded, info.trusted)
+    if forwarded.client is not None:
+        scope["client"] = (forwarded.client, 0)
+    if forwarded.scheme in ("http", "https"):
+        scope["scheme"] = forwarded.scheme
+    if forwarded.host is not None:
+        host = forwarded.host.encode("latin-1")
+        scope["headers"] = [
+            (name, host if name == b"host" else value) for name, value in scope["headers"]
+        ]
+
+
+def origin_form(target: bytes) -> bytes:
+    """The path-and-query part of an absolute-form (or asterisk-form) request target.
+
+    Raises:
+        RequestRefused: not an ``http`` or ``https`` URL (400).
+    """
+    if target == b"*":
+        return target
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise RequestRefused(400, "Malformed request target.")
+    for index, char in enumerate(rest):
+        if char in b"/?":
+            rest = rest[index:]
+            break
+    else:
+        return b"/"
+    return rest if rest[:1] == b"/" else b"/" + rest
+
+
+def format_address(address: tuple[str, int] | str | None) -> str:
+    """``host:port`` (brackets around IPv6 hosts), ``unix:PATH``, or ``-`` when unknown."""
+    if address is None:
+        return "-"
+    if isinstance(address, str):
+        return f"unix:{address}"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

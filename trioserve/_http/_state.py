@@ -1,0 +1,71 @@
+"""What every connection of one server shares, whatever its protocol."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .._config import Config
+from .._proxy import TrustedPeers
+from .._types import ASGIApp
+
+__all__ = ["ServerState", "Stoppable"]
+
+
+class Stoppable(Protocol):
+    """A connection as the server's shutdown sees it."""
+
+    def stop_idle(self) -> None:
+        """Close now if idle; close a websocket with 1001; busy ones finish their request."""
+
+    def stop_websocket(self) -> None:
+        """Close a websocket with 1001 (anything else carries on)."""
+
+
+class ServerState:
+    """What every connection of one server shares."""
+
+    __slots__ = (
+        "access_log",
+        "app",
+        "config",
+        "connection_ids",
+        "connections",
+        "draining",
+        "lifespan_state",
+        "on_request_limit",
+        "request_limit",
+        "requests",
+        "soft_drain",
+        "trusted",
+    )
+
+    def __init__(self, app: ASGIApp, config: Config) -> None:
+        self.app = app
+        self.config = config
+        self.connections: set[Stoppable] = set()
+        self.draining = False
+        #: A soft drain leaves idle connections open for their next request.
+        self.soft_drain = False
+        self.lifespan_state: dict[str, Any] = {}
+        self.access_log = config.access_log
+        #: Numbers the connections 1, 2, 3... (shown to apps by the trioserve.fault extension).
+        self.connection_ids = itertools.count(1)
+        #: Requests answered, and the count at which on_request_limit() is called (max_requests).
+        self.requests = 0
+        self.request_limit: int | None = None
+        self.on_request_limit: Callable[[], None] | None = None
+        #: The peers whose proxy headers are believed (None: proxy headers are off).
+        self.trusted: TrustedPeers | None = (
+            TrustedPeers(config.forwarded_allow_ips)
+            if config.proxy_headers != "off" or config.proxy_protocol
+            else None
+        )
+
+    def count_request(self) -> None:
+        """One more request answered; calls ``on_request_limit`` when the limit is reached."""
+        if self.request_limit is not None:
+            self.requests += 1
+            if self.requests == self.request_limit and self.on_request_limit is not None:
+                self.on_request_limit()

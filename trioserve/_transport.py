@@ -1,0 +1,247 @@
+"""One connection's bytes: reads, writes, files, and closing, for every wire protocol.
+
+Theory of operation
+-------------------
+A :class:`Transport` wraps the trio stream of one accepted connection (plain TCP, TLS, or an
+in-memory stream in tests). On plain TCP the hot paths skip trio's stream layer: reads and
+writes are single ``os.read``/``os.write`` calls on the socket's descriptor (trio's
+``wait_readable``/``wait_writable`` only when the kernel says "not now"), and file bodies go out
+with ``sendfile``. Any other stream goes through the trio stream API, and file bodies are read in
+a worker thread and written as bytes.
+
+This is the one place where the ways a client can vanish (``trio.BrokenResourceError``,
+``trio.ClosedResourceError``, ``EPIPE``, ``ECONNRESET``, a write that stalls past
+``write_timeout``) become :class:`ClientDisconnected` (on writes) or the end of the stream (on
+reads): see :func:`map_disconnects`. Callers never catch trio's errors themselves.
+
+Every wait is bounded: a write by ``write_timeout`` of no progress, closing by a short linger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Final
+
+import trio
+
+from ._errors import ClientDisconnected
+
+__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "READ_SIZE", "Transport", "map_disconnects"]
+
+error_log = logging.getLogger("trioserve.error")
+
+# 64 KiB: one read is enough for any ordinary request head and keeps per-read overhead low on
+# bodies.
+READ_SIZE: Final = 64 * 1024
+# When the server closes a connection while the client may still be sending (an error, an unread
+# body), it stops writing and reads for a little while before closing, so that the kernel does
+# not answer the client's in-flight bytes with a reset that destroys our response (nginx's
+# "lingering close"). Both bounds are small: it is a courtesy, not a service.
+LINGER_SECONDS: Final = 2.0
+LINGER_BYTES: Final = 1024 * 1024
+
+# OS errors that mean "the peer is gone", as opposed to a bug or a resource problem.
+_GONE_ERRNOS: Final = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT}
+)
+
+
+@contextlib.contextmanager
+def map_disconnects() -> Iterator[None]:
+    """Turn the errors of a vanished client into :class:`ClientDisconnected`.
+
+    Anything else (a bug, an unexpected OS error) propagates as it is.
+    """
+    try:
+        yield
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ClientDisconnected("the client disconnected") from exc
+    except OSError as exc:
+        if isinstance(exc, ClientDisconnected) or exc.errno not in _GONE_ERRNOS:
+            raise
+        raise ClientDisconnected("the client disconnected") from exc
+
+
+class Transport:
+    """The bytes of one connection.
+
+    Args:
+        stream: The accepted connection (TLS-wrapped if need be).
+        write_timeout: Seconds a write may make no progress before the client is given up on.
+    """
+
+    __slots__ = ("_socket", "_stream", "_write_timeout", "fd", "gone")
+
+    def __init__(self, stream: trio.abc.Stream, write_timeout: float) -> None:
+        self._stream = stream
+        self._write_timeout = write_timeout
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: The socket's descriptor for the plain-TCP fast path, or -1 (use the stream API).
+        self.fd = -1 if self._socket is None else self._socket.fileno()
+        #: Set once a read or write has found the client gone (or the connection was reset).
+        self.gone = False
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The trio stream underneath (for protocols that take over the connection)."""
+        return self._stream
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def receive(self) -> bytes | bytearray:
+        """What the client sent next (waiting for it); ``b""`` once it has gone or closed."""
+        fd = self.fd
+        if fd < 0:
+            try:
+                with map_disconnects():
+                    data = await self._stream.receive_some(READ_SIZE)
+            except ClientDisconnected:
+                data = b""
+            if not data:
+                self.gone = True
+            return data
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            got = self.read_nowait()
+            if got is not None:
+                return got
+
+    def read_nowait(self) -> bytes | None:
+        """Read from the socket (fast path only) without waiting: ``None`` if nothing is there."""
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno not in _GONE_ERRNOS:
+                raise
+            data = b""
+        if not data:
+            self.gone = True
+        return data
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data``.
+
+        Raises:
+            ClientDisconnected: the client is gone, or it read nothing for ``write_timeout``.
+        """
+        if self.gone:
+            raise ClientDisconnected("the client disconnected")
+        fd = self.fd
+        if fd >= 0:
+            # Fast path: the socket's send buffer almost always has room for the whole response.
+            try:
+                with map_disconnects():
+                    sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except ClientDisconnected:
+                self.gone = True
+                raise
+            if sent == len(data):
+                return
+            data = data[sent:]
+        with trio.move_on_after(self._write_timeout) as writing:
+            try:
+                with map_disconnects():
+                    await self._stream.send_all(data)
+            except ClientDisconnected:
+                self.gone = True
+                raise
+        if writing.cancelled_caught:
+            self.gone = True
+            raise ClientDisconnected("write timed out: the client stopped reading")
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Write ``count`` bytes of the open file ``fd`` from ``offset`` (sendfile on TCP).
+
+        Raises:
+            ClientDisconnected: as for :meth:`send`.
+            RuntimeError: the file is shorter than ``count`` bytes from ``offset``.
+        """
+        if self._socket is None:
+            end = offset + count
+            while offset < end:
+                size = min(READ_SIZE, end - offset)
+                chunk = await trio.to_thread.run_sync(os.pread, fd, size, offset)
+                if not chunk:
+                    raise RuntimeError("file is shorter than its declared length")
+                await self.send(chunk)
+                offset += len(chunk)
+            return
+        sock = self._socket
+        out_fd = self.fd
+        remaining = count
+        with trio.CancelScope() as stall:
+            while remaining:
+                # A stall timeout: each bit of progress buys another write_timeout.
+                stall.deadline = trio.current_time() + self._write_timeout
+                try:
+                    with map_disconnects():
+                        sent = os.sendfile(out_fd, fd, offset, remaining)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                    continue
+                except ClientDisconnected:
+                    self.gone = True
+                    raise
+                if sent == 0:
+                    raise RuntimeError("file is shorter than its declared length")
+                offset += sent
+                remaining -= sent
+                await trio.lowlevel.checkpoint()
+        if stall.cancelled_caught:
+            self.gone = True
+            raise ClientDisconnected("write timed out: the client stopped reading")
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def close(self, *, linger: bool = False) -> None:
+        """Close the connection (shielded and bounded: safe in a cancelled task).
+
+        Args:
+            linger: Send EOF first and read (and drop) what the client still sends for a
+                moment, so that unread input does not make the kernel reset our response away.
+        """
+        self.fd = -1  # the descriptor may be reused once closed: no more fd-level I/O
+        stream = self._stream
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + LINGER_SECONDS):
+            try:
+                if linger and not self.gone and isinstance(stream, trio.abc.HalfCloseableStream):
+                    with map_disconnects():
+                        await stream.send_eof()
+                        budget = LINGER_BYTES
+                        while budget > 0:
+                            data = await stream.receive_some(READ_SIZE)
+                            if not data:
+                                break
+                            budget -= len(data)
+            except ClientDisconnected:
+                error_log.debug("The client left while the connection was closing")
+            finally:
+                await stream.aclose()
+
+    async def reset(self) -> None:
+        """Close at once with a TCP reset (RST instead of FIN) where the stream is a socket."""
+        self.gone = True
+        stream = self._stream
+        sock = self._socket
+        if sock is None and isinstance(stream, trio.SSLStream):
+            inner = stream.transport_stream
+            if isinstance(inner, trio.SocketStream):
+                sock = inner.socket
+        if sock is not None:
+            # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.fd = -1
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
