@@ -33,17 +33,13 @@ from typing import Any
 
 import trio
 
+from ._accept import Acceptor
 from ._aio import AsyncioApp, asyncio_loop
 from ._config import Config
 from ._errors import ConfigError
-from ._h11._connection import H11Connection
-from ._h11._protocol import error_response
-from ._http._date import http_date
-from ._http._scope import format_address
 from ._http._state import ServerState
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
-from ._proxy import MAX_PROXY_HEADER, ProxyHeaderError, parse_proxy_header
 from ._tls import (
     DevCertificate,
     TLSConfig,
@@ -51,7 +47,6 @@ from ._tls import (
     default_state_dir,
     dev_certificate,
     dev_hosts,
-    tls_extension,
 )
 from ._types import ASGIApp
 
@@ -142,6 +137,8 @@ class Server:
         if config.tls is not None:
             self._ssl_context = self._build_ssl_context(config.tls)
         self._slots = trio.Semaphore(config.max_connections)
+        self._acceptor = Acceptor(self.state, self._slots.release)
+        self._acceptor.ssl_context = self._ssl_context
         self._accept_scopes: list[trio.CancelScope] = []
         self._connection_scopes: list[trio.CancelScope] = []
         self._core_scope: trio.CancelScope | None = None
@@ -153,7 +150,6 @@ class Server:
         self.accept_batch = ACCEPT_BATCH
         #: ``(address, scheme)`` of every listener, once serving.
         self.bound: list[tuple[Address, str]] = []
-        self._https_port: int | None = None
 
     async def serve(
         self,
@@ -246,7 +242,7 @@ class Server:
             (address, "https" if secure and self._ssl_context is not None else "http")
             for address, (_, secure) in zip(addresses, listeners, strict=True)
         ]
-        self._https_port = next(
+        https_port = next(
             (
                 address[1]
                 for address, scheme in self.bound
@@ -254,6 +250,8 @@ class Server:
             ),
             None,
         )
+        if self.config.redirect_to_https:
+            self._acceptor.redirect_port = https_port
         with trio.CancelScope(shield=True) as core:
             self._core_scope = core
             async with trio.open_nursery() as nursery:
@@ -275,149 +273,13 @@ class Server:
                     await accept_loop(
                         listener,
                         self._slots,
-                        spawn=functools.partial(self._spawn_connection, connections, secure),
+                        spawn=functools.partial(self._acceptor.spawn, connections, secure),
                         batch_size=self.accept_batch,
                     )
                 # Stop listening at once; the connections nursery goes on draining.
                 close_listener(listener, unlink=self._owns_listeners)
         finally:
             close_listener(listener, unlink=self._owns_listeners)
-
-    def _spawn_connection(
-        self, nursery: trio.Nursery, secure: bool, client: socket.socket, peer: object
-    ) -> None:
-        """Start the task of a newly accepted connection (called by the accept loop)."""
-        try:
-            if client.family == socket.AF_UNIX:
-                server: tuple[str, int] | None = None
-                peer_address: tuple[str, int] | None = None
-            else:
-                server = _address(client.getsockname())
-                peer_address = _address(peer)
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(client))
-        except OSError:
-            # The client is gone already (reset before we looked).
-            client.close()
-            self._slots.release()
-            return
-        secure = secure and self._ssl_context is not None
-        if self.config.proxy_protocol:
-            nursery.start_soon(self._run_proxied_connection, stream, peer_address, server, secure)
-            return
-        if secure:
-            # The handshake happens in the connection's own task, never in the accept loop.
-            nursery.start_soon(self._run_tls_connection, stream, peer_address, server)
-            return
-        connection = H11Connection(
-            stream,
-            self.state,
-            client=peer_address,
-            server=server,
-            on_close=self._slots.release,
-            redirect_https_port=self._redirect_port(),
-        )
-        # HTTPConnection.run handles every exception of its own: nothing reaches the nursery.
-        nursery.start_soon(connection.run)
-
-    def _redirect_port(self) -> int | None:
-        return self._https_port if self.config.redirect_to_https else None
-
-    async def _run_proxied_connection(
-        self,
-        stream: trio.SocketStream,
-        client: tuple[str, int] | None,
-        server: tuple[str, int] | None,
-        secure: bool,
-    ) -> None:
-        """Read the PROXY protocol header (bounded), then serve with the addresses it gives."""
-        trusted = self.state.trusted
-        assert trusted is not None
-        handed_over = False
-        try:
-            if not trusted.trusts(None if client is None else client[0]):
-                error_log.warning(
-                    "PROXY protocol connection from untrusted %s refused", format_address(client)
-                )
-                return
-            with trio.move_on_after(self.config.header_timeout) as reading:
-                header = await _read_proxy_header(stream.socket)
-            if reading.cancelled_caught:
-                return
-            _, source, destination = parse_proxy_header(header)
-            client = source or client
-            server = destination or server
-            handed_over = True
-            if secure:
-                await self._run_tls_connection(stream, client, server)
-            else:
-                connection = H11Connection(
-                    stream,
-                    self.state,
-                    client=client,
-                    server=server,
-                    on_close=self._slots.release,
-                    redirect_https_port=self._redirect_port(),
-                )
-                await connection.run()
-        except ProxyHeaderError as exc:
-            error_log.warning("Bad PROXY header from %s: %s", format_address(client), exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the peer went away before saying anything useful
-        except Exception:
-            error_log.exception("Unexpected error on the connection from %s", client)
-        finally:
-            if not handed_over:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-                self._slots.release()
-
-    async def _run_tls_connection(
-        self,
-        stream: trio.SocketStream,
-        client: tuple[str, int] | None,
-        server: tuple[str, int] | None,
-    ) -> None:
-        """Handshake (bounded), then serve HTTP over TLS; handles every exception of its own."""
-        context = self._ssl_context
-        tls = self.config.tls
-        assert context is not None
-        assert tls is not None
-        handed_over = False
-        try:
-            with trio.move_on_after(tls.handshake_timeout) as handshaking:
-                if not await _looks_like_tls(stream):
-                    await _refuse_plain_http(stream, self.config)
-                    return
-                # https_compatible=False: closing sends close_notify (bounded by the connection's
-                # close); a client's missing close_notify reads as a disconnect, as it should.
-                ssl_stream = trio.SSLStream(stream, context, server_side=True)
-                await ssl_stream.do_handshake()
-            if handshaking.cancelled_caught:
-                tls_log.debug("TLS handshake from %s timed out", format_address(client))
-                return
-            extension = tls_extension(ssl_stream, context)
-            connection = H11Connection(
-                ssl_stream,
-                self.state,
-                client=client,
-                server=server,
-                scheme="https",
-                tls=extension,
-                on_close=self._slots.release,
-            )
-            handed_over = True
-            await connection.run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            # Garbage, a wrong version, an unknown CA, a reset: the client's problem, not ours.
-            reason = exc.__cause__ if exc.__cause__ is not None else exc
-            tls_log.debug("TLS handshake from %s failed: %s", format_address(client), reason)
-        except Exception:
-            error_log.exception("Unexpected error on the TLS connection from %s", client)
-        finally:
-            if not handed_over:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-                self._slots.release()
 
     def _build_ssl_context(self, tls: TLSConfig) -> ssl.SSLContext:
         dev = None
@@ -444,7 +306,7 @@ class Server:
             tls_log.warning("TLS reload requested, but the SSLContext was given ready-made")
             return False
         try:
-            self._ssl_context = self._build_ssl_context(tls)
+            self._ssl_context = self._acceptor.ssl_context = self._build_ssl_context(tls)
         except ConfigError as exc:
             tls_log.error("TLS reload failed, keeping the current certificate: %s", exc)
             return False
@@ -508,13 +370,9 @@ class Server:
 
 def _bound(listener: socket.socket) -> Address:
     name = listener.getsockname()
-    return name if isinstance(name, str) else _address(name)
-
-
-def _address(sockname: object) -> tuple[str, int]:
-    if isinstance(sockname, tuple):
-        return (str(sockname[0]), int(sockname[1]))
-    raise TypeError(f"not an internet socket address: {sockname!r}")  # pragma: no cover
+    if isinstance(name, str):
+        return name
+    return (str(name[0]), int(name[1]))
 
 
 def format_url(address: Address, scheme: str = "http") -> str:
@@ -525,65 +383,3 @@ def format_url(address: Address, scheme: str = "http") -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
-
-
-async def _looks_like_tls(stream: trio.SocketStream) -> bool:
-    """Wait for the client's first byte (without consuming it): a TLS handshake record?"""
-    sock = stream.socket
-    first = await sock.recv(1, socket.MSG_PEEK)
-    return not first or first[0] == _TLS_HANDSHAKE_RECORD
-
-
-async def _refuse_plain_http(stream: trio.SocketStream, config: Config) -> None:
-    """Answer plain HTTP sent to the TLS port with a short plain-text 400, then close."""
-    response = error_response(
-        400,
-        "This port speaks HTTPS: use an https:// URL.",
-        date=http_date if config.date_header else None,
-        server=None if config.server_header is None else config.server_header.encode(),
-    )
-    with trio.move_on_after(config.write_timeout):
-        try:
-            await stream.send_all(response)
-            await stream.send_eof()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        # Read what the client sent, so that closing does not reset our answer away.
-        try:
-            while await stream.receive_some(65536):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-
-async def _read_proxy_header(sock: trio.socket.SocketType) -> bytes:
-    """Read exactly one PROXY protocol header (never a byte more: what follows is HTTP or TLS).
-
-    Raises:
-        ProxyHeaderError: the connection does not start with one.
-    """
-    data = await _recv_exactly(sock, 6)
-    if data == b"PROXY ":
-        # Version 1: a text line; read it a byte at a time, since its length is not known.
-        while not data.endswith(b"\r\n"):
-            if len(data) >= 107:
-                raise ProxyHeaderError("PROXY v1 header without CRLF within 107 bytes")
-            data += await _recv_exactly(sock, 1)
-        return data
-    if data == b"\r\n\r\n\x00\r":
-        data += await _recv_exactly(sock, 10)
-        length = int.from_bytes(data[14:16], "big")
-        if 16 + length > MAX_PROXY_HEADER:
-            raise ProxyHeaderError("PROXY v2 header too long")
-        return data + await _recv_exactly(sock, length)
-    raise ProxyHeaderError("the connection does not start with a PROXY protocol header")
-
-
-async def _recv_exactly(sock: trio.socket.SocketType, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = await sock.recv(count - len(data))
-        if not chunk:
-            raise ProxyHeaderError("the connection closed inside the PROXY header")
-        data += chunk
-    return data
