@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from trioserve import _static
+import trioserve
 from trioserve._static import (
     CHUNK_SIZE,
     ByteRange,
@@ -29,6 +29,7 @@ from trioserve._static import (
     StaticFiles,
     StaticRequest,
     WholeFile,
+    _app,
     choose_representation,
     content_type_for,
     decide,
@@ -1254,7 +1255,7 @@ async def test_unreadable_file_gets_404(site: Path, monkeypatch: pytest.MonkeyPa
 async def test_file_replaced_after_lookup_is_looked_up_again(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_load = _static.load_resource
+    real_load = _app.load_resource
     calls = 0
 
     def load_then_replace(*args: Any, **kwargs: Any) -> Any:
@@ -1266,7 +1267,7 @@ async def test_file_replaced_after_lookup_is_looked_up_again(
             os.replace(site / "new.txt", site / "hello.txt")
         return resource
 
-    monkeypatch.setattr(_static, "load_resource", load_then_replace)
+    monkeypatch.setattr(_app, "load_resource", load_then_replace)
     response = await call(StaticFiles(site), "/hello.txt")
     assert (response.status, response.body, calls) == (200, b"new version\n", 2)
     assert response.header[b"content-length"] == b"12"
@@ -1275,14 +1276,14 @@ async def test_file_replaced_after_lookup_is_looked_up_again(
 async def test_file_that_keeps_changing_gets_404(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_load = _static.load_resource
+    real_load = _app.load_resource
 
     def load_then_touch(*args: Any, **kwargs: Any) -> Any:
         resource = real_load(*args, **kwargs)
         os.utime(site / "hello.txt", ns=(0, os.stat(site / "hello.txt").st_mtime_ns + 1))
         return resource
 
-    monkeypatch.setattr(_static, "load_resource", load_then_touch)
+    monkeypatch.setattr(_app, "load_resource", load_then_touch)
     assert (await call(StaticFiles(site), "/hello.txt")).status == 404
 
 
@@ -1376,17 +1377,37 @@ def test_works_mounted_in_starlette_under_asyncio(site: Path) -> None:
     assert traversal.status_code == 404
 
 
-def test_module_import_does_not_import_trio() -> None:
-    path = Path(_static.__file__)
+# The modules that make the decision; only _app (the ASGI app) may import more than these.
+PURE_MODULES = ("_decide", "_headers", "_listing", "_paths", "_plan")
+
+
+def test_pure_modules_import_only_the_standard_library_and_each_other() -> None:
+    # trioserve/__init__.py (which imports the server, hence trio) must not run: bare package
+    # objects stand in for trioserve and trioserve._static, so only the pure modules execute.
+    package = Path(trioserve.__file__).parent
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('static_alone', {str(path)!r})\n"
-        "module = importlib.util.module_from_spec(spec)\n"
-        "sys.modules['static_alone'] = module\n"
-        "spec.loader.exec_module(module)\n"
+        "import importlib, sys, types\n"
+        "before = set(sys.modules)\n"
+        f"for name, path in [('trioserve', {str(package)!r}),"
+        f" ('trioserve._static', {str(package / '_static')!r})]:\n"
+        "    module = types.ModuleType(name)\n"
+        "    module.__path__ = [path]\n"
+        "    sys.modules[name] = module\n"
+        f"for name in {PURE_MODULES!r}:\n"
+        "    importlib.import_module('trioserve._static.' + name)\n"
         "assert 'trio' not in sys.modules, 'trio was imported'\n"
+        "ours = sorted(name for name in sys.modules if name.split('.')[0] == 'trioserve')\n"
+        "print(' '.join(ours))\n"
+        "others = {name.split('.')[0] for name in set(sys.modules) - before} - {'trioserve'}\n"
+        "print(' '.join(sorted(others - sys.stdlib_module_names)))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ours, third_party = result.stdout.splitlines()
+    assert ours.split() == sorted(
+        ["trioserve", "trioserve._static", *(f"trioserve._static.{name}" for name in PURE_MODULES)]
+    )
+    assert third_party == ""
 
 
 def test_response_plan_is_frozen() -> None:
