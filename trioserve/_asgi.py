@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import AppLoadError
-from ._static import complete_lifespan
+from ._lifespan import complete_lifespan
 from ._types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Mounts", "as_asgi3", "load_app"]

@@ -22,9 +22,9 @@ from typing import Any, Final, Literal
 import trio
 
 from ._errors import TrioserveError
-from ._types import ASGIApp, Message
+from ._types import ASGIApp, Message, Receive, Send
 
-__all__ = ["Lifespan", "LifespanFailure"]
+__all__ = ["Lifespan", "LifespanFailure", "complete_lifespan"]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -170,3 +170,14 @@ class Lifespan:
         if message_type.startswith("lifespan.startup"):
             self._answered_startup = True
         await self._from_app.send(message)
+
+
+async def complete_lifespan(receive: Receive, send: Send) -> None:
+    """Answer a lifespan scope for an app that needs no startup or shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

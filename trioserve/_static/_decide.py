@@ -1,0 +1,288 @@
+"""The static-file decision: a request and what lookup found, to a `ResponsePlan`."""
+
+# Theory of operation
+# ===================
+#
+# This is step 2 of a request (see the package comment), and it is pure: no I/O, no trioserve
+# import at runtime (nor trio). Method, preconditions (RFC 9110 section 13.2.2 order),
+# Accept-Encoding and Range are evaluated against the data lookup found, giving a frozen
+# `ResponsePlan`: status, headers and a body plan. Every protocol rule lives here and is tested
+# without I/O.
+
+from __future__ import annotations
+
+import secrets
+import urllib.parse
+from http import HTTPStatus
+
+from ._headers import (
+    DEFAULT_MAX_RANGES,
+    ByteRange,
+    content_type_for,
+    http_date,
+    parse_accept_encoding,
+    parse_http_date,
+    parse_range,
+    tag_matches,
+)
+from ._listing import render_listing
+from ._paths import (
+    Directory,
+    DirEntry,
+    Representation,
+    Resource,
+    StaticFile,
+    quote_segment,
+    split_path,
+)
+from ._plan import (
+    Body,
+    EmptyBody,
+    FileRange,
+    Headers,
+    InlineBody,
+    MultipartPart,
+    MultipartRanges,
+    ResponsePlan,
+    StaticRequest,
+    WholeFile,
+)
+
+__all__ = ["ALLOWED_METHODS", "choose_representation", "decide"]
+
+ALLOWED_METHODS = frozenset({"GET", "HEAD"})
+
+# pchar without "/" (segments never contain it) and "%" (always escaped).
+_SEGMENT_SAFE = "!$&'()*+,;=:@"
+# What may stay unescaped in a query string copied into a Location header.
+_QUERY_SAFE = "!$&'()*+,;=:@/?%"
+
+
+def choose_representation(file: StaticFile, accept_encoding: str | None) -> Representation:
+    """Pick the representation of `file` to serve for this Accept-Encoding.
+
+    The encoded sibling with the highest q wins (ties go to the server's order, br first), unless
+    identity is explicitly preferred (`identity;q=` or `*;q=` higher). Without an Accept-Encoding
+    header the file itself is served: clients that decode say so. When nothing is acceptable the
+    file itself is served as well, rather than a 406.
+    """
+    if not file.encoded or accept_encoding is None:
+        return file.identity
+    prefs = parse_accept_encoding(accept_encoding)
+    star = prefs.get("*")
+    best: Representation | None = None
+    best_q = 0.0
+    for candidate in file.encoded:
+        q = prefs.get(candidate.encoding or "identity", star if star is not None else 0.0)
+        if q > best_q:
+            best, best_q = candidate, q
+    if best is None:
+        return file.identity
+    identity_q = prefs.get("identity", star)
+    if identity_q is not None and identity_q > best_q:
+        return file.identity
+    return best
+
+
+def _precondition_status(request: StaticRequest, etag: str, mtime: int) -> int | None:
+    """RFC 9110 section 13.2.2 steps 1 to 4, for GET and HEAD: 412, 304 or None (go on)."""
+    if_match = request.header(b"if-match")
+    if if_match is not None:
+        if not tag_matches(if_match, etag, weak=False):
+            return 412
+    else:
+        value = request.header(b"if-unmodified-since")
+        since = None if value is None else parse_http_date(value)
+        if since is not None and mtime > since:
+            return 412
+    if_none_match = request.header(b"if-none-match")
+    if if_none_match is not None:
+        if tag_matches(if_none_match, etag, weak=True):
+            return 304
+    else:
+        value = request.header(b"if-modified-since")
+        since = None if value is None else parse_http_date(value)
+        if since is not None and mtime <= since:
+            return 304
+    return None
+
+
+def _if_range_holds(request: StaticRequest, etag: str, mtime: int) -> bool:
+    value = request.header(b"if-range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith(('"', "W/")):
+        return value == etag  # strong comparison: a weak tag never matches
+    return parse_http_date(value) == mtime
+
+
+def _url_segments(request: StaticRequest) -> list[str]:
+    path = f"{request.root_path}/{request.route_path}"
+    return [segment for segment in path.split("/") if segment not in ("", ".")]
+
+
+def _text_plan(status: HTTPStatus, *, head: bool, extra: Headers = ()) -> ResponsePlan:
+    body = f"{status.value} {status.phrase}\n".encode()
+    headers = (
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    )
+    return ResponsePlan(status.value, headers, EmptyBody() if head else InlineBody(body))
+
+
+def _redirect_plan(request: StaticRequest) -> ResponsePlan:
+    # Built from cleaned, quoted segments: one leading "/", never "//host" (CVE-2021-28861).
+    location = "/" + "".join(
+        quote_segment(segment, _SEGMENT_SAFE) + "/" for segment in _url_segments(request)
+    )
+    if request.query_string:
+        location += "?" + urllib.parse.quote(request.query_string, safe=_QUERY_SAFE)
+    headers = ((b"location", location.encode("latin-1")), (b"content-length", b"0"))
+    return ResponsePlan(HTTPStatus.MOVED_PERMANENTLY.value, headers, EmptyBody())
+
+
+def _listing_plan(request: StaticRequest, entries: tuple[DirEntry, ...]) -> ResponsePlan:
+    segments = _url_segments(request)
+    url_path = "/" + "".join(segment + "/" for segment in segments)
+    route_segments = split_path(request.route_path, allow_dotfiles=True)
+    body = render_listing(url_path, entries, parent=bool(route_segments))
+    headers = (
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    )
+    head = request.method == "HEAD"
+    return ResponsePlan(200, headers, EmptyBody() if head else InlineBody(body))
+
+
+def _multipart(
+    path: str, ranges: tuple[ByteRange, ...], size: int, content_type: str, boundary: str
+) -> MultipartRanges:
+    parts: list[MultipartPart] = []
+    for byte_range in ranges:
+        head = (
+            f"--{boundary}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Range: bytes {byte_range.start}-{byte_range.stop - 1}/{size}\r\n\r\n"
+        ).encode("latin-1")
+        # The CRLF before each later delimiter belongs to the delimiter (RFC 2046).
+        parts.append(MultipartPart(b"\r\n" + head if parts else head, byte_range))
+    return MultipartRanges(path, tuple(parts), f"\r\n--{boundary}--\r\n".encode("latin-1"))
+
+
+def _file_plan(
+    request: StaticRequest,
+    file: StaticFile,
+    *,
+    cache_control: str | None,
+    max_ranges: int,
+    boundary: str | None,
+) -> ResponsePlan:
+    head = request.method == "HEAD"
+    chosen = choose_representation(file, request.header(b"accept-encoding"))
+    info = chosen.info
+    etag = chosen.etag
+    vary: Headers = ((b"vary", b"Accept-Encoding"),) if file.encoded else ()
+    validators: Headers = (
+        (b"last-modified", http_date(info.mtime).encode("latin-1")),
+        (b"etag", etag.encode("latin-1")),
+        *(() if cache_control is None else ((b"cache-control", cache_control.encode("latin-1")),)),
+        *vary,
+    )
+
+    precondition = _precondition_status(request, etag, info.mtime)
+    if precondition == 412:
+        return _text_plan(HTTPStatus.PRECONDITION_FAILED, head=head, extra=vary)
+    if precondition == 304:
+        return ResponsePlan(304, validators, EmptyBody())
+
+    content_type = content_type_for(file.name)
+    trailer: Headers = (
+        *(() if chosen.encoding is None else ((b"content-encoding", chosen.encoding.encode()),)),
+        (b"accept-ranges", b"bytes"),
+        *validators,
+    )
+    range_header = request.header(b"range")
+    ranges = None
+    if (
+        request.method == "GET"
+        and range_header is not None
+        and _if_range_holds(request, etag, info.mtime)
+    ):
+        ranges = parse_range(range_header, info.size, max_ranges=max_ranges)
+
+    if ranges is None:
+        headers = (
+            (b"content-type", content_type.encode("latin-1")),
+            (b"content-length", str(info.size).encode()),
+            *trailer,
+        )
+        body: Body = EmptyBody() if head else WholeFile(chosen.path, info.size)
+        return ResponsePlan(200, headers, body, chosen)
+    if not ranges:
+        unsatisfied = ((b"content-range", f"bytes */{info.size}".encode()), *vary)
+        return _text_plan(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, head=head, extra=unsatisfied)
+    if len(ranges) == 1:
+        (only,) = ranges
+        headers = (
+            (b"content-type", content_type.encode("latin-1")),
+            (b"content-length", str(only.length).encode()),
+            (b"content-range", f"bytes {only.start}-{only.stop - 1}/{info.size}".encode()),
+            *trailer,
+        )
+        return ResponsePlan(206, headers, FileRange(chosen.path, only), chosen)
+    boundary = secrets.token_hex(16) if boundary is None else boundary
+    multipart = _multipart(chosen.path, ranges, info.size, content_type, boundary)
+    headers = (
+        (b"content-type", f"multipart/byteranges; boundary={boundary}".encode("latin-1")),
+        (b"content-length", str(multipart.content_length).encode()),
+        *trailer,
+    )
+    return ResponsePlan(206, headers, multipart, chosen)
+
+
+def decide(
+    request: StaticRequest,
+    resource: Resource | None,
+    *,
+    cache_control: str | None = None,
+    max_ranges: int = DEFAULT_MAX_RANGES,
+    boundary: str | None = None,
+) -> ResponsePlan:
+    """Decide the whole response to a static-file request. Pure: no I/O.
+
+    The method is checked first, so `resource` may be None for methods other than GET and HEAD.
+
+    Args:
+        request: The request.
+        resource: What `load_resource` found (None: nothing).
+        cache_control: Cache-Control value for file responses (200, 206, 304).
+        max_ranges: Range headers with more ranges than this are ignored.
+        boundary: Multipart boundary; random when None (tests pass a fixed one).
+
+    Returns:
+        405 for other methods; 404 when nothing is there (or a file is asked for with a trailing
+        "/"); 301 to the slash form of a directory URL; the index file, the listing or 404 for a
+        directory; else the file's 200, 206, 304, 412 or 416.
+    """
+    if request.method not in ALLOWED_METHODS:
+        return _text_plan(
+            HTTPStatus.METHOD_NOT_ALLOWED, head=False, extra=((b"allow", b"GET, HEAD"),)
+        )
+    head = request.method == "HEAD"
+    slash = request.route_path.endswith("/")
+    if isinstance(resource, Directory):
+        if not slash:
+            return _redirect_plan(request)
+        if resource.index is not None:
+            resource = resource.index
+        elif resource.entries is not None:
+            return _listing_plan(request, resource.entries)
+        else:
+            return _text_plan(HTTPStatus.NOT_FOUND, head=head)
+    elif resource is None or slash:
+        return _text_plan(HTTPStatus.NOT_FOUND, head=head)
+    return _file_plan(
+        request, resource, cache_control=cache_control, max_ranges=max_ranges, boundary=boundary
+    )

@@ -1,0 +1,136 @@
+"""What the decision works on and what it gives: a `StaticRequest` in, a `ResponsePlan` out.
+
+Frozen values only; no I/O, no trioserve import at runtime (nor trio).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+from ._headers import ByteRange
+from ._paths import Representation, get_route_path
+
+if TYPE_CHECKING:
+    from .._types import Scope
+
+__all__ = [
+    "Body",
+    "EmptyBody",
+    "FileRange",
+    "Headers",
+    "InlineBody",
+    "MultipartPart",
+    "MultipartRanges",
+    "ResponsePlan",
+    "StaticRequest",
+    "WholeFile",
+]
+
+Headers: TypeAlias = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRequest:
+    """The parts of an HTTP request that a static response depends on.
+
+    Attributes:
+        method: Request method, upper case.
+        route_path: Decoded path below the mount point (`get_route_path`).
+        headers: Request headers, lower-case names.
+        root_path: Decoded mount point, used to build redirects and listing titles.
+        query_string: Raw query string, carried over in redirects.
+    """
+
+    method: str
+    route_path: str
+    headers: Headers = ()
+    root_path: str = ""
+    query_string: bytes = b""
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> StaticRequest:
+        """Build a request from an ASGI HTTP scope."""
+        return cls(
+            method=scope["method"],
+            route_path=get_route_path(scope),
+            headers=tuple((bytes(name).lower(), bytes(value)) for name, value in scope["headers"]),
+            root_path=scope.get("root_path", ""),
+            query_string=bytes(scope.get("query_string", b"")),
+        )
+
+    def header(self, name: bytes) -> str | None:
+        """All values of header `name` joined with ", " (latin-1), or None if absent."""
+        values = [value.decode("latin-1") for key, value in self.headers if key == name]
+        return ", ".join(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyBody:
+    """No body: HEAD, 304, redirects."""
+
+
+@dataclass(frozen=True, slots=True)
+class InlineBody:
+    """A small body held in memory: error texts and directory listings."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WholeFile:
+    """The whole file, `size` bytes; the one body that may go out with pathsend."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """One byte range of a file (206 with Content-Range)."""
+
+    path: str
+    range: ByteRange
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartPart:
+    """One part of a multipart/byteranges body: its delimiter and headers, then its bytes."""
+
+    head: bytes
+    range: ByteRange
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartRanges:
+    """A multipart/byteranges body: each part's head and bytes, then the closing delimiter."""
+
+    path: str
+    parts: tuple[MultipartPart, ...]
+    closing: bytes
+
+    @property
+    def content_length(self) -> int:
+        """Exact length of the whole body."""
+        return sum(len(part.head) + part.range.length for part in self.parts) + len(self.closing)
+
+
+Body: TypeAlias = EmptyBody | InlineBody | WholeFile | FileRange | MultipartRanges
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePlan:
+    """What to answer: the outcome of `decide`.
+
+    Attributes:
+        status: HTTP status code.
+        headers: Response headers, lower-case names, latin-1 values.
+        body: What to send as the body.
+        file: The representation a 200/206 describes (also for HEAD). The sender opens it to check
+            that it is still the file that was decided on before sending anything.
+    """
+
+    status: int
+    headers: Headers
+    body: Body
+    file: Representation | None = None
