@@ -1,0 +1,497 @@
+"""Sans-IO HTTP/2 for one server connection, on top of h2, with the defences h2 leaves to us.
+
+Theory of operation
+-------------------
+:class:`H2Protocol` wraps an ``h2.connection.H2Connection`` (this package is the only importer
+of h2): bytes go in through :meth:`H2Protocol.receive_data`, neutral frozen events come out,
+and :meth:`H2Protocol.data_to_send` returns the bytes to write. No I/O, and the clock is passed
+in, so every defence is testable with bytes alone.
+
+Before h2 sees any byte, a small frame scanner reads the 9-byte frame headers and enforces what
+h2 does not (the 2019 and 2023-2025 HTTP/2 denial-of-service families):
+
+* CONTINUATION flood (CVE-2024-27316): a header block (HEADERS plus its CONTINUATIONs) is
+  bounded in bytes (``max_header_block``) and in frames (:data:`MAX_HEADER_BLOCK_FRAMES`);
+* Rapid Reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671): resets, whether the client
+  sent them or provoked ours, are counted per connection over :data:`FLOOD_WINDOW` seconds;
+* control-frame floods (CVE-2019-9512/9515/9518 and friends): PING, SETTINGS, PRIORITY and empty
+  DATA frames, and separately WINDOW_UPDATE frames, are counted over the same window.
+
+Past a budget the connection is ended with GOAWAY ``ENHANCE_YOUR_CALM``
+(:class:`ConnectionEnded` with ``calm=True``).
+
+Where h2 would end the whole connection for one stream's fault, the stream alone is reset:
+a stream over ``SETTINGS_MAX_CONCURRENT_STREAMS`` gets ``RST_STREAM REFUSED_STREAM`` (RFC 9113
+section 5.1.2), and a malformed request (bad pseudo-headers, uppercase or connection-specific
+header names) ``RST_STREAM PROTOCOL_ERROR`` (section 8.1.1). Both still decode the header block,
+so that the HPACK state stays in step with the client's.
+
+Flow control is tied to consumption: the connection window is credited as DATA arrives (each
+stream's buffer is bounded by its own window, so the total stays bounded), a stream's window
+only as the app reads its body (:meth:`H2Protocol.consumed`): an app that does not read its body
+stalls its own stream only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import h2.stream
+from hyperframe.frame import HeadersFrame, RstStreamFrame
+
+from .._http._events import RequestHead
+
+__all__ = [
+    "FLOOD_WINDOW",
+    "MAX_HEADER_BLOCK_FRAMES",
+    "BodyData",
+    "ConnectionEnded",
+    "FloodLimits",
+    "H2Protocol",
+    "StreamOpened",
+    "StreamReset",
+    "WindowOpened",
+]
+
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME_HEADER: Final = 9
+# Frame types (RFC 9113 section 6).
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS = 0, 1, 2, 3, 4
+_PING, _WINDOW_UPDATE, _CONTINUATION = 6, 8, 9
+_END_STREAM, _END_HEADERS, _ACK = 0x1, 0x4, 0x1
+
+# The window over which resets and control frames are counted.
+FLOOD_WINDOW: Final = 10.0
+# HEADERS plus CONTINUATIONs in one header block: a real client needs one or two (16 KiB each
+# by default); h2 itself allows 64.
+MAX_HEADER_BLOCK_FRAMES: Final = 16
+# How much of a stream's body is credited to the client ahead of the app reading it: 64 KiB
+# (the RFC's default window, less one byte) keeps a fast upload flowing and bounds what one
+# stream can make us buffer; 100 streams at once hold at most 6.4 MiB.
+STREAM_WINDOW: Final = 65_535
+# The connection window is credited back in steps of this size, not per frame.
+_CONNECTION_CREDIT_STEP: Final = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FloodLimits:
+    """Per-connection budgets over :data:`FLOOD_WINDOW` seconds; past one: ENHANCE_YOUR_CALM.
+
+    The defaults are far above what browsers and API clients send (a page load resets a few
+    streams, pings once or twice, sends a handful of SETTINGS and PRIORITY frames) and far below
+    what the published attacks need (tens of thousands of frames per second).
+    """
+
+    #: RST_STREAMs received plus resets the client provoked.
+    resets: int = 200
+    #: PING, SETTINGS, PRIORITY and empty DATA frames without END_STREAM.
+    control_frames: int = 1000
+    #: WINDOW_UPDATE frames (a large download legitimately brings many).
+    window_updates: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """A new request on ``stream_id``; ``end_stream``: it has no body."""
+
+    stream_id: int
+    head: RequestHead
+    end_stream: bool
+    #: A reason to refuse it with this status (a request the server will not serve).
+    refusal: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BodyData:
+    """Body bytes (possibly none) of ``stream_id``'s request; ``end_stream``: the body ends."""
+
+    stream_id: int
+    data: bytes
+    end_stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The stream is gone (the client reset it, or we did)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOpened:
+    """The client opened a send window: of a stream, or of the connection (``stream_id`` 0)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEnded:
+    """The connection is over: the client said GOAWAY, broke the protocol, or flooded us."""
+
+    reason: str
+    calm: bool = False
+
+
+Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
+
+# Connection-specific header fields (RFC 9113 section 8.2.2) that a request must not carry.
+_CONNECTION_SPECIFIC: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, with two of its connection errors turned into stream errors.
+
+    Overrides one private hook (pinned by ``h2>=4.1,<5`` and by the tests of both cases).
+    """
+
+    refused: int = 0
+    malformed: int = 0
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
+        stream_id = frame.stream_id
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.TooManyStreamsError:
+            # Keep HPACK in step, then refuse the stream alone.
+            h2.connection._decode_headers(self.decoder, frame.data)
+            self.highest_inbound_stream_id = max(self.highest_inbound_stream_id, stream_id)
+            self._closed_streams[stream_id] = h2.stream.StreamClosedBy.SEND_RST_STREAM
+            self.refused += 1
+            return [_reset_frame(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)], []
+        except h2.exceptions.ProtocolError as exc:
+            if type(exc) is not h2.exceptions.ProtocolError or stream_id not in self.streams:
+                raise
+            if "decoding header block" in str(exc):
+                raise  # HPACK: the compression context is broken, a connection error
+            # A malformed request (header validation): a stream error.
+            stream = self.streams[stream_id]
+            self.malformed += 1
+            return stream.reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR), []
+
+
+def _reset_frame(stream_id: int, code: h2.errors.ErrorCodes) -> RstStreamFrame:
+    frame = RstStreamFrame(stream_id)
+    frame.error_code = code
+    return frame
+
+
+class H2Protocol:
+    """The HTTP/2 state of one server connection: bytes in, events out, bytes to write.
+
+    Args:
+        clock: Seconds, monotonic (for the flood windows).
+        max_concurrent_streams: SETTINGS_MAX_CONCURRENT_STREAMS.
+        max_header_block: Bytes allowed in one header block (and SETTINGS_MAX_HEADER_LIST_SIZE).
+        max_headers: Header fields allowed in one request (more: 431).
+        limits: The flood budgets.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        max_concurrent_streams: int = 100,
+        max_header_block: int = 64 * 1024,
+        max_headers: int | None = 100,
+        limits: FloodLimits = FloodLimits(),
+    ) -> None:
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True
+        )
+        self._conn = _Connection(config=config)
+        self._conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_block,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        self._conn.initiate_connection()
+        self._clock = clock
+        self._limits = limits
+        self._max_header_block = max_header_block
+        self._max_headers = max_headers
+        # The frame scanner: preface bytes still to skip, a partial frame header, payload bytes
+        # of the current frame still to skip, and the header block being received.
+        self._preface_left = len(PREFACE)
+        self._partial = b""
+        self._skip = 0
+        self._block_bytes = 0
+        self._block_frames = 0
+        self._window_start = clock()
+        self._resets = 0
+        self._controls = 0
+        self._window_updates = 0
+        self._uncredited = 0
+        self._ended = False
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the client; returns what they mean."""
+        if self._ended:
+            return []
+        verdict = self._scan(data)
+        if verdict is not None:
+            return [self._end_calm(verdict)]
+        conn = self._conn
+        before = conn.refused + conn.malformed
+        try:
+            h2_events = conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._ended = True
+            return [ConnectionEnded(f"protocol error: {exc}")]
+        events: list[Event] = []
+        provoked = conn.refused + conn.malformed - before
+        for event in h2_events:
+            self._translate(event, events)
+            if type(event) is h2.events.StreamReset and not event.remote_reset:
+                provoked += 1
+        if provoked and self._count("_resets", provoked, self._limits.resets):
+            events.append(self._end_calm("too many streams reset"))
+        return events
+
+    def _translate(self, event: h2.events.Event, out: list[Event]) -> None:
+        kind = type(event)
+        if kind is h2.events.RequestReceived:
+            out.append(self._request(event))  # type: ignore[arg-type]
+        elif kind is h2.events.DataReceived:
+            assert isinstance(event, h2.events.DataReceived)
+            assert event.stream_id is not None
+            self._credit_connection(event.flow_controlled_length or 0)
+            out.append(BodyData(event.stream_id, event.data or b"", event.stream_ended is not None))
+        elif kind is h2.events.StreamEnded:
+            assert isinstance(event, h2.events.StreamEnded)
+            assert event.stream_id is not None
+            # An END_STREAM on a DATA frame was reported with the data; this one ends a body
+            # that ended with its HEADERS (reported with StreamOpened) or with trailers.
+            out.append(BodyData(event.stream_id, b"", True))
+        elif kind is h2.events.StreamReset:
+            assert isinstance(event, h2.events.StreamReset)
+            assert event.stream_id is not None
+            out.append(StreamReset(event.stream_id))
+        elif kind is h2.events.WindowUpdated:
+            assert isinstance(event, h2.events.WindowUpdated)
+            out.append(WindowOpened(event.stream_id or 0))
+        elif kind is h2.events.RemoteSettingsChanged:
+            # A new initial window may open every stream's window.
+            out.append(WindowOpened(0))
+        elif kind is h2.events.ConnectionTerminated:
+            self._ended = True
+            out.append(ConnectionEnded("the client said GOAWAY"))
+        elif kind is h2.events.TrailersReceived:
+            pass  # request trailers are not passed to ASGI apps; the StreamEnded follows
+
+    def _request(self, event: h2.events.RequestReceived) -> StreamOpened:
+        assert event.stream_id is not None
+        pseudo: dict[bytes, bytes] = {}
+        headers: list[tuple[bytes, bytes]] = []
+        host: bytes | None = None
+        count = 0
+        for name, value in event.headers or ():
+            name_b, value_b = bytes(name), bytes(value)
+            if name_b[:1] == b":":
+                pseudo[name_b] = value_b
+                continue
+            count += 1
+            if name_b == b"host":
+                host = value_b
+            headers.append((name_b, value_b))
+        authority = pseudo.get(b":authority")
+        if host is None and authority is not None:
+            # ASGI apps (and the proxy-header rules) read the authority from Host.
+            headers.insert(0, (b"host", authority))
+        method = pseudo.get(b":method", b"")
+        head = RequestHead(method, pseudo.get(b":path", b"/"), "2", headers)
+        ended = event.stream_ended is not None
+        refusal: tuple[int, str] | None = None
+        if self._max_headers is not None and count > self._max_headers:
+            refusal = (431, "Too many request header fields.")
+        elif method == b"CONNECT":
+            refusal = (405, "CONNECT is not supported: this is not a proxy.")
+        return StreamOpened(event.stream_id, head, ended, refusal)
+
+    def _credit_connection(self, length: int) -> None:
+        self._uncredited += length
+        if self._uncredited >= _CONNECTION_CREDIT_STEP:
+            self._conn.increment_flow_control_window(self._uncredited)
+            self._uncredited = 0
+
+    def consumed(self, stream_id: int, length: int) -> None:
+        """The app has read ``length`` body bytes of ``stream_id``: credit its window."""
+        if length and not self._ended:
+            try:
+                self._conn.increment_flow_control_window(length, stream_id)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                pass  # the stream has ended meanwhile: no window to open
+
+    # -- the frame scanner -------------------------------------------------------------------
+
+    def _scan(self, data: bytes) -> str | None:
+        """Walk the frame headers in ``data``; a reason to end the connection, or ``None``."""
+        view = memoryview(data)
+        position = 0
+        if self._preface_left:
+            taken = min(self._preface_left, len(view))
+            self._preface_left -= taken
+            position = taken
+        end = len(view)
+        while position < end:
+            if self._skip:
+                taken = min(self._skip, end - position)
+                self._skip -= taken
+                position += taken
+                continue
+            need = _FRAME_HEADER - len(self._partial)
+            piece = bytes(view[position : position + need])
+            position += len(piece)
+            if len(piece) < need:
+                self._partial += piece
+                break
+            header = self._partial + piece
+            self._partial = b""
+            length = int.from_bytes(header[0:3], "big")
+            self._skip = length
+            verdict = self._check_frame(header[3], header[4], length)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def _check_frame(self, kind: int, flags: int, length: int) -> str | None:
+        limits = self._limits
+        if kind == _HEADERS or kind == _CONTINUATION:
+            if kind == _HEADERS:
+                self._block_bytes = 0
+                self._block_frames = 0
+            self._block_bytes += length
+            self._block_frames += 1
+            if self._block_bytes > self._max_header_block:
+                return "header block too large"
+            if self._block_frames > MAX_HEADER_BLOCK_FRAMES:
+                return "too many CONTINUATION frames"
+            return None
+        if kind == _RST_STREAM:
+            return "too many streams reset" if self._count("_resets", 1, limits.resets) else None
+        if kind == _WINDOW_UPDATE:
+            flooded = self._count("_window_updates", 1, limits.window_updates)
+            return "WINDOW_UPDATE flood" if flooded else None
+        control = (
+            kind == _PING
+            or kind == _PRIORITY
+            or (kind == _SETTINGS and not flags & _ACK)
+            or (kind == _DATA and length == 0 and not flags & _END_STREAM)
+        )
+        if control and self._count("_controls", 1, limits.control_frames):
+            return "control frame flood"
+        return None
+
+    def _count(self, counter: str, amount: int, budget: int) -> bool:
+        """Add ``amount`` to a flood counter; whether its budget is exceeded."""
+        now = self._clock()
+        if now - self._window_start >= FLOOD_WINDOW:
+            self._window_start = now
+            self._resets = self._controls = self._window_updates = 0
+        value = getattr(self, counter) + amount
+        setattr(self, counter, value)
+        return value > budget
+
+    def _end_calm(self, reason: str) -> ConnectionEnded:
+        self._ended = True
+        self._conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        return ConnectionEnded(reason, calm=True)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write now (frames queued by everything above)."""
+        return self._conn.data_to_send()
+
+    def send_headers(
+        self,
+        stream_id: int,
+        status: int,
+        headers: Iterable[Sequence[bytes]],
+        *,
+        end_stream: bool,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Queue the response head of ``stream_id``.
+
+        Raises:
+            ValueError: the status or a header is invalid (the app's fault).
+        """
+        if type(status) is not int or not 200 <= status <= 599:
+            raise ValueError(f"invalid status for a final response: {status!r}")
+        fields: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
+        for name, value in headers:
+            name_b = _as_bytes(name).lower()
+            if name_b in _CONNECTION_SPECIFIC:
+                continue  # HTTP/1.1 framing; meaningless (and forbidden) in HTTP/2
+            fields.append((name_b, _as_bytes(value)))
+        fields.extend(extra)
+        try:
+            self._conn.send_headers(stream_id, fields, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            raise ValueError(f"invalid response head: {exc}") from exc
+
+    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
+        """Queue body bytes (at most :meth:`window` of them) of ``stream_id``."""
+        self._conn.send_data(stream_id, data, end_stream=end_stream)
+
+    def window(self, stream_id: int) -> int:
+        """How many body bytes ``stream_id`` may send now (stream and connection windows)."""
+        try:
+            return min(
+                self._conn.local_flow_control_window(stream_id), self._conn.max_outbound_frame_size
+            )
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            return 0
+
+    def stream_open(self, stream_id: int) -> bool:
+        """Whether ``stream_id`` can still carry our response."""
+        stream = self._conn.streams.get(stream_id)
+        return stream is not None and stream.open and not stream.closed
+
+    def reset(self, stream_id: int, *, code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> None:
+        """Reset ``stream_id`` (if it is still open)."""
+        if self.stream_open(stream_id):
+            self._conn.reset_stream(stream_id, code)
+
+    def goaway(self, *, last_stream_id: int | None = None) -> None:
+        """Queue a graceful GOAWAY (no error): no new streams past ``last_stream_id``."""
+        if not self._ended:
+            self._conn.close_connection(
+                h2.errors.ErrorCodes.NO_ERROR, last_stream_id=last_stream_id
+            )
+
+    @property
+    def highest_stream_id(self) -> int:
+        """The highest stream the client has opened."""
+        return self._conn.highest_inbound_stream_id
+
+    @property
+    def ended(self) -> bool:
+        """Whether the connection is over (GOAWAY said or heard, or a fatal error)."""
+        return self._ended
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    raise ValueError(f"header names and values must be bytes, not {type(value).__name__}")
