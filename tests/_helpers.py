@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -47,14 +48,16 @@ async def get(
     *,
     method: str = "GET",
     transport: httpx.AsyncBaseTransport | None = None,
+    verify: ssl.SSLContext | bool = True,
     **kwargs: Any,
 ) -> httpx.Response:
     """One request with httpx's async client, which runs on trio itself (no thread needed).
 
-    ``where`` is a bound address (``path`` defaults to ``/``) or a URL (``path`` is appended).
+    ``where`` is a bound address (``path`` defaults to ``/``) or a URL (``path`` is appended);
+    ``kwargs`` go to ``AsyncClient.request`` (``headers=``, ``content=``...).
     """
     url = http_url(where, path or "/") if isinstance(where, tuple) else where + path
-    async with httpx.AsyncClient(timeout=10, transport=transport) as client:
+    async with httpx.AsyncClient(timeout=10, transport=transport, verify=verify) as client:
         return await client.request(method, url, **kwargs)
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
+import signal
 import socket
 import ssl
 import stat
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from trioserve import Config, ConfigError, TLSConfig
 from trioserve._cli import main
 from trioserve._listeners import Bind, accept_loop, parse_bind
 
+from ._helpers import ServerProcess, get
 from .conftest import hello_app
 
 
@@ -70,14 +70,6 @@ def test_bad_bind_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert "bind: expected HOST:PORT" in err
 
 
-async def get(url: str, **kwargs: Any) -> httpx.Response:
-    def call() -> httpx.Response:
-        with httpx.Client(timeout=10, **kwargs) as client:
-            return client.get(url)
-
-    return await trio.to_thread.run_sync(call)
-
-
 async def test_several_binds_at_once(tmp_path: Path) -> None:
     path = str(tmp_path / "s.sock")
     config = Config(binds=("127.0.0.1:0", f"unix:{path}"), uds_mode=0o660, access_log=False)
@@ -87,7 +79,7 @@ async def test_several_binds_at_once(tmp_path: Path) -> None:
         assert unix == path
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
         assert (await get(f"http://127.0.0.1:{tcp[1]}/a")).text == "GET /a\n"
-        uds = httpx.HTTPTransport(uds=path)
+        uds = httpx.AsyncHTTPTransport(uds=path)
         assert (await get("http://localhost/b", transport=uds)).text == "GET /b\n"
         nursery.cancel_scope.cancel()
 
@@ -176,22 +168,17 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
         "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n"
         "os.execv(sys.executable, [sys.executable, '-m', 'trioserve', *sys.argv[1:]])\n"
     )
-    process = subprocess.Popen(
+    server = ServerProcess(
         [sys.executable, "-c", launcher, "--root", str(tmp_path), "--no-access-log"],
         pass_fds=(fd,),
-        stderr=subprocess.PIPE,
-        text=True,
     )
     listener.close()
     try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert re.search(rf"on http://127\.0\.0\.1:{port} ", line), line
+        assert server.wait_for_announce() == f"http://127.0.0.1:{port}"
         assert httpx.get(f"http://127.0.0.1:{port}/hello.txt", timeout=10).text == "activated\n"
     finally:
-        process.send_signal(2)
-        process.communicate(timeout=15)
-    assert process.returncode == 0
+        status, _ = server.stop(signal.SIGINT)
+    assert status == 0
 
 
 def test_unusable_binds_on_the_command_line_exit_2(
@@ -220,7 +207,7 @@ async def test_a_unix_socket_another_server_answers_on_is_not_taken_over(tmp_pat
         await nursery.start(trioserve.serve, hello_app, Config(uds=path, access_log=False))
         with pytest.raises(OSError, match="address already in use"):
             await trioserve.serve(hello_app, Config(uds=path))
-        uds = httpx.HTTPTransport(uds=path)
+        uds = httpx.AsyncHTTPTransport(uds=path)
         assert (await get("http://localhost/still", transport=uds)).text == "GET /still\n"
         nursery.cancel_scope.cancel()
 
