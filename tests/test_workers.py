@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,7 +46,7 @@ APP = textwrap.dedent(
 )
 
 
-def start(tmp_path: Path, *args: str, **popen: object) -> ServerProcess:
+def start(tmp_path: Path, *args: str, **popen: Any) -> ServerProcess:
     """``python -m trioserve workerapp:app ARGS`` in ``tmp_path``, once it announced its URL."""
     (tmp_path / "workerapp.py").write_text(APP)
     return ServerProcess.start("workerapp:app", "--no-access-log", *args, cwd=tmp_path, **popen)
