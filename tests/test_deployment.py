@@ -26,6 +26,9 @@ import trustme
 
 from ._helpers import PROCESS_TIMEOUT, ServerProcess, children, wait_for
 
+# Every test here starts nginx and two workers: about 2 s each.
+pytestmark = pytest.mark.slow
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 APP = textwrap.dedent(
@@ -142,7 +145,6 @@ def test_app_sees_the_real_client_and_scheme(
     assert re.fullmatch(r"localhost(:\d+)?", seen["host"])
 
 
-@pytest.mark.slow
 def test_rolling_restart_under_load_loses_no_request(
     deployment: tuple[ServerProcess, str, ssl.SSLContext],
 ) -> None:
@@ -195,7 +197,6 @@ def test_rolling_restart_under_load_loses_no_request(
     assert pids - old  # ...and the new ones after it
 
 
-@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(
     deployment: tuple[ServerProcess, str, ssl.SSLContext], tmp_path: Path
 ) -> None:
