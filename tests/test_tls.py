@@ -435,6 +435,10 @@ def test_tls_alone_from_the_command_line(tmp_path: Path) -> None:
     state = tmp_path / "state"
     (tmp_path / "hello.txt").write_text("over https\n")
 
+    def get_hello(host: str, port: str, ca_path: str) -> httpx.Response:
+        verify = ssl.create_default_context(cafile=ca_path)
+        return httpx.get(f"https://{host}:{port}/hello.txt", verify=verify, timeout=10)
+
     def start() -> ServerProcess:
         return ServerProcess.start(
             *("--tls", "--tls-state-dir", str(state), "--root", str(tmp_path))
@@ -448,19 +452,11 @@ def test_tls_alone_from_the_command_line(tmp_path: Path) -> None:
         assert ca_path == str(state / "ca.pem")
         assert f"curl --cacert {ca_path} https://localhost:" in curl
         port = url.rsplit(":", 1)[1]
-        response = httpx.get(
-            f"https://localhost:{port}/hello.txt",
-            verify=ssl.create_default_context(cafile=ca_path),
-            timeout=10,
-        )
+        response = get_hello("localhost", port, ca_path)
         assert response.text == "over https\n"
         server.process.send_signal(signal.SIGHUP)  # reload: the server keeps serving
         server.wait_for_line("TLS certificate reloaded")
-        response = httpx.get(
-            f"https://127.0.0.1:{port}/hello.txt",
-            verify=ssl.create_default_context(cafile=ca_path),
-            timeout=10,
-        )
+        response = get_hello("127.0.0.1", port, ca_path)
         assert response.status_code == 200
     finally:
         status, _ = server.stop(signal.SIGINT)
@@ -471,11 +467,7 @@ def test_tls_alone_from_the_command_line(tmp_path: Path) -> None:
     url = server.url
     try:
         port = url.rsplit(":", 1)[1]
-        response = httpx.get(
-            f"https://localhost:{port}/hello.txt",
-            verify=ssl.create_default_context(cafile=ca_path),
-            timeout=10,
-        )
+        response = get_hello("localhost", port, ca_path)
         assert response.status_code == 200
     finally:
         status, _ = server.stop(signal.SIGINT)

@@ -62,6 +62,22 @@ def ready_pids(url: str, count: int) -> set[int]:
     return seen
 
 
+def slow_request_in_flight(
+    server: ServerProcess, tmp_path: Path
+) -> tuple[threading.Thread, list[int]]:
+    """Once both workers run, GET ``/slow`` (1 s in the app) in a thread, which keeps the
+    status; return once the request is in a worker's hands (a connection still in the listen
+    queue when the listeners close is refused, as with any server)."""
+    wait_for(lambda: len(children(server.pid)) == 2)
+    results: list[int] = []
+    thread = threading.Thread(
+        target=lambda: results.append(httpx.get(server.url + "/slow", timeout=10).status_code)
+    )
+    thread.start()
+    wait_for(lambda: (tmp_path / "slow-started").exists())
+    return thread, results
+
+
 @pytest.mark.slow
 def test_two_workers_serve_and_a_crashed_one_is_replaced(tmp_path: Path) -> None:
     server = start(tmp_path, "--workers", "2")
@@ -126,16 +142,8 @@ def test_rolling_restart_loses_no_request(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     server = start(tmp_path, "--workers", "2")
-    results: list[int] = []
-    thread = threading.Thread(
-        target=lambda: results.append(httpx.get(server.url + "/slow", timeout=10).status_code)
-    )
     try:
-        wait_for(lambda: len(children(server.pid)) == 2)
-        thread.start()
-        # Signal only once the request is in a worker's hands (a connection still in the
-        # listen queue when the listeners close is refused, as with any server).
-        wait_for(lambda: (tmp_path / "slow-started").exists())
+        thread, results = slow_request_in_flight(server, tmp_path)
     finally:
         status, _ = server.stop(signal.SIGTERM)
     thread.join(10)
@@ -179,14 +187,8 @@ def test_workers_failing_at_startup_stop_the_supervisor(tmp_path: Path) -> None:
 def test_a_signal_to_the_whole_process_group_still_drains(tmp_path: Path) -> None:
     # Its own process group, as under a terminal or systemd.
     server = start(tmp_path, "--workers", "2", start_new_session=True)
-    results: list[int] = []
-    thread = threading.Thread(
-        target=lambda: results.append(httpx.get(server.url + "/slow", timeout=10).status_code)
-    )
     try:
-        wait_for(lambda: len(children(server.pid)) == 2)
-        thread.start()
-        wait_for(lambda: (tmp_path / "slow-started").exists())
+        thread, results = slow_request_in_flight(server, tmp_path)
         os.killpg(server.pid, signal.SIGTERM)  # what Ctrl-C or `systemctl stop` do
         thread.join(15)
     finally:
