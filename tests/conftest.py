@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -138,24 +136,3 @@ async def hello_app(scope: Any, receive: Any, send: Any) -> None:
 @pytest.fixture
 def quiet_config() -> Config:
     return Config(access_log=False)
-
-
-# -- helpers for tests with real processes -------------------------------------------------
-
-
-def children(pid: int) -> set[int]:
-    """The pids of a process's children."""
-    result = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
-    )
-    return {int(line) for line in result.stdout.split()}
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> None:
-    """Poll ``predicate`` (every 50 ms, for at most ``timeout`` s) for a process-level state."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")

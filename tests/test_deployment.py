@@ -24,7 +24,10 @@ import httpx
 import pytest
 import trustme
 
-from .conftest import children, wait_for
+from ._helpers import PROCESS_TIMEOUT, ServerProcess, children, wait_for
+
+# Every test here starts nginx and two workers: about 2 s each.
+pytestmark = pytest.mark.slow
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -89,22 +92,20 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, ssl.SSLContext]]:
+def deployment(tmp_path: Path) -> Iterator[tuple[ServerProcess, str, ssl.SSLContext]]:
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost")
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     (tmp_path / "deployedapp.py").write_text(APP)
     sock = tmp_path / "trioserve.sock"
-    server = subprocess.Popen(
+    server = ServerProcess(
         [
             *(sys.executable, "-m", "trioserve", "deployedapp:app", "--workers", "2"),
             *("--uds", str(sock), "--proxy-headers", "--forwarded-allow-ips", "unix"),
             *("--graceful-timeout", "10", "--no-access-log"),
         ],
         cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     port = free_port()
     (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp_path, socket=sock, port=port))
@@ -116,7 +117,8 @@ def deployment(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, ssl
     ca.configure_trust(context)
     url = f"https://localhost:{port}"
     try:
-        wait_for(lambda: sock.exists() and len(children(server.pid)) == 2)
+        assert server.wait_for_announce() == f"http+unix:{sock}"
+        wait_for(lambda: len(children(server.pid)) == 2)
 
         def answering() -> bool:
             try:
@@ -129,29 +131,29 @@ def deployment(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, ssl
     finally:
         nginx.terminate()
         nginx.wait(10)
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            server.communicate(timeout=30)
+        if server.process.poll() is None:
+            server.stop(signal.SIGTERM)
 
 
 def test_app_sees_the_real_client_and_scheme(
-    deployment: tuple[subprocess.Popen[str], str, ssl.SSLContext],
+    deployment: tuple[ServerProcess, str, ssl.SSLContext],
 ) -> None:
     _, url, context = deployment
     seen = httpx.get(url + "/who", verify=context, timeout=10).json()
     assert seen["client"][0] == "127.0.0.1"  # not None, as a unix-socket peer would be
     assert seen["scheme"] == "https"
-    assert re.fullmatch(r"localhost(:\\d+)?", seen["host"])
+    assert re.fullmatch(r"localhost(:\d+)?", seen["host"])
 
 
 def test_rolling_restart_under_load_loses_no_request(
-    deployment: tuple[subprocess.Popen[str], str, ssl.SSLContext],
+    deployment: tuple[ServerProcess, str, ssl.SSLContext],
 ) -> None:
     server, url, context = deployment
     old = children(server.pid)
     failures: list[str] = []
     pids: set[int] = set()
     done = 0
+    busy = threading.Event()
     rolled = threading.Event()
     lock = threading.Lock()
 
@@ -163,8 +165,9 @@ def test_rolling_restart_under_load_loses_no_request(
         deadline = time.monotonic() + 60
         with httpx.Client(verify=context, timeout=10, transport=transport) as http:
             for count in range(5000):
-                if count >= 500 and rolled.is_set() and pids - old:
-                    break
+                with lock:
+                    if count >= 500 and rolled.is_set() and pids - old:
+                        break
                 if time.monotonic() > deadline:
                     break
                 try:
@@ -173,14 +176,17 @@ def test_rolling_restart_under_load_loses_no_request(
                     with lock:
                         pids.add(response.json()["pid"])
                         done += 1
+                        if done >= 40:
+                            busy.set()
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
 
     threads = [threading.Thread(target=client) for _ in range(4)]  # 2,000 requests at least
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
-    server.send_signal(signal.SIGHUP)
+    assert busy.wait(PROCESS_TIMEOUT)  # the restart begins under load
+    server.process.send_signal(signal.SIGHUP)
+    server.wait_for_line("Rolling restart complete", timeout=60)
     wait_for(lambda: not (children(server.pid) & old), timeout=60)
     rolled.set()
     for thread in threads:
@@ -192,7 +198,7 @@ def test_rolling_restart_under_load_loses_no_request(
 
 
 def test_sigterm_drains_in_flight_requests(
-    deployment: tuple[subprocess.Popen[str], str, ssl.SSLContext], tmp_path: Path
+    deployment: tuple[ServerProcess, str, ssl.SSLContext], tmp_path: Path
 ) -> None:
     server, url, context = deployment
     results: list[int] = []
@@ -204,9 +210,8 @@ def test_sigterm_drains_in_flight_requests(
     thread.start()
     # Signal only once the request is in a worker's hands.
     wait_for(lambda: (tmp_path / "slow-started").exists())
-    server.send_signal(signal.SIGTERM)
+    status, err = server.stop(signal.SIGTERM)
     thread.join(20)
-    _, err = server.communicate(timeout=30)
     assert results == [200]
-    assert server.returncode == 0
+    assert status == 0
     assert "All workers stopped" in err

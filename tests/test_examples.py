@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.mark.slow  # a whole pytest run in a subprocess
 def test_downstream_example_project_passes() -> None:
     project = EXAMPLES / "downstream"
     result = subprocess.run(

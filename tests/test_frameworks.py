@@ -7,7 +7,7 @@ runtime, and the endpoints below are defined inside functions.
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +16,7 @@ import pytest
 import trio
 from websockets.sync.client import connect
 
-import trioserve
-from trioserve import Config
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any, **config: Any) -> AsyncIterator[str]:
-    server = trioserve.Server(app, Config(port=0, access_log=False, **config))
-    async with trio.open_nursery() as nursery:
-        [(host, port)] = await nursery.start(server.serve)
-        yield f"{host}:{port}"
-        nursery.cancel_scope.cancel()
-
-
-async def in_thread(function: Callable[[], Any]) -> Any:
-    return await trio.to_thread.run_sync(function)
+from ._helpers import in_thread, serving
 
 
 class Spy:
@@ -121,7 +107,7 @@ def starlette_app(tmp_path: Path, background_log: list[str]) -> Any:
 async def test_starlette_app_runs_unchanged(tmp_path: Path) -> None:
     background_log: list[str] = []
     spy = Spy(starlette_app(tmp_path, background_log))
-    async with serving(spy) as address:
+    async with serving(spy) as (_, address):
 
         def client() -> dict[str, Any]:
             with httpx.Client(base_url=f"http://{address}", timeout=10) as http:
@@ -198,7 +184,7 @@ def fastapi_app() -> Any:
 
 
 async def test_fastapi_app_runs_unchanged() -> None:
-    async with serving(fastapi_app()) as address:
+    async with serving(fastapi_app()) as (_, address):
 
         def client() -> dict[str, Any]:
             with httpx.Client(base_url=f"http://{address}", timeout=10) as http:
@@ -274,7 +260,7 @@ def __getattr__(name: str) -> Any:
 
 
 async def test_django_app_runs_through_asyncio_app(django_app: Any) -> None:
-    async with serving(django_app, asyncio_app=True) as address:
+    async with serving(django_app, asyncio_app=True) as (_, address):
 
         def client() -> tuple[str, Any]:
             with httpx.Client(base_url=f"http://{address}", timeout=10) as http:

@@ -9,13 +9,15 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
+import trio.testing
 
 import trioserve
 from trioserve import Config
 from trioserve._lifespan import LifespanFailure
+
+from ._helpers import get
 
 
 def lifespan_app(events: list[str], *, fail: str | None = None) -> Any:
@@ -44,13 +46,6 @@ def lifespan_app(events: list[str], *, fail: str | None = None) -> Any:
     return app
 
 
-async def get(address: tuple[str, int], path: str = "/") -> httpx.Response:
-    def call() -> httpx.Response:
-        return httpx.get(f"http://{address[0]}:{address[1]}{path}", timeout=10)
-
-    return await trio.to_thread.run_sync(call)
-
-
 async def test_startup_runs_before_listening_and_state_reaches_requests() -> None:
     events: list[str] = []
     async with trio.open_nursery() as nursery:
@@ -67,11 +62,13 @@ async def test_startup_runs_before_listening_and_state_reaches_requests() -> Non
 async def test_shutdown_runs_after_in_flight_requests() -> None:
     events: list[str] = []
     inner = lifespan_app(events)
+    started = trio.Event()
     release = trio.Event()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             events.append("slow request starts")
+            started.set()
             await release.wait()
         await inner(scope, receive, send)
 
@@ -86,10 +83,12 @@ async def test_shutdown_runs_after_in_flight_requests() -> None:
             )
         )
         nursery.start_soon(get, address)
-        while "slow request starts" not in events:
-            await trio.sleep(0.01)
+        with trio.fail_after(5):
+            await started.wait()
         stop.set()
-        await trio.sleep(0.1)
+        # Everything the server does on its own after the trigger is done once every task
+        # here waits (the client waits for its answer, the app for `release`).
+        await trio.testing.wait_all_tasks_blocked()
         assert "shutdown" not in events
         release.set()
     assert events[-2:] == ["request", "shutdown"]

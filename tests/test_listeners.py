@@ -3,12 +3,13 @@ socket activation, TLS and plain side by side, redirects to HTTPS."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
-import re
+import signal
 import socket
 import ssl
 import stat
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,15 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 import trustme
 
 import trioserve
 from trioserve import Config, ConfigError, TLSConfig
 from trioserve._cli import main
-from trioserve._listeners import Bind, parse_bind
+from trioserve._listeners import Bind, accept_loop, parse_bind
 
+from ._helpers import ServerProcess, get
 from .conftest import hello_app
 
 
@@ -67,14 +70,6 @@ def test_bad_bind_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert "bind: expected HOST:PORT" in err
 
 
-async def get(url: str, **kwargs: Any) -> httpx.Response:
-    def call() -> httpx.Response:
-        with httpx.Client(timeout=10, **kwargs) as client:
-            return client.get(url)
-
-    return await trio.to_thread.run_sync(call)
-
-
 async def test_several_binds_at_once(tmp_path: Path) -> None:
     path = str(tmp_path / "s.sock")
     config = Config(binds=("127.0.0.1:0", f"unix:{path}"), uds_mode=0o660, access_log=False)
@@ -84,7 +79,7 @@ async def test_several_binds_at_once(tmp_path: Path) -> None:
         assert unix == path
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
         assert (await get(f"http://127.0.0.1:{tcp[1]}/a")).text == "GET /a\n"
-        uds = httpx.HTTPTransport(uds=path)
+        uds = httpx.AsyncHTTPTransport(uds=path)
         assert (await get("http://localhost/b", transport=uds)).text == "GET /b\n"
         nursery.cancel_scope.cancel()
 
@@ -173,22 +168,17 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
         "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n"
         "os.execv(sys.executable, [sys.executable, '-m', 'trioserve', *sys.argv[1:]])\n"
     )
-    process = subprocess.Popen(
+    server = ServerProcess(
         [sys.executable, "-c", launcher, "--root", str(tmp_path), "--no-access-log"],
         pass_fds=(fd,),
-        stderr=subprocess.PIPE,
-        text=True,
     )
     listener.close()
     try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert re.search(rf"on http://127\.0\.0\.1:{port} ", line), line
+        assert server.wait_for_announce() == f"http://127.0.0.1:{port}"
         assert httpx.get(f"http://127.0.0.1:{port}/hello.txt", timeout=10).text == "activated\n"
     finally:
-        process.send_signal(2)
-        process.communicate(timeout=15)
-    assert process.returncode == 0
+        status, _ = server.stop(signal.SIGINT)
+    assert status == 0
 
 
 def test_unusable_binds_on_the_command_line_exit_2(
@@ -217,7 +207,7 @@ async def test_a_unix_socket_another_server_answers_on_is_not_taken_over(tmp_pat
         await nursery.start(trioserve.serve, hello_app, Config(uds=path, access_log=False))
         with pytest.raises(OSError, match="address already in use"):
             await trioserve.serve(hello_app, Config(uds=path))
-        uds = httpx.HTTPTransport(uds=path)
+        uds = httpx.AsyncHTTPTransport(uds=path)
         assert (await get("http://localhost/still", transport=uds)).text == "GET /still\n"
         nursery.cancel_scope.cancel()
 
@@ -231,3 +221,112 @@ def test_a_stale_unix_socket_file_is_replaced(tmp_path: Path) -> None:
     assert len(listeners) == 1
     trioserve._listeners.close_listener(listeners[0][0])
     assert not os.path.exists(path)
+
+
+# -- the accept loop, over a fake listener and virtual time ------------------------------------
+
+
+class ScriptedListener:
+    """A listening socket whose ``accept()`` plays a script: an errno to fail with, or
+    ``None`` for a client. Once the script is played it reports itself closed, which ends
+    ``accept_loop``; an endless errno (``forever``) keeps failing instead."""
+
+    def __init__(self, *script: int | None, forever: int | None = None) -> None:
+        self.script = list(script)
+        self.forever = forever
+        self.calls: list[float] = []  # trio.current_time() of each accept()
+        self.clients: list[socket.socket] = []
+
+    def fileno(self) -> int:
+        return -1 if not self.script and self.forever is None else 1_000_000
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        self.calls.append(trio.current_time())
+        step = self.script.pop(0) if self.script else self.forever
+        if step is not None:
+            raise OSError(step, os.strerror(step))
+        client = socket.socket()  # never connected: the loop only hands it on
+        self.clients.append(client)
+        return client, ("127.0.0.1", 40000 + len(self.clients))
+
+    def close_clients(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+CAPACITY_ERRNOS = [errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS]
+
+
+@pytest.mark.parametrize("code", CAPACITY_ERRNOS, ids=[errno.errorcode[c] for c in CAPACITY_ERRNOS])
+async def test_accept_out_of_resources_backs_off_100ms_and_retries(
+    code: int, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = ScriptedListener(forever=code)
+    slots = trio.Semaphore(10)
+    # It retries every 100 ms, so in 950 ms it tries at 0, 100, ..., 900 ms: 10 times.
+    with trio.move_on_after(0.95):
+        await accept_loop(listener, slots, spawn=lambda client, address: None)
+    assert listener.calls == pytest.approx([i / 10 for i in range(10)])
+    failures = [r for r in caplog.records if r.name == "trioserve.error"]
+    assert len(failures) == 10
+    assert all(r.levelno == logging.ERROR for r in failures)
+    assert f"accept() failed ({errno.errorcode[code]}); pausing 0.1 s" in failures[0].getMessage()
+    assert slots.value == 10  # every failed accept gave its slot back
+
+
+async def test_after_a_back_off_the_next_client_is_accepted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listener = ScriptedListener(errno.EMFILE, errno.EMFILE, None)
+    slots = trio.Semaphore(10)
+    spawned: list[tuple[socket.socket, object]] = []
+    try:
+        with trio.fail_after(5):
+            await accept_loop(listener, slots, spawn=lambda c, a: spawned.append((c, a)))
+    finally:
+        listener.close_clients()
+    assert listener.calls == pytest.approx([0.0, 0.1, 0.2])
+    assert spawned == [(listener.clients[0], ("127.0.0.1", 40001))]
+    assert slots.value == 9  # held by the spawned connection until its task releases it
+
+
+@pytest.mark.parametrize("code", [errno.EBADF, errno.EINVAL, errno.ENOTSOCK])
+async def test_other_accept_errors_propagate_at_once(
+    code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    listener = ScriptedListener(code, None)
+    slots = trio.Semaphore(10)
+    with pytest.raises(OSError, match=os.strerror(code)) as info:
+        await accept_loop(listener, slots, spawn=lambda client, address: None)
+    assert info.value.errno == code
+    assert listener.calls == [0.0]  # no back-off, no retry
+    assert listener.clients == []
+    assert slots.value == 10
+
+
+async def test_a_client_that_gave_up_is_skipped_without_a_pause(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = ScriptedListener(errno.ECONNABORTED, errno.EPROTO, errno.EPERM, None)
+    slots = trio.Semaphore(10)
+    spawned: list[object] = []
+    try:
+        with trio.fail_after(5):
+            await accept_loop(listener, slots, spawn=lambda c, a: spawned.append(a))
+    finally:
+        listener.close_clients()
+    assert listener.calls == [0.0, 0.0, 0.0, 0.0]
+    assert spawned == [("127.0.0.1", 40001)]
+    assert not [r for r in caplog.records if r.name == "trioserve.error"]
+    assert slots.value == 9
+
+
+async def test_without_a_free_slot_nothing_is_accepted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listener = ScriptedListener(None)
+    slots = trio.Semaphore(1)
+    await slots.acquire()  # the one slot is taken by an open connection
+    with trio.move_on_after(60):
+        await accept_loop(listener, slots, spawn=lambda client, address: None)
+    assert listener.calls == []  # clients wait in the kernel's backlog meanwhile

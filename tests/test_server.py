@@ -15,23 +15,8 @@ import trioserve
 from trioserve import Config, StaticFiles
 from trioserve._server import Server
 
+from ._helpers import get, http_url, in_thread
 from .conftest import hello_app
-
-
-def url(address: tuple[str, int], path: str = "/") -> str:
-    host, port = address
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}{path}"
-
-
-async def get(address: tuple[str, int], path: str = "/", **kwargs: Any) -> httpx.Response:
-    """An httpx request, run in a worker thread so the server keeps running in this one."""
-
-    def call() -> httpx.Response:
-        with httpx.Client(timeout=10) as client:
-            return client.request(kwargs.pop("method", "GET"), url(address, path), **kwargs)
-
-    return await trio.to_thread.run_sync(call)
 
 
 async def raw_exchange(address: tuple[str, int], data: bytes) -> bytes:
@@ -93,15 +78,17 @@ async def test_a_crashing_request_leaves_the_others_answered(
             trioserve.serve, flaky_app, Config(port=0, access_log=False)
         )
         results: dict[str, int] = {}
+        # One client, one connection per request in flight (51 at once, under its limit of 100).
+        async with httpx.AsyncClient(timeout=10) as http:
 
-        async def one(path: str) -> None:
-            results[path] = (await get(address, path)).status_code
+            async def one(path: str) -> None:
+                results[path] = (await http.get(http_url(address, path))).status_code
 
-        async with trio.open_nursery() as clients:
-            for index in range(50):
-                clients.start_soon(one, f"/ok/{index}")
-            clients.start_soon(one, "/boom")
-            clients.start_soon(raw_exchange, address, b"\x00garbage\r\n\r\n")
+            async with trio.open_nursery() as clients:
+                for index in range(50):
+                    clients.start_soon(one, f"/ok/{index}")
+                clients.start_soon(one, "/boom")
+                clients.start_soon(raw_exchange, address, b"\x00garbage\r\n\r\n")
         assert results.pop("/boom") == 500
         assert set(results.values()) == {200}
         assert len(results) == 50
@@ -136,19 +123,28 @@ async def test_max_connections_holds_new_clients_at_accept() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def slow_app(scope: Any, receive: Any, send: Any) -> None:
-    seconds = float(scope["path"].strip("/") or 0)
-    await trio.sleep(seconds)
-    await hello_app(scope, receive, send)
+def slow_app(started: trio.Event) -> Any:
+    """Answers ``GET /SECONDS`` after that many seconds; sets ``started`` when a request that
+    waits (SECONDS > 0) has reached the app."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seconds = float(scope["path"].strip("/") or 0)
+        if seconds:
+            started.set()
+        await trio.sleep(seconds)
+        await hello_app(scope, receive, send)
+
+    return app
 
 
 async def test_shutdown_trigger_drains_in_flight_and_closes_idle_and_listener() -> None:
     stop = trio.Event()
+    started = trio.Event()
     config = Config(port=0, graceful_timeout=5, access_log=False)
     async with trio.open_nursery() as nursery:
         [address] = await nursery.start(
             lambda task_status: trioserve.serve(
-                slow_app, config, shutdown_trigger=stop.wait, task_status=task_status
+                slow_app(started), config, shutdown_trigger=stop.wait, task_status=task_status
             )
         )
         idle = await trio.open_tcp_stream(*address)
@@ -156,7 +152,8 @@ async def test_shutdown_trigger_drains_in_flight_and_closes_idle_and_listener() 
         assert (await idle.receive_some(4096)).startswith(b"HTTP/1.1 200")
         busy = await trio.open_tcp_stream(*address)
         await busy.send_all(b"GET /0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
-        await trio.sleep(0.1)  # let the slow request start
+        with trio.fail_after(5):
+            await started.wait()  # the slow request is in the app's hands
         stop.set()
         with trio.fail_after(2):
             assert await idle.receive_some(4096) == b""  # idle: closed at once
@@ -174,11 +171,13 @@ async def test_shutdown_trigger_drains_in_flight_and_closes_idle_and_listener() 
 
 async def test_requests_still_running_after_the_grace_period_are_cancelled() -> None:
     stop = trio.Event()
+    entered = trio.Event()
     cancelled = trio.Event()
 
     async def stuck_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        entered.set()
         try:
             await trio.sleep_forever()
         finally:
@@ -193,7 +192,8 @@ async def test_requests_still_running_after_the_grace_period_are_cancelled() -> 
         )
         stream = await trio.open_tcp_stream(*address)
         await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await trio.sleep(0.1)
+        with trio.fail_after(5):
+            await entered.wait()
         started = trio.current_time()
         stop.set()
     await stream.aclose()
@@ -203,12 +203,14 @@ async def test_requests_still_running_after_the_grace_period_are_cancelled() -> 
 
 async def test_cancelling_the_enclosing_scope_is_a_graceful_shutdown() -> None:
     config = Config(port=0, graceful_timeout=5, access_log=False)
+    started = trio.Event()
     with trio.CancelScope() as outer:
         async with trio.open_nursery() as nursery:
-            [address] = await nursery.start(trioserve.serve, slow_app, config)
+            [address] = await nursery.start(trioserve.serve, slow_app(started), config)
             busy = await trio.open_tcp_stream(*address)
             await busy.send_all(b"GET /0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
-            await trio.sleep(0.1)
+            with trio.fail_after(5):
+                await started.wait()
             outer.cancel()
     # The in-flight request was answered before serve() gave up.
     answer = await busy.receive_some(4096)
@@ -221,7 +223,13 @@ async def test_body_over_limit_gets_413_even_while_the_client_is_still_sending()
     config = Config(port=0, max_body_size=1024 * 1024, access_log=False)
     async with trio.open_nursery() as nursery:
         [address] = await nursery.start(trioserve.serve, hello_app, config)
-        response = await get(address, "/", method="POST", content=b"x" * (3 * 1024 * 1024))
+
+        # httpx's sync client (in a thread): the async one leaves its request-body generator
+        # unfinished when the server answers early, and pytest reports that as an error.
+        def post() -> httpx.Response:
+            return httpx.post(http_url(address), content=b"x" * (3 * 1024 * 1024), timeout=10)
+
+        response = await in_thread(post)
         assert response.status_code == 413
         nursery.cancel_scope.cancel()
 
@@ -303,11 +311,9 @@ async def test_unix_socket_listener(tmp_path: Path) -> None:
         )
         assert address == path
 
-        def call() -> httpx.Response:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=path)) as client:
-                return client.get("http://localhost/over-uds")
-
-        response = await trio.to_thread.run_sync(call)
+        response = await get(
+            "http://localhost/over-uds", transport=httpx.AsyncHTTPTransport(uds=path)
+        )
         assert response.text == "GET /over-uds\n"
         nursery.cancel_scope.cancel()
     assert not os.path.exists(path)  # the socket file is removed at shutdown

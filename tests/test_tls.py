@@ -7,11 +7,8 @@ h11 client, httpx, and (for the CLI) a subprocess.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import ssl
-import subprocess
-import sys
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +27,8 @@ from trioserve import Config, ConfigError
 from trioserve._cli import main
 from trioserve._server import Server
 from trioserve._tls import TLSConfig
+
+from ._helpers import ServerProcess, get
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +153,7 @@ async def test_httpx_trusts_the_server_with_the_ca(tmp_path: Path, ca: trustme.C
     certfile, keyfile = write_leaf(tmp_path, ca)
     async with running(TLSConfig(certfile=certfile, keyfile=keyfile)) as (_, address):
         url = f"https://localhost:{address[1]}/"
-
-        def call() -> httpx.Response:
-            return httpx.get(url, verify=client_context(ca), timeout=10)
-
-        response = await trio.to_thread.run_sync(call)
+        response = await get(url, verify=client_context(ca))
         assert response.status_code == 200
         assert response.json()["scheme"] == "https"
 
@@ -440,66 +435,43 @@ def test_tls_alone_from_the_command_line(tmp_path: Path) -> None:
     state = tmp_path / "state"
     (tmp_path / "hello.txt").write_text("over https\n")
 
-    def start() -> tuple[subprocess.Popen[str], str, str]:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "trioserve", "--tls", "--tls-state-dir", str(state)),
-                *("--port", "0", "--root", str(tmp_path)),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stderr is not None
-        url = ca_line = curl = ""
-        for _ in range(20):
-            line = process.stderr.readline()
-            if match := re.search(r"on (https://\S+) \(Ctrl-C", line):
-                url = match.group(1)
-            if "its CA is" in line:
-                ca_line = line.rsplit(" ", 1)[1].strip()
-            if "curl --cacert" in line:
-                curl = line
-                break
-        return process, url, f"{ca_line}|{curl}"
+    def get_hello(host: str, port: str, ca_path: str) -> httpx.Response:
+        verify = ssl.create_default_context(cafile=ca_path)
+        return httpx.get(f"https://{host}:{port}/hello.txt", verify=verify, timeout=10)
 
-    process, url, info = start()
+    def start() -> ServerProcess:
+        return ServerProcess.start(
+            *("--tls", "--tls-state-dir", str(state), "--root", str(tmp_path))
+        )
+
+    server = start()
+    url = server.url
     try:
-        ca_path, curl = info.split("|")
+        ca_path = server.wait_for_line(r"its CA is (\S+)$").group(1)
+        curl = server.wait_for_line(r"curl --cacert .*").group(0)
         assert ca_path == str(state / "ca.pem")
         assert f"curl --cacert {ca_path} https://localhost:" in curl
         port = url.rsplit(":", 1)[1]
-        response = httpx.get(
-            f"https://localhost:{port}/hello.txt",
-            verify=ssl.create_default_context(cafile=ca_path),
-            timeout=10,
-        )
+        response = get_hello("localhost", port, ca_path)
         assert response.text == "over https\n"
-        process.send_signal(signal.SIGHUP)  # reload: the server keeps serving
-        response = httpx.get(
-            f"https://127.0.0.1:{port}/hello.txt",
-            verify=ssl.create_default_context(cafile=ca_path),
-            timeout=10,
-        )
+        server.process.send_signal(signal.SIGHUP)  # reload: the server keeps serving
+        server.wait_for_line("TLS certificate reloaded")
+        response = get_hello("127.0.0.1", port, ca_path)
         assert response.status_code == 200
     finally:
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=15)
-    assert process.returncode == 0
-    assert "TLS certificate reloaded" in err
+        status, _ = server.stop(signal.SIGINT)
+    assert status == 0
     first_ca = (state / "ca.pem").read_bytes()
 
-    process, url, _ = start()
+    server = start()
+    url = server.url
     try:
         port = url.rsplit(":", 1)[1]
-        response = httpx.get(
-            f"https://localhost:{port}/hello.txt",
-            verify=ssl.create_default_context(cafile=ca_path),
-            timeout=10,
-        )
+        response = get_hello("localhost", port, ca_path)
         assert response.status_code == 200
     finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=15)
+        status, _ = server.stop(signal.SIGINT)
+    assert status == 0
     assert (state / "ca.pem").read_bytes() == first_ca
 
 

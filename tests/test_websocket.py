@@ -6,8 +6,7 @@ wsproto client for the keepalive test that needs a client which never answers pi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,26 +17,16 @@ from websockets.sync.client import connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
 
-import trioserve
 from trioserve import Config
 
+from ._helpers import in_thread, serving
 from .conftest import connection
 
 
-@asynccontextmanager
-async def serving(app: Any, **config: Any) -> AsyncIterator[tuple[trioserve.Server, str]]:
-    server = trioserve.Server(app, Config(port=0, access_log=False, **config))
-    async with trio.open_nursery() as nursery:
-        [(host, port)] = await nursery.start(server.serve)
-        yield server, f"ws://{host}:{port}"
-        nursery.cancel_scope.cancel()
+def echo_app(log: list[Any] | None = None, disconnected: trio.Event | None = None) -> Any:
+    """Accepts, echoes, and logs the scope and the disconnect message (then sets
+    ``disconnected``)."""
 
-
-async def in_thread(function: Callable[[], Any]) -> Any:
-    return await trio.to_thread.run_sync(function)
-
-
-def echo_app(log: list[Any] | None = None) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
             return
@@ -57,6 +46,8 @@ def echo_app(log: list[Any] | None = None) -> Any:
             if message["type"] == "websocket.disconnect":
                 if log is not None:
                     log.append(message)
+                if disconnected is not None:
+                    disconnected.set()
                 return
             if message.get("text") is not None:
                 await send({"type": "websocket.send", "text": "echo " + message["text"]})
@@ -68,7 +59,9 @@ def echo_app(log: list[Any] | None = None) -> Any:
 
 async def test_echo_text_and_bytes_with_subprotocol_headers_and_deflate() -> None:
     log: list[Any] = []
-    async with serving(echo_app(log)) as (_, url):
+    disconnected = trio.Event()
+    async with serving(echo_app(log, disconnected)) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> tuple[Any, ...]:
             with connect(url + "/chat?room=1", subprotocols=["v2", "v1"]) as ws:
@@ -89,7 +82,8 @@ async def test_echo_text_and_bytes_with_subprotocol_headers_and_deflate() -> Non
                 )
 
         text, data, subprotocol, accepted_by, extensions = await in_thread(client)
-        await trio.sleep(0.1)
+        with trio.fail_after(5):
+            await disconnected.wait()
     assert (text, data) == ("echo hello", b"echo \x00\x01")
     assert subprotocol == "v2"
     assert accepted_by == "trioserve-test"
@@ -110,7 +104,8 @@ async def test_close_before_accept_is_http_403() -> None:
             await receive()
             await send({"type": "websocket.close"})
 
-    async with serving(app) as (_, url):
+    async with serving(app) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> int:
             with pytest.raises(websockets.exceptions.InvalidStatus) as info:
@@ -133,7 +128,8 @@ async def test_http_response_extension_sends_a_custom_denial() -> None:
             )
             await send({"type": "websocket.http.response.body", "body": b"log in first"})
 
-    async with serving(app) as (_, url):
+    async with serving(app) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> tuple[int, bytes, str]:
             with pytest.raises(websockets.exceptions.InvalidStatus) as info:
@@ -149,7 +145,8 @@ async def test_crash_before_accept_is_http_500() -> None:
         if scope["type"] == "websocket":
             raise RuntimeError("boom")
 
-    async with serving(app) as (_, url):
+    async with serving(app) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> int:
             with pytest.raises(websockets.exceptions.InvalidStatus) as info:
@@ -185,7 +182,8 @@ async def test_app_close_code_and_reason_reach_the_client() -> None:
     async def close(receive: Any, send: Any) -> None:
         await send({"type": "websocket.close", "code": 4001, "reason": "bye now"})
 
-    async with serving(accepting(close)) as (_, url):
+    async with serving(accepting(close)) as (_, address):
+        url = f"ws://{address}"
         assert await in_thread(lambda: closed_with(url)) == (4001, "bye now")
 
 
@@ -193,7 +191,8 @@ async def test_app_returning_without_close_closes_with_1000() -> None:
     async def done(receive: Any, send: Any) -> None:
         await send({"type": "websocket.send", "text": "one message"})
 
-    async with serving(accepting(done)) as (_, url):
+    async with serving(accepting(done)) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> tuple[str, tuple[int, str]]:
             with connect(url) as ws:
@@ -211,7 +210,8 @@ async def test_app_crash_after_accept_closes_with_1011(caplog: pytest.LogCapture
         await receive()
         raise ValueError("handler bug")
 
-    async with serving(accepting(crash)) as (_, url):
+    async with serving(accepting(crash)) as (_, address):
+        url = f"ws://{address}"
         code, _ = await in_thread(lambda: closed_with(url, send_first="trigger"))
     assert code == 1011
     assert "ValueError: handler bug" in caplog.text
@@ -223,7 +223,8 @@ async def test_oversized_message_closes_with_1009() -> None:
     async def collect(receive: Any, send: Any) -> None:
         seen.append(await receive())
 
-    async with serving(accepting(collect), ws_max_message_size=1000) as (_, url):
+    async with serving(accepting(collect), ws_max_message_size=1000) as (_, address):
+        url = f"ws://{address}"
         code, _ = await in_thread(lambda: closed_with(url, send_first="y" * 1001))
     assert code == 1009
     assert seen == [{"type": "websocket.disconnect", "code": 1009, "reason": ""}]
@@ -231,7 +232,9 @@ async def test_oversized_message_closes_with_1009() -> None:
 
 async def test_client_close_code_reaches_the_app() -> None:
     log: list[Any] = []
-    async with serving(echo_app(log)) as (_, url):
+    disconnected = trio.Event()
+    async with serving(echo_app(log, disconnected)) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> None:
             with connect(url) as ws:
@@ -239,8 +242,7 @@ async def test_client_close_code_reaches_the_app() -> None:
 
         await in_thread(client)
         with trio.fail_after(5):
-            while len(log) < 2:
-                await trio.sleep(0.01)
+            await disconnected.wait()
     assert log[1] == {"type": "websocket.disconnect", "code": 4002, "reason": "client done"}
 
 
@@ -257,7 +259,8 @@ async def test_send_after_the_client_left_raises_oserror() -> None:
         finally:
             done.set()
 
-    async with serving(accepting(keeps_sending)) as (_, url):
+    async with serving(accepting(keeps_sending)) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> None:
             with connect(url) as ws:
@@ -271,7 +274,8 @@ async def test_send_after_the_client_left_raises_oserror() -> None:
 
 async def test_graceful_shutdown_closes_websockets_with_1001() -> None:
     log: list[Any] = []
-    async with serving(echo_app(log), graceful_timeout=5) as (server, url):
+    async with serving(echo_app(log), graceful_timeout=5) as (server, address):
+        url = f"ws://{address}"
         codes: list[int] = []
         connected = trio.Event()
 
@@ -319,7 +323,8 @@ async def test_keepalive_closes_a_client_that_never_answers_pings(
 
 
 async def test_bad_websocket_handshake_is_400() -> None:
-    async with serving(echo_app()) as (_, url):
+    async with serving(echo_app()) as (_, address):
+        url = f"ws://{address}"
         stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
         await stream.send_all(
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -341,7 +346,8 @@ async def test_a_refused_websocket_frees_its_connection() -> None:
             await send({"type": "websocket.close"})
             received.append(await receive())  # like Starlette's WebSocketEndpoint loop
 
-    async with serving(app, max_connections=1) as (_, url):
+    async with serving(app, max_connections=1) as (_, address):
+        url = f"ws://{address}"
 
         def client() -> int:
             with pytest.raises(websockets.exceptions.InvalidStatus) as info:
@@ -358,6 +364,7 @@ async def test_text_size_limit_counts_bytes_not_characters() -> None:
     async def collect(receive: Any, send: Any) -> None:
         await receive()
 
-    async with serving(accepting(collect), ws_max_message_size=1000) as (_, url):
+    async with serving(accepting(collect), ws_max_message_size=1000) as (_, address):
+        url = f"ws://{address}"
         code, _ = await in_thread(lambda: closed_with(url, send_first="\u00e9" * 600))
     assert code == 1009  # 600 characters, 1200 bytes

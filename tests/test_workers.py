@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -11,11 +10,12 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import children, wait_for
+from ._helpers import PROCESS_TIMEOUT, ServerProcess, children, wait_for
 
 APP = textwrap.dedent(
     """
@@ -46,37 +46,10 @@ APP = textwrap.dedent(
 )
 
 
-def start(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], str]:
+def start(tmp_path: Path, *args: str, **popen: Any) -> ServerProcess:
+    """``python -m trioserve workerapp:app ARGS`` in ``tmp_path``, once it announced its URL."""
     (tmp_path / "workerapp.py").write_text(APP)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trioserve",
-            "workerapp:app",
-            "--port",
-            "0",
-            "--no-access-log",
-            *args,
-        ],
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stderr is not None
-    for _ in range(20):
-        line = process.stderr.readline()
-        match = re.search(r"on (http://\S+) \(Ctrl-C", line)
-        if match:
-            return process, match.group(1)
-        if not line:
-            break
-    process.kill()
-    process.communicate(timeout=10)
-    raise AssertionError("the supervisor did not announce its URL")
+    return ServerProcess.start("workerapp:app", "--no-access-log", *args, cwd=tmp_path, **popen)
 
 
 def ready_pids(url: str, count: int) -> set[int]:
@@ -89,101 +62,112 @@ def ready_pids(url: str, count: int) -> set[int]:
     return seen
 
 
-def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=30)
-    return process.returncode, err
+def slow_request_in_flight(
+    server: ServerProcess, tmp_path: Path
+) -> tuple[threading.Thread, list[int]]:
+    """Once both workers run, GET ``/slow`` (1 s in the app) in a thread, which keeps the
+    status; return once the request is in a worker's hands (a connection still in the listen
+    queue when the listeners close is refused, as with any server)."""
+    wait_for(lambda: len(children(server.pid)) == 2)
+    results: list[int] = []
+    thread = threading.Thread(
+        target=lambda: results.append(httpx.get(server.url + "/slow", timeout=10).status_code)
+    )
+    thread.start()
+    wait_for(lambda: (tmp_path / "slow-started").exists())
+    return thread, results
 
 
+@pytest.mark.slow
 def test_two_workers_serve_and_a_crashed_one_is_replaced(tmp_path: Path) -> None:
-    process, url = start(tmp_path, "--workers", "2")
+    server = start(tmp_path, "--workers", "2")
+    url = server.url
     try:
-        wait_for(lambda: len(children(process.pid)) == 2)
-        before = children(process.pid)
+        wait_for(lambda: len(children(server.pid)) == 2)
+        before = children(server.pid)
         assert int(httpx.get(url + "/", timeout=10).text) in before
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/crash", timeout=10)
-        wait_for(lambda: len(children(process.pid)) == 2 and children(process.pid) != before)
+        wait_for(lambda: len(children(server.pid)) == 2 and children(server.pid) != before)
         assert httpx.get(url + "/", timeout=10).status_code == 200
     finally:
-        status, err = stop(process)
+        status, err = server.stop(signal.SIGTERM)
     assert status == 0
     assert "exited with status 1" in err
     assert "All workers stopped" in err
 
 
+@pytest.mark.slow
 def test_rolling_restart_loses_no_request(tmp_path: Path) -> None:
-    process, url = start(tmp_path, "--workers", "2")
+    server = start(tmp_path, "--workers", "2")
+    url = server.url
     failures: list[str] = []
-    pids: set[int] = set()
+    pids: list[int] = []  # appended by the client thread (list.append is atomic)
+    first_answer = threading.Event()
     done = threading.Event()
 
     def client() -> None:
         # One keep-alive client that never retries, busy through the whole restart.
         with httpx.Client(timeout=10, transport=httpx.HTTPTransport(retries=0)) as http:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 2 * PROCESS_TIMEOUT
             while not done.is_set() and time.monotonic() < deadline:
                 try:
-                    pids.add(int(http.get(url + "/").text))
+                    pids.append(int(http.get(url + "/").text))
+                    first_answer.set()
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
 
+    thread = threading.Thread(target=client)
     try:
-        wait_for(lambda: len(children(process.pid)) == 2)
-        old = children(process.pid)
-        thread = threading.Thread(target=client)
+        wait_for(lambda: len(children(server.pid)) == 2)
+        old = children(server.pid)
         thread.start()
-        time.sleep(0.3)
-        process.send_signal(signal.SIGHUP)
-        wait_for(lambda: not (children(process.pid) & old) and len(children(process.pid)) == 2)
-        time.sleep(0.3)
-        done.set()
-        thread.join(30)
-        new = children(process.pid)
+        assert first_answer.wait(PROCESS_TIMEOUT)  # busy before the restart begins
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_line("Rolling restart complete")
+        wait_for(lambda: not (children(server.pid) & old) and len(children(server.pid)) == 2)
+        new = children(server.pid)
+        wait_for(lambda: bool(set(pids[-20:]) & new))  # ...and busy after it
     finally:
         done.set()
-        status, err = stop(process)
+        if thread.is_alive():
+            thread.join(30)
+        status, _ = server.stop(signal.SIGTERM)
     assert failures == []
-    assert pids & old  # served by the old workers...
-    assert pids & new  # ...then by the new ones
-    assert "Rolling restart complete" in err
+    assert set(pids) & old  # served by the old workers...
+    assert set(pids) & new  # ...then by the new ones
     assert status == 0
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
-    process, url = start(tmp_path, "--workers", "2")
-    results: list[int] = []
+    server = start(tmp_path, "--workers", "2")
     try:
-        wait_for(lambda: len(children(process.pid)) == 2)
-        thread = threading.Thread(
-            target=lambda: results.append(httpx.get(url + "/slow", timeout=10).status_code)
-        )
-        thread.start()
-        # Signal only once the request is in a worker's hands (a connection still in the
-        # listen queue when the listeners close is refused, as with any server).
-        wait_for(lambda: (tmp_path / "slow-started").exists())
+        thread, results = slow_request_in_flight(server, tmp_path)
     finally:
-        status, _ = stop(process)
+        status, _ = server.stop(signal.SIGTERM)
     thread.join(10)
     assert results == [200]
     assert status == 0
 
 
+@pytest.mark.slow
 def test_max_requests_recycles_workers_without_failures(tmp_path: Path) -> None:
-    process, url = start(tmp_path, "--workers", "2", "--max-requests", "5")
+    server = start(tmp_path, "--workers", "2", "--max-requests", "5")
     try:
         pids = set()
         with httpx.Client(timeout=10) as http:
             for _ in range(30):
-                response = http.get(url + "/")
+                response = http.get(server.url + "/")
                 assert response.status_code == 200
                 pids.add(int(response.text))
         assert len(pids) > 2  # workers were replaced along the way
     finally:
-        status, _ = stop(process)
+        status, _ = server.stop(signal.SIGTERM)
     assert status == 0
 
 
+@pytest.mark.slow
 def test_workers_failing_at_startup_stop_the_supervisor(tmp_path: Path) -> None:
     (tmp_path / "workerapp.py").write_text(APP)
     result = subprocess.run(
@@ -193,62 +177,50 @@ def test_workers_failing_at_startup_stop_the_supervisor(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         env={**os.environ, "FAIL_STARTUP": "1"},
+        check=False,
     )
     assert result.returncode == 1
     assert "Workers keep failing at startup" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_signal_to_the_whole_process_group_still_drains(tmp_path: Path) -> None:
-    (tmp_path / "workerapp.py").write_text(APP)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trioserve", "workerapp:app", "--port", "0", "--workers", "2"],
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own group, as under a terminal or systemd
-    )
-    assert process.stderr is not None
-    url = ""
-    for _ in range(20):
-        match = re.search(r"on (http://\S+) \(Ctrl-C", process.stderr.readline())
-        if match:
-            url = match.group(1)
-            break
-    results: list[int] = []
+    # Its own process group, as under a terminal or systemd.
+    server = start(tmp_path, "--workers", "2", start_new_session=True)
     try:
-        wait_for(lambda: len(children(process.pid)) == 2)
-        thread = threading.Thread(
-            target=lambda: results.append(httpx.get(url + "/slow", timeout=10).status_code)
-        )
-        thread.start()
-        wait_for(lambda: (tmp_path / "slow-started").exists())
-        os.killpg(process.pid, signal.SIGTERM)  # what Ctrl-C or `systemctl stop` do
+        thread, results = slow_request_in_flight(server, tmp_path)
+        os.killpg(server.pid, signal.SIGTERM)  # what Ctrl-C or `systemctl stop` do
         thread.join(15)
     finally:
-        process.communicate(timeout=30)
+        status, _ = server.stop()
     assert results == [200]
-    assert process.returncode == 0
+    assert status == 0
 
 
+@pytest.mark.slow
 def test_a_rolling_restart_into_broken_code_keeps_the_old_workers(tmp_path: Path) -> None:
-    process, url = start(tmp_path, "--workers", "2")
+    server = start(tmp_path, "--workers", "2")
     try:
-        wait_for(lambda: len(children(process.pid)) == 2)
-        old = children(process.pid)
+        wait_for(lambda: len(children(server.pid)) == 2)
+        old = children(server.pid)
         # Both workers must have loaded the good code before the file changes under them.
-        wait_for(lambda: ready_pids(url, 2) == old)
+        wait_for(lambda: ready_pids(server.url, 2) == old)
         (tmp_path / "workerapp.py").write_text("raise ImportError('a bad deploy')\n")
-        process.send_signal(signal.SIGHUP)
-        time.sleep(2)
-        assert process.poll() is None
-        assert children(process.pid) == old
-        assert httpx.get(url + "/", timeout=10).status_code == 200
-        process.send_signal(signal.SIGUSR1)  # log rotation: the supervisor survives it
-        time.sleep(0.3)
-        assert process.poll() is None
+        server.process.send_signal(signal.SIGHUP)
+        # The supervisor says so once it has dropped the new worker: then the old ones must
+        # still be there, and still be the ones serving.
+        server.wait_for_line("A new worker did not become ready; keeping the old ones")
+        assert server.process.poll() is None
+        assert children(server.pid) == old
+        assert ready_pids(server.url, 2) == old
+        # Log rotation: the supervisor survives SIGUSR1 and passes it on to both workers.
+        server.process.send_signal(signal.SIGUSR1)
+        server.wait_for_line("SIGUSR1: access log reopened", count=2)
+        assert server.process.poll() is None
+        assert children(server.pid) == old
     finally:
-        status, err = stop(process)
-    assert "keeping the old ones" in err
+        status, err = server.stop(signal.SIGTERM)
+    assert "Rolling restart complete" not in err
     assert status == 0
 
 

@@ -18,14 +18,21 @@ import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
 if TYPE_CHECKING:
     from ._config import Config
 
-__all__ = ["Bind", "accept_loop", "close_listener", "open_listeners", "parse_bind"]
+__all__ = [
+    "AcceptingSocket",
+    "Bind",
+    "accept_loop",
+    "close_listener",
+    "open_listeners",
+    "parse_bind",
+]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -249,8 +256,16 @@ def close_listener(sock: socket.socket, *, unlink: bool = True) -> None:
             os.unlink(path)
 
 
+class AcceptingSocket(Protocol):
+    """What :func:`accept_loop` uses of a listening socket (tests pass a fake one)."""
+
+    def fileno(self) -> int: ...
+
+    def accept(self) -> tuple[socket.socket, Any]: ...
+
+
 async def accept_loop(
-    sock: socket.socket,
+    sock: AcceptingSocket,
     slots: trio.Semaphore,
     *,
     spawn: Callable[[socket.socket, object], None],
@@ -258,9 +273,30 @@ async def accept_loop(
 ) -> None:
     """Accept connections forever and hand each to ``spawn(client, address)``.
 
-    ``spawn`` starts the connection's task and must not block. A connection takes one of
-    ``slots`` before it is accepted; its task must release it.
-    While no slot is free, clients wait in the kernel's backlog (backpressure at accept).
+    Returns when ``sock`` is closed (``fileno() == -1``, or closed while waiting for it to be
+    readable): that is how ``Server.refuse_connections`` stops it.
+
+    Resource handling:
+      A connection takes one of ``slots`` before it is accepted; ``spawn`` starts the
+      connection's task, must not block, and that task must release the slot. While no slot is
+      free, clients wait in the kernel's backlog (backpressure at accept). At most
+      ``batch_size`` connections are accepted in a row before a checkpoint gives other tasks a
+      turn.
+
+    Error handling:
+      ``accept()`` errors that concern only the client being accepted (``ECONNABORTED``,
+      ``EPROTO``, ``EPERM``: it gave up, or a firewall refused it) are skipped. Errors that
+      mean the process or the system is out of a resource, :class:`OSError` with one of these
+      errnos:
+
+      * ``EMFILE``: the process is out of file descriptors
+      * ``ENFILE``: the system is out of file descriptors
+      * ``ENOBUFS``, ``ENOMEM``: the kernel ran short of memory for a socket
+
+      are logged to ``trioserve.error`` (level ERROR), and the loop waits 100 ms before it
+      calls ``accept()`` again, in the hope that the system recovers, as
+      ``trio.serve_listeners`` does. Any other error propagates out, ending the loop. The slot
+      taken for a failed ``accept()`` is released in every case.
     """
     batch = 0
     while True:
