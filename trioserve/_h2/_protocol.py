@@ -231,9 +231,8 @@ class H2Protocol:
         self._block_bytes = 0
         self._block_frames = 0
         self._window_start = clock()
-        self._resets = 0
-        self._controls = 0
-        self._window_updates = 0
+        # Flood counters over the current window: "resets", "controls", "window_updates".
+        self._counts: dict[str, int] = {}
         self._uncredited = 0
         self._ended = False
 
@@ -259,7 +258,7 @@ class H2Protocol:
             self._translate(event, events)
             if type(event) is h2.events.StreamReset and not event.remote_reset:
                 provoked += 1
-        if provoked and self._count("_resets", provoked, self._limits.resets):
+        if provoked and self._count("resets", provoked, self._limits.resets):
             events.append(self._end_calm("too many streams reset"))
         return events
 
@@ -383,9 +382,9 @@ class H2Protocol:
                 return "too many CONTINUATION frames"
             return None
         if kind == _RST_STREAM:
-            return "too many streams reset" if self._count("_resets", 1, limits.resets) else None
+            return "too many streams reset" if self._count("resets", 1, limits.resets) else None
         if kind == _WINDOW_UPDATE:
-            flooded = self._count("_window_updates", 1, limits.window_updates)
+            flooded = self._count("window_updates", 1, limits.window_updates)
             return "WINDOW_UPDATE flood" if flooded else None
         control = (
             kind == _PING
@@ -393,18 +392,18 @@ class H2Protocol:
             or (kind == _SETTINGS and not flags & _ACK)
             or (kind == _DATA and length == 0 and not flags & _END_STREAM)
         )
-        if control and self._count("_controls", 1, limits.control_frames):
+        if control and self._count("controls", 1, limits.control_frames):
             return "control frame flood"
         return None
 
     def _count(self, counter: str, amount: int, budget: int) -> bool:
         """Add ``amount`` to a flood counter; whether its budget is exceeded."""
         now = self._clock()
+        counts = self._counts
         if now - self._window_start >= FLOOD_WINDOW:
             self._window_start = now
-            self._resets = self._controls = self._window_updates = 0
-        value = getattr(self, counter) + amount
-        setattr(self, counter, value)
+            counts.clear()
+        value = counts[counter] = counts.get(counter, 0) + amount
         return value > budget
 
     def _end_calm(self, reason: str) -> ConnectionEnded:
