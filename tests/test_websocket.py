@@ -17,6 +17,7 @@ import trio.testing
 import websockets.exceptions
 from websockets.sync.client import connect
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -25,6 +26,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 import trioserve
 from trioserve import Config
@@ -553,4 +555,58 @@ async def test_non_ascii_handshake_header_is_400_without_a_traceback(
         with trio.fail_after(5):
             response, _ = await client.response()
     assert response.status_code == 400
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+_DEFLATE_OFFERS = {
+    # Several offers: the first acceptable one is the one used (RFC 7692 section 5).
+    "first of two": (
+        b"permessage-deflate; client_max_window_bits=9, permessage-deflate",
+        b"permessage-deflate; client_max_window_bits=9",
+    ),
+    # Offers to decline (section 7): a parameter value that is invalid or unsupported (zlib has
+    # no 8-bit raw deflate window) leaves nothing behind for the next offer.
+    "invalid value": (
+        b"permessage-deflate; client_max_window_bits=x, permessage-deflate; server_no_context_takeover",
+        b"permessage-deflate; server_no_context_takeover",
+    ),
+    "unsupported value": (
+        b"permessage-deflate; client_no_context_takeover; server_max_window_bits=8, "
+        b"permessage-deflate",
+        b"permessage-deflate",
+    ),
+}
+
+
+@pytest.mark.parametrize(("offers", "agreed"), _DEFLATE_OFFERS.values(), ids=_DEFLATE_OFFERS.keys())
+async def test_permessage_deflate_uses_the_first_acceptable_offer(
+    offers: bytes, agreed: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = (
+        b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Extensions: " + offers + b"\r\n\r\n"
+    )
+    async with connection(echo_app()) as (client, _):
+        await client.send_raw(head)
+        data = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in data:
+                data += await client.stream.receive_some()
+        response, rest = data.split(b"\r\n\r\n", 1)
+        status, *lines = response.split(b"\r\n")
+        assert status.startswith(b"HTTP/1.1 101 ")
+        assert b"Sec-WebSocket-Extensions: " + agreed in lines
+        # The client compresses as the response told it (a repeated 2 KiB block: back-references
+        # beyond a 9-bit window if it may use 15 bits); the server must inflate it the same way.
+        deflate = PerMessageDeflate()
+        deflate.finalize(agreed.decode())
+        ws = Connection(ConnectionType.CLIENT, extensions=[deflate])
+        block = bytes(range(256)) * 8
+        await client.send_raw(ws.send(BytesMessage(data=block * 3)))
+        ws.receive_data(rest)
+        with trio.fail_after(5):
+            while not (events := list(ws.events())):
+                ws.receive_data(await client.stream.receive_some())
+    assert [(type(event), event.data) for event in events] == [(BytesMessage, b"echo " + block * 3)]
     assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []

@@ -80,6 +80,39 @@ _INTERNAL_ERROR = 1011
 _ABNORMAL = 1006  # never sent on the wire: "the connection went away without a close frame"
 
 
+class _PerMessageDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, negotiating one offer as RFC 7692 section 5 asks.
+
+    wsproto calls ``accept`` for every offer in the request and keeps the parameters of all of
+    them in one object, while its response names only the last: a first offer with
+    ``client_max_window_bits=9`` followed by a plain one leaves a 9-bit decompressor for a client
+    told it may use 15 bits. Here the first acceptable offer wins, and a declined offer (an
+    unsupported or invalid parameter value, which section 7 says to decline) changes nothing.
+    """
+
+    def accept(self, offer: str) -> bool | str | None:
+        if self.enabled():
+            return None
+        saved = (
+            self.client_no_context_takeover,
+            self.server_no_context_takeover,
+            self.client_max_window_bits,
+            self.server_max_window_bits,
+        )
+        try:
+            accepted = super().accept(offer)
+        except ValueError:  # a parameter value that is not a number
+            accepted = None
+        if accepted is None:
+            (
+                self.client_no_context_takeover,
+                self.server_no_context_takeover,
+                self.client_max_window_bits,
+                self.server_max_window_bits,
+            ) = saved
+        return accepted
+
+
 class WebSocketHandshakeError(Exception):
     """The upgrade request is not a valid websocket handshake."""
 
@@ -275,7 +308,7 @@ class WebSocketSession:
     async def _accept(self, message: Message) -> None:
         extensions: list[Extension] = []
         if self._config.ws_per_message_deflate:
-            extensions.append(PerMessageDeflate())
+            extensions.append(_PerMessageDeflate())
         headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
         event = AcceptConnection(
             subprotocol=message.get("subprotocol"),
