@@ -30,6 +30,7 @@ with 400.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any, Final
@@ -93,23 +94,13 @@ class _PerMessageDeflate(PerMessageDeflate):
     def accept(self, offer: str) -> bool | str | None:
         if self.enabled():
             return None
-        saved = (
-            self.client_no_context_takeover,
-            self.server_no_context_takeover,
-            self.client_max_window_bits,
-            self.server_max_window_bits,
-        )
+        trial = copy.copy(self)  # wsproto sets parameters before it finds a bad one
         try:
-            accepted = super().accept(offer)
+            accepted = PerMessageDeflate.accept(trial, offer)
         except ValueError:  # a parameter value that is not a number
-            accepted = None
-        if accepted is None:
-            (
-                self.client_no_context_takeover,
-                self.server_no_context_takeover,
-                self.client_max_window_bits,
-                self.server_max_window_bits,
-            ) = saved
+            return None
+        if accepted is not None:
+            vars(self).update(vars(trial))
         return accepted
 
 
