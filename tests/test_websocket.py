@@ -6,7 +6,9 @@ wsproto client for the keepalive test that needs a client which never answers pi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -15,7 +17,16 @@ import trio.testing
 import websockets.exceptions
 from websockets.sync.client import connect
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
+from wsproto.connection import Connection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
 
 from trioserve import Config
 
@@ -368,3 +379,242 @@ async def test_text_size_limit_counts_bytes_not_characters() -> None:
         url = f"ws://{address}"
         code, _ = await in_thread(lambda: closed_with(url, send_first="\u00e9" * 600))
     assert code == 1009  # 600 characters, 1200 bytes
+
+
+# -- protocol errors, on the wire ---------------------------------------------------------------
+# Frames are built by hand (wsproto would refuse to send most of these), masked as a client's
+# must be. RFC 6455 section 7.4.1 gives the close codes: 1002 for a protocol error, 1007 for data
+# that does not match the message type (invalid UTF-8).
+
+_MASK = b"\x37\xfa\x21\x3d"
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One client frame: FIN, RSV1-3 (``rsv`` as a 3-bit number), opcode, masked payload."""
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    length = len(payload)
+    if length < 126:
+        head += bytes([0x80 | length])
+    elif length < 1 << 16:
+        head += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + length.to_bytes(8, "big")
+    masked = bytes(byte ^ _MASK[i % 4] for i, byte in enumerate(payload))
+    return head + _MASK + masked
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return code.to_bytes(2, "big") + reason
+
+
+@asynccontextmanager
+async def websocket(
+    app: Any, config: Config | None = None
+) -> AsyncIterator[tuple[Any, WSConnection]]:
+    """An accepted websocket over an in-memory connection: the raw client and its wsproto."""
+    async with connection(app, config or Config(access_log=False)) as (client, _):
+        ws = WSConnection(ConnectionType.CLIENT)
+        await client.send_raw(ws.send(Request(host="test", target="/ws")))
+        while True:
+            ws.receive_data(await client.stream.receive_some(65536))
+            events = list(ws.events())
+            if events:
+                assert isinstance(events[0], AcceptConnection), events
+                break
+        yield client, ws
+
+
+async def events_until_close(client: Any, ws: WSConnection) -> list[Any]:
+    """What the server sends until its close frame (or until it drops the connection)."""
+    events: list[Any] = []
+    while not any(isinstance(event, CloseConnection) for event in events):
+        data = await client.stream.receive_some(65536)
+        if not data:
+            break
+        ws.receive_data(data)
+        events.extend(ws.events())
+    return events
+
+
+def echo_until_disconnect(log: list[Any]) -> Any:
+    async def echo(receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            log.append(message)
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({**message, "type": "websocket.send"})
+
+    return accepting(echo)
+
+
+_BAD_FRAMES = {
+    "invalid UTF-8 text": (frame(0x1, b"caf\xc3"), 1007),
+    "invalid UTF-8 across fragments": (frame(0x1, b"a", fin=False) + frame(0x0, b"\xff"), 1007),
+    "invalid UTF-8 close reason": (frame(0x8, close_payload(1000, b"\xff")), 1007),
+    "close payload of length 1": (frame(0x8, b"\x03"), 1002),
+    "close code 999": (frame(0x8, close_payload(999)), 1002),
+    "close code 1005 (never sent)": (frame(0x8, close_payload(1005)), 1002),
+    "close code 1006 (never sent)": (frame(0x8, close_payload(1006)), 1002),
+    "close code 1016 (unassigned)": (frame(0x8, close_payload(1016)), 1002),
+    "close code 5000": (frame(0x8, close_payload(5000)), 1002),
+    "RSV1 without an extension": (frame(0x1, b"x", rsv=4), 1002),
+    "RSV2": (frame(0x1, b"x", rsv=2), 1002),
+    "RSV3 on a ping": (frame(0x9, b"x", rsv=1), 1002),
+    "reserved data opcode 3": (frame(0x3), 1002),
+    "reserved control opcode 11": (frame(0xB, b"x"), 1002),
+    "continuation without a message": (frame(0x0, b"x"), 1002),
+    "new message inside a fragmented one": (frame(0x1, b"a", fin=False) + frame(0x2, b"b"), 1002),
+    "ping payload over 125 bytes": (frame(0x9, b"p" * 126), 1002),
+    "fragmented ping": (frame(0x9, b"p", fin=False), 1002),
+    "fragmented close": (frame(0x8, close_payload(1000), fin=False), 1002),
+    "unmasked frame": (b"\x81\x01x", 1002),
+}
+
+
+@pytest.mark.parametrize(("data", "code"), _BAD_FRAMES.values(), ids=_BAD_FRAMES.keys())
+async def test_protocol_error_closes_with_its_code_and_tells_the_app(
+    data: bytes, code: int
+) -> None:
+    log: list[Any] = []
+    async with websocket(echo_until_disconnect(log)) as (client, ws):
+        await client.send_raw(data)
+        with trio.fail_after(5):
+            events = await events_until_close(client, ws)
+            assert await client.read_until_eof() == b""  # the server then drops the connection
+    assert [type(event) for event in events] == [CloseConnection]
+    assert events[0].code == code
+    assert log == [{"type": "websocket.disconnect", "code": code, "reason": ""}]
+
+
+_AFTER_A_VALID_MESSAGE = {
+    "reserved bits": (frame(0x1, b"x", rsv=2), 1002),
+    "invalid UTF-8": (frame(0x1, b"\xed\xa0\x80"), 1007),
+    "reserved opcode": (frame(0x3), 1002),
+    "fragmented ping": (frame(0x9, b"p", fin=False), 1002),
+    "message over the limit": (frame(0x2, b"z" * 2000), 1009),
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"), _AFTER_A_VALID_MESSAGE.values(), ids=_AFTER_A_VALID_MESSAGE.keys()
+)
+async def test_messages_before_a_bad_frame_are_answered_before_the_close(
+    bad: bytes, code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: list[Any] = []
+    config = Config(access_log=False, ws_max_message_size=1000)
+    async with websocket(echo_until_disconnect(log), config) as (client, ws):
+        start = trio.current_time()
+        # One write: wsproto parses all three frames from one read.
+        await client.send_raw(frame(0x1, b"Hello") + frame(0x2, b"\x00\x01") + bad)
+        with trio.fail_after(5):
+            events = await events_until_close(client, ws)
+    assert [(type(event), event.data) for event in events[:2]] == [
+        (TextMessage, "Hello"),
+        (BytesMessage, b"\x00\x01"),
+    ]
+    assert isinstance(events[2], CloseConnection)
+    assert events[2].code == code
+    assert trio.current_time() - start < 0.1  # sent as soon as the app asked for more
+    assert log[-1] == {"type": "websocket.disconnect", "code": code, "reason": ""}
+
+
+async def test_protocol_error_while_the_app_is_busy_closes_after_a_grace_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def busy(receive: Any, send: Any) -> None:
+        await receive()
+        await trio.sleep(3600)
+
+    async with websocket(accepting(busy)) as (client, ws):
+        start = trio.current_time()
+        await client.send_raw(frame(0x1, b"work") + frame(0x3))
+        with trio.fail_after(60):
+            events = await events_until_close(client, ws)
+        assert [type(event) for event in events] == [CloseConnection]
+        assert events[0].code == 1002
+        assert 2 <= trio.current_time() - start < 2.1
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"Connection", b"Upgrade, \xd6"),
+        (b"Sec-WebSocket-Protocol", b"chat, \xd6"),
+        (b"Sec-WebSocket-Extensions", b"permessage-deflate, \xd6"),
+    ],
+    ids=["Connection", "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"],
+)
+async def test_non_ascii_handshake_header_is_400_without_a_traceback(
+    header: tuple[bytes, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = {
+        b"Host": b"test",
+        b"Upgrade": b"websocket",
+        b"Connection": b"Upgrade",
+        b"Sec-WebSocket-Key": b"dGhlIHNhbXBsZSBub25jZQ==",
+        b"Sec-WebSocket-Version": b"13",
+    }
+    headers[header[0]] = header[1]
+    head = b"GET /ws HTTP/1.1\r\n" + b"".join(b"%s: %s\r\n" % item for item in headers.items())
+    async with connection(echo_app()) as (client, _):
+        await client.send_raw(head + b"\r\n")
+        with trio.fail_after(5):
+            response, _ = await client.response()
+    assert response.status_code == 400
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+_DEFLATE_OFFERS = {
+    # Several offers: the first acceptable one is the one used (RFC 7692 section 5).
+    "first of two": (
+        b"permessage-deflate; client_max_window_bits=9, permessage-deflate",
+        b"permessage-deflate; client_max_window_bits=9",
+    ),
+    # Offers to decline (section 7): a parameter value that is invalid or unsupported (zlib has
+    # no 8-bit raw deflate window) leaves nothing behind for the next offer.
+    "invalid value": (
+        b"permessage-deflate; client_max_window_bits=x, permessage-deflate; server_no_context_takeover",
+        b"permessage-deflate; server_no_context_takeover",
+    ),
+    "unsupported value": (
+        b"permessage-deflate; client_no_context_takeover; server_max_window_bits=8, "
+        b"permessage-deflate",
+        b"permessage-deflate",
+    ),
+}
+
+
+@pytest.mark.parametrize(("offers", "agreed"), _DEFLATE_OFFERS.values(), ids=_DEFLATE_OFFERS.keys())
+async def test_permessage_deflate_uses_the_first_acceptable_offer(
+    offers: bytes, agreed: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = (
+        b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Extensions: " + offers + b"\r\n\r\n"
+    )
+    async with connection(echo_app()) as (client, _):
+        await client.send_raw(head)
+        data = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in data:
+                data += await client.stream.receive_some()
+        response, rest = data.split(b"\r\n\r\n", 1)
+        status, *lines = response.split(b"\r\n")
+        assert status.startswith(b"HTTP/1.1 101 ")
+        assert b"Sec-WebSocket-Extensions: " + agreed in lines
+        # The client compresses as the response told it (a repeated 2 KiB block: back-references
+        # beyond a 9-bit window if it may use 15 bits); the server must inflate it the same way.
+        deflate = PerMessageDeflate()
+        deflate.finalize(agreed.decode())
+        ws = Connection(ConnectionType.CLIENT, extensions=[deflate])
+        block = bytes(range(256)) * 8
+        await client.send_raw(ws.send(BytesMessage(data=block * 3)))
+        ws.receive_data(rest)
+        with trio.fail_after(5):
+            while not (events := list(ws.events())):
+                ws.receive_data(await client.stream.receive_some())
+    assert [(type(event), event.data) for event in events] == [(BytesMessage, b"echo " + block * 3)]
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []

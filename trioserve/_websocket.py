@@ -16,13 +16,21 @@ own:
 Writes from these tasks go through one lock, each bounded by ``write_timeout``. Close codes:
 the app's own (``websocket.close``), 1000 when the app returns without closing, 1011 when it
 crashes, 1001 when the server shuts down (within the grace period), 1009 for an oversized
-message. Before the app accepts, ``websocket.close`` is answered with HTTP 403, a crash with
-500, and the ``websocket.http.response`` extension sends any HTTP response the app likes.
+message, 1002 or 1007 for a frame that breaks the protocol (wsproto reports those as a close event
+while the connection is still open). In those last two cases the reader stops, and the messages
+read before the bad frame are still delivered: the close frame follows once the app has taken them
+and asks for more, so its answers to them go out first.
+
+Before the app accepts, ``websocket.close`` is answered with HTTP 403, a crash with 500, and the
+``websocket.http.response`` extension sends any HTTP response the app likes. A handshake wsproto
+refuses (or cannot decode) is a :class:`WebSocketHandshakeError`, which the connection answers
+with 400.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any, Final
@@ -59,12 +67,41 @@ _READ_SIZE: Final = 16 * 1024
 # Messages queued for an app that is not reading yet; the reader waits beyond that.
 _QUEUE: Final = 16
 _CLOSE_WAIT: Final = 2.0  # seconds to wait for the client's close frame after ours
+# After a protocol error, the messages that came before the bad frame are still the app's: it has
+# this long to take them all and come back for more before the close frame goes out anyway (an
+# echo server answers in microseconds; a client that broke the protocol gets no more than this).
+_FAIL_GRACE: Final = 2.0
+# RFC 6455 5.5: a control frame's payload is at most 125 bytes, 2 of which are the close code.
+_MAX_REASON: Final = 123
 
 _NORMAL = 1000
 _GOING_AWAY = 1001
 _TOO_BIG = 1009
 _INTERNAL_ERROR = 1011
 _ABNORMAL = 1006  # never sent on the wire: "the connection went away without a close frame"
+
+
+class _PerMessageDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, negotiating one offer as RFC 7692 section 5 asks.
+
+    wsproto calls ``accept`` for every offer in the request and keeps the parameters of all of
+    them in one object, while its response names only the last: a first offer with
+    ``client_max_window_bits=9`` followed by a plain one leaves a 9-bit decompressor for a client
+    told it may use 15 bits. Here the first acceptable offer wins, and a declined offer (an
+    unsupported or invalid parameter value, which section 7 says to decline) changes nothing.
+    """
+
+    def accept(self, offer: str) -> bool | str | None:
+        if self.enabled():
+            return None
+        trial = copy.copy(self)  # wsproto sets parameters before it finds a bad one
+        try:
+            accepted = PerMessageDeflate.accept(trial, offer)
+        except ValueError:  # a parameter value that is not a number
+            return None
+        if accepted is not None:
+            vars(self).update(vars(trial))
+        return accepted
 
 
 class WebSocketHandshakeError(Exception):
@@ -101,14 +138,18 @@ class WebSocketSession:
         self._drained: trio.Event | None = None
         self._reader_blocked = False
         self._ws = WSConnection(ConnectionType.SERVER)
+        self._request: Request | None = None
         try:
             self._ws.initiate_upgrade_connection(headers, target)
+            for event in self._ws.events():
+                if isinstance(event, Request):
+                    self._request = event
         except RemoteProtocolError as exc:
             raise WebSocketHandshakeError(str(exc)) from None
-        self._request: Request | None = None
-        for event in self._ws.events():
-            if isinstance(event, Request):
-                self._request = event
+        except UnicodeError as exc:
+            # wsproto decodes the Connection, Host, Sec-WebSocket-* tokens and the target as
+            # ASCII (the host as IDNA) and lets the codec's error out: a client error all the same.
+            raise WebSocketHandshakeError(f"undecodable handshake header: {exc}") from None
         scope["subprotocols"] = [] if self._request is None else list(self._request.subprotocols)
         self.scope = scope
         self._buffered = buffered
@@ -127,6 +168,8 @@ class WebSocketSession:
         self._peer_closed = trio.Event()
         self._close_started = False
         self._close_done = trio.Event()
+        self._failure: tuple[int, str] | None = None  # the close to send after a protocol error
+        self._close_sent = trio.Event()
 
     @property
     def accepted(self) -> bool:
@@ -187,6 +230,9 @@ class WebSocketSession:
         try:
             message = await self._inbox.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self._failure is not None:
+                # The app has taken (and answered) every message before the bad frame.
+                await self._send_close_quietly(*self._failure)
             return self._disconnect_message()
         self._queued_bytes -= message.pop("_size", 0)
         if self._drained is not None:
@@ -253,7 +299,7 @@ class WebSocketSession:
     async def _accept(self, message: Message) -> None:
         extensions: list[Extension] = []
         if self._config.ws_per_message_deflate:
-            extensions.append(PerMessageDeflate())
+            extensions.append(_PerMessageDeflate())
         headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
         event = AcceptConnection(
             subprotocol=message.get("subprotocol"),
@@ -326,6 +372,8 @@ class WebSocketSession:
                 data = self._ws.send(event)
             except LocalProtocolError as exc:
                 raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
+            if isinstance(event, CloseConnection):
+                self._close_sent.set()
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(self._config.write_timeout) as writing:
                     try:
@@ -376,9 +424,7 @@ class WebSocketSession:
                         raw = event.data
                         size += len(raw.encode()) if isinstance(raw, str) else len(raw)
                         if size > limit:
-                            # Close frame first, then tell the app (which may return at once).
-                            await self._send_close_quietly(_TOO_BIG, "message too big")
-                            self._gone(_TOO_BIG)
+                            await self._fail(_TOO_BIG, "message too big")
                             return
                         data_part = event.data
                         parts.append(data_part if isinstance(data_part, str) else bytes(data_part))
@@ -392,6 +438,12 @@ class WebSocketSession:
                     elif isinstance(event, Pong):
                         self._pong.set()
                     elif isinstance(event, CloseConnection):
+                        if self._ws.state is ConnectionState.OPEN:
+                            # wsproto reports a bad frame (invalid UTF-8, reserved bits or
+                            # opcodes, a bad close frame, ...) as a close event without a change
+                            # of state: the close frame is ours to send (1002 or 1007).
+                            await self._fail(int(event.code), event.reason or "")
+                            return
                         self._close_code = int(event.code)
                         self._close_reason = event.reason or ""
                         if self._ws.state is ConnectionState.REMOTE_CLOSING:
@@ -405,6 +457,24 @@ class WebSocketSession:
             self._gone(int(hint.code) if isinstance(hint, CloseConnection) else 1002)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._gone(_ABNORMAL)
+
+    async def _fail(self, code: int, reason: str) -> None:
+        """Fail the websocket (RFC 6455 7.1.7): the client broke the protocol or a limit.
+
+        Nothing more is read. The messages already queued stay ahead of the disconnect, and the
+        close frame goes out when the app comes back for the next message (so its answers to
+        those messages go out first), when it returns, or after ``_FAIL_GRACE``.
+        """
+        error_log.debug("Failing the websocket with %d: %s", code, reason)
+        reason = reason.encode()[:_MAX_REASON].decode(errors="ignore")
+        self._failure = (code, reason)
+        self._final_code = code
+        self._close_code = code  # what the app's websocket.disconnect says
+        self._inbox_send.close()
+        with trio.move_on_after(_FAIL_GRACE):
+            await self._close_sent.wait()
+        await self._send_close_quietly(code, reason)
+        self._gone(code)
 
     async def _deliver(self, message: Message, size: int) -> None:
         """Queue a message for the app, holding at most ws_max_message_size bytes queued."""
