@@ -1,0 +1,459 @@
+"""One HTTP/2 connection: the trio loop around :class:`H2Protocol`, one task per stream.
+
+Theory of operation
+-------------------
+:meth:`H2Connection.serve` runs a reader loop in the connection's task and a nursery of stream
+tasks beside it. The reader reads, feeds :class:`H2Protocol`, dispatches its events (a new
+request starts an :class:`H2Stream` task; body bytes go to that stream's bounded buffer; a reset
+or a window update wakes the stream), and writes what the protocol has to say *before reading
+again*: a client that does not read our answers stops being read (its writes then time out),
+instead of making us buffer them.
+
+Each stream runs the same :class:`RequestCycle` as HTTP/1.1, with the stream as its
+:class:`Exchange`: a slow stream never delays another. Response bodies go out in pieces that fit
+the stream's and the connection's send windows; a stream whose window stays shut longer than
+``write_timeout`` is reset, and the connection lives on. Writes from every task go through one
+lock, each taking whatever frames are queued.
+
+Idle (no open stream) for ``keep_alive_timeout``: GOAWAY, then close. Shutdown
+(:meth:`stop_idle`): GOAWAY with the last stream id at once; streams in flight finish (the server
+bounds them by its grace period); then close.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+from collections.abc import Sequence
+from typing import Final
+
+import trio
+
+from .._errors import ClientDisconnected, RequestRefused
+from .._http._builtin import answer_health
+from .._http._cycle import RequestCycle
+from .._http._date import http_date
+from .._http._events import RequestHead
+from .._http._scope import ConnectionInfo, build_scope, format_address
+from .._http._state import ServerState
+from .._transport import Transport
+from ._protocol import (
+    BodyData,
+    ConnectionEnded,
+    H2Protocol,
+    StreamOpened,
+    StreamReset,
+    WindowOpened,
+)
+
+__all__ = ["H2Connection", "H2Stream"]
+
+error_log = logging.getLogger("trioserve.error")
+
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+# File bodies are read in pieces of at most this size (the largest frame h2 sends by default is
+# 16 KiB; four frames per read keeps the reads few and the memory per stream small).
+_FILE_PIECE: Final = 64 * 1024
+
+
+class H2Connection:
+    """Serves the HTTP/2 streams of one client connection.
+
+    Args:
+        transport: The connection's bytes (TLS with ALPN ``h2``, or cleartext with the preface).
+        state: The server-wide state.
+        info: What every request of this connection shares in its scope.
+        received: Bytes already read from the client (the preface, when HTTP/1.1 handed over).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        state: ServerState,
+        info: ConnectionInfo,
+        *,
+        received: bytes = b"",
+    ) -> None:
+        config = state.config
+        self._transport = transport
+        self._state = state
+        self._config = config
+        self._info = info
+        self._received = received
+        self._proto = H2Protocol(
+            clock=trio.current_time,
+            max_concurrent_streams=config.h2_max_concurrent_streams,
+            max_header_block=config.max_header_size,
+            max_headers=config.max_headers,
+        )
+        self._streams: dict[int, H2Stream] = {}
+        self._write_lock = trio.StrictFIFOLock()
+        # The reader's wait: its deadline is the idle timeout while no stream is open;
+        # stop_idle() cancels it.
+        self._timer = trio.CancelScope()
+        self._stopping = False
+        self._server_headers: list[tuple[bytes, bytes]] = []
+        if config.server_header is not None:
+            self._server_headers.append((b"server", config.server_header.encode()))
+
+    # -- the connection's life ---------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Serve streams until the connection ends.
+
+        Raises:
+            ClientDisconnected: the client went away (the caller closes the transport).
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.flush()
+                if self._received:
+                    await self._feed(self._received)
+                    self._received = b""
+                await self._read_loop()
+                # No more requests: let the streams in flight finish (the server bounds that
+                # with its grace period), then close.
+        finally:
+            for stream in self._streams.values():
+                stream.client_gone()
+
+    async def _read_loop(self) -> None:
+        proto = self._proto
+        transport = self._transport
+        config = self._config
+        timer = self._timer
+        while not proto.ended:
+            if self._streams:
+                timer.deadline = math.inf
+            else:
+                timer.deadline = trio.current_time() + config.keep_alive_timeout
+            with timer:
+                data = await transport.receive()
+            if timer.cancelled_caught:
+                # Idle past the keep-alive timeout, or shutting down: say GOAWAY and stop
+                # reading once no stream is left.
+                self._timer = timer = trio.CancelScope()
+                proto.goaway(last_stream_id=proto.highest_stream_id)
+                await self.flush()
+                if not self._streams:
+                    return
+                continue
+            if not data:
+                return
+            await self._feed(data)
+
+    async def _feed(self, data: bytes | bytearray) -> None:
+        for event in self._proto.receive_data(bytes(data)):
+            kind = type(event)
+            if kind is BodyData:
+                assert isinstance(event, BodyData)
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream.feed(event.data, event.end_stream)
+                else:
+                    # The stream's request is answered already: credit the window right away.
+                    self._proto.consumed(event.stream_id, len(event.data))
+            elif kind is StreamOpened:
+                assert isinstance(event, StreamOpened)
+                self._open(event)
+            elif kind is WindowOpened:
+                assert isinstance(event, WindowOpened)
+                if event.stream_id == 0:
+                    for stream in self._streams.values():
+                        stream.window_opened()
+                elif (stream := self._streams.get(event.stream_id)) is not None:
+                    stream.window_opened()
+            elif kind is StreamReset:
+                assert isinstance(event, StreamReset)
+                if (stream := self._streams.get(event.stream_id)) is not None:
+                    stream.client_gone()
+            elif kind is ConnectionEnded:
+                assert isinstance(event, ConnectionEnded)
+                log = error_log.warning if event.calm else error_log.debug
+                log("HTTP/2 connection from %s ended: %s", self._peer(), event.reason)
+        await self.flush()
+
+    def _open(self, event: StreamOpened) -> None:
+        stream = H2Stream(self, event.stream_id, event.head, event.end_stream)
+        self._streams[event.stream_id] = stream
+        self._nursery.start_soon(stream.run, event.refusal)
+
+    def stream_done(self, stream: H2Stream) -> None:
+        """A stream's task has ended."""
+        self._streams.pop(stream.stream_id, None)
+        if not self._streams:
+            if self._stopping or self._proto.ended:
+                self._timer.cancel()  # the reader may stop now
+            else:
+                # Restart the idle clock.
+                self._timer.deadline = trio.current_time() + self._config.keep_alive_timeout
+
+    def stop_idle(self) -> None:
+        """Shutdown: GOAWAY now; streams in flight finish; then the connection closes."""
+        self._stopping = True
+        self._timer.cancel()
+
+    def stop_websocket(self) -> None:
+        """Shutdown, soft: HTTP/2 carries no websockets here; nothing to do."""
+
+    async def flush(self) -> None:
+        """Write whatever frames are queued (one writer at a time)."""
+        async with self._write_lock:
+            data = self._proto.data_to_send()
+            if data:
+                await self._transport.send(data)
+
+    def _peer(self) -> str:
+        return format_address(self._info.client)
+
+    # -- what the streams use ----------------------------------------------------------------
+
+    @property
+    def proto(self) -> H2Protocol:
+        return self._proto
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
+
+    @property
+    def info(self) -> ConnectionInfo:
+        return self._info
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    def response_extras(self) -> list[tuple[bytes, bytes]]:
+        """The ``date`` and ``server`` fields every response carries."""
+        extras = list(self._server_headers)
+        if self._config.date_header:
+            extras.insert(0, (b"date", http_date()))
+        return extras
+
+
+class H2Stream:
+    """One request on an HTTP/2 connection: the request cycle's :class:`Exchange`."""
+
+    def __init__(
+        self, connection: H2Connection, stream_id: int, head: RequestHead, end_stream: bool
+    ) -> None:
+        self._connection = connection
+        self._proto = connection.proto
+        self._config = connection.state.config
+        self.stream_id = stream_id
+        self._head = head
+        self._head_request = head.method == b"HEAD"
+        self._bodyless = end_stream
+        self._buffer: list[bytes] = []
+        self._body_ended = end_stream
+        self._body_event = trio.Event()
+        self._window_event = trio.Event()
+        self._gone = trio.Event()
+        self._written = False
+        self._no_body = False
+
+    # -- the reader's side -------------------------------------------------------------------
+
+    def feed(self, data: bytes, end_stream: bool) -> None:
+        if data:
+            self._buffer.append(data)
+        if end_stream:
+            self._body_ended = True
+        self._body_event.set()
+
+    def window_opened(self) -> None:
+        self._window_event.set()
+
+    def client_gone(self) -> None:
+        self._gone.set()
+        self._body_event.set()
+        self._window_event.set()
+
+    # -- the stream's task -------------------------------------------------------------------
+
+    async def run(self, refusal: tuple[int, str] | None) -> None:
+        connection = self._connection
+        state = connection.state
+        config = self._config
+        head = self._head
+        cycle: RequestCycle | None = None
+        try:
+            if refusal is not None:
+                raise RequestRefused(*refusal)
+            health = config.health_path
+            if health is not None and head.target.partition(b"?")[0] == health.encode():
+                await answer_health(self, draining=state.draining)
+                return
+            scope = build_scope(head, connection.info, config, state.lifespan_state)
+            cycle = RequestCycle(self, scope, config, head.target, bodyless=self._bodyless)
+            await cycle.run(state.app)
+            if cycle.status != 499:
+                state.count_request()
+        except RequestRefused as exc:
+            await self._answer_error(exc.status, exc.reason)
+        except ClientDisconnected:
+            error_log.debug("HTTP/2 stream %d: the client left", self.stream_id)
+        except Exception:
+            error_log.exception("Unexpected error on an HTTP/2 stream from %s", connection._peer())
+        finally:
+            with trio.CancelScope(shield=True):
+                if self._proto.stream_open(self.stream_id) and not self._gone.is_set():
+                    # An unfinished response must not pass for a whole one.
+                    self._proto.reset(self.stream_id)
+                    try:
+                        await connection.flush()
+                    except ClientDisconnected:
+                        pass
+            connection.stream_done(self)
+
+    async def _answer_error(self, status: int, reason: str) -> None:
+        if self._written or self._gone.is_set():
+            return
+        body = (reason + "\n").encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        await self.send_response(status, headers, body, end=True)
+
+    # -- the Exchange (see _http/_cycle.py) ----------------------------------------------------
+
+    async def receive_body(self) -> tuple[bytes, bool] | None:
+        if self._bodyless:
+            return b"", False
+        while not self._buffer and not self._body_ended:
+            if self._gone.is_set():
+                return None
+            self._body_event = trio.Event()
+            with trio.move_on_after(self._config.body_timeout) as waiting:
+                await self._body_event.wait()
+            if waiting.cancelled_caught:
+                raise RequestRefused(408, "Timed out waiting for the request body.")
+        if self._gone.is_set():
+            return None
+        pieces, self._buffer = self._buffer, []
+        body = b"".join(pieces)
+        more = not self._body_ended
+        if more and body:
+            # Credit the window only as the app reads: backpressure per stream.
+            self._proto.consumed(self.stream_id, len(body))
+            await self._connection.flush()
+        return body, more
+
+    async def wait_disconnected(self) -> None:
+        await self._gone.wait()
+
+    async def send_response(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, end: bool
+    ) -> int:
+        no_body = self._head_request or status in _NO_BODY_STATUSES
+        extra = self._connection.response_extras()
+        if end and not no_body and not _has(headers, b"content-length"):
+            extra.append((b"content-length", b"%d" % len(body)))
+        self._check_open()
+        self._proto.send_headers(
+            self.stream_id, status, headers, end_stream=no_body or (end and not body), extra=extra
+        )
+        self._written = True
+        if no_body:
+            self._no_body = True
+            await self._connection.flush()
+            return 0
+        self._no_body = False
+        await self._send_data(body, end)
+        return len(body)
+
+    async def send_body(self, body: bytes, *, end: bool) -> int:
+        if self._no_body:
+            return 0
+        await self._send_data(body, end)
+        return len(body)
+
+    async def send_file(
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], path: str
+    ) -> int:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise RuntimeError(f"http.response.pathsend needs a regular file: {path!r}")
+            size = info.st_size
+            no_body = self._head_request or status in _NO_BODY_STATUSES
+            extra = self._connection.response_extras()
+            if not _has(headers, b"content-length") and status not in _NO_BODY_STATUSES:
+                extra.append((b"content-length", b"%d" % size))
+            self._check_open()
+            self._proto.send_headers(
+                self.stream_id, status, headers, end_stream=no_body or not size, extra=extra
+            )
+            self._written = True
+            if no_body or not size:
+                await self._connection.flush()
+                return 0
+            offset = 0
+            while offset < size:
+                # Page-cache reads on the event loop, as for HTTP/1.1's small files; a piece
+                # never exceeds what the windows let through next.
+                window = await self._wait_for_window()
+                piece = os.pread(fd, min(window * 4, _FILE_PIECE, size - offset), offset)
+                if not piece:
+                    raise RuntimeError("file is shorter than its declared length")
+                offset += len(piece)
+                await self._send_data(piece, offset >= size)
+            return size
+        finally:
+            os.close(fd)
+
+    async def send_raw(self, data: bytes) -> None:
+        # HTTP/2 has no unframed bytes: the nearest misbehaviour is a reset stream.
+        self._proto.reset(self.stream_id)
+        await self._connection.flush()
+
+    async def abort(self, *, reset: bool) -> None:
+        transport = self._connection.transport
+        if reset:
+            await transport.reset()
+        else:
+            transport.gone = True
+            await transport.close()
+
+    # -- flow control ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._gone.is_set() or not self._proto.stream_open(self.stream_id):
+            raise ClientDisconnected("the client reset the stream")
+
+    async def _wait_for_window(self) -> int:
+        """The send window available now, waiting (bounded) while it is shut."""
+        proto = self._proto
+        while True:
+            self._check_open()
+            window = proto.window(self.stream_id)
+            if window > 0:
+                return window
+            self._window_event = trio.Event()
+            with trio.move_on_after(self._config.write_timeout) as waiting:
+                await self._window_event.wait()
+            if waiting.cancelled_caught:
+                proto.reset(self.stream_id)
+                await self._connection.flush()
+                raise ClientDisconnected("the client kept the stream's window shut")
+
+    async def _send_data(self, data: bytes, end: bool) -> None:
+        proto = self._proto
+        view = memoryview(data)
+        while view:
+            window = await self._wait_for_window()
+            piece, view = view[:window], view[window:]
+            proto.send_data(self.stream_id, bytes(piece), end_stream=end and not view)
+            await self._connection.flush()
+        if end and not data:
+            self._check_open()
+            proto.send_data(self.stream_id, b"", end_stream=True)
+            await self._connection.flush()
+
+
+def _has(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bool:
+    return any(key.lower() == name for key, _ in headers)
+
