@@ -184,6 +184,11 @@ async def test_fault_bytes_on_the_wire(fault: Fault, expected: bytes) -> None:
     assert re.search(expected, received), received
 
 
+def test_a_fault_of_unknown_kind_is_refused_when_built() -> None:
+    with pytest.raises(ValueError, match="unknown fault kind 'explode'"):
+        Fault("explode")
+
+
 async def test_reset_fault_resets_the_connection() -> None:
     async with harness.open_server() as srv:
         srv.expect("GET", "/r").respond(200).fault(Fault.reset())
