@@ -30,7 +30,11 @@ PathMatcher = str | re.Pattern[str] | Callable[[str], bool]
 
 @dataclass(frozen=True)
 class Recorded:
-    """One request the server received."""
+    """One request the server received.
+
+    ``body`` is the whole request body; for a request answered by ``app=`` (which reads the body
+    itself, as it arrives), it is the part the app read.
+    """
 
     method: str
     target: str

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from trioserve import ClientDisconnected, Receive, Scope, Send
+from trioserve import ClientDisconnected, Message, Receive, Scope, Send
 
 from ._faults import Response, send_response
 from ._matching import PathMatcher, Recorded, Route, record
@@ -144,32 +144,18 @@ class Stub:
                 return
             await send({"type": "websocket.close", "code": 1000})
             return
-        body = b""
-        if self.routes or self.fallback is None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                body += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
-        request = record(scope, body)
+        head = record(scope)
+        if self.fallback is not None and not self._may_answer(head):
+            # Only the app can answer: it reads the body itself, as it arrives.
+            await self._serve_app(head, scope, receive, send, body_read=False)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away before sending its whole body
+        request = dataclasses.replace(head, body=body)
         route, nearest = self._match(request)
         if route is None and self.fallback is not None:
-            status: list[int] = []
-
-            async def noting_send(message: Any) -> None:
-                if message.get("type") == "http.response.start":
-                    status.append(message["status"])
-                await send(message)
-
-            try:
-                await self._call_fallback(scope, _replay(body, receive), noting_send)
-            finally:
-                with self._lock:
-                    self.log.append(
-                        dataclasses.replace(request, status=status[0] if status else 500)
-                    )
+            await self._serve_app(request, scope, _replay(body, receive), send, body_read=True)
             return
         if route is None:
             with self._lock:
@@ -192,13 +178,22 @@ class Stub:
             )
         await send_response(response, send)
 
+    def _candidates(self) -> list[Route]:
+        """The routes that may take the next request (call with the lock held)."""
+        pending_ordered = [r for r in self.routes if r.ordered and not r.exhausted]
+        candidates = [r for r in self.routes if not r.ordered and not r.exhausted]
+        if pending_ordered:
+            candidates.insert(0, pending_ordered[0])
+        return candidates
+
+    def _may_answer(self, head: Recorded) -> bool:
+        """Whether a route may answer a request with this head (its body still unread)."""
+        with self._lock:
+            return any(not route.head_differences(head) for route in self._candidates())
+
     def _match(self, request: Recorded) -> tuple[Route | None, str]:
         with self._lock:
-            pending_ordered = [r for r in self.routes if r.ordered and not r.exhausted]
-            candidates = [r for r in self.routes if not r.ordered and not r.exhausted]
-            if pending_ordered:
-                candidates.insert(0, pending_ordered[0])
-            for route in candidates:
+            for route in self._candidates():
                 if not route.differences(request):
                     route.calls.append(request)
                     return route, ""
@@ -224,6 +219,54 @@ class Stub:
         if close and close[0] != request.path:
             notes.append(f"    (did you mean path {close[0]!r}?)")
         return "\n".join(notes)
+
+    async def _serve_app(
+        self, request: Recorded, scope: Scope, receive: Receive, send: Send, *, body_read: bool
+    ) -> None:
+        """Let the app answer ``request``, and log it.
+
+        When the stub has not read the body (``body_read`` false), the app reads it through
+        ``receive`` as the client sends it (so ``Expect: 100-continue`` is answered only when the
+        app asks for the body), and the log records the body the app read. The log entry is
+        written before the last message of the response goes out, so a client that has the whole
+        response also finds its request in the log.
+        """
+        chunks: list[bytes] = []
+        status: int | None = None
+        logged = False
+
+        def log() -> None:
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            entry = dataclasses.replace(request, status=500 if status is None else status)
+            if not body_read:
+                entry = dataclasses.replace(entry, body=b"".join(chunks))
+            with self._lock:
+                self.log.append(entry)
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+            elif kind == "http.response.pathsend" or (
+                kind == "http.response.body" and not message.get("more_body", False)
+            ):
+                log()
+            await send(message)
+
+        try:
+            await self._call_fallback(scope, recording_receive, recording_send)
+        finally:
+            log()
 
     async def _call_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app behind the stub, keeping its exceptions for the report (and re-raising
@@ -259,10 +302,24 @@ def only_disconnects(exc: BaseException) -> bool:
     return False
 
 
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or ``None`` if the client disconnects first. (trioserve's
+    ``max_body_size``, 100 MiB by default, bounds it: larger bodies are refused with 413.)"""
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for an app, after the stub has read the whole body."""
     sent = False
 
-    async def replay() -> Any:
+    async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
