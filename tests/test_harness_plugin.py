@@ -1030,6 +1030,93 @@ def test_session_server_shared_checked_and_reset(pytester: pytest.Pytester) -> N
     )
 
 
+SESSION_STRICTNESS = """
+import httpx
+import pytest
+
+@pytest.fixture(scope="session")
+def api(session_server_factory):
+    return session_server_factory()
+
+@pytest.mark.harness(strict=False)
+def test_lenient_by_marker(api):
+    api.expect("GET", "/never").respond(200)
+    assert httpx.get(api.url_for("/stray-marker")).status_code == 500
+
+def test_default(api):
+    assert api.requests == []  # reset after the lenient test all the same
+    assert httpx.get(api.url_for("/stray-default")).status_code == 500
+
+@pytest.mark.harness(strict=True)
+def test_strict_by_marker(api):
+    assert httpx.get(api.url_for("/stray-strict")).status_code == 500
+
+@pytest.mark.harness(strict=False)
+def test_lenient_last(api):  # checked after the session's teardown: still lenient
+    assert httpx.get(api.url_for("/stray-last")).status_code == 500
+"""
+
+
+def test_session_server_strict_off_by_marker(pytester: pytest.Pytester) -> None:
+    result = run(pytester, SESSION_STRICTNESS)
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_default*",
+            "*unmatched request: GET /stray-default*",
+            "*ERROR at teardown of test_strict_by_marker*",
+            "*unmatched request: GET /stray-strict*",
+        ]
+    )
+    for lenient in ("*/stray-marker*", "*/stray-last*", "*unmet expectation*"):
+        result.stdout.no_fnmatch_line(lenient)
+
+
+def test_session_server_strict_off_by_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nharness_strict = false\n")
+    result = run(pytester, SESSION_STRICTNESS)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_strict_by_marker*", "*unmatched request: GET /stray-strict*"]
+    )
+    for lenient in ("*/stray-marker*", "*/stray-default*", "*/stray-last*"):
+        result.stdout.no_fnmatch_line(lenient)
+
+
+def test_session_server_strictness_given_to_the_factory_wins(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import httpx
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def api(session_server_factory):
+            return session_server_factory(strict=False)
+
+        @pytest.fixture(scope="session")
+        def checked(session_server_factory):
+            return session_server_factory(strict=True)
+
+        @pytest.mark.harness(strict=True)
+        def test_stray(api):
+            assert httpx.get(api.url_for("/stray")).status_code == 500
+
+        @pytest.mark.harness(strict=False)
+        def test_stray_checked_last(checked):
+            assert httpx.get(checked.url_for("/stray-checked")).status_code == 500
+        """,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_stray_checked_last*",
+            "*unmatched request: GET /stray-checked*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*GET /stray *")
+
+
 # -- 8. bounded teardown ----------------------------------------------------------------------
 
 
