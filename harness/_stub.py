@@ -282,7 +282,7 @@ class Stub:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fallback is not None:
-            await self._call_fallback(scope, receive, send)
+            await self._app_lifespan(scope, receive, send)
             return
         while True:
             message = await receive()
@@ -291,6 +291,50 @@ class Stub:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _app_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app's lifespan; if its startup does not complete, answer
+        ``lifespan.startup.failed`` with the reason in harness terms (the harness always serves
+        ``app=`` with its lifespan, which the server would otherwise explain with its own
+        command-line options)."""
+        assert self.fallback is not None
+        took_startup = answered = False
+
+        async def watching_receive() -> Message:
+            nonlocal took_startup
+            message = await receive()
+            took_startup = took_startup or message["type"] == "lifespan.startup"
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"].startswith("lifespan.startup.")
+            await send(message)
+
+        try:
+            await self.fallback(scope, watching_receive, watching_send)
+        except Exception as exc:
+            if answered:  # a crash at shutdown: keep it for the report
+                self.record_error("the app raised (lifespan):\n" + traceback.format_exc())
+                raise
+            if took_startup:
+                reason = "harness: the app's lifespan startup raised:\n" + traceback.format_exc()
+            else:
+                reason = (
+                    f"harness: the app does not support the ASGI lifespan protocol (it raised "
+                    f"{exc!r} on the lifespan scope); harness servers run the startup and "
+                    "shutdown of app= around the test, so the app must answer lifespan.startup"
+                )
+            await send({"type": "lifespan.startup.failed", "message": reason})
+            return
+        if not answered:
+            await send(
+                {
+                    "type": "lifespan.startup.failed",
+                    "message": "harness: the app returned from its lifespan call without "
+                    "answering lifespan.startup (with lifespan.startup.complete or .failed)",
+                }
+            )
 
 
 def only_disconnects(exc: BaseException) -> bool:

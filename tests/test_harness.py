@@ -18,6 +18,7 @@ import pytest
 import trio
 
 import harness
+import trioserve
 from harness import Fault, HarnessError
 
 
@@ -132,6 +133,52 @@ async def test_app_lifespan_startup_failure_fails_setup() -> None:
     with pytest.raises(Exception, match="no config"):
         async with harness.open_server(app=app):
             pass
+
+
+async def app_without_lifespan(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        raise TypeError("only HTTP here")
+
+
+async def app_crashing_at_startup(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    raise ValueError("no database")
+
+
+async def app_returning_at_startup(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        (
+            app_without_lifespan,
+            "lifespan startup failed: harness: the app does not support the ASGI lifespan "
+            "protocol (it raised TypeError('only HTTP here') on the lifespan scope); "
+            "harness servers run the startup and shutdown of app= around the test",
+        ),
+        (
+            app_crashing_at_startup,
+            "lifespan startup failed: harness: the app's lifespan startup raised:\n"
+            "Traceback (most recent call last):",
+        ),
+        (
+            app_returning_at_startup,
+            "lifespan startup failed: harness: the app returned from its lifespan call without "
+            "answering lifespan.startup",
+        ),
+    ],
+)
+async def test_lifespan_failures_are_explained_in_harness_terms(app: Any, expected: str) -> None:
+    with pytest.raises(trioserve.TrioserveError) as info:
+        async with harness.open_server(app=app):
+            pass
+    message = str(info.value)
+    assert message.startswith(expected)
+    assert "--lifespan" not in message
+    if app is app_crashing_at_startup:
+        assert message.rstrip().endswith("ValueError: no database")
 
 
 async def test_static_root_is_served_behind_expectations(tmp_path: Path) -> None:
