@@ -69,11 +69,16 @@ async def test_unmatched_request_fails_the_check_with_a_field_diff() -> None:
 
 
 async def test_not_strict_does_not_raise() -> None:
-    async with (
-        harness.open_server(strict=False) as srv,
-        httpx.AsyncClient(base_url=srv.url) as client,
-    ):
-        await client.get("/nothing")
+    async with harness.open_server(strict=False) as srv:
+        srv.expect("GET", "/never").respond(200)
+        async with httpx.AsyncClient(base_url=srv.url) as client:
+            response = await client.get("/nothing")
+    # Leaving the block did not raise, although the check finds what strict mode fails on.
+    assert response.status_code == 500
+    with pytest.raises(HarnessError) as info:
+        srv.check()
+    assert "unmatched request: GET /nothing" in str(info.value)
+    assert "unmet expectation #1 GET /never" in str(info.value)
 
 
 async def test_respond_seq_and_times() -> None:
