@@ -7,6 +7,11 @@ response, a sequence, a stream, or a handler; see ``_matching``), broken by its 
 one (see ``_faults``); no match answers with the configured unmatched response and is
 remembered for the report. Handler exceptions answer 500 and are remembered too.
 :meth:`Stub.problems` lists what makes a strict test fail.
+
+The body is read by whoever answers. When an app is behind the stub and no route's head
+(method, path, query, headers) fits a request, the app gets it untouched and reads the body as
+it arrives; otherwise the stub reads the body whole (routes may match on it), and a request that
+still falls through reaches the app with that body replayed.
 """
 
 from __future__ import annotations
