@@ -13,15 +13,15 @@ socket (port 0), optionally over TLS with a throwaway trustme CA::
 The pytest plugin (``harness._plugin``, registered as ``pytest11``) provides the fixtures.
 """
 
+from ._faults import Fault as Fault
+from ._faults import Response as Response
+from ._matching import Recorded as Recorded
+from ._matching import Route as Route
 from ._server import HarnessError as HarnessError
 from ._server import HarnessServer as HarnessServer
 from ._server import open_server as open_server
 from ._server import serve as serve
 from ._server import serving as serving
-from ._stub import Fault as Fault
-from ._stub import Recorded as Recorded
-from ._stub import Response as Response
-from ._stub import Route as Route
 from ._tls import CertificateAuthority as CertificateAuthority
 from ._tls import session_authority as session_authority
 

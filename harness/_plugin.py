@@ -23,7 +23,9 @@ from ._server import HarnessError, HarnessServer, serve, serving
 from ._tls import CertificateAuthority, session_authority
 
 _USED = pytest.StashKey[list[HarnessServer]]()
-_session_servers: list[HarnessServer] = []
+# Session servers, each with the strictness given to the factory (None: each test's own, from
+# its marker or the ini option).
+_session_servers: list[tuple[HarnessServer, bool | None]] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,11 +44,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _strict(request: pytest.FixtureRequest) -> bool:
-    marker = request.node.get_closest_marker("harness")
+def _strict(node: pytest.Item | pytest.Collector, config: pytest.Config) -> bool:
+    """The strictness for servers used by ``node``: its ``harness`` marker, else the ini."""
+    marker = node.get_closest_marker("harness")
     if marker is not None and "strict" in marker.kwargs:
         return bool(marker.kwargs["strict"])
-    return bool(request.config.getini("harness_strict"))
+    return bool(config.getini("harness_strict"))
 
 
 def _track(request: pytest.FixtureRequest, server: HarnessServer) -> HarnessServer:
@@ -67,7 +70,7 @@ def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Har
     with contextlib.ExitStack() as stack:
 
         def factory(**options: Any) -> HarnessServer:
-            options.setdefault("strict", _strict(request))
+            options.setdefault("strict", _strict(request.node, request.config))
             return _track(request, stack.enter_context(serving(**options)))
 
         yield factory
@@ -95,7 +98,7 @@ async def trio_server_factory(
     async with trio.open_nursery() as nursery:
 
         async def factory(**options: Any) -> HarnessServer:
-            options.setdefault("strict", _strict(request))
+            options.setdefault("strict", _strict(request.node, request.config))
             server: HarnessServer = await nursery.start(functools.partial(serve, **options))
             started.append(server)
             return _track(request, server)
@@ -116,12 +119,17 @@ async def trio_server(
 @pytest.fixture(scope="session")
 def session_server_factory() -> Iterator[Callable[..., HarnessServer]]:
     """Start servers shared by the whole session (for expensive apps); after every test each
-    one is checked (strictly) and reset."""
+    one is checked and reset. The check follows each test's strictness (its ``harness`` marker,
+    else ``harness_strict``), unless the factory was given ``strict=``."""
     with contextlib.ExitStack() as stack:
 
         def factory(**options: Any) -> HarnessServer:
+            explicit = options.get("strict")
+            # Without strict=, the check after each test is the only one (the last test's
+            # runs after the session's teardown, so it covers that too).
+            options.setdefault("strict", False)
             server = stack.enter_context(serving(**options))
-            _session_servers.append(server)
+            _session_servers.append((server, explicit))
             return server
 
         yield factory
@@ -145,10 +153,12 @@ _TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     # After pytest's own teardown, so that a failed check cannot leave the test half torn down.
+    # The list is copied first: after the last test, that teardown stops the session servers.
+    servers = list(_session_servers)
     result = yield
     problems = []
-    for server in _session_servers:
-        if server.strict:
+    for server, explicit in servers:
+        if explicit if explicit is not None else _strict(item, item.config):
             try:
                 server.check()
             except HarnessError as exc:
@@ -163,7 +173,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.failed:
-        servers = [*item.stash.get(_USED, []), *_session_servers]
+        servers = [*item.stash.get(_USED, []), *(server for server, _ in _session_servers)]
         for server in servers:
             report.sections.append(("harness server", server.report()))
     return report

@@ -33,7 +33,9 @@ import trio
 
 import trioserve
 
-from ._stub import Fault, PathMatcher, Recorded, Route, Stub
+from ._faults import Fault
+from ._matching import PathMatcher, Recorded, Route
+from ._stub import Stub
 from ._tls import CertificateAuthority, session_authority
 
 __all__ = ["HarnessError", "HarnessServer", "open_server", "serve", "serving"]

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 import harness
+import trioserve
 from harness import Fault, HarnessError
 
 
@@ -68,11 +69,16 @@ async def test_unmatched_request_fails_the_check_with_a_field_diff() -> None:
 
 
 async def test_not_strict_does_not_raise() -> None:
-    async with (
-        harness.open_server(strict=False) as srv,
-        httpx.AsyncClient(base_url=srv.url) as client,
-    ):
-        await client.get("/nothing")
+    async with harness.open_server(strict=False) as srv:
+        srv.expect("GET", "/never").respond(200)
+        async with httpx.AsyncClient(base_url=srv.url) as client:
+            response = await client.get("/nothing")
+    # Leaving the block did not raise, although the check finds what strict mode fails on.
+    assert response.status_code == 500
+    with pytest.raises(HarnessError) as info:
+        srv.check()
+    assert "unmatched request: GET /nothing" in str(info.value)
+    assert "unmet expectation #1 GET /never" in str(info.value)
 
 
 async def test_respond_seq_and_times() -> None:
@@ -134,6 +140,52 @@ async def test_app_lifespan_startup_failure_fails_setup() -> None:
             pass
 
 
+async def app_without_lifespan(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        raise TypeError("only HTTP here")
+
+
+async def app_crashing_at_startup(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    raise ValueError("no database")
+
+
+async def app_returning_at_startup(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        (
+            app_without_lifespan,
+            "lifespan startup failed: harness: the app does not support the ASGI lifespan "
+            "protocol (it raised TypeError('only HTTP here') on the lifespan scope); "
+            "harness servers run the startup and shutdown of app= around the test",
+        ),
+        (
+            app_crashing_at_startup,
+            "lifespan startup failed: harness: the app's lifespan startup raised:\n"
+            "Traceback (most recent call last):",
+        ),
+        (
+            app_returning_at_startup,
+            "lifespan startup failed: harness: the app returned from its lifespan call without "
+            "answering lifespan.startup",
+        ),
+    ],
+)
+async def test_lifespan_failures_are_explained_in_harness_terms(app: Any, expected: str) -> None:
+    with pytest.raises(trioserve.TrioserveError) as info:
+        async with harness.open_server(app=app):
+            pass
+    message = str(info.value)
+    assert message.startswith(expected)
+    assert "--lifespan" not in message
+    if app is app_crashing_at_startup:
+        assert message.rstrip().endswith("ValueError: no database")
+
+
 async def test_static_root_is_served_behind_expectations(tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text('{"from": "disk"}')
     async with harness.open_server(root=tmp_path) as srv:
@@ -163,6 +215,165 @@ async def test_respond_stream_sends_chunks_over_time(
         await stream.aclose()
 
 
+# -- request bodies reach the app --------------------------------------------------------------
+
+
+async def echo_app(scope: Any, receive: Any, send: Any) -> None:
+    """Answers every request with the body it read (lifespan supported)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+LARGE_BODY = bytes(range(256)) * 4096  # 1 MiB: far more than one read from the socket
+
+# What the client sends: one bytes object (Content-Length), or pieces (chunked).
+BODIES: dict[str, list[bytes]] = {
+    "small": [b"hello"],
+    "large": [LARGE_BODY],
+    "chunked": [b"first,", b"second,", b"third"],
+}
+
+
+def add_expectations(srv: harness.HarnessServer, which: str) -> None:
+    """No expectations, one for another path, or one for this path whose body does not match
+    (so the stub reads the body before the request falls through to the app)."""
+    if which == "elsewhere":
+        srv.expect("GET", "/elsewhere", times=None).respond(200)
+    elif which == "same path, other body":
+        srv.expect("POST", "/echo", json={"other": "body"}, times=None).respond(200)
+
+
+EXPECTATIONS = ["none", "elsewhere", "same path, other body"]
+
+
+@pytest.mark.parametrize("expectations", EXPECTATIONS)
+@pytest.mark.parametrize("body", list(BODIES))
+async def test_app_receives_the_request_body_trio(body: str, expectations: str) -> None:
+    pieces = BODIES[body]
+
+    async def chunked() -> Any:
+        for piece in pieces:
+            yield piece
+
+    content: Any = pieces[0] if body != "chunked" else chunked()
+    async with harness.open_server(app=echo_app) as srv:
+        add_expectations(srv, expectations)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(srv.url_for("/echo"), content=content)
+        assert response.content == b"".join(pieces)
+        assert [(r.path, r.body, r.status) for r in srv.requests] == [
+            ("/echo", b"".join(pieces), 200)
+        ]
+
+
+@pytest.mark.parametrize("expectations", EXPECTATIONS)
+@pytest.mark.parametrize("body", list(BODIES))
+def test_app_receives_the_request_body_thread(body: str, expectations: str) -> None:
+    pieces = BODIES[body]
+    content: Any = pieces[0] if body != "chunked" else iter(pieces)
+    with harness.serving(app=echo_app) as srv:
+        add_expectations(srv, expectations)
+        response = httpx.post(srv.url_for("/echo"), content=content)
+        assert response.content == b"".join(pieces)
+        assert [(r.path, r.body, r.status) for r in srv.requests] == [
+            ("/echo", b"".join(pieces), 200)
+        ]
+
+
+async def test_stub_records_the_body_when_no_app_is_given() -> None:
+    async with harness.open_server(strict=False) as srv:
+        async with httpx.AsyncClient() as client:
+            await client.post(srv.url_for("/nowhere"), content=LARGE_BODY)
+        assert srv.requests[0].body == LARGE_BODY
+
+
+async def read_until(stream: trio.SocketStream, marker: bytes) -> bytes:
+    """Read until ``marker`` has arrived (bounded)."""
+    received = b""
+    with trio.fail_after(10):
+        while marker not in received:
+            chunk = await stream.receive_some(65536)
+            assert chunk, received
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize("expectations", ["none", "elsewhere"])
+async def test_app_reads_the_body_as_it_arrives(expectations: str) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await echo_app(scope, receive, send)
+            return
+        first = await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send(
+            {"type": "http.response.body", "body": b"got:" + first["body"], "more_body": True}
+        )
+        rest = b""
+        while (message := await receive())["more_body"]:
+            rest += message["body"]
+        rest += message["body"]
+        await send({"type": "http.response.body", "body": b"|got:" + rest})
+
+    async with harness.open_server(app=app) as srv:
+        add_expectations(srv, expectations)
+        async with await trio.open_tcp_stream(srv.host, srv.port) as stream:
+            head = b"POST /s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            await stream.send_all(head + b"5\r\nfirst\r\n")
+            # The app answers the first chunk while the client still holds back the rest: a stub
+            # that read the whole body before calling the app would never get here.
+            await read_until(stream, b"got:first")
+            await stream.send_all(b"6\r\nsecond\r\n0\r\n\r\n")
+            assert b"|got:second" in await read_until(stream, b"\r\n0\r\n\r\n")
+        assert srv.requests[0].body == b"firstsecond"
+
+
+@pytest.mark.parametrize("expectations", ["none", "same path, other body"])
+async def test_expect_100_continue_reaches_an_app_that_reads_the_body(expectations: str) -> None:
+    async with harness.open_server(app=echo_app) as srv:
+        add_expectations(srv, expectations)
+        async with await trio.open_tcp_stream(srv.host, srv.port) as stream:
+            await stream.send_all(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert (await read_until(stream, b"\r\n\r\n")).startswith(b"HTTP/1.1 100 ")
+            await stream.send_all(b"hello")
+            response = await read_until(stream, b"hello")
+            assert response.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_an_app_that_refuses_the_body_unread_sends_no_100_continue() -> None:
+    async def refusing(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await echo_app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"too big"})
+
+    async with harness.open_server(app=refusing) as srv:
+        async with await trio.open_tcp_stream(srv.host, srv.port) as stream:
+            await stream.send_all(
+                b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            response = await read_until(stream, b"too big")
+            assert response.startswith(b"HTTP/1.1 413 ")
+            assert b" 100 " not in response
+        assert [(r.path, r.body, r.status) for r in srv.requests] == [("/upload", b"", 413)]
+
+
 # -- faults, as a client sees them ------------------------------------------------------------
 
 
@@ -182,6 +393,11 @@ async def test_fault_bytes_on_the_wire(fault: Fault, expected: bytes) -> None:
         srv.expect("GET", "/f").respond(200, body=b"0123456789").fault(fault)
         received = await raw_get(srv, "/f")
     assert re.search(expected, received), received
+
+
+def test_a_fault_of_unknown_kind_is_refused_when_built() -> None:
+    with pytest.raises(ValueError, match="unknown fault kind 'explode'"):
+        Fault("explode")
 
 
 async def test_reset_fault_resets_the_connection() -> None:

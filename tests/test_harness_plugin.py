@@ -330,6 +330,94 @@ def test_trio_open_server_with_an_app(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
 
 
+ECHO_APP = """
+import httpx
+import pytest
+
+LARGE = bytes(range(256)) * 4096
+
+async def echo(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_request_bodies_reach_apps_and_stubs_in_sync_fixtures(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        ECHO_APP
+        + """
+@pytest.fixture(scope="session")
+def shared_app(session_server_factory):
+    return session_server_factory(app=echo)
+
+@pytest.mark.parametrize("content", [b"hello", LARGE, iter([b"chunk-1,", b"chunk-2"])])
+def test_function_scoped_app(server_factory, content):
+    server = server_factory(app=echo)
+    response = httpx.post(server.url_for("/echo"), content=content)
+    assert response.content == server.requests[0].body
+    assert response.content in (b"hello", LARGE, b"chunk-1,chunk-2")
+
+@pytest.mark.parametrize("content", [b"hello", LARGE, iter([b"chunk-1,", b"chunk-2"])])
+def test_session_scoped_app(shared_app, content):
+    response = httpx.post(shared_app.url_for("/echo"), content=content)
+    assert response.content == shared_app.requests[0].body
+    assert response.content in (b"hello", LARGE, b"chunk-1,chunk-2")
+
+def test_app_behind_an_expectation(server_factory):
+    server = server_factory(app=echo)
+    server.expect("POST", "/echo", json={"other": 1}, times=None).respond(200)
+    assert httpx.post(server.url_for("/echo"), content=b"to the app").content == b"to the app"
+
+def test_stub(http_server):
+    http_server.expect("POST", "/in", body=LARGE).respond(201)
+    assert httpx.post(http_server.url_for("/in"), content=LARGE).status_code == 201
+    assert http_server.requests[0].body == LARGE
+""",
+    )
+    result.assert_outcomes(passed=8)
+
+
+def test_request_bodies_reach_apps_and_stubs_in_trio_fixtures(pytester: pytest.Pytester) -> None:
+    pytester.makeini(TRIO_INI)
+    result = run_subprocess(
+        pytester,
+        ECHO_APP
+        + """
+async def pieces():
+    yield b"chunk-1,"
+    yield b"chunk-2"
+
+@pytest.mark.parametrize("content", [b"hello", LARGE, "chunked"])
+async def test_trio_app(trio_server_factory, content):
+    server = await trio_server_factory(app=echo)
+    async with httpx.AsyncClient() as client:
+        sent = pieces() if content == "chunked" else content
+        response = await client.post(server.url_for("/echo"), content=sent)
+    assert response.content == server.requests[0].body
+    assert response.content in (b"hello", LARGE, b"chunk-1,chunk-2")
+
+async def test_trio_stub(trio_server):
+    trio_server.expect("POST", "/in", body=LARGE).respond(201)
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(trio_server.url_for("/in"), content=LARGE)).status_code == 201
+""",
+    )
+    result.assert_outcomes(passed=4)
+
+
 # -- 4. strictness and the report -------------------------------------------------------------
 
 
@@ -940,6 +1028,93 @@ def test_session_server_shared_checked_and_reset(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(
         ["*ERROR at teardown of test_first*", "*unmatched request: GET /zzz*"]
     )
+
+
+SESSION_STRICTNESS = """
+import httpx
+import pytest
+
+@pytest.fixture(scope="session")
+def api(session_server_factory):
+    return session_server_factory()
+
+@pytest.mark.harness(strict=False)
+def test_lenient_by_marker(api):
+    api.expect("GET", "/never").respond(200)
+    assert httpx.get(api.url_for("/stray-marker")).status_code == 500
+
+def test_default(api):
+    assert api.requests == []  # reset after the lenient test all the same
+    assert httpx.get(api.url_for("/stray-default")).status_code == 500
+
+@pytest.mark.harness(strict=True)
+def test_strict_by_marker(api):
+    assert httpx.get(api.url_for("/stray-strict")).status_code == 500
+
+@pytest.mark.harness(strict=False)
+def test_lenient_last(api):  # checked after the session's teardown: still lenient
+    assert httpx.get(api.url_for("/stray-last")).status_code == 500
+"""
+
+
+def test_session_server_strict_off_by_marker(pytester: pytest.Pytester) -> None:
+    result = run(pytester, SESSION_STRICTNESS)
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_default*",
+            "*unmatched request: GET /stray-default*",
+            "*ERROR at teardown of test_strict_by_marker*",
+            "*unmatched request: GET /stray-strict*",
+        ]
+    )
+    for lenient in ("*/stray-marker*", "*/stray-last*", "*unmet expectation*"):
+        result.stdout.no_fnmatch_line(lenient)
+
+
+def test_session_server_strict_off_by_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nharness_strict = false\n")
+    result = run(pytester, SESSION_STRICTNESS)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_strict_by_marker*", "*unmatched request: GET /stray-strict*"]
+    )
+    for lenient in ("*/stray-marker*", "*/stray-default*", "*/stray-last*"):
+        result.stdout.no_fnmatch_line(lenient)
+
+
+def test_session_server_strictness_given_to_the_factory_wins(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import httpx
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def api(session_server_factory):
+            return session_server_factory(strict=False)
+
+        @pytest.fixture(scope="session")
+        def checked(session_server_factory):
+            return session_server_factory(strict=True)
+
+        @pytest.mark.harness(strict=True)
+        def test_stray(api):
+            assert httpx.get(api.url_for("/stray")).status_code == 500
+
+        @pytest.mark.harness(strict=False)
+        def test_stray_checked_last(checked):
+            assert httpx.get(checked.url_for("/stray-checked")).status_code == 500
+        """,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_stray_checked_last*",
+            "*unmatched request: GET /stray-checked*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*GET /stray *")
 
 
 # -- 8. bounded teardown ----------------------------------------------------------------------
