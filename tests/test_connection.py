@@ -270,7 +270,6 @@ async def test_expect_with_body_over_limit_gets_413_instead_of_100() -> None:
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n", 501),
         (b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505),
         (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400),
-        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\nBig: " + b"a" * 17000 + b"\r\n\r\n", 431),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n", 413),
     ],
@@ -288,6 +287,14 @@ async def test_bad_request_gets_status_and_close(request_bytes: bytes, status: i
     assert raw.startswith(b"HTTP/1.1 %d " % status), raw[:80]
     assert b"\r\nconnection: close\r\n" in raw
     assert not called
+
+
+async def test_http2_preface_gets_400_when_http2_is_off() -> None:
+    async with connection(hello_app, Config(access_log=False, http2=False)) as (client, _):
+        await client.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:80]
+    assert b"HTTP/2 is not supported on this port" in raw
 
 
 async def test_chunked_body_over_limit_gets_413_and_the_app_sees_a_disconnect() -> None:

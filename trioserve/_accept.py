@@ -9,8 +9,9 @@ the listener's connection nursery and does nothing slow itself. That task, in or
    bounded by ``header_timeout``), which gives the real client and server addresses;
 2. on a TLS listener, checks that the client speaks TLS at all (plain HTTP gets a short 400)
    and completes the handshake, bounded by the TLS ``handshake_timeout``;
-3. chooses the wire protocol (one branch: today HTTP/1.1) and runs the connection, which from
-   then on handles every error of its own.
+3. chooses the wire protocol, and runs the connection, which from then on handles every error
+   of its own: HTTP/2 when TLS negotiated ``h2`` by ALPN, else HTTP/1.1 (which itself hands a
+   cleartext connection that opens with the HTTP/2 preface over to HTTP/2: prior knowledge).
 
 Until the hand-over, this task owns the socket and the connection slot: whatever happens (a
 client that leaves, a bad PROXY header, a failed handshake), the socket is closed and the slot
@@ -30,14 +31,15 @@ import trio
 
 from ._config import Config
 from ._errors import ClientDisconnected
+from ._h2._connection import H2Connection
 from ._h11._connection import H11Connection
 from ._h11._protocol import error_response
 from ._http._date import http_date
-from ._http._scope import format_address
+from ._http._scope import connection_info, format_address
 from ._http._state import ServerState
 from ._proxy import MAX_PROXY_HEADER, ProxyHeaderError, parse_proxy_header
 from ._tls import tls_extension
-from ._transport import READ_SIZE, map_disconnects
+from ._transport import READ_SIZE, Transport, map_disconnects
 
 __all__ = ["Acceptor"]
 
@@ -110,16 +112,25 @@ class Acceptor:
                 if handshake is None:
                     return
                 connected, tls = handshake
-            connection = H11Connection(
-                connected,
-                self._state,
-                client=client,
-                server=server,
-                scheme="https" if secure else "http",
-                tls=tls,
-                on_close=self._release,
-                redirect_https_port=None if secure else self.redirect_port,
-            )
+            connection: H11Connection | H2Connection
+            if isinstance(connected, trio.SSLStream) and connected.selected_alpn_protocol() == "h2":
+                connection = H2Connection(
+                    Transport(connected, self._config.write_timeout),
+                    self._state,
+                    connection_info(self._state, client, server, "https", tls),
+                    on_close=self._release,
+                )
+            else:
+                connection = H11Connection(
+                    connected,
+                    self._state,
+                    client=client,
+                    server=server,
+                    scheme="https" if secure else "http",
+                    tls=tls,
+                    on_close=self._release,
+                    redirect_https_port=None if secure else self.redirect_port,
+                )
             handed_over = True
             # The connection handles every exception of its own: nothing reaches the nursery.
             await connection.run()

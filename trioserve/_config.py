@@ -143,6 +143,9 @@ class Config:
     ws_ping_interval: float | None = 20.0
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = True
+    http2: bool = True
+    h2_max_concurrent_streams: int = 100
+    max_headers: int = 100
 
     def __post_init__(self) -> None:
         if not self.host:

@@ -286,7 +286,7 @@ class Server:
         if tls.uses_dev_certificate:
             state_dir = tls.state_dir if tls.state_dir is not None else default_state_dir()
             dev = dev_certificate(state_dir, dev_hosts(self.config.host))
-        context = build_context(tls, dev=dev)
+        context = build_context(tls, dev=dev, http2=self.config.http2)
         self.dev_certificate = dev
         return context
 

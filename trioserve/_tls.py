@@ -190,8 +190,12 @@ def dev_hosts(host: str) -> list[str]:
     return hosts
 
 
-def build_context(tls: TLSConfig, *, dev: DevCertificate | None = None) -> ssl.SSLContext:
+def build_context(
+    tls: TLSConfig, *, dev: DevCertificate | None = None, http2: bool = False
+) -> ssl.SSLContext:
     """A server ``SSLContext`` for ``tls`` (``dev`` supplies the certificate in dev mode).
+
+    With ``http2``, ALPN offers ``h2`` before ``http/1.1``.
 
     Raises:
         ConfigError: a file is missing or unreadable, the key does not match the certificate, the
@@ -203,7 +207,7 @@ def build_context(tls: TLSConfig, *, dev: DevCertificate | None = None) -> ssl.S
     context.minimum_version = _MIN_VERSIONS[tls.min_version]
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     if tls.ciphers is not None:
         try:
             context.set_ciphers(tls.ciphers)

@@ -38,11 +38,19 @@ from typing import Any, Final
 import trio
 
 from .._errors import ClientDisconnected, RequestRefused
+from .._h2._connection import H2Connection
 from .._http._builtin import answer_health, answer_redirect
 from .._http._cycle import RequestCycle, log_access
 from .._http._date import http_date
-from .._http._events import CLIENT_CLOSED, END_OF_BODY, NEED_DATA, BodyChunk, RequestHead
-from .._http._scope import ConnectionInfo, build_scope, format_address
+from .._http._events import (
+    CLIENT_CLOSED,
+    END_OF_BODY,
+    HTTP2_PREFACE,
+    NEED_DATA,
+    BodyChunk,
+    RequestHead,
+)
+from .._http._scope import build_scope, connection_info, format_address
 from .._http._state import ServerState
 from .._transport import Transport
 from .._websocket import WebSocketHandshakeError, WebSocketSession
@@ -75,6 +83,7 @@ class H11Connection:
     __slots__ = (
         "_accepted_at",
         "_config",
+        "_h2",
         "_head",
         "_idle",
         "_info",
@@ -105,23 +114,7 @@ class H11Connection:
         self._state = state
         self._config = config
         self._transport = Transport(stream, config.write_timeout)
-        trusted = state.trusted
-        self._info = ConnectionInfo(
-            client=client,
-            server=server,
-            scheme=scheme,
-            tls=tls,
-            # Proxy headers count only from a trusted peer; decided once per connection.
-            forwarded=(
-                config.proxy_headers
-                if trusted is not None
-                and config.proxy_headers != "off"
-                and trusted.trusts(None if client is None else client[0])
-                else None
-            ),
-            trusted=trusted,
-            connection_id=next(state.connection_ids),
-        )
+        self._info = connection_info(state, client, server, scheme, tls)
         self._on_close = on_close
         self._redirect = redirect_https_port
         self._proto = ServerProtocol(
@@ -129,6 +122,7 @@ class H11Connection:
             max_body_size=config.max_body_size,
             server_header=None if config.server_header is None else config.server_header.encode(),
             date=http_date if config.date_header else None,
+            h2c=config.http2 and scheme == "http",
         )
         self._accepted_at = trio.current_time()
         # One cancel scope for the connection's own waits (the request head, keep-alive idle):
@@ -138,6 +132,8 @@ class H11Connection:
         self._idle = False
         self._head: RequestHead | None = None
         self._websocket: WebSocketSession | None = None
+        # The HTTP/2 connection this one became (cleartext with prior knowledge), if it did.
+        self._h2: H2Connection | None = None
         # Set once something other than a framed response took the wire (a websocket, a
         # fault): the connection ends after the current request.
         self._wire_taken = False
@@ -179,6 +175,8 @@ class H11Connection:
                         self._written = False
                 if self._timer.cancelled_caught and not self._idle:
                     raise RequestRefused(408, "Timed out waiting for the request head.")
+                if proto.http2_preface:
+                    await self._serve_http2()
             except RequestRefused as exc:
                 await self._write_error(exc.status, exc.reason)
         except ClientDisconnected:
@@ -206,7 +204,9 @@ class H11Connection:
 
     def stop_idle(self) -> None:
         """Shutdown: close now if waiting for a request; close a websocket with 1001."""
-        if self._idle:
+        if self._h2 is not None:
+            self._h2.stop_idle()
+        elif self._idle:
             self._timer.cancel()
         elif self._websocket is not None:
             self._websocket.shut_down()
@@ -268,9 +268,17 @@ class H11Connection:
             await trio.lowlevel.checkpoint()
         if type(event) is RequestHead:
             return event
-        if event is CLIENT_CLOSED:
+        if event is CLIENT_CLOSED or event is HTTP2_PREFACE:
             return None
         raise RequestRefused(400, "Unexpected bytes before the request head.")  # pragma: no cover
+
+    async def _serve_http2(self) -> None:
+        """Hand the connection over to HTTP/2 (it opened with the preface: prior knowledge)."""
+        self._wire_taken = True
+        self._h2 = H2Connection(
+            self._transport, self._state, self._info, received=self._proto.take_buffered()
+        )
+        await self._h2.serve()
 
     async def _respond(self, head: RequestHead) -> bool:
         """Answer one request; whether the connection may serve another."""

@@ -45,7 +45,15 @@ import h11
 
 from .._errors import RequestRefused
 from .._http._date import http_date
-from .._http._events import CLIENT_CLOSED, END_OF_BODY, NEED_DATA, BodyChunk, Event, RequestHead
+from .._http._events import (
+    CLIENT_CLOSED,
+    END_OF_BODY,
+    HTTP2_PREFACE,
+    NEED_DATA,
+    BodyChunk,
+    Event,
+    RequestHead,
+)
 
 __all__ = [
     "DRAIN_BYTES",
@@ -153,6 +161,8 @@ class ServerProtocol:
         max_headers: Header fields allowed in a request (431 beyond), or ``None``.
         server_header: Value of the ``Server`` header, or ``None`` to send none.
         date: Returns the ``Date`` header's value; ``None`` to send no ``Date`` header.
+        h2c: Whether a connection that opens with the HTTP/2 preface is handed over to HTTP/2
+            (:data:`HTTP2_PREFACE`); otherwise it gets a 400.
     """
 
     __slots__ = (
@@ -166,6 +176,7 @@ class ServerProtocol:
         "_date",
         "_discarded",
         "_framing",
+        "_h2c",
         "_head_request",
         "_max_header_size",
         "_max_headers",
@@ -183,7 +194,9 @@ class ServerProtocol:
         max_headers: int | None = None,
         server_header: bytes | None = None,
         date: Callable[[], bytes] | None = http_date,
+        h2c: bool = False,
     ) -> None:
+        self._h2c = h2c
         # Created when the first bytes of a request arrive: an idle keep-alive connection holds
         # none (idle connections are where a server's memory goes).
         self._conn: h11.Connection | None = None
@@ -247,12 +260,20 @@ class ServerProtocol:
                 400, "This port speaks plain HTTP, but the client sent TLS (https)."
             )
         if sniffed.startswith(_H2_PREFACE_START):
+            if self._h2c:
+                self._sniffed = _H2_PREFACE_START  # next_event() says HTTP2_PREFACE from now on
+                return
             raise RequestRefused(400, "HTTP/2 is not supported on this port; use HTTP/1.1.")
         if not _H2_PREFACE_START.startswith(sniffed) and not _TLS_HANDSHAKE_PREFIX.startswith(
             sniffed
         ):
             # Neither can match any more: stop looking (and stop paying for it).
             self._sniffed = b"x" * _SNIFF_LENGTH
+
+    @property
+    def http2_preface(self) -> bool:
+        """Whether the client opened with the HTTP/2 preface (and ``h2c`` hands it over)."""
+        return self._sniffed is _H2_PREFACE_START
 
     @property
     def has_buffered_data(self) -> bool:
@@ -288,6 +309,8 @@ class ServerProtocol:
         conn = self._conn
         if conn is None:
             return NEED_DATA
+        if self._sniffed is _H2_PREFACE_START:
+            return HTTP2_PREFACE
         raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
         try:
             event = conn.next_event()

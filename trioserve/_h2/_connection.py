@@ -22,11 +22,11 @@ bounds them by its grace period); then close.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import trio
@@ -66,6 +66,7 @@ class H2Connection:
         state: The server-wide state.
         info: What every request of this connection shares in its scope.
         received: Bytes already read from the client (the preface, when HTTP/1.1 handed over).
+        on_close: Called once :meth:`run` has closed the connection (the server's slot).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class H2Connection:
         info: ConnectionInfo,
         *,
         received: bytes = b"",
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         config = state.config
         self._transport = transport
@@ -82,6 +84,7 @@ class H2Connection:
         self._config = config
         self._info = info
         self._received = received
+        self._on_close = on_close
         self._proto = H2Protocol(
             clock=trio.current_time,
             max_concurrent_streams=config.h2_max_concurrent_streams,
@@ -90,15 +93,34 @@ class H2Connection:
         )
         self._streams: dict[int, H2Stream] = {}
         self._write_lock = trio.StrictFIFOLock()
-        # The reader's wait: its deadline is the idle timeout while no stream is open;
-        # stop_idle() cancels it.
-        self._timer = trio.CancelScope()
+        # The reader's current wait: its deadline is the idle timeout while no stream is open;
+        # stop_idle() cancels it, and so does the last stream's end once stopping.
+        self._reading: trio.CancelScope | None = None
         self._stopping = False
+        self._goaway_sent = False
         self._server_headers: list[tuple[bytes, bytes]] = []
         if config.server_header is not None:
             self._server_headers.append((b"server", config.server_header.encode()))
 
     # -- the connection's life ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve, then close; never raises but ``trio.Cancelled`` (the connection's own task)."""
+        connections = self._state.connections
+        connections.add(self)
+        try:
+            await self.serve()
+        except ClientDisconnected:
+            error_log.debug("HTTP/2 client %s left", self._peer())
+        except Exception:
+            error_log.exception("Unexpected error on the HTTP/2 connection from %s", self._peer())
+        finally:
+            connections.discard(self)
+            try:
+                await self._transport.close()
+            finally:
+                if self._on_close is not None:
+                    self._on_close()
 
     async def serve(self) -> None:
         """Serve streams until the connection ends.
@@ -123,23 +145,26 @@ class H2Connection:
     async def _read_loop(self) -> None:
         proto = self._proto
         transport = self._transport
-        config = self._config
-        timer = self._timer
         while not proto.ended:
-            if self._streams:
-                timer.deadline = math.inf
-            else:
-                timer.deadline = trio.current_time() + config.keep_alive_timeout
-            with timer:
+            with trio.CancelScope() as reading:
+                self._reading = reading
+                if self._stopping:
+                    reading.cancel()
+                elif not self._streams:
+                    reading.deadline = trio.current_time() + self._config.keep_alive_timeout
                 data = await transport.receive()
-            if timer.cancelled_caught:
-                # Idle past the keep-alive timeout, or shutting down: say GOAWAY and stop
-                # reading once no stream is left.
-                self._timer = timer = trio.CancelScope()
-                proto.goaway(last_stream_id=proto.highest_stream_id)
-                await self.flush()
+            self._reading = None
+            if reading.cancelled_caught:
+                # Idle past the keep-alive timeout, or shutting down: GOAWAY (once), and stop
+                # reading as soon as no stream is left.
+                if not self._goaway_sent:
+                    self._goaway_sent = self._stopping = True
+                    proto.goaway(last_stream_id=proto.highest_stream_id)
+                    await self.flush()
                 if not self._streams:
                     return
+                # Streams in flight still need their window updates and bodies: read on until
+                # the last one ends (stream_done() cancels this read then).
                 continue
             if not data:
                 return
@@ -184,17 +209,19 @@ class H2Connection:
     def stream_done(self, stream: H2Stream) -> None:
         """A stream's task has ended."""
         self._streams.pop(stream.stream_id, None)
-        if not self._streams:
+        reading = self._reading
+        if not self._streams and reading is not None:
             if self._stopping or self._proto.ended:
-                self._timer.cancel()  # the reader may stop now
+                reading.cancel()  # the reader may stop now
             else:
                 # Restart the idle clock.
-                self._timer.deadline = trio.current_time() + self._config.keep_alive_timeout
+                reading.deadline = trio.current_time() + self._config.keep_alive_timeout
 
     def stop_idle(self) -> None:
         """Shutdown: GOAWAY now; streams in flight finish; then the connection closes."""
         self._stopping = True
-        self._timer.cancel()
+        if self._reading is not None:
+            self._reading.cancel()
 
     def stop_websocket(self) -> None:
         """Shutdown, soft: HTTP/2 carries no websockets here; nothing to do."""
@@ -304,10 +331,8 @@ class H2Stream:
                 if self._proto.stream_open(self.stream_id) and not self._gone.is_set():
                     # An unfinished response must not pass for a whole one.
                     self._proto.reset(self.stream_id)
-                    try:
+                    with contextlib.suppress(ClientDisconnected):
                         await connection.flush()
-                    except ClientDisconnected:
-                        pass
             connection.stream_done(self)
 
     async def _answer_error(self, status: int, reason: str) -> None:
@@ -456,4 +481,3 @@ class H2Stream:
 
 def _has(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bool:
     return any(key.lower() == name for key, _ in headers)
-

@@ -34,6 +34,7 @@ stalls its own stream only.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -331,10 +332,9 @@ class H2Protocol:
     def consumed(self, stream_id: int, length: int) -> None:
         """The app has read ``length`` body bytes of ``stream_id``: credit its window."""
         if length and not self._ended:
-            try:
+            # A stream that has ended meanwhile has no window to open.
+            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 self._conn.increment_flow_control_window(length, stream_id)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                pass  # the stream has ended meanwhile: no window to open
 
     # -- the frame scanner -------------------------------------------------------------------
 
@@ -370,7 +370,7 @@ class H2Protocol:
 
     def _check_frame(self, kind: int, flags: int, length: int) -> str | None:
         limits = self._limits
-        if kind == _HEADERS or kind == _CONTINUATION:
+        if kind in (_HEADERS, _CONTINUATION):
             if kind == _HEADERS:
                 self._block_bytes = 0
                 self._block_frames = 0
@@ -387,8 +387,7 @@ class H2Protocol:
             flooded = self._count("window_updates", 1, limits.window_updates)
             return "WINDOW_UPDATE flood" if flooded else None
         control = (
-            kind == _PING
-            or kind == _PRIORITY
+            kind in (_PING, _PRIORITY)
             or (kind == _SETTINGS and not flags & _ACK)
             or (kind == _DATA and length == 0 and not flags & _END_STREAM)
         )

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CLIENT_CLOSED", "END_OF_BODY", "NEED_DATA", "BodyChunk", "Event", "RequestHead"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "END_OF_BODY",
+    "HTTP2_PREFACE",
+    "NEED_DATA",
+    "BodyChunk",
+    "Event",
+    "RequestHead",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,5 +57,7 @@ END_OF_BODY: Final = _Marker("END_OF_BODY")
 CLIENT_CLOSED: Final = _Marker("CLIENT_CLOSED")
 #: Nothing more can be parsed until more bytes arrive.
 NEED_DATA: Final = _Marker("NEED_DATA")
+#: The client opened a cleartext connection with the HTTP/2 preface (prior knowledge, h2c).
+HTTP2_PREFACE: Final = _Marker("HTTP2_PREFACE")
 
 Event = RequestHead | BodyChunk | _Marker

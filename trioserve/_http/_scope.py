@@ -16,8 +16,16 @@ from .._errors import RequestRefused
 from .._proxy import TrustedPeers, read_forwarded
 from .._types import ASGIInfo, HTTPScope, Scope
 from ._events import RequestHead
+from ._state import ServerState
 
-__all__ = ["ASGI_INFO", "ConnectionInfo", "build_scope", "format_address", "origin_form"]
+__all__ = [
+    "ASGI_INFO",
+    "ConnectionInfo",
+    "build_scope",
+    "connection_info",
+    "format_address",
+    "origin_form",
+]
 
 ASGI_INFO: Final[ASGIInfo] = {"version": "3.0", "spec_version": "2.4"}
 
@@ -37,6 +45,34 @@ class ConnectionInfo:
     forwarded: str | None
     trusted: TrustedPeers | None
     connection_id: int
+
+
+def connection_info(
+    state: ServerState,
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    scheme: str,
+    tls: dict[str, Any] | None,
+) -> ConnectionInfo:
+    """What the requests of a new connection share (numbers the connection)."""
+    config = state.config
+    trusted = state.trusted
+    return ConnectionInfo(
+        client=client,
+        server=server,
+        scheme=scheme,
+        tls=tls,
+        # Proxy headers count only from a trusted peer; decided once per connection.
+        forwarded=(
+            config.proxy_headers
+            if trusted is not None
+            and config.proxy_headers != "off"
+            and trusted.trusts(None if client is None else client[0])
+            else None
+        ),
+        trusted=trusted,
+        connection_id=next(state.connection_ids),
+    )
 
 
 def build_scope(
