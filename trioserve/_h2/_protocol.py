@@ -46,7 +46,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-from hyperframe.frame import HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
 from .._http._events import RequestHead
 
@@ -157,8 +157,28 @@ class _Connection(h2.connection.H2Connection):
 
     refused: int = 0
     malformed: int = 0
+    #: RST_STREAM frames queued while receiving: every reset the client provoked (a refused or
+    #: malformed stream, DATA or HEADERS on a closed stream, a window overflow...), whether or
+    #: not h2 reports it with an event (a frame on a stream we reset already gets none).
+    provoked: int = 0
+    receiving: bool = False
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        if self.receiving:
+            self.provoked += sum(type(frame) is RstStreamFrame for frame in frames)
+        super()._prepare_for_sending(frames)
 
     def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
+        try:
+            return self._receive_headers(frame)
+        except h2.exceptions.ProtocolError as exc:
+            if _DECODING_ERROR in str(exc):
+                # Fixed: RFC 9113 section 4.3 makes a field block that does not decode a
+                # COMPRESSION_ERROR; h2 says PROTOCOL_ERROR.
+                exc.error_code = h2.errors.ErrorCodes.COMPRESSION_ERROR
+            raise
+
+    def _receive_headers(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
         stream_id = frame.stream_id
         try:
             return super()._receive_headers_frame(frame)
@@ -172,12 +192,36 @@ class _Connection(h2.connection.H2Connection):
         except h2.exceptions.ProtocolError as exc:
             if type(exc) is not h2.exceptions.ProtocolError or stream_id not in self.streams:
                 raise
-            if "decoding header block" in str(exc):
+            if _DECODING_ERROR in str(exc):
                 raise  # HPACK: the compression context is broken, a connection error
             # A malformed request (header validation): a stream error.
-            stream = self.streams[stream_id]
-            self.malformed += 1
-            return stream.reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR), []
+            return self._reset_malformed(stream_id)
+
+    def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
+        try:
+            return super()._receive_data_frame(frame)
+        except h2.exceptions.InvalidBodyLengthError:
+            # Fixed: a body that does not match its Content-Length is a malformed request, a
+            # stream error (RFC 9113 section 8.1.1); h2 ended the whole connection. The
+            # connection window the frame took is given back (nobody will read the data).
+            if frame.flow_controlled_length:
+                self.increment_flow_control_window(frame.flow_controlled_length)
+            return self._reset_malformed(frame.stream_id)
+
+    def _reset_malformed(self, stream_id: int) -> tuple[list[Any], list[Any]]:
+        """Reset a stream with PROTOCOL_ERROR; the event tells a stream already being served
+        (fixed: a malformed trailer block used to reset it silently, leaving its task waiting
+        for the rest of a body until the body timeout)."""
+        self.malformed += 1
+        frames = self.streams[stream_id].reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        event = h2.events.StreamReset(
+            stream_id=stream_id, error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR, remote_reset=False
+        )
+        return frames, [event]
+
+
+# How h2 words an HPACK decoding error (the only way to tell it from a malformed request).
+_DECODING_ERROR: Final = "decoding header block"
 
 
 def _reset_frame(stream_id: int, code: h2.errors.ErrorCodes) -> RstStreamFrame:
@@ -236,6 +280,8 @@ class H2Protocol:
         self._counts: dict[str, int] = {}
         self._uncredited = 0
         self._ended = False
+        # The StreamEnded event h2 attached to the last request or DATA event (reported there).
+        self._reported_end: h2.events.StreamEnded | None = None
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -245,20 +291,26 @@ class H2Protocol:
             return []
         verdict = self._scan(data)
         if verdict is not None:
-            return [self._end_calm(verdict)]
+            code, reason = verdict
+            self._ended = True
+            self._conn.close_connection(code)
+            return [ConnectionEnded(reason, calm=code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)]
         conn = self._conn
-        before = conn.refused + conn.malformed
+        before = conn.provoked
+        conn.receiving = True
         try:
             h2_events = conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             self._ended = True
             return [ConnectionEnded(f"protocol error: {exc}")]
+        finally:
+            conn.receiving = False
         events: list[Event] = []
-        provoked = conn.refused + conn.malformed - before
         for event in h2_events:
             self._translate(event, events)
-            if type(event) is h2.events.StreamReset and not event.remote_reset:
-                provoked += 1
+        # Fixed: counting StreamReset events missed the resets h2 makes without one (DATA on a
+        # stream we had reset: RST_STREAM STREAM_CLOSED), so MadeYouReset went uncounted there.
+        provoked = conn.provoked - before
         if provoked and self._count("resets", provoked, self._limits.resets):
             events.append(self._end_calm("too many streams reset"))
         return events
@@ -266,18 +318,23 @@ class H2Protocol:
     def _translate(self, event: h2.events.Event, out: list[Event]) -> None:
         kind = type(event)
         if kind is h2.events.RequestReceived:
-            out.append(self._request(event))  # type: ignore[arg-type]
+            assert isinstance(event, h2.events.RequestReceived)
+            self._reported_end = event.stream_ended
+            out.append(self._request(event))
         elif kind is h2.events.DataReceived:
             assert isinstance(event, h2.events.DataReceived)
             assert event.stream_id is not None
+            self._reported_end = event.stream_ended
             self._credit_connection(event.flow_controlled_length or 0)
             out.append(BodyData(event.stream_id, event.data or b"", event.stream_ended is not None))
         elif kind is h2.events.StreamEnded:
             assert isinstance(event, h2.events.StreamEnded)
             assert event.stream_id is not None
-            # An END_STREAM on a DATA frame was reported with the data; this one ends a body
-            # that ended with its HEADERS (reported with StreamOpened) or with trailers.
-            out.append(BodyData(event.stream_id, b"", True))
+            # An END_STREAM on HEADERS or DATA was reported with them (h2 hangs this very event
+            # on theirs); this one ends a body with trailers. Fixed: it used to be reported
+            # twice (a second, empty BodyData with end_stream after every request).
+            if event is not self._reported_end:
+                out.append(BodyData(event.stream_id, b"", True))
         elif kind is h2.events.StreamReset:
             assert isinstance(event, h2.events.StreamReset)
             assert event.stream_id is not None
@@ -338,8 +395,9 @@ class H2Protocol:
 
     # -- the frame scanner -------------------------------------------------------------------
 
-    def _scan(self, data: bytes) -> str | None:
-        """Walk the frame headers in ``data``; a reason to end the connection, or ``None``."""
+    def _scan(self, data: bytes) -> tuple[int, str] | None:
+        """Walk the frame headers in ``data``; an error code and reason to end the connection,
+        or ``None``."""
         view = memoryview(data)
         position = 0
         if self._preface_left:
@@ -363,9 +421,13 @@ class H2Protocol:
             self._partial = b""
             length = int.from_bytes(header[0:3], "big")
             self._skip = length
-            verdict = self._check_frame(header[3], header[4], length)
+            kind, flags = header[3], header[4]
+            if kind == _SETTINGS and flags & _ACK and length:
+                # Fixed: RFC 9113 section 6.5 makes this a FRAME_SIZE_ERROR (h2: PROTOCOL_ERROR).
+                return h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"
+            verdict = self._check_frame(kind, flags, length)
             if verdict is not None:
-                return verdict
+                return h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, verdict
         return None
 
     def _check_frame(self, kind: int, flags: int, length: int) -> str | None:
