@@ -180,6 +180,7 @@ class _Connection(h2.connection.H2Connection):
 
     def _receive_headers(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
         stream_id = frame.stream_id
+        served = stream_id in self.streams  # trailers (else a new request)
         try:
             return super()._receive_headers_frame(frame)
         except h2.exceptions.TooManyStreamsError:
@@ -195,7 +196,7 @@ class _Connection(h2.connection.H2Connection):
             if _DECODING_ERROR in str(exc):
                 raise  # HPACK: the compression context is broken, a connection error
             # A malformed request (header validation): a stream error.
-            return self._reset_malformed(stream_id)
+            return self._reset_malformed(stream_id, tell=served)
 
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
         try:
@@ -206,14 +207,16 @@ class _Connection(h2.connection.H2Connection):
             # connection window the frame took is given back (nobody will read the data).
             if frame.flow_controlled_length:
                 self.increment_flow_control_window(frame.flow_controlled_length)
-            return self._reset_malformed(frame.stream_id)
+            return self._reset_malformed(frame.stream_id, tell=True)
 
-    def _reset_malformed(self, stream_id: int) -> tuple[list[Any], list[Any]]:
-        """Reset a stream with PROTOCOL_ERROR; the event tells a stream already being served
+    def _reset_malformed(self, stream_id: int, *, tell: bool) -> tuple[list[Any], list[Any]]:
+        """Reset a stream with PROTOCOL_ERROR; with ``tell``, say so to the stream being served
         (fixed: a malformed trailer block used to reset it silently, leaving its task waiting
         for the rest of a body until the body timeout)."""
         self.malformed += 1
         frames = self.streams[stream_id].reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        if not tell:
+            return frames, []
         event = h2.events.StreamReset(
             stream_id=stream_id, error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR, remote_reset=False
         )
