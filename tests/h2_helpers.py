@@ -292,6 +292,11 @@ class H2Client:
             self.closed = True
             return []
         events = self.conn.receive_data(data)
+        if any(isinstance(e, h2.events.ConnectionTerminated) and not e.error_code for e in events):
+            # h2 closes its state machine on any GOAWAY, so it could not receive the responses
+            # of the streams a graceful GOAWAY lets finish (RFC 9113 section 6.8): reopen it,
+            # as browsers do.
+            self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
         for event in events:
             if isinstance(event, h2.events.DataReceived) and self.auto_ack_data:
                 assert event.stream_id is not None

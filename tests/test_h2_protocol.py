@@ -415,3 +415,23 @@ def test_invalid_final_status_is_the_apps_error(status: object) -> None:
     side.send(side.client.headers(1))
     with pytest.raises(ValueError, match="status"):
         side.proto.send_headers(1, status, [], end_stream=True)  # type: ignore[arg-type]
+
+
+# -- graceful GOAWAY (RFC 9113 section 6.8) ------------------------------------------------------
+
+
+def test_after_a_graceful_goaway_streams_in_flight_still_answer_and_new_ones_are_refused() -> None:
+    side = server()
+    c = side.client
+    side.send(c.headers(1))
+    side.proto.goaway(last_stream_id=1)
+    assert [
+        (f.last_stream_id, f.error_code) for f in side.frames() if isinstance(f, GoAwayFrame)
+    ] == [(1, 0)]
+    events = side.send(c.headers(3, [*GET, (b"x-late", b"1")]))
+    assert opened(events) == []
+    assert resets(side.frames()) == [(3, REFUSED_STREAM)]
+    side.proto.send_headers(1, 200, [], end_stream=False)
+    side.proto.send_data(1, b"done", end_stream=True)
+    assert [type(f).__name__ for f in side.frames()] == ["HeadersFrame", "DataFrame"]
+    assert not side.proto.ended

@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-:class:`H2Protocol` wraps an ``h2.connection.H2Connection`` (this package is the only importer
-of h2): bytes go in through :meth:`H2Protocol.receive_data`, neutral frozen events come out,
+:class:`H2Protocol` wraps h2's server connection (:class:`ServerConnection`, its subclass in
+``_server_connection.py``; this package is the only importer of h2): bytes go in through :meth:`H2Protocol.receive_data`, neutral frozen events come out,
 and :meth:`H2Protocol.data_to_send` returns the bytes to write. No I/O, and the clock is passed
 in, so every defence is testable with bytes alone.
 
@@ -23,8 +23,10 @@ Past a budget the connection is ended with GOAWAY ``ENHANCE_YOUR_CALM``
 Where h2 would end the whole connection for one stream's fault, the stream alone is reset:
 a stream over ``SETTINGS_MAX_CONCURRENT_STREAMS`` gets ``RST_STREAM REFUSED_STREAM`` (RFC 9113
 section 5.1.2), and a malformed request (bad pseudo-headers, uppercase or connection-specific
-header names) ``RST_STREAM PROTOCOL_ERROR`` (section 8.1.1). Both still decode the header block,
-so that the HPACK state stays in step with the client's.
+header names, a body that contradicts its Content-Length) ``RST_STREAM PROTOCOL_ERROR``
+(section 8.1.1). Both still decode the header block, so that the HPACK state stays in step with
+the client's. A graceful GOAWAY leaves the streams in flight able to answer, and refuses later
+ones with REFUSED_STREAM (section 6.8).
 
 Flow control is tied to consumption: the connection window is credited as DATA arrives (each
 stream's buffer is bounded by its own window, so the total stays bounded), a stream's window
@@ -37,7 +39,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import h2.config
 import h2.connection
@@ -46,9 +48,9 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
 from .._http._events import RequestHead
+from ._server_connection import ServerConnection
 
 __all__ = [
     "FLOOD_WINDOW",
@@ -139,6 +141,8 @@ class ConnectionEnded:
 
     reason: str
     calm: bool = False
+    #: The client ended it with a GOAWAY (not a protocol error or a flood).
+    by_client: bool = False
 
 
 Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
@@ -147,90 +151,6 @@ Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
 _CONNECTION_SPECIFIC: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-
-
-class _Connection(h2.connection.H2Connection):
-    """h2's connection, with two of its connection errors turned into stream errors.
-
-    Overrides one private hook (pinned by ``h2>=4.1,<5`` and by the tests of both cases).
-    """
-
-    refused: int = 0
-    malformed: int = 0
-    #: RST_STREAM frames queued while receiving: every reset the client provoked (a refused or
-    #: malformed stream, DATA or HEADERS on a closed stream, a window overflow...), whether or
-    #: not h2 reports it with an event (a frame on a stream we reset already gets none).
-    provoked: int = 0
-    receiving: bool = False
-
-    def _prepare_for_sending(self, frames: list[Any]) -> None:
-        if self.receiving:
-            self.provoked += sum(type(frame) is RstStreamFrame for frame in frames)
-        super()._prepare_for_sending(frames)
-
-    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
-        try:
-            return self._receive_headers(frame)
-        except h2.exceptions.ProtocolError as exc:
-            if _DECODING_ERROR in str(exc):
-                # Fixed: RFC 9113 section 4.3 makes a field block that does not decode a
-                # COMPRESSION_ERROR; h2 says PROTOCOL_ERROR.
-                exc.error_code = h2.errors.ErrorCodes.COMPRESSION_ERROR
-            raise
-
-    def _receive_headers(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
-        stream_id = frame.stream_id
-        served = stream_id in self.streams  # trailers (else a new request)
-        try:
-            return super()._receive_headers_frame(frame)
-        except h2.exceptions.TooManyStreamsError:
-            # Keep HPACK in step, then refuse the stream alone.
-            h2.connection._decode_headers(self.decoder, frame.data)
-            self.highest_inbound_stream_id = max(self.highest_inbound_stream_id, stream_id)
-            self._closed_streams[stream_id] = h2.stream.StreamClosedBy.SEND_RST_STREAM
-            self.refused += 1
-            return [_reset_frame(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)], []
-        except h2.exceptions.ProtocolError as exc:
-            if type(exc) is not h2.exceptions.ProtocolError or stream_id not in self.streams:
-                raise
-            if _DECODING_ERROR in str(exc):
-                raise  # HPACK: the compression context is broken, a connection error
-            # A malformed request (header validation): a stream error.
-            return self._reset_malformed(stream_id, tell=served)
-
-    def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
-        try:
-            return super()._receive_data_frame(frame)
-        except h2.exceptions.InvalidBodyLengthError:
-            # Fixed: a body that does not match its Content-Length is a malformed request, a
-            # stream error (RFC 9113 section 8.1.1); h2 ended the whole connection. The
-            # connection window the frame took is given back (nobody will read the data).
-            if frame.flow_controlled_length:
-                self.increment_flow_control_window(frame.flow_controlled_length)
-            return self._reset_malformed(frame.stream_id, tell=True)
-
-    def _reset_malformed(self, stream_id: int, *, tell: bool) -> tuple[list[Any], list[Any]]:
-        """Reset a stream with PROTOCOL_ERROR; with ``tell``, say so to the stream being served
-        (fixed: a malformed trailer block used to reset it silently, leaving its task waiting
-        for the rest of a body until the body timeout)."""
-        self.malformed += 1
-        frames = self.streams[stream_id].reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR)
-        if not tell:
-            return frames, []
-        event = h2.events.StreamReset(
-            stream_id=stream_id, error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR, remote_reset=False
-        )
-        return frames, [event]
-
-
-# How h2 words an HPACK decoding error (the only way to tell it from a malformed request).
-_DECODING_ERROR: Final = "decoding header block"
-
-
-def _reset_frame(stream_id: int, code: h2.errors.ErrorCodes) -> RstStreamFrame:
-    frame = RstStreamFrame(stream_id)
-    frame.error_code = code
-    return frame
 
 
 class H2Protocol:
@@ -256,7 +176,7 @@ class H2Protocol:
         config = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True
         )
-        self._conn = _Connection(config=config)
+        self._conn = ServerConnection(config=config)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -350,7 +270,7 @@ class H2Protocol:
             out.append(WindowOpened(0))
         elif kind is h2.events.ConnectionTerminated:
             self._ended = True
-            out.append(ConnectionEnded("the client said GOAWAY"))
+            out.append(ConnectionEnded("the client said GOAWAY", by_client=True))
         elif kind is h2.events.TrailersReceived:
             pass  # request trailers are not passed to ASGI apps; the StreamEnded follows
 
@@ -524,6 +444,10 @@ class H2Protocol:
 
     def stream_open(self, stream_id: int) -> bool:
         """Whether ``stream_id`` can still carry our response."""
+        if self._ended:
+            # Fixed: after a connection error h2 refuses every frame, so a stream's reset on
+            # its way out raised ProtocolError (logged as an unexpected error).
+            return False
         stream = self._conn.streams.get(stream_id)
         return stream is not None and stream.open and not stream.closed
 
@@ -535,9 +459,9 @@ class H2Protocol:
     def goaway(self, *, last_stream_id: int | None = None) -> None:
         """Queue a graceful GOAWAY (no error): no new streams past ``last_stream_id``."""
         if not self._ended:
-            self._conn.close_connection(
-                h2.errors.ErrorCodes.NO_ERROR, last_stream_id=last_stream_id
-            )
+            conn = self._conn
+            last = conn.highest_inbound_stream_id if last_stream_id is None else last_stream_id
+            conn.send_graceful_goaway(last)
 
     @property
     def highest_stream_id(self) -> int:
