@@ -50,6 +50,8 @@ from ._tls import TLSConfig
 #   container orchestrator (Kubernetes waits 30 s by default) never has to SIGKILL us.
 # - max_header_size 16 KiB: what nginx (large_client_header_buffers aside), hypercorn and h11
 #   use; cookies and tokens fit, and the bound is what the parser buffers per connection.
+# - max_headers 100: Apache's LimitRequestFields default; real requests carry a few dozen
+#   fields at most, and each one costs parsing work and memory in every scope built from them.
 # - max_body_size 100 MiB: a request body is streamed to the app, never buffered by the server,
 #   but the app usually buffers it; the bound keeps one request from exhausting memory or disk.
 # - lifespan_startup_timeout 60 s: startup may warm caches or run migrations; a minute bounds a
@@ -146,6 +148,13 @@ class Config:
     graceful_timeout: float = _seconds(10.0, "time in-flight requests get at shutdown")
     max_header_size: int = _bytes(
         16 * KiB, "largest request line plus headers; more is 431", LIMITS
+    )
+    max_headers: int = setting(
+        100,
+        group=LIMITS,
+        parse=int,
+        metavar="N",
+        help="the most header fields a request may carry; more is 431",
     )
     max_body_size: int | None = _bytes(
         100 * MiB, "largest request body, e.g. 10M; more is 413", LIMITS
@@ -302,6 +311,8 @@ class Config:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
         if self.max_header_size < 1 * KiB:
             raise ConfigError(f"max_header_size must be at least 1024, not {self.max_header_size}")
+        if self.max_headers < 1:
+            raise ConfigError(f"max_headers must be at least 1, not {self.max_headers}")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ConfigError(f"max_body_size must be >= 0, not {self.max_body_size}")
         if self.ws_max_message_size < 1:
