@@ -222,10 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_fds: str | None = values.pop("worker_fds")
     worker_ready_fd: int | None = values.pop("worker_ready_fd")
     command = _CommandLine(**_pick(values, _COMMAND))
-    config_values = _pick(values, _CONFIG)
-    config_values["binds"] = config_values.get("binds", ()) + _systemd_binds(config_values)
     try:
-        config = Config(**config_values, tls=_tls_config(command, _pick(values, _TLS)))
+        config = _make_config(values, command)
     except ConfigError as exc:
         return _fail(str(exc))
     try:
@@ -295,6 +293,13 @@ def run() -> NoReturn:
 def _fail(message: str, *, status: int = 2) -> int:
     print(f"trioserve: error: {message}", file=sys.stderr)
     return status
+
+
+def _make_config(values: dict[str, Any], command: _CommandLine) -> Config:
+    """The :class:`Config` for the settings given; its own defaults fill in the rest."""
+    config_values = _pick(values, _CONFIG)
+    config_values["binds"] = config_values.get("binds", ()) + _systemd_binds(config_values)
+    return Config(**config_values, tls=_tls_config(command, _pick(values, _TLS)))
 
 
 def _systemd_binds(config_values: dict[str, Any]) -> tuple[str, ...]:
