@@ -120,6 +120,7 @@ class H11Connection:
         self._proto = ServerProtocol(
             max_header_size=config.max_header_size,
             max_body_size=config.max_body_size,
+            max_headers=config.max_headers,
             server_header=None if config.server_header is None else config.server_header.encode(),
             date=http_date if config.date_header else None,
             h2c=config.http2 and scheme == "http",
