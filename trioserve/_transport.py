@@ -87,20 +87,15 @@ class Transport:
         #: Set once a read or write has found the client gone (or the connection was reset).
         self.gone = False
 
-    @property
-    def stream(self) -> trio.abc.Stream:
-        """The trio stream underneath (for protocols that take over the connection)."""
-        return self._stream
-
     # -- reading -----------------------------------------------------------------------------
 
-    async def receive(self) -> bytes | bytearray:
+    async def receive(self, max_bytes: int = READ_SIZE) -> bytes | bytearray:
         """What the client sent next (waiting for it); ``b""`` once it has gone or closed."""
         fd = self.fd
         if fd < 0:
             try:
                 with map_disconnects():
-                    data = await self._stream.receive_some(READ_SIZE)
+                    data = await self._stream.receive_some(max_bytes)
             except ClientDisconnected:
                 data = b""
             if not data:
@@ -108,14 +103,14 @@ class Transport:
             return data
         while True:
             await trio.lowlevel.wait_readable(fd)
-            got = self.read_nowait()
+            got = self.read_nowait(max_bytes)
             if got is not None:
                 return got
 
-    def read_nowait(self) -> bytes | None:
+    def read_nowait(self, max_bytes: int = READ_SIZE) -> bytes | None:
         """Read from the socket (fast path only) without waiting: ``None`` if nothing is there."""
         try:
-            data = os.read(self.fd, READ_SIZE)
+            data = os.read(self.fd, max_bytes)
         except BlockingIOError:
             return None
         except OSError as exc:

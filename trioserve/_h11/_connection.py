@@ -314,7 +314,7 @@ class H11Connection:
         started = time.perf_counter()
         try:
             session = WebSocketSession(
-                self._transport.stream,
+                self._transport,
                 self._config,
                 scope,
                 list(head.headers),
