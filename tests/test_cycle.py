@@ -1064,6 +1064,30 @@ async def test_client_gone_before_the_response_is_logged_as_499(
     assert client.outcome.refusal is None  # nobody to answer
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="when the first send() is what finds the client gone (the app never called receive), "
+    "RequestCycle.send sets the state to STREAMING on ClientDisconnected, so run() logs the "
+    "app's status (200) with 0 bytes instead of 499, although no response went out",
+)
+async def test_client_gone_before_the_first_send_is_logged_as_499(
+    exchange_kind: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    left = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await left.wait()
+        await respond(send)  # raises ClientDisconnected: nobody is there any more
+
+    async with exchange_kind.serve(app, Request("GET", "/gone"), Config()) as client:
+        client.leave()
+        left.set()
+    assert client.outcome.sent == Sent()
+    [line] = access_lines(caplog)
+    assert f'"GET /gone HTTP/{exchange_kind.http_version}" 499 0 ' in line
+
+
 async def test_no_access_line_when_the_access_log_is_off(
     exchange_kind: Driver, caplog: pytest.LogCaptureFixture
 ) -> None:
