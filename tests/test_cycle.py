@@ -139,6 +139,9 @@ class FakeExchange:
     the end): what it finds is in ``violations``, which the driver asserts empty.
     """
 
+    # Like HTTP/2: a client that leaves is seen whether or not the body has been read.
+    sees_disconnect_before_body = True
+
     def __init__(self, request: Request) -> None:
         self._pieces = deque(request.body)
         self._ending = request.ending
@@ -714,11 +717,6 @@ async def test_messages_out_of_order_raise_runtime_error(
         assert outcome.complete is outcome.sent.ended
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_out_of_order() says 'after the response was complete' for a pathsend sent while "
-    "the body is streaming (state STREAMING): the response is not complete",
-)
 async def test_pathsend_while_the_body_streams_is_not_called_after_completion(
     exchange_kind: Driver, tmp_path: Path
 ) -> None:
@@ -890,13 +888,6 @@ async def test_cancel_on_disconnect_leaves_a_complete_response_alone(
     assert client.outcome.complete
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cancel_on_disconnect only watches for the client once the app has read the whole "
-    "request body (_watch_for_disconnect waits on _body_event), so an app that never reads its "
-    "body is not cancelled when its client leaves; README promises 'as soon as the client "
-    "disconnects before the response is complete'",
-)
 async def test_cancel_on_disconnect_cancels_an_app_that_does_not_read_its_body(
     exchange_kind: Driver, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -1064,12 +1055,6 @@ async def test_client_gone_before_the_response_is_logged_as_499(
     assert client.outcome.refusal is None  # nobody to answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the first send() is what finds the client gone (the app never called receive), "
-    "RequestCycle.send sets the state to STREAMING on ClientDisconnected, so run() logs the "
-    "app's status (200) with 0 bytes instead of 499, although no response went out",
-)
 async def test_client_gone_before_the_first_send_is_logged_as_499(
     exchange_kind: Driver, caplog: pytest.LogCaptureFixture
 ) -> None:

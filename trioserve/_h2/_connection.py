@@ -265,6 +265,9 @@ class H2Connection:
 class H2Stream:
     """One request on an HTTP/2 connection: the request cycle's :class:`Exchange`."""
 
+    # A reset stream is known at once, read body or not.
+    sees_disconnect_before_body = True
+
     def __init__(
         self, connection: H2Connection, stream_id: int, head: RequestHead, end_stream: bool
     ) -> None:
