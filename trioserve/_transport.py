@@ -32,7 +32,14 @@ import trio
 
 from ._errors import ClientDisconnected
 
-__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "READ_SIZE", "Transport", "map_disconnects"]
+__all__ = [
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "READ_SIZE",
+    "Transport",
+    "disconnected",
+    "map_disconnects",
+]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -52,20 +59,31 @@ _GONE_ERRNOS: Final = frozenset(
 )
 
 
+def disconnected(exc: BaseException) -> ClientDisconnected | None:
+    """The :class:`ClientDisconnected` that ``exc`` stands for, or ``None`` if it is not a
+    vanished client (a bug, an unexpected OS error: let it propagate)."""
+    if isinstance(exc, ClientDisconnected):
+        return exc
+    if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError) or (
+        isinstance(exc, OSError) and exc.errno in _GONE_ERRNOS
+    ):
+        gone = ClientDisconnected("the client disconnected")
+        gone.__cause__ = exc
+        return gone
+    return None
+
+
 @contextlib.contextmanager
 def map_disconnects() -> Iterator[None]:
-    """Turn the errors of a vanished client into :class:`ClientDisconnected`.
-
-    Anything else (a bug, an unexpected OS error) propagates as it is.
-    """
+    """Turn the errors of a vanished client into :class:`ClientDisconnected` (see
+    :func:`disconnected`); anything else propagates as it is."""
     try:
         yield
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise ClientDisconnected("the client disconnected") from exc
-    except OSError as exc:
-        if isinstance(exc, ClientDisconnected) or exc.errno not in _GONE_ERRNOS:
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        gone = disconnected(exc)
+        if gone is None:
             raise
-        raise ClientDisconnected("the client disconnected") from exc
+        raise gone from exc
 
 
 class Transport:
@@ -134,14 +152,17 @@ class Transport:
         fd = self.fd
         if fd >= 0:
             # Fast path: the socket's send buffer almost always has room for the whole response.
+            # (A plain try, not map_disconnects(): this runs for every response.)
             try:
-                with map_disconnects():
-                    sent = os.write(fd, data)
+                sent = os.write(fd, data)
             except BlockingIOError:
                 sent = 0
-            except ClientDisconnected:
+            except OSError as exc:
+                gone = disconnected(exc)
+                if gone is None:
+                    raise
                 self.gone = True
-                raise
+                raise gone from exc
             if sent == len(data):
                 return
             data = data[sent:]
