@@ -159,7 +159,7 @@ class H2Connection:
                 # reading as soon as no stream is left.
                 if not self._goaway_sent:
                     self._goaway_sent = self._stopping = True
-                    proto.goaway(last_stream_id=proto.highest_stream_id)
+                    proto.goaway()
                     await self.flush()
                 if not self._streams:
                     return

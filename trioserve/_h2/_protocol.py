@@ -46,7 +46,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-from hyperframe.frame import HeadersFrame, RstStreamFrame
+from hyperframe.frame import GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from .._http._events import RequestHead
 
@@ -236,6 +236,10 @@ class H2Protocol:
         self._counts: dict[str, int] = {}
         self._uncredited = 0
         self._ended = False
+        # The last stream named by our graceful GOAWAY (None: not said), and frames we
+        # serialise ourselves (that GOAWAY), sent after h2's.
+        self._goaway_last: int | None = None
+        self._own_frames = b""
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -266,7 +270,13 @@ class H2Protocol:
     def _translate(self, event: h2.events.Event, out: list[Event]) -> None:
         kind = type(event)
         if kind is h2.events.RequestReceived:
-            out.append(self._request(event))  # type: ignore[arg-type]
+            assert isinstance(event, h2.events.RequestReceived)
+            assert event.stream_id is not None
+            if self._goaway_last is not None and event.stream_id > self._goaway_last:
+                # Opened after our GOAWAY: not processed; the client may retry it elsewhere.
+                self._conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return
+            out.append(self._request(event))
         elif kind is h2.events.DataReceived:
             assert isinstance(event, h2.events.DataReceived)
             assert event.stream_id is not None
@@ -414,7 +424,10 @@ class H2Protocol:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (frames queued by everything above)."""
-        return self._conn.data_to_send()
+        data = self._conn.data_to_send()
+        if self._own_frames:
+            data, self._own_frames = data + self._own_frames, b""
+        return data
 
     def send_headers(
         self,
@@ -459,6 +472,8 @@ class H2Protocol:
 
     def stream_open(self, stream_id: int) -> bool:
         """Whether ``stream_id`` can still carry our response."""
+        if self._ended:
+            return False  # h2's connection is closed: nothing more can be sent
         stream = self._conn.streams.get(stream_id)
         return stream is not None and stream.open and not stream.closed
 
@@ -467,12 +482,21 @@ class H2Protocol:
         if self.stream_open(stream_id):
             self._conn.reset_stream(stream_id, code)
 
-    def goaway(self, *, last_stream_id: int | None = None) -> None:
-        """Queue a graceful GOAWAY (no error): no new streams past ``last_stream_id``."""
-        if not self._ended:
-            self._conn.close_connection(
-                h2.errors.ErrorCodes.NO_ERROR, last_stream_id=last_stream_id
-            )
+    def goaway(self) -> None:
+        """Queue a graceful GOAWAY (no error) naming the last stream the client opened.
+
+        Written as a frame of our own rather than through h2's ``close_connection``, which
+        would close h2's connection state and forbid the responses of the streams still in
+        flight. Streams the client opens past it are refused (``REFUSED_STREAM``: safe to retry
+        elsewhere).
+        """
+        if self._ended or self._goaway_last is not None:
+            return
+        self._goaway_last = self._conn.highest_inbound_stream_id
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self._goaway_last
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self._own_frames += frame.serialize()
 
     @property
     def highest_stream_id(self) -> int:
