@@ -264,14 +264,9 @@ def test_config_file_settings_apply_and_flags_override_them(tmp_path: Path) -> N
 def test_a_repeatable_flag_on_the_command_line_replaces_the_files_list(
     tmp_path: Path,
 ) -> None:
-    from trioserve._cli import _apply_config_file, _build_parser
+    from trioserve._cli import _settings
 
     (tmp_path / "c.toml").write_text('static = ["/a=one", "/b=two"]\nautoindex = true\n')
-    parser = _build_parser()
-    lists = _apply_config_file(parser, str(tmp_path / "c.toml"))
-    args = parser.parse_args(["--static", "/c=three"])
-    for dest, values in lists.items():
-        if not getattr(args, dest):
-            setattr(args, dest, values)
-    assert args.static == [("/c", "three")]
-    assert args.autoindex is True
+    settings = _settings(["--config", str(tmp_path / "c.toml"), "--static", "/c=three"])
+    assert settings["static"] == (("/c", "three"),)
+    assert settings["autoindex"] is True

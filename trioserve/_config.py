@@ -1,7 +1,9 @@
 """The server's settings: one frozen dataclass, validated once.
 
-The CLI, the Python API and (later) the TOML file all build the same :class:`Config`; no other
-module reads ``sys.argv`` or the environment.
+The CLI, the Python API and the TOML file all build the same :class:`Config`; no other module
+reads ``sys.argv`` or the environment. Each field that the command line and the TOML file can set
+is declared once, here, with ``setting(default, ...)`` (see ``_settings``): its flag, help and
+parse function; the parser and the file loader are generated from these declarations.
 """
 
 from __future__ import annotations
@@ -11,14 +13,30 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from ._accesslog import check_format
+from ._accesslog import ATOMS, check_format
 from ._errors import ConfigError
 from ._listeners import parse_bind
 from ._proxy import TrustedPeers
+from ._settings import (
+    HTTP2,
+    LIMITS,
+    LISTEN,
+    OUTPUT,
+    PROCESSES,
+    PROXY,
+    SERVE,
+    WEBSOCKETS,
+    KiB,
+    MiB,
+    format_size,
+    parse_octal,
+    parse_seconds,
+    parse_seconds_or_off,
+    parse_size,
+    setting,
+    show_seconds,
+)
 from ._tls import TLSConfig
-
-KiB = 1024
-MiB = 1024 * KiB
 
 # Why each default has the value it has:
 #
@@ -33,6 +51,11 @@ MiB = 1024 * KiB
 #   container orchestrator (Kubernetes waits 30 s by default) never has to SIGKILL us.
 # - max_header_size 16 KiB: what nginx (large_client_header_buffers aside), hypercorn and h11
 #   use; cookies and tokens fit, and the bound is what the parser buffers per connection.
+# - h2_max_concurrent_streams 100: what RFC 9113 recommends as the least to allow, and nginx's
+#   and h2o's default; a browser opens a few dozen streams per page at most, and each open stream
+#   is a task and a bounded body buffer here.
+# - max_headers 100: Apache's LimitRequestFields default; real requests carry a few dozen
+#   fields at most, and each one costs parsing work and memory in every scope built from them.
 # - max_body_size 100 MiB: a request body is streamed to the app, never buffered by the server,
 #   but the app usually buffers it; the bound keeps one request from exhausting memory or disk.
 # - lifespan_startup_timeout 60 s: startup may warm caches or run migrations; a minute bounds a
@@ -46,106 +69,242 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
 
+def _seconds(default: float, text: str) -> float:
+    return setting(
+        default, group=LIMITS, parse=parse_seconds, show=show_seconds, metavar="S", help=text
+    )
+
+
+def _bytes(default: int, text: str, group: str) -> int:
+    return setting(
+        default, group=group, parse=parse_size, show=format_size, metavar="BYTES", help=text
+    )
+
+
+def _without_trailing_slash(text: str) -> str:
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Settings for :func:`trioserve.serve`.
 
-    Every field has a safe default, so ``Config()`` serves on http://127.0.0.1:8000.
+    Every field has a safe default, so ``Config()`` serves on http://127.0.0.1:8000. Each
+    field that the command line can set says what it means in its ``setting(...)`` declaration
+    below (the same words ``trioserve --help`` prints); the others:
 
     Attributes:
-        host: Address to bind. ``"::"`` or ``"0.0.0.0"`` for all interfaces.
-        port: TCP port; ``0`` picks a free one (see the addresses :func:`serve` reports).
-        uds: Listen on this unix domain socket path instead of ``host`` and ``port``.
-        binds: Listen on all of these instead: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH``,
-            ``fd://N`` (an inherited socket); they speak TLS when ``tls`` is set.
-        insecure_binds: Plain-HTTP listeners next to TLS ones (same forms).
-        uds_mode: Permission bits for unix socket files (``0o660``).
-        redirect_to_https: Answer every request on a plain listener with a 308 redirect to the
-            same URL over HTTPS.
         backlog: The kernel's listen queue length.
-        keep_alive_timeout: Seconds an idle keep-alive connection stays open.
-        header_timeout: Seconds allowed to receive a whole request head.
-        body_timeout: Seconds of silence tolerated while reading a request body.
-        write_timeout: Seconds a single write may stall before the connection is dropped.
-        graceful_timeout: Seconds in-flight requests get to finish during shutdown.
-        max_header_size: Bytes allowed for the request line and headers (431 beyond).
-        max_body_size: Bytes allowed for a request body (413 beyond); ``None`` for no limit.
-        max_connections: Connections served at once; further clients wait to be accepted.
-        server_header: Value of the ``Server`` response header, or ``None`` for no header.
-        date_header: Whether to add a ``Date`` header to responses.
-        access_log: Whether to log one line per request to the ``trioserve.access`` logger.
-        access_log_format: A template of atoms for that line (see ``trioserve._accesslog``).
-        access_log_json: Log each line as a JSON object instead.
-        root_path: The ASGI ``root_path``: the prefix a reverse proxy mounts the app under.
         tls: Serve HTTPS with these TLS settings; ``None`` for plain HTTP.
-        lifespan: ``"auto"`` (use the ASGI lifespan protocol if the app supports it), ``"on"``
-            (require it) or ``"off"``.
         lifespan_startup_timeout: Seconds the app gets to complete its lifespan startup.
         lifespan_shutdown_timeout: Seconds the app gets to complete its lifespan shutdown.
-        cancel_on_disconnect: Cancel a request's app task when its client disconnects before
-            the response is complete.
         fault_injection: Offer apps the ``trioserve.fault`` extension (raw bytes, abrupt close,
             reset), for test servers that simulate broken peers. Never turn it on in production.
-        proxy_headers: Believe ``X-Forwarded-For/-Proto/-Host`` (``"x-forwarded"``) or RFC 7239
-            ``Forwarded`` (``"forwarded"``) from trusted peers; ``"off"`` by default.
-        forwarded_allow_ips: The trusted peers: addresses, CIDR networks, ``*``, ``unix``.
-        proxy_protocol: Expect a PROXY protocol (v1 or v2) header on every connection, from a
-            trusted peer.
-        max_requests: After about this many requests the server drains and stops (under
-            ``--workers``, the supervisor starts a fresh worker); ``None`` for never.
-        max_requests_jitter: Up to this many more, at random, so workers do not recycle together.
-        health_path: A path (``/healthz``) the server answers itself: 200, or 503 once it is
-            shutting down; ``None`` for none.
-        asyncio_app: The app needs an asyncio event loop (Django, Quart): run it through
-            trio-asyncio (the ``trioserve[asyncio]`` extra).
-        ws_max_message_size: Largest websocket message accepted (close code 1009 beyond).
-        ws_ping_interval: Seconds between keepalive pings on a websocket; ``None`` for none.
-        ws_ping_timeout: Seconds a pong may take before the websocket is closed (1011).
-        ws_per_message_deflate: Whether to accept the permessage-deflate extension.
+
+    A size of ``None`` (``max_body_size``) or an interval of ``None`` (``ws_ping_interval``)
+    means no limit.
     """
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    uds: str | None = None
-    binds: tuple[str, ...] = ()
-    insecure_binds: tuple[str, ...] = ()
-    uds_mode: int | None = None
-    redirect_to_https: bool = False
+    # -- where to listen
+    host: str = setting(
+        DEFAULT_HOST, group=LISTEN, help='address to bind; "::" or "0.0.0.0" for all interfaces'
+    )
+    port: int = setting(DEFAULT_PORT, group=LISTEN, parse=int, help="TCP port; 0 picks a free one")
+    uds: str | None = setting(
+        None, group=LISTEN, metavar="PATH", help="listen on a unix socket instead"
+    )
+    binds: tuple[str, ...] = setting(
+        (),
+        group=LISTEN,
+        flag="--bind",
+        kind="list",
+        metavar="ADDRESS",
+        help="listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N (repeatable; TLS when TLS "
+        "is on); replaces --host/--port/--uds",
+    )
+    insecure_binds: tuple[str, ...] = setting(
+        (),
+        group=LISTEN,
+        flag="--insecure-bind",
+        kind="list",
+        metavar="ADDRESS",
+        help="a plain-HTTP listener next to the TLS ones (repeatable)",
+    )
+    uds_mode: int | None = setting(
+        None,
+        group=LISTEN,
+        parse=parse_octal,
+        metavar="MODE",
+        help="permissions of unix socket files, in octal (e.g. 660)",
+    )
+    redirect_to_https: bool = setting(
+        False,
+        group=LISTEN,
+        kind="flag",
+        help="plain listeners answer every request with a 308 redirect to the same URL on HTTPS",
+    )
     backlog: int = 1024
-    keep_alive_timeout: float = 5.0
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    write_timeout: float = 30.0
-    graceful_timeout: float = 10.0
-    max_header_size: int = 16 * KiB
-    max_body_size: int | None = 100 * MiB
-    max_connections: int = 1000
-    server_header: str | None = None
-    date_header: bool = True
-    access_log: bool = True
-    access_log_format: str | None = None
-    access_log_json: bool = False
-    root_path: str = ""
+    # -- limits and timeouts
+    keep_alive_timeout: float = _seconds(5.0, "idle time before closing a keep-alive connection")
+    header_timeout: float = _seconds(10.0, "time allowed to send a whole request head")
+    body_timeout: float = _seconds(30.0, "silence allowed while reading a request body")
+    write_timeout: float = _seconds(30.0, "time a write may stall (client not reading)")
+    graceful_timeout: float = _seconds(10.0, "time in-flight requests get at shutdown")
+    max_header_size: int = _bytes(
+        16 * KiB, "largest request line plus headers; more is 431", LIMITS
+    )
+    max_headers: int = setting(
+        100,
+        group=LIMITS,
+        parse=int,
+        metavar="N",
+        help="the most header fields a request may carry; more is 431",
+    )
+    max_body_size: int | None = _bytes(
+        100 * MiB, "largest request body, e.g. 10M; more is 413", LIMITS
+    )
+    max_connections: int = setting(
+        1000,
+        group=LIMITS,
+        parse=int,
+        metavar="N",
+        help="connections served at once; further clients wait to be accepted",
+    )
+    # -- headers and logging
+    server_header: str | None = setting(
+        None, group=OUTPUT, metavar="VALUE", help="send 'Server: VALUE' (printable ASCII)"
+    )
+    date_header: bool = setting(True, group=OUTPUT, kind="switch", help="send a Date header")
+    access_log: bool = setting(
+        True,
+        group=OUTPUT,
+        kind="switch",
+        help="log one line per request to the trioserve.access logger",
+    )
+    access_log_format: str | None = setting(
+        None,
+        group=OUTPUT,
+        metavar="TEMPLATE",
+        help="access line template, e.g. '{client} {method} {target} {status} {duration_us}us "
+        "{request_header[user-agent]}' (atoms: "
+        + ", ".join(ATOMS)
+        + ", request_header[NAME], response_header[NAME])",
+    )
+    access_log_json: bool = setting(
+        False, group=OUTPUT, kind="flag", help="log each request as a JSON object"
+    )
+    # -- what to serve
+    root_path: str = setting(
+        "",
+        group=SERVE,
+        parse=_without_trailing_slash,
+        metavar="PATH",
+        help="the ASGI root_path: the prefix a reverse proxy mounts the app under",
+    )
     tls: TLSConfig | None = None
-    lifespan: Literal["auto", "on", "off"] = "auto"
+    lifespan: Literal["auto", "on", "off"] = setting(
+        "auto",
+        group=SERVE,
+        choices=("auto", "on", "off"),
+        help="the ASGI lifespan protocol: use it if the app supports it (auto), require it "
+        "(on), or never (off)",
+    )
     lifespan_startup_timeout: float = 60.0
     lifespan_shutdown_timeout: float = 10.0
-    cancel_on_disconnect: bool = False
+    cancel_on_disconnect: bool = setting(
+        False,
+        group=SERVE,
+        kind="flag",
+        help="cancel a request's handler when its client disconnects before the response ends",
+    )
     fault_injection: bool = False
-    proxy_headers: Literal["off", "x-forwarded", "forwarded"] = "off"
-    forwarded_allow_ips: str = "127.0.0.1,::1"
-    proxy_protocol: bool = False
-    health_path: str | None = None
-    max_requests: int | None = None
-    max_requests_jitter: int = 0
-    asyncio_app: bool = False
-    ws_max_message_size: int = 16 * MiB
-    ws_ping_interval: float | None = 20.0
-    ws_ping_timeout: float = 20.0
-    ws_per_message_deflate: bool = True
-    http2: bool = True
-    h2_max_concurrent_streams: int = 100
-    max_headers: int = 100
+    # -- behind a proxy
+    proxy_headers: Literal["off", "x-forwarded", "forwarded"] = setting(
+        "off",
+        group=PROXY,
+        kind="optional",
+        const="x-forwarded",
+        choices=("off", "x-forwarded", "forwarded"),
+        help="believe X-Forwarded-For/-Proto/-Host (x-forwarded, what the bare flag means) or "
+        "RFC 7239 Forwarded from --forwarded-allow-ips",
+    )
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1",
+        group=PROXY,
+        metavar="LIST",
+        help="trusted proxies: addresses, CIDRs, '*' or 'unix'",
+    )
+    proxy_protocol: bool = setting(
+        False,
+        group=PROXY,
+        kind="flag",
+        help="expect a PROXY protocol v1/v2 header on every connection (TCP load balancers)",
+    )
+    health_path: str | None = setting(
+        None,
+        group=PROXY,
+        metavar="PATH",
+        help="answer PATH (e.g. /healthz) in the server: 200, or 503 once draining",
+    )
+    # -- processes
+    max_requests: int | None = setting(
+        None,
+        group=PROCESSES,
+        parse=int,
+        metavar="N",
+        help="recycle a worker (drain and replace it) after about N requests",
+    )
+    max_requests_jitter: int = setting(
+        0,
+        group=PROCESSES,
+        parse=int,
+        metavar="N",
+        help="add up to N, at random, to --max-requests, so workers do not recycle together",
+    )
+    asyncio_app: bool = setting(
+        False,
+        group=SERVE,
+        kind="flag",
+        help="the app needs asyncio (Django, Quart): run it through trio-asyncio "
+        "(pip install 'trioserve[asyncio]')",
+    )
+    # -- websockets
+    ws_max_message_size: int = _bytes(
+        16 * MiB, "largest message accepted; bigger ones close the websocket with 1009", WEBSOCKETS
+    )
+    ws_ping_interval: float | None = setting(
+        20.0,
+        group=WEBSOCKETS,
+        parse=parse_seconds_or_off,
+        show=show_seconds,
+        metavar="S",
+        help="seconds between keepalive pings; 0 for none",
+    )
+    ws_ping_timeout: float = setting(
+        20.0,
+        group=WEBSOCKETS,
+        parse=parse_seconds,
+        show=show_seconds,
+        metavar="S",
+        help="seconds a pong may take before closing with 1011",
+    )
+    ws_per_message_deflate: bool = setting(
+        True, group=WEBSOCKETS, kind="switch", help="accept permessage-deflate compression"
+    )
+    # -- HTTP/2
+    http2: bool = setting(
+        True,
+        group=HTTP2,
+        kind="switch",
+        help="serve HTTP/2: ALPN h2 over TLS, prior knowledge (h2c) on plain ports",
+    )
+    h2_max_concurrent_streams: int = setting(
+        100,
+        group=HTTP2,
+        parse=int,
+        metavar="N",
+        help="streams a client may have open at once; more are refused with REFUSED_STREAM",
+    )
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -170,6 +329,13 @@ class Config:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
         if self.max_header_size < 1 * KiB:
             raise ConfigError(f"max_header_size must be at least 1024, not {self.max_header_size}")
+        if self.h2_max_concurrent_streams < 1:
+            raise ConfigError(
+                "h2_max_concurrent_streams must be at least 1, not "
+                f"{self.h2_max_concurrent_streams}"
+            )
+        if self.max_headers < 1:
+            raise ConfigError(f"max_headers must be at least 1, not {self.max_headers}")
         if self.max_body_size is not None and self.max_body_size < 0:
             raise ConfigError(f"max_body_size must be >= 0, not {self.max_body_size}")
         if self.ws_max_message_size < 1:

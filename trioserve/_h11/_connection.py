@@ -80,6 +80,9 @@ class H11Connection:
         redirect_https_port: Answer every request with a redirect to HTTPS on this port.
     """
 
+    # HTTP/1.1 sees the client's EOF only past the request body (see the Exchange).
+    sees_disconnect_before_body = False
+
     __slots__ = (
         "_accepted_at",
         "_config",
@@ -120,6 +123,7 @@ class H11Connection:
         self._proto = ServerProtocol(
             max_header_size=config.max_header_size,
             max_body_size=config.max_body_size,
+            max_headers=config.max_headers,
             server_header=None if config.server_header is None else config.server_header.encode(),
             date=http_date if config.date_header else None,
             h2c=config.http2 and scheme == "http",
@@ -313,7 +317,7 @@ class H11Connection:
         started = time.perf_counter()
         try:
             session = WebSocketSession(
-                self._transport.stream,
+                self._transport,
                 self._config,
                 scope,
                 list(head.headers),

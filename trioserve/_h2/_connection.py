@@ -173,7 +173,7 @@ class H2Connection:
                 # reading as soon as no stream is left.
                 if not self._goaway_sent:
                     self._goaway_sent = self._stopping = True
-                    proto.goaway(last_stream_id=proto.highest_stream_id)
+                    proto.goaway()
                     await self.flush()
                 if not self._streams:
                     return
@@ -279,6 +279,9 @@ class H2Connection:
 
 class H2Stream:
     """One request on an HTTP/2 connection: the request cycle's :class:`Exchange`."""
+
+    # A reset stream is known at once, read body or not.
+    sees_disconnect_before_body = True
 
     def __init__(
         self, connection: H2Connection, stream_id: int, head: RequestHead, end_stream: bool

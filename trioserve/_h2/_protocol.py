@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 :class:`H2Protocol` wraps h2's server connection (:class:`ServerConnection`, its subclass in
-``_server_connection.py``; this package is the only importer of h2): bytes go in through :meth:`H2Protocol.receive_data`, neutral frozen events come out,
-and :meth:`H2Protocol.data_to_send` returns the bytes to write. No I/O, and the clock is passed
+``_server_connection.py``; this package is the only importer of h2): bytes go in through
+:meth:`H2Protocol.receive_data`, neutral frozen events come out, and
+:meth:`H2Protocol.data_to_send` returns the bytes to write. No I/O, and the clock is passed
 in, so every defence is testable with bytes alone.
 
 Before h2 sees any byte, a small frame scanner reads the 9-byte frame headers and enforces what
@@ -48,6 +49,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
+from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
 from ._server_connection import ServerConnection
@@ -205,6 +207,10 @@ class H2Protocol:
         self._ended = False
         # The StreamEnded event h2 attached to the last request or DATA event (reported there).
         self._reported_end: h2.events.StreamEnded | None = None
+        # The last stream named by our graceful GOAWAY (None: not said), and frames we
+        # serialise ourselves (that GOAWAY), sent after h2's.
+        self._goaway_last: int | None = None
+        self._own_frames = b""
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -243,6 +249,11 @@ class H2Protocol:
         if kind is h2.events.RequestReceived:
             assert isinstance(event, h2.events.RequestReceived)
             self._reported_end = event.stream_ended
+            assert event.stream_id is not None
+            if self._goaway_last is not None and event.stream_id > self._goaway_last:
+                # Opened after our GOAWAY: not processed; the client may retry it elsewhere.
+                self._conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return
             out.append(self._request(event))
         elif kind is h2.events.DataReceived:
             assert isinstance(event, h2.events.DataReceived)
@@ -399,7 +410,10 @@ class H2Protocol:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (frames queued by everything above)."""
-        return self._conn.data_to_send()
+        data = self._conn.data_to_send()
+        if self._own_frames:
+            data, self._own_frames = data + self._own_frames, b""
+        return data
 
     def send_headers(
         self,
@@ -445,9 +459,7 @@ class H2Protocol:
     def stream_open(self, stream_id: int) -> bool:
         """Whether ``stream_id`` can still carry our response."""
         if self._ended:
-            # Fixed: after a connection error h2 refuses every frame, so a stream's reset on
-            # its way out raised ProtocolError (logged as an unexpected error).
-            return False
+            return False  # h2's connection is closed: nothing more can be sent
         stream = self._conn.streams.get(stream_id)
         return stream is not None and stream.open and not stream.closed
 
@@ -456,12 +468,21 @@ class H2Protocol:
         if self.stream_open(stream_id):
             self._conn.reset_stream(stream_id, code)
 
-    def goaway(self, *, last_stream_id: int | None = None) -> None:
-        """Queue a graceful GOAWAY (no error): no new streams past ``last_stream_id``."""
-        if not self._ended:
-            conn = self._conn
-            last = conn.highest_inbound_stream_id if last_stream_id is None else last_stream_id
-            conn.send_graceful_goaway(last)
+    def goaway(self) -> None:
+        """Queue a graceful GOAWAY (no error) naming the last stream the client opened.
+
+        Written as a frame of our own rather than through h2's ``close_connection``, which
+        would close h2's connection state and forbid the responses of the streams still in
+        flight. Streams the client opens past it are refused (``REFUSED_STREAM``: safe to retry
+        elsewhere).
+        """
+        if self._ended or self._goaway_last is not None:
+            return
+        self._goaway_last = self._conn.highest_inbound_stream_id
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self._goaway_last
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self._own_frames += frame.serialize()
 
     @property
     def highest_stream_id(self) -> int:

@@ -13,7 +13,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.stream
-from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
 __all__ = ["ServerConnection"]
 
@@ -31,8 +31,6 @@ class ServerConnection(h2.connection.H2Connection):
     #: not h2 reports it with an event (a frame on a stream we reset already gets none).
     provoked: int = 0
     receiving: bool = False
-    #: After our graceful GOAWAY: the last stream we serve (later ones are refused).
-    last_served: int | None = None
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         if self.receiving:
@@ -52,15 +50,6 @@ class ServerConnection(h2.connection.H2Connection):
     def _receive_headers(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
         stream_id = frame.stream_id
         served = stream_id in self.streams  # trailers (else a new request)
-        last = self.last_served
-        # Past our GOAWAY: refused, to retry elsewhere (section 6.8); an even id is h2's to
-        # refuse (a connection error).
-        if (
-            last is not None
-            and stream_id > max(last, self.highest_inbound_stream_id)
-            and stream_id % 2
-        ):
-            return self._refuse(frame)
         try:
             return super()._receive_headers_frame(frame)
         except h2.exceptions.TooManyStreamsError:
@@ -81,17 +70,6 @@ class ServerConnection(h2.connection.H2Connection):
         self._closed_streams[stream_id] = h2.stream.StreamClosedBy.SEND_RST_STREAM
         self.refused += 1
         return [_reset_frame(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)], []
-
-    def send_graceful_goaway(self, last_stream_id: int) -> None:
-        """GOAWAY NO_ERROR, leaving the connection open for the streams up to the last one.
-
-        Fixed: ``close_connection()`` moved h2's state machine to CLOSED, after which the
-        streams in flight could send nothing ("Invalid input SEND_HEADERS in state CLOSED"),
-        so a graceful shutdown failed every unfinished response.
-        """
-        self.last_served = last_stream_id
-        frame = GoAwayFrame(0, last_stream_id, h2.errors.ErrorCodes.NO_ERROR)
-        self._prepare_for_sending([frame])
 
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
         try:

@@ -1,0 +1,125 @@
+"""Running the server under the command line: signals, the banner, the worker's life-line.
+
+SIGINT and SIGTERM shut down gracefully (a second one stops at once), SIGHUP reloads the TLS
+certificate files, SIGUSR1 reopens the access log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._logsetup import access_files
+from ._server import Address, Server, format_url
+
+__all__ = ["announce_workers", "serve_until_signalled"]
+
+error_log = logging.getLogger("trioserve.error")
+
+
+async def serve_until_signalled(
+    server: Server,
+    description: str,
+    worker: tuple[list[tuple[socket.socket, bool]], int] | None = None,
+) -> int:
+    """Serve until SIGINT or SIGTERM (graceful); a second one stops at once (exit status 1).
+
+    As a worker (``--worker-fds``): serve the inherited listeners, tell the supervisor when
+    ready, and drain softly (idle connections are not closed under their clients).
+    """
+    stop = trio.Event()
+    forced = False
+    with trio.open_signal_receiver(
+        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1
+    ) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                nonlocal forced
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        server.reload_tls()
+                    elif signum == signal.SIGUSR1:
+                        try:
+                            for handler in access_files:
+                                handler.reopen()
+                        except OSError as exc:
+                            error_log.error("SIGUSR1: cannot reopen the access log: %s", exc)
+                        else:
+                            error_log.info("SIGUSR1: access log reopened")
+                    elif not stop.is_set():
+                        error_log.info(
+                            "%s: shutting down; in-flight requests get %gs (again to exit now)",
+                            name,
+                            server.config.graceful_timeout,
+                        )
+                        if worker is not None:
+                            server.begin_shutdown(soft=True)
+                        stop.set()
+                    else:
+                        error_log.warning("%s again: stopping now", name)
+                        forced = True
+                        server.force_stop()
+                        return
+
+            async def run_server(task_status: trio.TaskStatus[list[Address]]) -> None:
+                await server.serve(
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                    listeners=None if worker is None else worker[0],
+                )
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            addresses = await nursery.start(run_server)
+            if worker is not None:
+                # Tell the supervisor we accept; workers print no banner of their own.
+                os.write(worker[1], b"1")
+                os.close(worker[1])
+                nursery.start_soon(_watch_parent, server)
+            else:
+                _print_banner(server, description, addresses)
+    error_log.info("Shutdown complete")
+    return 1 if forced else 0
+
+
+async def _watch_parent(server: Server) -> None:
+    """A worker whose supervisor died (SIGKILL) drains instead of serving on as an orphan."""
+    parent = os.getppid()
+    # No event announces a parent's death portably: look once a second (a cheap syscall).
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await trio.sleep(1)
+    error_log.warning("The supervisor is gone: draining")
+    server.begin_shutdown(soft=True)
+
+
+def announce_workers(
+    server: Server, description: str, bound: list[tuple[Address, str]], workers: int
+) -> None:
+    server.bound = bound
+    _print_banner(server, description, [address for address, _ in bound], workers)
+
+
+def _print_banner(
+    server: Server, description: str, addresses: Sequence[Address], workers: int = 1
+) -> None:
+    urls = ", ".join(format_url(address, scheme) for address, scheme in server.bound)
+    if workers > 1:
+        description += f" with {workers} workers"
+    print(f"trioserve: serving {description} on {urls} (Ctrl-C to stop)", file=sys.stderr)
+    dev = server.dev_certificate
+    if dev is not None and addresses and not isinstance(addresses[0], str):
+        port = addresses[0][1]
+        print(
+            f"trioserve: HTTPS with a development certificate; its CA is {dev.ca_path}\n"
+            f"trioserve: try: curl --cacert {dev.ca_path} https://localhost:{port}/",
+            file=sys.stderr,
+        )
+    sys.stderr.flush()
