@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import textwrap
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import h11
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -24,6 +27,7 @@ import trio.testing
 import trioserve
 from trioserve import Config, WSGIApp, as_asgi
 
+from ._helpers import ServerProcess, in_thread, serving
 from .conftest import connection, header
 
 STEP = 10.0  # seconds a thread waits for the test's next step before the test fails
@@ -643,7 +647,8 @@ async def asgi3(scope: Any, receive: Any, send: Any) -> None:
 
 
 def test_auto_detection_tells_wsgi_apps_from_asgi_apps() -> None:
-    flask = pytest.importorskip("flask")
+    import flask
+
     for app in (hello, WSGIObject(), flask.Flask("detected")):
         wrapped = as_asgi(app)
         assert isinstance(wrapped, WSGIApp)
@@ -671,3 +676,205 @@ def test_the_pool_needs_a_thread() -> None:
         WSGIApp(hello, threads=0)
     with pytest.raises(trioserve.ConfigError, match="wsgi_threads"):
         Config(wsgi_threads=0)
+
+
+# -- real apps over real sockets: Flask, sync Django, httpbin -------------------------------------
+
+PROTOCOLS = ["HTTP/1.1", "HTTP/2"]
+
+
+def client_for(address: str, protocol: str) -> httpx.AsyncClient:
+    """An httpx client speaking ``protocol`` (HTTP/2 by prior knowledge on the plain port)."""
+    http2 = protocol == "HTTP/2"
+    return httpx.AsyncClient(
+        base_url=f"http://{address}", http1=not http2, http2=http2, timeout=STEP
+    )
+
+
+def flask_app(tmp_path: Path) -> Any:
+    import flask
+
+    app = flask.Flask("wsgi_test")
+    report = tmp_path / "report.bin"
+    report.write_bytes(bytes(range(256)) * 800)
+
+    @app.get("/hello")
+    def hello_route() -> Any:
+        environ = flask.request.environ
+        return {
+            "hello": flask.request.args.get("name", "world"),
+            "protocol": environ["SERVER_PROTOCOL"],
+            "thread": threading.current_thread() is not threading.main_thread(),
+        }
+
+    @app.post("/echo")
+    def echo() -> Any:
+        data = flask.request.get_data()
+        return {"length": len(data), "sum": sum(data) % 65521}
+
+    @app.post("/upload")
+    def upload() -> Any:
+        file = flask.request.files["document"]
+        return {"name": file.filename, "size": len(file.read()), "note": flask.request.form["note"]}
+
+    @app.get("/stream")
+    def stream() -> Any:
+        return flask.Response((f"line {n}\n" for n in range(5)), mimetype="text/plain")
+
+    @app.get("/report")
+    def send_report() -> Any:
+        return flask.send_file(report)
+
+    @app.get("/boom")
+    def boom() -> Any:
+        raise RuntimeError("flask view failed")
+
+    return app
+
+
+async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    """``data`` as an upload of unknown length (chunked on HTTP/1.1), ``size`` bytes at a time."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_flask_app_is_served_as_it_is(
+    tmp_path: Path, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    spy = Spy(as_asgi(flask_app(tmp_path)))
+    upload = bytes(range(256)) * 4096  # 1 MiB, streamed to the app as it reads it
+    async with serving(spy) as (_, address), client_for(address, protocol) as client:
+        hello = await client.get("/hello", params={"name": "flask"})
+        echo = await client.post("/echo", content=pieces(upload, 300_000))
+        form = await client.post(
+            "/upload", files={"document": ("notes.txt", b"x" * 70_000)}, data={"note": "hi"}
+        )
+        stream = await client.get("/stream")
+        spy.sent.clear()
+        report = await client.get("/report")
+        report_messages = list(spy.sent)
+        boom = await client.get("/boom")
+    assert hello.http_version == protocol
+    assert hello.json() == {"hello": "flask", "protocol": protocol, "thread": True}
+    assert echo.json() == {"length": len(upload), "sum": sum(upload) % 65521}
+    assert form.json() == {"name": "notes.txt", "size": 70_000, "note": "hi"}
+    assert stream.text == "".join(f"line {n}\n" for n in range(5))
+    assert report.content == (tmp_path / "report.bin").read_bytes()
+    assert report.headers["content-length"] == str(256 * 800)
+    assert report_messages == ["http.response.start", "http.response.pathsend"]
+    assert boom.status_code == 500
+    assert "flask view failed" in caplog.text
+
+
+def httpbin_app() -> Any:
+    import httpbin
+
+    return httpbin.app
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_httpbin_is_served(protocol: str) -> None:
+    async with (
+        serving(as_asgi(httpbin_app())) as (_, address),
+        client_for(address, protocol) as client,
+    ):
+        got = await client.get("/get", params={"a": "1"}, headers={"X-Test": "yes"})
+        posted = await client.post("/post", json={"key": "value"})
+        status = await client.get("/status/418")
+        streamed = await client.get("/stream/3")
+        some_bytes = await client.get("/bytes/5000", params={"seed": "1"})
+        gzipped = await client.get("/gzip")
+        redirected = await client.get("/redirect/2", follow_redirects=True)
+    assert got.json()["args"] == {"a": "1"}
+    assert got.json()["headers"]["X-Test"] == "yes"
+    assert posted.json()["json"] == {"key": "value"}
+    assert status.status_code == 418
+    assert [json.loads(line)["id"] for line in streamed.text.splitlines()] == [0, 1, 2]
+    assert len(some_bytes.content) == 5000
+    assert gzipped.json()["gzipped"] is True
+    assert redirected.status_code == 200
+    assert len(redirected.history) == 2
+
+
+DJANGO_PROJECT = {
+    "settings.py": """
+        SECRET_KEY = "test-only-" + "x" * 40
+        DEBUG = False
+        ALLOWED_HOSTS = ["*"]
+        ROOT_URLCONF = "mysite.urls"
+        INSTALLED_APPS = []
+        MIDDLEWARE = []
+        """,
+    "urls.py": """
+        import os
+        import threading
+
+        from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
+        from django.urls import path
+
+        def hello(request):
+            return JsonResponse({
+                "method": request.method,
+                "thread": threading.current_thread() is not threading.main_thread(),
+                "protocol": request.META["SERVER_PROTOCOL"],
+            })
+
+        def echo(request):
+            return HttpResponse(request.body[::-1], content_type="application/octet-stream")
+
+        def stream(request):
+            return StreamingHttpResponse(b"part %d;" % n for n in range(4))
+
+        def download(request):
+            return FileResponse(open(os.environ["REPORT_FILE"], "rb"))
+
+        urlpatterns = [
+            path("", hello), path("echo", echo), path("stream", stream), path("file", download)
+        ]
+        """,
+    "wsgi.py": """
+        import os
+
+        from django.core.wsgi import get_wsgi_application
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+        application = get_wsgi_application()
+        """,
+}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_sync_django_is_served_from_its_wsgi_module(tmp_path: Path, protocol: str) -> None:
+    # As a user would: a Django project's wsgi.py, started with `trioserve mysite.wsgi:application`.
+    package = tmp_path / "mysite"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name, source in DJANGO_PROJECT.items():
+        (package / name).write_text(textwrap.dedent(source))
+    report = tmp_path / "report.bin"
+    report.write_bytes(b"django file " * 10_000)
+    server = await in_thread(
+        lambda: ServerProcess.start(
+            "mysite.wsgi:application",
+            "--no-access-log",
+            cwd=tmp_path,
+            env={"REPORT_FILE": str(report)},
+        )
+    )
+    try:
+        address = server.url.removeprefix("http://")
+        async with client_for(address, protocol) as client:
+            hello = await client.get("/")
+            echo = await client.post("/echo", content=b"abcdef" * 50_000)
+            stream = await client.get("/stream")
+            file = await client.get("/file")
+    finally:
+        status, stderr = await in_thread(lambda: server.stop(signal.SIGTERM))
+    assert "the WSGI app mysite.wsgi:application" in stderr
+    assert hello.json() == {"method": "GET", "thread": True, "protocol": protocol}
+    assert echo.content == (b"abcdef" * 50_000)[::-1]
+    assert stream.text == "part 0;part 1;part 2;part 3;"
+    assert file.content == report.read_bytes()
+    assert file.headers["content-length"] == str(len(report.read_bytes()))
+    assert status == 0
