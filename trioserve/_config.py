@@ -271,6 +271,8 @@ class Config:
         help="the app needs asyncio (Django, Quart): run it through trio-asyncio "
         "(pip install 'trioserve[asyncio]')",
     )
+    # interface and wsgi_threads apply where an app is loaded by name (the command line, a TOML
+    # file); serve() takes an ASGI app as it is: trioserve.as_asgi() adapts a WSGI one.
     interface: Literal["auto", "asgi", "wsgi"] = setting(
         "auto",
         group=SERVE,

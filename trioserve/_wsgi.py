@@ -16,11 +16,14 @@ The thread talks back to trio with ``trio.from_thread.run``, which runs in the r
   buffer cannot answer: the server reads the socket only as fast as the app reads the body.
 * each response chunk is one ``send()``, and the thread waits until it went out before asking
   the iterable for the next (PEP 3333: a block is transmitted before the next is requested). The
-  head is held until the first non-empty chunk (or ``write()``) and goes in the same call; the
-  last chunk carries the end of the body when the server can tell it is the last (a list, or the
-  declared Content-Length reached), so a one-chunk response costs one round trip.
-* ``close()`` on the response iterable runs in a ``finally``: on success, on an error, and when
-  ``send()`` raised :class:`ClientDisconnected` because the client left.
+  head is held until the first non-empty chunk (or ``write()``) and goes in the same call.
+* the last chunk, when the server can tell it is the last (a list, or the declared
+  Content-Length reached), is not sent from the thread: ``run()`` returns it and the request's
+  task sends it once the thread is done. A short response thus costs no round trip at all
+  beyond the thread's own start and end.
+* ``close()`` on the response iterable runs in a ``finally`` in the thread: on success (just
+  before that last send), on an error, and when ``send()`` raised :class:`ClientDisconnected`
+  because the client left.
 
 An app that fails before its response starts lets the exception out, and the request cycle
 answers 500; one that fails halfway leaves a truncated response the cycle cuts off.
@@ -86,7 +89,9 @@ class WSGIApp:
         if kind == "http":
             environ = build_environ(scope, _Input(receive, bodyless=_bodyless(scope)))
             call = _Call(self.app, environ, send)
-            await trio.to_thread.run_sync(call.run, limiter=self._limiter)
+            last = await trio.to_thread.run_sync(call.run, limiter=self._limiter)
+            for message in last:
+                await send(message)
         elif kind == "lifespan":
             await complete_lifespan(receive, send)
         else:  # a websocket: closing before accepting refuses it (403)
@@ -96,7 +101,17 @@ class WSGIApp:
 class _Call:
     """One WSGI call, run in a worker thread: ``start_response``, ``write`` and the response."""
 
-    __slots__ = ("app", "declared", "ended", "environ", "head_sent", "send", "sent", "start")
+    __slots__ = (
+        "app",
+        "declared",
+        "ended",
+        "environ",
+        "head_sent",
+        "last",
+        "send",
+        "sent",
+        "start",
+    )
 
     def __init__(self, app: WSGICallable, environ: dict[str, Any], send: Send) -> None:
         self.app = app
@@ -107,12 +122,14 @@ class _Call:
         self.head_sent = False
         self.ended = False
         self.sent = 0
+        self.last: tuple[Message, ...] = ()  # what the request's task sends once run() is done
 
-    def run(self) -> None:
+    def run(self) -> tuple[Message, ...]:
+        """Run the app and send its response; return its last messages for the task to send."""
         result = self.app(self.environ, self.start_response)
         try:
             if isinstance(result, FileWrapper) and self._send_file(result):
-                return
+                return ()
             if isinstance(result, list | tuple):
                 last = len(result) - 1
                 for index, chunk in enumerate(result):
@@ -128,6 +145,7 @@ class _Call:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
+        return self.last
 
     def start_response(
         self,
@@ -178,6 +196,13 @@ class _Call:
             end = end or self.sent >= self.declared
         body: Message = {"type": "http.response.body", "body": data, "more_body": not end}
         self.ended = end
+        if end:
+            # The last block: the task sends it when the thread is done, which saves a round
+            # trip per response (one in all for a short one). All the body has been produced by
+            # then (a list, or the Content-Length reached), so what remains in the thread is the
+            # end of the iteration and close(), which thus runs just before that last send.
+            self.last = self._with_head(body)
+            return
         trio.from_thread.run(self._deliver, self._with_head(body))
 
     def _with_head(self, message: Message) -> tuple[Message, ...]:
