@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -878,3 +879,22 @@ async def test_sync_django_is_served_from_its_wsgi_module(tmp_path: Path, protoc
     assert file.content == report.read_bytes()
     assert file.headers["content-length"] == str(len(report.read_bytes()))
     assert status == 0
+
+
+def test_the_command_line_refuses_a_wsgi_app_as_asgi(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trioserve._cli import main
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # --app-dir adds to it
+
+    (tmp_path / "wsgi_cli_app.py").write_text(
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'hi']\n"
+    )
+    status = main(["wsgi_cli_app:app", "--app-dir", str(tmp_path), "--interface", "asgi"])
+    assert status == 2
+    assert "does not look like an ASGI application" in capsys.readouterr().err
+    status = main(["wsgi_cli_app:app", "--app-dir", str(tmp_path), "--wsgi-threads", "0"])
+    assert status == 2
+    assert "wsgi_threads must be at least 1" in capsys.readouterr().err
+    sys.modules.pop("wsgi_cli_app", None)
