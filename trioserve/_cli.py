@@ -54,6 +54,7 @@ from ._supervisor import inherited_listeners, supervise
 from ._tls import TLSConfig
 from ._types import ASGIApp
 from ._version import __version__
+from ._wsgi import WSGIApp
 
 __all__ = ["main", "run"]
 
@@ -236,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         return _fail(f"--access-log-file {command.access_log_file}: {exc.strerror or exc}")
     try:
-        app, description = _build_app(command)
+        app, description = _build_app(command, config)
         server = Server(app, config)
         workers = command.workers
         if workers < 1:
@@ -328,7 +329,7 @@ def _tls_config(command: _CommandLine, tls_values: dict[str, Any]) -> TLSConfig 
     return TLSConfig(**tls_values)
 
 
-def _build_app(command: _CommandLine) -> tuple[ASGIApp, str]:
+def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
     def files(directory: str) -> StaticFiles:
         return StaticFiles(
             directory,
@@ -342,9 +343,14 @@ def _build_app(command: _CommandLine) -> tuple[ASGIApp, str]:
         if command.root is not None:
             raise ValueError("--root serves a directory instead of an APP; use --static with APP")
         app = load_app(
-            command.app, app_dir=os.path.abspath(command.app_dir), factory=command.factory
+            command.app,
+            app_dir=os.path.abspath(command.app_dir),
+            factory=command.factory,
+            interface=config.interface,
+            wsgi_threads=config.wsgi_threads,
         )
-        description = f"the ASGI app {command.app}"
+        kind = "WSGI" if isinstance(app, WSGIApp) else "ASGI"
+        description = f"the {kind} app {command.app}"
     else:
         root = command.root if command.root is not None else "."
         if not os.path.isdir(root):
