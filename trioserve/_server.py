@@ -37,6 +37,7 @@ from ._accept import Acceptor
 from ._aio import AsyncioApp, asyncio_loop
 from ._config import Config
 from ._errors import ConfigError
+from ._eviction import Evictor
 from ._http._state import ServerState
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
@@ -139,6 +140,12 @@ class Server:
         self._slots = trio.Semaphore(config.max_connections)
         self._acceptor = Acceptor(self.state, self._slots.release)
         self._acceptor.ssl_context = self._ssl_context
+        self._evictor = Evictor(
+            self.state.connections,
+            self.state.evictions,
+            min_head_rate=config.min_head_rate,
+            min_head_rate_after=config.min_head_rate_after,
+        )
         self._accept_scopes: list[trio.CancelScope] = []
         self._connection_scopes: list[trio.CancelScope] = []
         self._core_scope: trio.CancelScope | None = None
@@ -275,6 +282,7 @@ class Server:
                         self._slots,
                         spawn=functools.partial(self._acceptor.spawn, connections, secure),
                         batch_size=self.accept_batch,
+                        make_room=self._evictor.make_room,
                     )
                 # Stop listening at once; the connections nursery goes on draining.
                 close_listener(listener, unlink=self._owns_listeners)
