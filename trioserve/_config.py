@@ -198,7 +198,7 @@ class Config:
         LIMITS,
     )
     min_head_rate_after: float = _seconds(
-        1.0, "time a request head gets before --min-head-rate judges it"
+        0.25, "time a request head gets before --min-head-rate judges it"
     )
     # -- headers and logging
     server_header: str | None = setting(
@@ -323,8 +323,8 @@ class Config:
         group=WEBSOCKETS,
         parse=int,
         metavar="N",
-        show=lambda value: "half of --max-connections" if value is None else str(value),
-        help="websockets open at once (they count as connections too); more upgrades get 503",
+        help="websockets open at once (they count as connections too); more upgrades get 503 "
+        "(default: half of --max-connections)",
     )
     ws_per_message_deflate: bool = setting(
         True, group=WEBSOCKETS, kind="switch", help="accept permessage-deflate compression"
