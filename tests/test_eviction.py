@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 import math
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import trio
 import trio.testing
@@ -237,3 +240,26 @@ async def test_a_connection_whose_request_is_in_the_app_is_busy() -> None:
         assert snapshot is not None
         assert snapshot.kind is Kind.BUSY
         release.set()
+
+
+async def test_an_idle_http2_connection_is_idle_and_eviction_sends_goaway_and_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    peer.initiate_connection()
+    async with connection(hello_app, Config(access_log=False)) as (client, state):
+        # Prior knowledge on a cleartext connection: HTTP/1.1 hands over to HTTP/2.
+        await client.send_raw(peer.data_to_send())
+        peer.receive_data(await client.stream.receive_some(65536))  # the server's SETTINGS
+        await client.send_raw(peer.data_to_send())
+        await trio.sleep(1)
+        conn = state.connections.copy().pop()
+        snapshot = conn.snapshot()
+        assert snapshot is not None
+        assert snapshot.kind is Kind.IDLE
+        assert 0.5 <= trio.current_time() - snapshot.since <= 1.5
+        conn.evict(Reason.IDLE)
+        assert conn.snapshot() is None
+        with trio.fail_after(1):
+            events = peer.receive_data(await client.read_until_eof())
+        assert any(isinstance(event, h2.events.ConnectionTerminated) for event in events)
