@@ -67,10 +67,16 @@ from ._tls import TLSConfig
 #   the kernel's listen backlog holds new clients, which is backpressure rather than an error.
 #   But first, with a client waiting, idle keep-alive connections and too-slow request heads are
 #   closed to make room (see _eviction): one host holding 1000 sockets must not lock others out.
-# - min_head_rate 500 bytes/s after 1 s: Apache mod_reqtimeout's MinRate (500), judged only when
-#   a new client waits for a slot. A real client sends its whole head within one round trip,
-#   well under a second even over satellite links; a head that trickles in below 500 bytes/s
-#   after that (slowloris sends a byte a second) is an attack or a client that cannot be served.
+# - min_head_rate 500 bytes/s after 0.25 s: Apache mod_reqtimeout's MinRate (500), judged only
+#   when a new client waits for a slot. A real client sends its head right behind the ACK that
+#   completes the TCP handshake (which is when we accept), so it is here within milliseconds on
+#   any link; a head that trickles in below 500 bytes/s after a quarter second (slowloris sends a
+#   byte a second) is an attack or a client that cannot be served. Why so short: the listen
+#   queue is first in, first out, so a new client waits behind every attacking socket queued
+#   before it, and each must be accepted and judged; with a flood twice the cap a new client
+#   waits about two judging periods, and 2 x 0.25 s keeps it under the second we aim for.
+#   (A TLS handshake counts as a head that has sent nothing yet: it takes a round trip or two,
+#   so under a flood distant TLS clients may be closed and retried; see _accept.)
 # - max_connections_per_ip off: behind a reverse proxy or a load balancer every client has the
 #   proxy's address (the cap applies to the socket's peer, or the PROXY protocol's source), so a
 #   cap would throttle all clients together; set it when clients connect directly.
