@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import stat
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -45,26 +43,21 @@ from .._http._cycle import RequestCycle, log_access
 from .._http._date import http_date
 from .._http._events import (
     CLIENT_CLOSED,
-    END_OF_BODY,
     HTTP2_PREFACE,
     NEED_DATA,
-    BodyChunk,
     RequestHead,
 )
-from .._http._scope import build_scope, connection_info, format_address
+from .._http._scope import build_scope, connection_info, format_address, websocket_scope
 from .._http._state import ServerState
 from .._transport import Transport
 from .._websocket import WebSocketHandshakeError, WebSocketSession
+from ._exchange import H11Exchange
 from ._protocol import ServerProtocol
 
 __all__ = ["H11Connection"]
 
 error_log = logging.getLogger("trioserve.error")
 access_log = logging.getLogger("trioserve.access")
-
-# The largest file sent inline: read in one go and written together with the response head (one
-# write, no sendfile set-up for the small files that dominate static traffic).
-INLINE_FILE_SIZE: Final = 64 * 1024
 
 
 class H11Connection:
@@ -81,13 +74,11 @@ class H11Connection:
         redirect_https_port: Answer every request with a redirect to HTTPS on this port.
     """
 
-    # HTTP/1.1 sees the client's EOF only past the request body (see the Exchange).
-    sees_disconnect_before_body = False
-
     __slots__ = (
         "_accepted_at",
         "_config",
         "_evicted",
+        "_exchange",
         "_h2",
         "_head",
         "_head_bytes",
@@ -102,8 +93,6 @@ class H11Connection:
         "_timer",
         "_transport",
         "_websocket",
-        "_wire_taken",
-        "_written",
     )
 
     def __init__(
@@ -149,12 +138,8 @@ class H11Connection:
         self._websocket: WebSocketSession | None = None
         # The HTTP/2 connection this one became (cleartext with prior knowledge), if it did.
         self._h2: H2Connection | None = None
-        # Set once something other than a framed response took the wire (a websocket, a
-        # fault): the connection ends after the current request.
-        self._wire_taken = False
-        # Whether the current request's response has reached the transport (an error can no
-        # longer be answered then).
-        self._written = False
+        # The wire side of the current request (it keeps the connection's written/taken flags).
+        self._exchange = H11Exchange(self._proto, self._transport, state)
 
     # -- the connection's life ---------------------------------------------------------------
 
@@ -181,13 +166,13 @@ class H11Connection:
                         if not await self._respond(head):
                             keep_open = False
                             break
-                        if proto.will_close or self._wire_taken:
+                        if proto.will_close or self._exchange.wire_taken:
                             break
                         if not proto.request_complete and not await self._drain_body():
                             break
                         if not proto.start_next_cycle():
                             break
-                        self._written = False
+                        self._exchange.written = False
                 self._reading_head = False
                 if self._timer.cancelled_caught and not self._idle:
                     if self._evicted:
@@ -209,7 +194,7 @@ class H11Connection:
                 await self._transport.close(
                     linger=keep_open
                     and not self._evicted  # prompt: a new client waits for this slot
-                    and (proto.response_started or self._wire_taken)
+                    and (proto.response_started or self._exchange.wire_taken)
                     and (not proto.request_complete or proto.has_buffered_data)
                 )
             finally:
@@ -332,7 +317,7 @@ class H11Connection:
 
     async def _serve_http2(self) -> None:
         """Hand the connection over to HTTP/2 (it opened with the preface: prior knowledge)."""
-        self._wire_taken = True
+        self._exchange.wire_taken = True
         self._h2 = H2Connection(
             self._transport, self._state, self._info, received=self._proto.take_buffered()
         )
@@ -344,14 +329,14 @@ class H11Connection:
         config = self._config
         health_path = config.health_path
         if health_path is not None and head.target.partition(b"?")[0] == health_path.encode():
-            await answer_health(self, draining=state.draining)
+            await answer_health(self._exchange, draining=state.draining)
             return True
         if self._redirect is not None:
-            await answer_redirect(self, head.target, head.headers, self._redirect)
+            await answer_redirect(self._exchange, head.target, head.headers, self._redirect)
             return True
         scope = build_scope(head, self._info, config, state.lifespan_state)
         cycle = RequestCycle(
-            self, scope, config, head.target, bodyless=self._proto.request_bodyless
+            self._exchange, scope, config, head.target, bodyless=self._proto.request_bodyless
         )
         await cycle.run(state.app)
         if cycle.status != 499:
@@ -359,15 +344,7 @@ class H11Connection:
         return cycle.complete
 
     async def _serve_websocket(self, head: RequestHead) -> None:
-        scope: dict[str, Any] = dict(
-            build_scope(head, self._info, self._config, self._state.lifespan_state)
-        )
-        scope["type"] = "websocket"
-        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
-        del scope["method"]
-        scope["extensions"] = {"websocket.http.response": {}}
-        if self._info.tls is not None:
-            scope["extensions"]["tls"] = self._info.tls
+        scope = websocket_scope(head, self._info, self._config, self._state.lifespan_state)
         started = time.perf_counter()
         try:
             session = WebSocketSession(
@@ -388,8 +365,8 @@ class H11Connection:
             raise RequestRefused(503, "Too many websockets open: try again later.")
         state.websockets += 1
         self._websocket = session
-        self._written = True
-        self._wire_taken = True  # the session owns the wire from here on
+        # The session owns the wire from here on.
+        self._exchange.written = self._exchange.wire_taken = True
         try:
             status = await session.run(self._state.app)
         finally:
@@ -408,141 +385,12 @@ class H11Connection:
                 (),
             )
 
-    # -- the Exchange of the current request (see _http/_cycle.py) ----------------------------
-
-    async def receive_body(self) -> tuple[bytes, bool] | None:
-        proto = self._proto
-        if proto.request_bodyless:
-            return b"", False
-        transport = self._transport
-        go_ahead = proto.continue_response()
-        if go_ahead:
-            try:
-                await transport.send(go_ahead)
-            except ClientDisconnected:
-                return None
-        while True:
-            event = proto.next_event()
-            if type(event) is BodyChunk:
-                # Hand over everything already received as one message, and say so when
-                # that is the whole body (the common case: one message, not two).
-                pieces = [event.data]
-                more_body = True
-                while True:
-                    following = proto.next_event()
-                    if type(following) is BodyChunk:
-                        pieces.append(following.data)
-                        continue
-                    if following is END_OF_BODY:
-                        more_body = False
-                    break
-                body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                return bytes(body), more_body
-            if event is END_OF_BODY:
-                return b"", False
-            if event is NEED_DATA:
-                with trio.move_on_after(self._config.body_timeout) as reading:
-                    data = await transport.receive()
-                if reading.cancelled_caught:
-                    raise RequestRefused(408, "Timed out waiting for the request body.")
-                if not data:
-                    return None
-                proto.receive_data(data)
-                continue
-            raise RequestRefused(400, "Malformed request body.")  # pragma: no cover
-
-    async def wait_disconnected(self) -> None:
-        transport = self._transport
-        proto = self._proto
-        while True:
-            data = await transport.receive()
-            if not data or not proto.receive_pipelined(data):
-                return
-
-    async def send_response(
-        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, end: bool
-    ) -> int:
-        proto = self._proto
-        if self._state.draining:
-            proto.close_after_response()
-        if end:
-            # The whole body in one message: say how long it is rather than chunk it.
-            out = proto.send_response(status, headers, body_length=len(body))
-            out += proto.send_data(body) + proto.send_end()
-        else:
-            out = proto.send_response(status, headers) + proto.send_data(body)
-        self._written = True
-        await self._transport.send(out)
-        return 0 if proto.discards_body else len(body)
-
-    async def send_body(self, body: bytes, *, end: bool) -> int:
-        proto = self._proto
-        out = proto.send_data(body)
-        if end:
-            out += proto.send_end()
-        if out:
-            await self._transport.send(out)
-        return 0 if proto.discards_body else len(body)
-
-    async def send_file(
-        self, status: int, headers: Sequence[tuple[bytes, bytes]], path: str
-    ) -> int:
-        # Opening, stat-ing, a 64 KiB read and sendfile run on the event loop, as in nginx without
-        # its thread pool: from the page cache they take microseconds. A cold cache on a slow
-        # disk (or NFS) stalls the loop for the read's duration; only non-socket streams (TLS)
-        # read large files in a worker thread.
-        # O_NONBLOCK: a FIFO handed over by mistake must not block the event loop at open().
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise RuntimeError(f"http.response.pathsend needs a regular file: {path!r}")
-            size = info.st_size
-            proto = self._proto
-            if self._state.draining:
-                proto.close_after_response()
-            head = proto.send_response(
-                status, headers, body_length=size, length_is_resource_size=True
-            )
-            transport = self._transport
-            self._written = True
-            if proto.discards_body:
-                await transport.send(head + proto.send_end())
-                return 0
-            if size <= INLINE_FILE_SIZE:
-                data = os.pread(fd, size, 0)
-                await transport.send(head + proto.send_data(data) + proto.send_end())
-                return size
-            await transport.send(head)
-            for piece in proto.send_data_passthrough(_FileRange(fd, 0, size)):
-                if isinstance(piece, _FileRange):
-                    await transport.send_file(piece.fd, piece.offset, piece.count)
-                elif piece:
-                    await transport.send(piece)  # type: ignore[arg-type]
-            end = proto.send_end()
-            if end:
-                await transport.send(end)
-            return size
-        finally:
-            os.close(fd)
-
-    async def send_raw(self, data: bytes) -> None:
-        self._wire_taken = True
-        await self._transport.send(data)
-
-    async def abort(self, *, reset: bool) -> None:
-        self._wire_taken = True
-        if reset:
-            await self._transport.reset()
-        else:
-            self._transport.gone = True
-            await self._transport.close()
-
     # -- errors ------------------------------------------------------------------------------
 
     async def _write_error(self, status: int, reason: str) -> None:
         proto = self._proto
-        if self._written or self._wire_taken or self._transport.gone:
+        exchange = self._exchange
+        if exchange.written or exchange.wire_taken or self._transport.gone:
             return
         data = proto.error_response(status, reason)
         if status >= 500 or status == 408:
@@ -578,17 +426,3 @@ class H11Connection:
 
     def _peer(self) -> str:
         return format_address(self._info.client)
-
-
-class _FileRange:
-    """A byte range of an open file, standing in for body bytes so the framing can count it."""
-
-    __slots__ = ("count", "fd", "offset")
-
-    def __init__(self, fd: int, offset: int, count: int) -> None:
-        self.fd = fd
-        self.offset = offset
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count

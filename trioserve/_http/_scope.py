@@ -25,6 +25,7 @@ __all__ = [
     "connection_info",
     "format_address",
     "origin_form",
+    "websocket_scope",
 ]
 
 ASGI_INFO: Final[ASGIInfo] = {"version": "3.0", "spec_version": "2.4"}
@@ -117,6 +118,24 @@ def build_scope(
     scope = cast(Scope, built)
     if info.forwarded is not None:
         _apply_forwarded(scope, info)
+    return scope
+
+
+def websocket_scope(
+    head: RequestHead, info: ConnectionInfo, config: Config, state: dict[str, Any]
+) -> Scope:
+    """The ``websocket`` scope for an upgrade request ``head``.
+
+    Raises:
+        RequestRefused: the request target is malformed (400).
+    """
+    scope = build_scope(head, info, config, state)
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+    del scope["method"]
+    scope["extensions"] = {"websocket.http.response": {}}
+    if info.tls is not None:
+        scope["extensions"]["tls"] = info.tls
     return scope
 
 
