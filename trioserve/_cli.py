@@ -15,6 +15,7 @@ import argparse
 import errno
 import os
 import sys
+import traceback as tb
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
@@ -27,6 +28,7 @@ from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
 from ._listeners import SHARED_ACCEPT_BATCH
 from ._logsetup import configure_logging
+from ._reload import ReloadSettings, reload_forever
 from ._running import announce_workers, serve_until_signalled
 from ._server import Server
 from ._settings import (
@@ -108,6 +110,34 @@ class _CommandLine:
         parse=int,
         metavar="N",
         help="run N worker processes under a supervisor (SIGHUP: rolling restart)",
+    )
+    reload: bool = setting(
+        False,
+        group=PROCESSES,
+        kind="flag",
+        help="development: restart when the app's files change (pip install 'trioserve[reload]')",
+    )
+    reload_dirs: tuple[str, ...] = setting(
+        (),
+        group=PROCESSES,
+        flag="--reload-dir",
+        kind="list",
+        metavar="DIR",
+        help="watch DIR for --reload (repeatable; default: --app-dir)",
+    )
+    reload_include: tuple[str, ...] = setting(
+        (),
+        group=PROCESSES,
+        kind="list",
+        metavar="PATTERN",
+        help="files whose changes restart, e.g. '*.html' (repeatable; default: *.py)",
+    )
+    reload_exclude: tuple[str, ...] = setting(
+        (),
+        group=PROCESSES,
+        kind="list",
+        metavar="PATTERN",
+        help="files whose changes do not restart, e.g. 'tests/*' (repeatable)",
     )
     tls: bool = setting(False, group=TLS, kind="flag", help="serve HTTPS")
     access_log_file: str | None = setting(
@@ -236,11 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         return _fail(f"--access-log-file {command.access_log_file}: {exc.strerror or exc}")
     try:
-        app, description = _build_app(command)
-        server = Server(app, config)
         workers = command.workers
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {workers}")
+        if command.reload and worker_fds is None:
+            return _reload(command, config, list(argv if argv is not None else sys.argv[1:]))
+        app, description = _build_app(command)
+        server = Server(app, config)
         if config.max_requests is not None and workers < 2 and worker_fds is None:
             raise ConfigError(
                 "--max-requests recycles workers: it needs --workers 2 or more (a single "
@@ -258,7 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             except OSError as exc:
                 return _fail(_describe_listen_error(exc), status=_listen_status(exc))
-    except (ConfigError, AppLoadError, ValueError) as exc:
+    except AppLoadError as exc:
+        # Under --reload the whole traceback: the developer is editing that very code.
+        verbose = command.log_level == "debug" or command.reload
+        return _fail(describe_load_error(exc, traceback=verbose))
+    except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
     try:
         worker = None
@@ -277,6 +313,69 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, KeyboardInterrupt):
             return 130
         raise
+
+
+def _reload(command: _CommandLine, config: Config, argv: list[str]) -> int:
+    """``--reload``: the reloader serves nothing itself; its worker loads the app."""
+    if command.workers > 1:
+        raise ConfigError("--reload runs one process: it cannot be combined with --workers")
+    if config.max_requests is not None:
+        raise ConfigError("--reload cannot be combined with --max-requests")
+    settings = ReloadSettings(
+        dirs=command.reload_dirs or (command.app_dir,),
+        include=command.reload_include or ("*.py",),
+        exclude=command.reload_exclude,
+    )
+    for directory in settings.dirs:
+        if not os.path.isdir(directory):
+            raise ConfigError(f"--reload-dir {directory!r} is not a directory")
+    description = (
+        f"the ASGI app {command.app}"
+        if command.app is not None
+        else f"the files in {os.path.abspath(command.root or '.')}"
+    )
+    # Its only use here: the banner (and the development certificate, made once, here).
+    server = Server(_not_loaded, config)
+    try:
+        return reload_forever(
+            config,
+            argv,
+            settings,
+            announce=lambda bound: announce_workers(
+                server, description + ", restarted on changes", bound, 1
+            ),
+        )
+    except OSError as exc:
+        return _fail(_describe_listen_error(exc), status=_listen_status(exc))
+
+
+async def _not_loaded(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the reloader serves nothing itself")
+
+
+def describe_load_error(exc: AppLoadError, *, traceback: bool = False) -> str:
+    """An app that cannot be loaded: the message, where it failed, and the traceback if asked."""
+    cause = exc.__cause__
+    if cause is None:
+        return str(exc)
+    if traceback:
+        lines = tb.format_exception(cause)
+        return f"{exc}\n{''.join(lines).rstrip()}"
+    where = _failing_line(cause)
+    return f"{exc} ({where}; --log-level debug shows the traceback)" if where else str(exc)
+
+
+def _failing_line(exc: BaseException) -> str | None:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}, line {exc.lineno}"
+    frames = [
+        frame
+        for frame in tb.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+    ]
+    if not frames:
+        return None
+    return f"{frames[-1].filename}, line {frames[-1].lineno}"
 
 
 def _unwrap(exc: BaseException) -> BaseException:

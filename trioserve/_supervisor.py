@@ -41,7 +41,7 @@ from typing import Any, Final
 from ._config import Config
 from ._listeners import close_listener, open_listeners
 
-__all__ = ["supervise"]
+__all__ = ["Supervisor", "inherited_listeners", "supervise"]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -73,7 +73,7 @@ class _State:
     backoff: float = _FIRST_BACKOFF
 
 
-class _Supervisor:
+class Supervisor:
     def __init__(self, config: Config, count: int, argv: Sequence[str]) -> None:
         self.config = config
         self.count = count
@@ -82,6 +82,13 @@ class _Supervisor:
         self.state = _State()
         self.signals: list[int] = []
         self.restart_at: list[float] = []
+
+    def bound(self) -> list[tuple[Any, str]]:
+        """The listeners' ``(address, scheme)``."""
+        secure_scheme = "https" if self.config.tls is not None else "http"
+        return [
+            (_address(sock), secure_scheme if secure else "http") for sock, secure in self.listeners
+        ]
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -286,15 +293,9 @@ def supervise(
     Raises:
         OSError: a listener cannot be opened.
     """
-    supervisor = _Supervisor(config, count, argv)
+    supervisor = Supervisor(config, count, argv)
     if announce is not None:
-        secure_scheme = "https" if config.tls is not None else "http"
-        announce(
-            [
-                (_address(sock), secure_scheme if secure else "http")
-                for sock, secure in supervisor.listeners
-            ]
-        )
+        announce(supervisor.bound())
     return supervisor.run()
 
 
