@@ -205,6 +205,7 @@ SAMPLES = {
     "body_timeout": "4",
     "write_timeout": "5",
     "graceful_timeout": "6",
+    "shutdown_delay": "2",
     "max_header_size": "32KiB",
     "max_headers": "50",
     "h2_max_concurrent_streams": "50",

@@ -28,6 +28,7 @@ from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
 from ._listeners import SHARED_ACCEPT_BATCH
 from ._logsetup import configure_logging
+from ._notify import Notifier
 from ._reload import ReloadSettings, reload_forever
 from ._running import announce_workers, serve_until_signalled
 from ._server import Server
@@ -287,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workers,
                     worker_argv,
                     announce=lambda bound: announce_workers(server, description, bound, workers),
+                    notify_socket=os.environ.get("NOTIFY_SOCKET"),
                 )
             except OSError as exc:
                 return _fail(_describe_listen_error(exc), status=_listen_status(exc))
@@ -302,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert worker_ready_fd is not None, "the supervisor gives both"
             worker = (inherited_listeners(worker_fds), worker_ready_fd)
             server.accept_batch = SHARED_ACCEPT_BATCH
-        return trio.run(serve_until_signalled, server, description, worker)
+        # systemd's Type=notify: the main process only (workers inherit the variable).
+        notifier = Notifier(os.environ.get("NOTIFY_SOCKET") if worker is None else None)
+        return trio.run(serve_until_signalled, server, description, worker, notifier)
     except BaseException as exc:
         # Errors from inside serve() may reach us wrapped in (single-member) exception groups.
         error = _unwrap(exc)

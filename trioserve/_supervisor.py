@@ -14,6 +14,8 @@ shared socket.
 * SIGTERM/SIGINT: every worker gets SIGTERM and drains (in-flight requests finish within
   ``--graceful-timeout``; idle connections are answered or time out, see below); after the grace
   period and a margin, what is left is killed. A second signal kills at once.
+* SIGTERM with ``--shutdown-delay S``: first SIGUSR2 to every worker (the health path answers
+  503 from then on) and S seconds of serving on, then the drain above.
 * SIGHUP: a rolling restart, one worker at a time: start the new one, wait until it accepts,
   then drain the old one. Workers drain *softly*: an idle keep-alive connection is not closed
   under a client that may be sending on it; its next request is answered with
@@ -40,6 +42,7 @@ from typing import Any, Final
 
 from ._config import Config
 from ._listeners import close_listener, open_listeners
+from ._notify import Notifier
 
 __all__ = ["Supervisor", "inherited_listeners", "supervise"]
 
@@ -82,6 +85,9 @@ class Supervisor:
         self.state = _State()
         self.signals: list[int] = []
         self.restart_at: list[float] = []
+        self.notifier = Notifier(None)
+        self._announced_ready = False
+        self._stop_signal: int = signal.SIGTERM
 
     def bound(self) -> list[tuple[Any, str]]:
         """The listeners' ``(address, scheme)``."""
@@ -194,6 +200,11 @@ class Supervisor:
                     self.restart_at.remove(due)
                     self.state.workers.append(self._spawn())
                 self._check_ready(0.1)
+                if not self._announced_ready and sum(w.ready for w in self.state.workers) >= (
+                    self.count
+                ):
+                    self._announced_ready = True
+                    self.notifier.ready()
                 self._kill_stuck()
                 self._reap()
         finally:
@@ -212,10 +223,14 @@ class Supervisor:
                         worker.process.send_signal(signal.SIGUSR1)
             elif signum == signal.SIGHUP:
                 if not self.state.stopping:
+                    self.notifier.reloading()
                     self._rolling_restart()
+                    self.notifier.ready()
             elif self.state.stopping:
                 self.state.forced = True
             else:
+                self.notifier.stopping()
+                self._stop_signal = signum
                 error_log.info(
                     "%s: draining %d workers", signal.Signals(signum).name, len(self.state.workers)
                 )
@@ -250,7 +265,23 @@ class Supervisor:
             old.process.send_signal(signal.SIGTERM)
         error_log.info("Rolling restart complete")
 
+    def _delay_shutdown(self) -> None:
+        """``--shutdown-delay`` on SIGTERM: the workers report unready (SIGUSR2: the health path
+        answers 503) and go on serving for the delay; a second signal cuts it short."""
+        delay = self.config.shutdown_delay
+        if self._stop_signal != signal.SIGTERM or delay <= 0:
+            return
+        error_log.info("Serving on for %gs with the health path answering 503", delay)
+        for worker in self.state.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self.state.forced:
+            self._handle_signals()
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
     def _stop(self) -> int:
+        self._delay_shutdown()
         # Stop listening at once: new clients are refused rather than left queued until the
         # end of the drain (the workers keep their own copies for what they already accepted).
         for sock, _ in self.listeners:
@@ -285,15 +316,18 @@ def supervise(
     argv: Sequence[str],
     *,
     announce: Callable[[list[tuple[Any, str]]], None] | None = None,
+    notify_socket: str | None = None,
 ) -> int:
     """Run ``count`` workers with the command line ``argv``; returns the exit status.
 
-    ``announce`` gets the listeners' ``(address, scheme)`` once they are open.
+    ``announce`` gets the listeners' ``(address, scheme)`` once they are open; systemd hears
+    of the states through ``notify_socket`` (``$NOTIFY_SOCKET``).
 
     Raises:
         OSError: a listener cannot be opened.
     """
     supervisor = Supervisor(config, count, argv)
+    supervisor.notifier = Notifier(notify_socket)
     if announce is not None:
         announce(supervisor.bound())
     return supervisor.run()
