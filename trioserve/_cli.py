@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import sys
 import traceback as tb
@@ -372,10 +373,12 @@ def describe_load_error(exc: AppLoadError, *, traceback: bool = False) -> str:
 def _failing_line(exc: BaseException) -> str | None:
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}, line {exc.lineno}"
+    # The app's own frames: not the import machinery's, nor ours.
+    machinery = (os.path.dirname(importlib.__file__), os.path.dirname(__file__))
     frames = [
         frame
         for frame in tb.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith("<frozen ")
+        if not frame.filename.startswith(("<frozen ", *machinery))
     ]
     if not frames:
         return None
