@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -374,3 +375,109 @@ def test_a_repeatable_flag_on_the_command_line_replaces_the_files_list(
     settings = _settings(["--config", str(tmp_path / "c.toml"), "--static", "/c=three"])
     assert settings["static"] == (("/c", "three"),)
     assert settings["autoindex"] is True
+
+
+# -- logging --------------------------------------------------------------------------------------
+
+
+def _log_config(log_file: Path) -> dict[str, object]:
+    return {
+        "version": 1,
+        "formatters": {"mine": {"format": "MINE %(levelname)s %(name)s %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": str(log_file),
+                "formatter": "mine",
+            }
+        },
+        "root": {"handlers": ["file"], "level": "INFO"},
+    }
+
+
+def _toml(settings: dict[str, object]) -> str:
+    """The dictConfig above as TOML (enough of TOML for it)."""
+    lines = ["version = 1"]
+    for section in ("formatters", "handlers"):
+        table = settings[section]
+        assert isinstance(table, dict)
+        for name, fields in table.items():
+            lines.append(f"[{section}.{name}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    lines += ["[root]", 'handlers = ["file"]', 'level = "INFO"']
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["json", "toml"])
+def test_log_config_file_routes_the_logs(tmp_path: Path, kind: str) -> None:
+    (tmp_path / "index.html").write_text("hi\n")
+    log_file = tmp_path / "server.log"
+    settings = _log_config(log_file)
+    config = tmp_path / f"logging.{kind}"
+    config.write_text(json.dumps(settings) if kind == "json" else _toml(settings))
+    server = ServerProcess.start("--root", str(tmp_path), "--log-config", str(config))
+    try:
+        assert httpx.get(server.url + "/index.html", timeout=10).text == "hi\n"
+    finally:
+        status, stderr = server.stop(signal.SIGTERM)
+    assert status == 0
+    lines = log_file.read_text().splitlines()
+    # The file's formatter and handler, for the server's lines and the access lines alike;
+    # nothing of them on stderr any more.
+    assert "MINE INFO trioserve.error Shutdown complete" in lines
+    assert any(
+        line.startswith("MINE INFO trioserve.access ") and "GET /index.html" in line
+        for line in lines
+    ), lines
+    assert "Shutdown complete" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "--log-config {path}: Expecting property name"),
+        ('{"handlers": {"h": {"class": "no.such.Handler"}}}', "--log-config {path}: Unable"),
+        ("[1, 2]", "--log-config {path}: expected a table of dictConfig settings"),
+    ],
+)
+def test_a_bad_log_config_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "logging.json"
+    path.write_text(content)
+    status, err = run_main(capsys, "--root", str(tmp_path), "--log-config", str(path))
+    assert status == 2
+    assert err.count("\n") == 1, err
+    assert message.format(path=path) in err
+
+
+def test_a_missing_log_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, err = run_main(capsys, "--log-config", str(tmp_path / "absent.json"))
+    assert (status, err) == (
+        2,
+        f"trioserve: error: --log-config {tmp_path / 'absent.json'}: No such file or directory\n",
+    )
+
+
+def test_under_workers_each_line_carries_its_process_id(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("hi\n")
+    server = ServerProcess.start("--root", str(tmp_path), "--workers", "2")
+    try:
+        assert httpx.get(server.url + "/index.html", timeout=10).status_code == 200
+        workers = {
+            int(pid)
+            for pid in re.findall(
+                r"\[(\d+)\] INFO trioserve\.access ",
+                server.wait_for_line(r"GET /index\.html").string,
+            )
+        }
+    finally:
+        status, stderr = server.stop(signal.SIGTERM)
+    assert status == 0
+    assert f"[{server.pid}] INFO trioserve.error: SIGTERM: draining 2 workers" in stderr
+    drained = set(
+        map(int, re.findall(r"\[(\d+)\] INFO trioserve\.error: Shutdown complete", stderr))
+    )
+    assert len(drained) == 2
+    assert server.pid not in drained
+    assert workers <= drained

@@ -194,6 +194,7 @@ SAMPLES = {
     "reload_exclude": "tests/*",
     "access_log_file": "access.log",
     "log_level": "debug",
+    "log_config": "logging.json",
     "host": "0.0.0.0",
     "port": "9000",
     "uds": "/run/app.sock",

@@ -148,6 +148,13 @@ class _CommandLine:
         metavar="PATH",
         help="write the access log to PATH instead of stderr (reopened on SIGUSR1)",
     )
+    log_config: str | None = setting(
+        None,
+        group=OUTPUT,
+        metavar="FILE",
+        help="configure logging with this logging.config.dictConfig file (JSON, or TOML if "
+        "named *.toml)",
+    )
     log_level: str = setting(
         "info", group=OUTPUT, choices=("critical", "error", "warning", "info", "debug"), help=""
     )
@@ -264,9 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             access_log_file=command.access_log_file,
             access_log_json=config.access_log_json,
             access_log_format=config.access_log_format,
+            log_config=command.log_config,
+            show_pid=command.workers > 1,
         )
     except OSError as exc:
         return _fail(f"--access-log-file {command.access_log_file}: {exc.strerror or exc}")
+    except ValueError as exc:
+        return _fail(str(exc))
     try:
         workers = command.workers
         if workers < 1:
