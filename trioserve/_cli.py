@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import os
 import sys
-import traceback as tb
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
@@ -28,7 +26,7 @@ from ._config import Config
 from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
 from ._listeners import SHARED_ACCEPT_BATCH
-from ._logsetup import configure_logging
+from ._logsetup import configure_logging, describe_load_error
 from ._notify import Notifier
 from ._reload import ReloadSettings, reload_forever
 from ._running import announce_workers, serve_until_signalled
@@ -367,33 +365,6 @@ def _reload(command: _CommandLine, config: Config, argv: list[str]) -> int:
 
 async def _not_loaded(scope: Any, receive: Any, send: Any) -> None:
     raise AssertionError("the reloader serves nothing itself")
-
-
-def describe_load_error(exc: AppLoadError, *, traceback: bool = False) -> str:
-    """An app that cannot be loaded: the message, where it failed, and the traceback if asked."""
-    cause = exc.__cause__
-    if cause is None:
-        return str(exc)
-    if traceback:
-        lines = tb.format_exception(cause)
-        return f"{exc}\n{''.join(lines).rstrip()}"
-    where = _failing_line(cause)
-    return f"{exc} ({where}; --log-level debug shows the traceback)" if where else str(exc)
-
-
-def _failing_line(exc: BaseException) -> str | None:
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f"{exc.filename}, line {exc.lineno}"
-    # The app's own frames: not the import machinery's, nor ours.
-    machinery = (os.path.dirname(importlib.__file__), os.path.dirname(__file__))
-    frames = [
-        frame
-        for frame in tb.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith(("<frozen ", *machinery))
-    ]
-    if not frames:
-        return None
-    return f"{frames[-1].filename}, line {frames[-1].lineno}"
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -3,14 +3,21 @@ user's own ``logging.config.dictConfig`` (``--log-config``, JSON or TOML)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import logging.config
+import os
 import sys
 import tomllib
+import traceback as tb
 from typing import Any
 
-__all__ = ["access_files", "configure_logging", "load_log_config"]
+from ._errors import AppLoadError
+
+__all__ = ["access_files", "configure_logging", "describe_load_error", "load_log_config"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class _ReopenableFileHandler(logging.FileHandler):
@@ -118,3 +125,30 @@ def load_log_config(path: str) -> dict[str, Any]:
     settings.setdefault("version", 1)
     settings.setdefault("disable_existing_loggers", False)
     return settings
+
+
+def describe_load_error(exc: AppLoadError, *, traceback: bool = False) -> str:
+    """An app that cannot be loaded: the message, where it failed, and the traceback if asked."""
+    cause = exc.__cause__
+    if cause is None:
+        return str(exc)
+    if traceback:
+        lines = tb.format_exception(cause)
+        return f"{exc}\n{''.join(lines).rstrip()}"
+    where = _failing_line(cause)
+    return f"{exc} ({where}; --log-level debug shows the traceback)" if where else str(exc)
+
+
+def _failing_line(exc: BaseException) -> str | None:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}, line {exc.lineno}"
+    # The app's own frames: not the import machinery's, nor ours.
+    machinery = (os.path.dirname(importlib.__file__), _PACKAGE_DIR)
+    frames = [
+        frame
+        for frame in tb.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(("<frozen ", *machinery))
+    ]
+    if not frames:
+        return None
+    return f"{frames[-1].filename}, line {frames[-1].lineno}"
