@@ -265,8 +265,9 @@ async def open_server(
     """Serve a stub (and ``app`` or the directory ``root`` behind it) for the block's duration.
 
     Args:
-        app: An ASGI app; requests no expectation matches go to it. Its lifespan runs (startup
-            failure raises here).
+        app: An ASGI app, or a WSGI app (Flask, Django's WSGI handler; told apart as trioserve
+            does, see ``trioserve.as_asgi``); requests no expectation matches go to it. An ASGI
+            app's lifespan runs (startup failure raises here).
         root: A directory to serve (trioserve's StaticFiles) behind the expectations.
         tls: Serve HTTPS with a leaf certificate for localhost, 127.0.0.1 and ::1 from the
             harness CA (one per test session).
@@ -282,7 +283,11 @@ async def open_server(
     if app is not None and root is not None:
         raise ValueError("give app= or root=, not both")
     tls = tls or mtls
-    fallback = app if app is not None else (None if root is None else trioserve.StaticFiles(root))
+    fallback: Any = None
+    if app is not None:
+        fallback = trioserve.as_asgi(app)
+    elif root is not None:
+        fallback = trioserve.StaticFiles(root)
     stub = Stub(fallback)
     if tls and authority is None:
         authority = session_authority()

@@ -81,7 +81,7 @@ SERVERS: tuple[str, ...] = ("trioserve", "hypercorn-trio", "uvicorn-h11", "nginx
 STATIC_APP = "scripts.bench_apps:static_app"
 HELLO_APP = "scripts.bench_apps:hello"
 
-Kind = Literal["hello", "static", "idle"]
+Kind = Literal["hello", "static", "idle", "wsgi"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,42 @@ SCENARIOS: tuple[Scenario, ...] = (
         description=f"RSS growth for {IDLE_CONNECTIONS} idle keep-alive connections (hello app)",
     ),
 )
+
+# -- wsgi-hello: WSGI apps (trioserve's adapter vs hypercorn's WSGI mode and granian's) ----------
+# Self-contained: the scenario, its extra servers and their command lines. hypercorn runs the
+# app with its asyncio worker (its WSGI wrapper in the default thread pool): its trio worker
+# cannot start a WSGI app (hypercorn 0.18: the lifespan startup raises ClosedResourceError when
+# the app does not speak lifespan). granian runs it with `--interface wsgi` (Rust I/O, the app on
+# its blocking threads); trioserve with --interface wsgi (auto would detect it too).
+WSGI_HELLO_APP = "scripts.bench_wsgi_app:hello"
+SERVERS += ("hypercorn-asyncio", "granian")
+SCENARIOS += (
+    Scenario(
+        "wsgi-hello",
+        "wsgi",
+        "/",
+        ("trioserve", "hypercorn-asyncio", "granian"),
+        reference="hypercorn-asyncio",
+        second_reference="granian",
+        description="WSGI hello world (13-byte body, Content-Length), keep-alive",
+    ),
+)
+
+
+def wsgi_server_command(server: str, port: int) -> list[str]:
+    """The command line that serves the WSGI hello app with ``server``."""
+    if server == "trioserve":
+        cmd = [PYTHON, "-m", "trioserve", "--interface", "wsgi", "--no-access-log"]
+        return [*cmd, "--host", HOST, "--port", str(port), WSGI_HELLO_APP]
+    if server == "hypercorn-asyncio":
+        cmd = [PYTHON, "-m", "hypercorn", "-k", "asyncio"]
+        return [*cmd, "--bind", f"{HOST}:{port}", WSGI_HELLO_APP]
+    if server == "granian":
+        cmd = [PYTHON, "-m", "granian", "--interface", "wsgi", "--workers", "1", "--no-access-log"]
+        return [*cmd, "--host", HOST, "--port", str(port), WSGI_HELLO_APP]
+    raise ValueError(f"{server!r} has no WSGI mode here")
+
+
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
 
@@ -321,6 +357,8 @@ def server_command(
     With ``workers`` > 1 it runs that many worker processes (not nginx).
     """
     env: dict[str, str] = {}
+    if kind == "wsgi":
+        return wsgi_server_command(server, port), env
     idle = kind == "idle"
     if tls is not None and kind == "static":
         raise ValueError("the static scenarios are plain HTTP only")
@@ -971,6 +1009,7 @@ def machine_info() -> dict[str, Any]:
             "h11": _version("h11"),
             "hypercorn": _version("hypercorn"),
             "uvicorn": _version("uvicorn"),
+            "granian": _version("granian"),
             "starlette": _version("starlette"),
             "nginx": _tool_version(["nginx", "-v"], r"nginx/(\S+)"),
             "wrk": _tool_version(["wrk", "-v"], r"wrk (\S+)"),

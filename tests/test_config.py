@@ -216,6 +216,8 @@ SAMPLES = {
     "access_log_format": "{status} {path}",
     "root_path": "/api/",
     "lifespan": "off",
+    "interface": "wsgi",
+    "wsgi_threads": "4",
     "proxy_headers": "forwarded",
     "forwarded_allow_ips": "10.0.0.0/8",
     "health_path": "/healthz",

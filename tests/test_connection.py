@@ -1,12 +1,14 @@
-"""HTTPConnection over in-memory streams: what a client sees on the wire, timeouts included.
+"""H11Connection over in-memory streams: what a client sees on the wire, timeouts included.
 
 The peer is a real ``h11.Connection(h11.CLIENT)`` (see ``conftest.ScriptedClient``); timeouts run
-on trio's ``autojump_clock``, so no test sleeps for real.
+on trio's ``autojump_clock``, so no test sleeps for real. The ASGI semantics of a request
+(receive/disconnect, 500-or-499, out-of-order messages, cancel_on_disconnect, faults, the access
+line) are tested on a fake exchange in ``test_cycle.py``; the ones here that touch them also check
+what the HTTP/1.1 connection does on the wire.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
@@ -352,27 +354,11 @@ async def test_app_exception_after_response_started_closes_without_terminating()
     assert raw.endswith(b"7\r\npartial\r\n")  # no terminating 0-chunk: the client sees truncation
 
 
-async def silent_app(scope: Any, receive: Any, send: Any) -> None:
-    return None
-
-
-async def test_app_returning_without_response_gets_500(caplog: pytest.LogCaptureFixture) -> None:
-    async with connection(silent_app) as (client, _):
-        await client.request()
-        response, _ = await client.response()
-    assert response.status_code == 500
-    assert "returned without completing a response" in caplog.text
-
-
+# Messages out of order are the request cycle's (test_cycle.py); these the HTTP/1.1 protocol
+# refuses to put on the wire.
 @pytest.mark.parametrize(
     "messages",
     [
-        [{"type": "http.response.body", "body": b"x"}],
-        [
-            {"type": "http.response.start", "status": 200},
-            {"type": "http.response.start", "status": 200},
-        ],
-        [{"type": "http.response.start", "status": 200}, {"type": "websocket.send"}],
         [
             {"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"v")]},
             {"type": "http.response.body", "body": b""},
@@ -425,29 +411,8 @@ async def test_body_shorter_than_content_length_when_streamed_closes_the_connect
 # -- disconnects -------------------------------------------------------------------------------
 
 
-async def test_receive_reports_disconnect_while_the_app_waits() -> None:
-    got = trio.Event()
-    messages: list[dict[str, Any]] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        messages.append(await receive())
-        messages.append(await receive())  # blocks until the client goes
-        got.set()
-        with pytest.raises(OSError, match="disconnected"):
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"x"})
-
-    async with connection(app) as (client, _):
-        await client.request()
-        await client.stream.aclose()
-        await got.wait()
-    assert messages == [
-        {"type": "http.request", "body": b"", "more_body": False},
-        {"type": "http.disconnect"},
-    ]
-
-
 async def test_disconnect_delivered_while_the_app_streams() -> None:
+    # On the wire: the connection reads for the client's EOF while the app writes.
     disconnected = trio.Event()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -472,21 +437,6 @@ async def test_disconnect_delivered_while_the_app_streams() -> None:
         await client.stream.aclose()
         with trio.fail_after(5):
             await disconnected.wait()
-
-
-async def test_receive_after_response_complete_returns_disconnect() -> None:
-    messages: list[dict[str, Any]] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"done"})
-        messages.append(await receive())
-
-    async with connection(app) as (client, _):
-        await client.request()
-        await client.response()
-    assert messages == [{"type": "http.disconnect"}]
 
 
 # -- timeouts (autojump_clock: virtual time) ---------------------------------------------------
@@ -627,17 +577,6 @@ async def test_unread_small_body_is_drained_and_keep_alive_continues() -> None:
         assert response.status_code == 403
 
 
-async def test_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="trioserve.access")
-    async with connection(hello_app, Config(access_log=True)) as (client, _):
-        await client.request("GET", "/logged?q=1")
-        await client.response()
-    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
-    assert len(lines) == 1
-    assert lines[0].startswith('127.0.0.1:5000 - "GET /logged?q=1 HTTP/1.1" 200 12 ')
-    assert lines[0].endswith("ms")
-
-
 async def test_one_client_speaking_garbage_is_isolated(caplog: pytest.LogCaptureFixture) -> None:
     async with connection(hello_app) as (bad, _), connection(hello_app) as (good, _):
         await bad.send_raw(b"\x00\x01\x02 garbage\r\n\r\n")
@@ -645,48 +584,6 @@ async def test_one_client_speaking_garbage_is_isolated(caplog: pytest.LogCapture
         response, _ = await good.response()
         assert response.status_code == 200
         assert (await bad.read_until_eof()).startswith(b"HTTP/1.1 400 ")
-
-
-async def test_disconnect_escaping_a_task_group_is_not_an_app_error(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    done = trio.Event()
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await receive()
-            assert (await receive())["type"] == "http.disconnect"
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send, {"type": "http.response.start", "status": 200})
-                nursery.start_soon(send, {"type": "http.response.body", "body": b"x"})
-        finally:
-            done.set()
-
-    async with connection(app) as (client, _):
-        await client.request()
-        await client.stream.aclose()
-        await done.wait()
-    assert "Exception in ASGI application" not in caplog.text
-
-
-async def test_client_gone_before_the_response_is_logged_as_499(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="trioserve.access")
-    done = trio.Event()
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await receive()  # returns once the client is gone
-        done.set()
-
-    async with connection(app, Config(access_log=True)) as (client, _):
-        await client.request("GET", "/gone")
-        await client.stream.aclose()
-        await done.wait()
-    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
-    assert len(lines) == 1
-    assert '"GET /gone HTTP/1.1" 499 0 ' in lines[0]
 
 
 def pathsend_app(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
@@ -730,36 +627,10 @@ async def test_pathsend_of_a_missing_file_is_an_app_error(tmp_path: Any) -> None
 # -- cancel_on_disconnect ------------------------------------------------------------------------
 
 
-async def test_cancel_on_disconnect_cancels_a_slow_handler_promptly(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    outcome: list[str] = []
-    finished = trio.Event()
-
-    async def slow(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        try:
-            await trio.sleep(100)  # a slow database query, say
-            outcome.append("completed")
-        except trio.Cancelled:
-            outcome.append(f"cancelled after {trio.current_time() - start:.1f}s")
-            raise
-        finally:
-            finished.set()
-
-    config = Config(access_log=False, cancel_on_disconnect=True)
-    async with connection(slow, config) as (client, _):
-        start = trio.current_time()
-        await client.request()
-        await trio.sleep(1)
-        await client.stream.aclose()
-        await finished.wait()
-    assert outcome == ["cancelled after 1.0s"]
-
-
 async def test_cancel_on_disconnect_while_the_body_is_read(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # On the wire: EOF in the middle of a Content-Length body is the client leaving.
     cancelled = trio.Event()
 
     async def reader(scope: Any, receive: Any, send: Any) -> None:
@@ -780,27 +651,8 @@ async def test_cancel_on_disconnect_while_the_body_is_read(
             await cancelled.wait()
 
 
-async def test_without_cancel_on_disconnect_the_handler_runs_to_completion(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    outcome: list[str] = []
-    finished = trio.Event()
-
-    async def slow(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await trio.sleep(100)
-        outcome.append("completed")
-        finished.set()
-
-    async with connection(slow) as (client, _):
-        await client.request()
-        await trio.sleep(1)
-        await client.stream.aclose()
-        await finished.wait()
-    assert outcome == ["completed"]
-
-
 async def test_cancel_on_disconnect_leaves_complete_requests_alone() -> None:
+    # On the wire: the disconnect watcher must not take the next request on the connection.
     async with connection(hello_app, Config(access_log=False, cancel_on_disconnect=True)) as (
         client,
         _,
@@ -916,56 +768,3 @@ async def test_refused_upgrade_with_a_body_keeps_the_connection() -> None:
             _, body = await client.response()
             bodies.append(body)
     assert bodies == [b"POST /up\nhi", b"GET /next\n"]
-
-
-async def test_cancel_on_disconnect_with_an_app_that_polls_receive(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    cancelled = trio.Event()
-
-    async def polls(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        try:
-            with trio.move_on_after(0.2):
-                await receive()  # a timed poll for a disconnect that has not happened yet
-            await trio.sleep(100)
-        except trio.Cancelled:
-            cancelled.set()
-            raise
-
-    config = Config(access_log=False, cancel_on_disconnect=True)
-    async with connection(polls, config) as (client, _):
-        await client.request()
-        await trio.sleep(1)
-        await client.stream.aclose()
-        with trio.fail_after(1):
-            await cancelled.wait()
-
-
-async def test_no_spurious_disconnect_when_another_wait_is_cancelled(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    seen: list[tuple[str, float]] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        start = trio.current_time()
-
-        async def listener() -> None:
-            message = await receive()
-            seen.append((message["type"], trio.current_time() - start))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(listener)
-            with trio.move_on_after(0.2):
-                await receive()  # this task's wait is cancelled; the listener must not hear it
-            await trio.sleep(1)
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"done"})
-
-    async with connection(app) as (client, _):
-        await client.request()
-        _, body = await client.response()
-    assert body == b"done"
-    # Heard only once the response was complete (at 1.2 s), not when the poll gave up (0.2 s).
-    assert seen == [("http.disconnect", pytest.approx(1.2))]

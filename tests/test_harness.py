@@ -537,3 +537,29 @@ def test_harness_uses_only_the_public_trioserve_api() -> None:
                 and node.value.id == "trioserve"
             ):
                 assert not node.attr.startswith("_"), (source, node.attr)
+
+
+def test_app_may_be_a_wsgi_app() -> None:
+    # A Flask app behind the stub, as requests' suite serves httpbin: expectations answer
+    # first, the WSGI app the rest, and the request log records both with their bodies.
+    import flask
+
+    app = flask.Flask("harness_wsgi")
+
+    @app.post("/echo")
+    def echo() -> Any:
+        return {"received": flask.request.get_data(as_text=True)}
+
+    with harness.serving(app=app) as srv:
+        srv.expect("GET", "/mocked").respond(200, body=b"from the stub")
+        mocked = httpx.get(srv.url_for("/mocked"))
+        echoed = httpx.post(srv.url_for("/echo"), content=b"hello wsgi")
+        missing = httpx.get(srv.url_for("/missing"))
+    assert mocked.text == "from the stub"
+    assert echoed.json() == {"received": "hello wsgi"}
+    assert missing.status_code == 404  # Flask's own answer
+    assert [(r.path, r.body, r.status) for r in srv.requests] == [
+        ("/mocked", b"", 200),
+        ("/echo", b"hello wsgi", 200),
+        ("/missing", b"", 404),
+    ]

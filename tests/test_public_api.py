@@ -29,7 +29,9 @@ def test_trioserve_exports() -> None:
             "StaticFiles",
             "TLSConfig",
             "TrioserveError",
+            "WSGIApp",
             "__version__",
+            "as_asgi",
             "serve",
         ]
     )

@@ -11,6 +11,7 @@ It serves ASGI 3 applications and static files (:class:`StaticFiles`, itself an 
 """
 
 from ._asgi import Mounts as Mounts
+from ._asgi import as_asgi as as_asgi
 from ._config import Config as Config
 from ._errors import AppLoadError as AppLoadError
 from ._errors import ClientDisconnected as ClientDisconnected
@@ -26,6 +27,7 @@ from ._types import Receive as Receive
 from ._types import Scope as Scope
 from ._types import Send as Send
 from ._version import __version__ as __version__
+from ._wsgi import WSGIApp as WSGIApp
 
 __all__ = [
     "ASGIApp",
@@ -42,6 +44,8 @@ __all__ = [
     "StaticFiles",
     "TLSConfig",
     "TrioserveError",
+    "WSGIApp",
     "__version__",
+    "as_asgi",
     "serve",
 ]

@@ -6,26 +6,38 @@ import importlib
 import inspect
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import AppLoadError
 from ._lifespan import complete_lifespan
 from ._types import ASGIApp, Receive, Scope, Send
+from ._wsgi import DEFAULT_WSGI_THREADS, WSGIApp
 
-__all__ = ["Mounts", "as_asgi3", "load_app"]
+__all__ = ["Mounts", "as_asgi", "as_asgi3", "load_app"]
+
+Interface = Literal["auto", "asgi", "wsgi"]
 
 
-def load_app(spec: str, *, app_dir: str | None = None, factory: bool = False) -> ASGIApp:
-    """Import the ASGI app named by ``"package.module:attribute"``.
+def load_app(
+    spec: str,
+    *,
+    app_dir: str | None = None,
+    factory: bool = False,
+    interface: Interface = "auto",
+    wsgi_threads: int = DEFAULT_WSGI_THREADS,
+) -> ASGIApp:
+    """Import the app named by ``"package.module:attribute"``, as an ASGI 3 app.
 
     The attribute may be dotted (``"pkg.mod:holder.app"``); without one, ``app`` is used. ASGI 2
-    apps (``app(scope)`` returning ``instance(receive, send)``, classes included) are detected
-    and adapted to ASGI 3.
+    apps (``app(scope)`` returning ``instance(receive, send)``, classes included) and WSGI apps
+    are detected (see :func:`as_asgi`) and adapted to ASGI 3.
 
     Args:
         spec: ``MODULE[:ATTR]``.
         app_dir: A directory to put first on ``sys.path`` before importing.
         factory: Call the attribute (with no arguments) to get the app.
+        interface: As for :func:`as_asgi`.
+        wsgi_threads: As for :func:`as_asgi`.
 
     Raises:
         AppLoadError: with a one-line message saying what went wrong.
@@ -65,7 +77,55 @@ def load_app(spec: str, *, app_dir: str | None = None, factory: bool = False) ->
             raise AppLoadError(
                 f"--factory: calling {spec!r} raised {type(exc).__name__}: {exc}"
             ) from exc
-    return as_asgi3(app, name=spec)
+    return as_asgi(app, interface=interface, wsgi_threads=wsgi_threads, name=spec)
+
+
+def as_asgi(
+    app: Any,
+    *,
+    interface: Interface = "auto",
+    wsgi_threads: int = DEFAULT_WSGI_THREADS,
+    name: str = "the app",
+) -> ASGIApp:
+    """``app`` as an ASGI 3 app: itself, or adapted from ASGI 2 or WSGI.
+
+    ``trioserve.serve(trioserve.as_asgi(flask_app), config)`` serves a WSGI app. With
+    ``interface="auto"`` the kind is told from the callable, as uvicorn does: a coroutine
+    function (or an object whose ``__call__`` is one) or a three-argument callable is ASGI 3, a
+    class or a one-argument callable ASGI 2, and a callable taking exactly two positional
+    arguments, ``app(environ, start_response)``, is WSGI (PEP 3333), run by :class:`WSGIApp`.
+
+    Args:
+        app: The application.
+        interface: ``"auto"``, ``"asgi"`` (3 or 2) or ``"wsgi"`` (no guessing).
+        wsgi_threads: The thread pool's size for a WSGI app (see :class:`WSGIApp`).
+        name: What to call the app in error messages.
+
+    Raises:
+        AppLoadError: ``app`` is not an application of that interface.
+    """
+    if isinstance(app, WSGIApp):
+        return app
+    if interface == "wsgi":
+        if not callable(app):
+            raise AppLoadError(f"{name!r} is a {type(app).__name__}, not a WSGI application")
+        return WSGIApp(app, threads=wsgi_threads)
+    if interface == "auto" and is_wsgi(app):
+        return WSGIApp(app, threads=wsgi_threads)
+    return as_asgi3(app, name=name)
+
+
+def is_wsgi(app: Any) -> bool:
+    """Whether ``app`` looks like a WSGI app: ``app(environ, start_response)``."""
+    # Two positional arguments and neither one nor three: app(environ, start_response).
+    return (
+        callable(app)
+        and not inspect.isclass(app)
+        and not _is_coroutine_callable(app)
+        and _binds(app, 2)
+        and not _binds(app, 1)
+        and not _binds(app, 3)
+    )
 
 
 def as_asgi3(app: Any, *, name: str = "the app") -> ASGIApp:
@@ -87,7 +147,7 @@ def as_asgi3(app: Any, *, name: str = "the app") -> ASGIApp:
     raise AppLoadError(
         f"{name!r} does not look like an ASGI application: expected ASGI 3 "
         "`async def app(scope, receive, send)` or ASGI 2 `app(scope)` returning "
-        "`async def instance(receive, send)`"
+        "`async def instance(receive, send)`, or a WSGI `app(environ, start_response)`"
     )
 
 

@@ -56,6 +56,7 @@ from ._supervisor import inherited_listeners, supervise
 from ._tls import TLSConfig
 from ._types import ASGIApp
 from ._version import __version__
+from ._wsgi import WSGIApp
 
 __all__ = ["main", "run"]
 
@@ -282,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--workers must be at least 1, not {workers}")
         if command.reload and worker_fds is None:
             return _reload(command, config, list(argv if argv is not None else sys.argv[1:]))
-        app, description = _build_app(command)
+        app, description = _build_app(command, config)
         server = Server(app, config)
         if config.max_requests is not None and workers < 2 and worker_fds is None:
             raise ConfigError(
@@ -344,7 +345,7 @@ def _reload(command: _CommandLine, config: Config, argv: list[str]) -> int:
         if not os.path.isdir(directory):
             raise ConfigError(f"--reload-dir {directory!r} is not a directory")
     description = (
-        f"the ASGI app {command.app}"
+        f"the app {command.app}"
         if command.app is not None
         else f"the files in {os.path.abspath(command.root or '.')}"
     )
@@ -416,7 +417,7 @@ def _tls_config(command: _CommandLine, tls_values: dict[str, Any]) -> TLSConfig 
     return TLSConfig(**tls_values)
 
 
-def _build_app(command: _CommandLine) -> tuple[ASGIApp, str]:
+def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
     def files(directory: str) -> StaticFiles:
         return StaticFiles(
             directory,
@@ -430,9 +431,14 @@ def _build_app(command: _CommandLine) -> tuple[ASGIApp, str]:
         if command.root is not None:
             raise ValueError("--root serves a directory instead of an APP; use --static with APP")
         app = load_app(
-            command.app, app_dir=os.path.abspath(command.app_dir), factory=command.factory
+            command.app,
+            app_dir=os.path.abspath(command.app_dir),
+            factory=command.factory,
+            interface=config.interface,
+            wsgi_threads=config.wsgi_threads,
         )
-        description = f"the ASGI app {command.app}"
+        kind = "WSGI" if isinstance(app, WSGIApp) else "ASGI"
+        description = f"the {kind} app {command.app}"
     else:
         root = command.root if command.root is not None else "."
         if not os.path.isdir(root):

@@ -37,6 +37,7 @@ from ._settings import (
     show_seconds,
 )
 from ._tls import TLSConfig
+from ._wsgi import DEFAULT_WSGI_THREADS
 
 # Why each default has the value it has:
 #
@@ -66,6 +67,8 @@ from ._tls import TLSConfig
 #   period, and it runs after the grace period, so the two together stay under Kubernetes' 30 s.
 # - ws_max_message_size 16 MiB, ws_ping_interval/timeout 20 s: what uvicorn and hypercorn use, so
 #   apps moving over behave the same.
+# - wsgi_threads 10: see DEFAULT_WSGI_THREADS in _wsgi (a2wsgi's default; a WSGI request holds
+#   its thread for the whole exchange, so the pool covers the requests in flight at once).
 # - max_connections 1000: about what one process can serve well; beyond it we stop accepting and
 #   the kernel's listen backlog holds new clients, which is backpressure rather than an error.
 DEFAULT_HOST = "127.0.0.1"
@@ -276,6 +279,22 @@ class Config:
         help="the app needs asyncio (Django, Quart): run it through trio-asyncio "
         "(pip install 'trioserve[asyncio]')",
     )
+    # interface and wsgi_threads: serve() and the command line wrap a WSGI app in WSGIApp (told
+    # from the callable under "auto"); an ASGI app is served as it is.
+    interface: Literal["auto", "asgi", "wsgi"] = setting(
+        "auto",
+        group=SERVE,
+        choices=("auto", "asgi", "wsgi"),
+        help="what kind of app APP is: told from the callable (auto: app(environ, "
+        "start_response) is WSGI), ASGI 3 or 2, or WSGI (PEP 3333: Flask, Django's WSGI app)",
+    )
+    wsgi_threads: int = setting(
+        DEFAULT_WSGI_THREADS,
+        group=SERVE,
+        parse=int,
+        metavar="N",
+        help="worker threads a WSGI app runs in: the most WSGI requests served at once",
+    )
     # -- websockets
     ws_max_message_size: int = _bytes(
         16 * MiB, "largest message accepted; bigger ones close the websocket with 1009", WEBSOCKETS
@@ -343,6 +362,10 @@ class Config:
                 "h2_max_concurrent_streams must be at least 1, not "
                 f"{self.h2_max_concurrent_streams}"
             )
+        if self.interface not in ("auto", "asgi", "wsgi"):
+            raise ConfigError(f"interface must be auto, asgi or wsgi, not {self.interface!r}")
+        if self.wsgi_threads < 1:
+            raise ConfigError(f"wsgi_threads must be at least 1, not {self.wsgi_threads}")
         if self.max_headers < 1:
             raise ConfigError(f"max_headers must be at least 1, not {self.max_headers}")
         if self.max_body_size is not None and self.max_body_size < 0:

@@ -35,6 +35,7 @@ import trio
 
 from ._accept import Acceptor
 from ._aio import AsyncioApp, asyncio_loop
+from ._asgi import as_asgi, is_wsgi
 from ._config import Config
 from ._errors import ConfigError
 from ._http._state import ServerState
@@ -116,6 +117,10 @@ class Server:
             ConfigError: a TLS certificate or key cannot be used (the message names the file).
         """
         self.config = config
+        # A WSGI app (config.interface says so, or tells it from the callable) gets its adapter;
+        # an ASGI app (or one adapted already) is served as it is.
+        if config.interface == "wsgi" or (config.interface == "auto" and is_wsgi(app)):
+            app = as_asgi(app, interface="wsgi", wsgi_threads=config.wsgi_threads)
         if config.asyncio_app:
             app = AsyncioApp(app)
         self.state = ServerState(app, config)

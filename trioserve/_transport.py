@@ -32,7 +32,14 @@ import trio
 
 from ._errors import ClientDisconnected
 
-__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "READ_SIZE", "Transport", "map_disconnects"]
+__all__ = [
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "READ_SIZE",
+    "Transport",
+    "disconnected",
+    "map_disconnects",
+]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -52,20 +59,31 @@ _GONE_ERRNOS: Final = frozenset(
 )
 
 
+def disconnected(exc: BaseException) -> ClientDisconnected | None:
+    """The :class:`ClientDisconnected` that ``exc`` stands for, or ``None`` if it is not a
+    vanished client (a bug, an unexpected OS error: let it propagate)."""
+    if isinstance(exc, ClientDisconnected):
+        return exc
+    if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError) or (
+        isinstance(exc, OSError) and exc.errno in _GONE_ERRNOS
+    ):
+        gone = ClientDisconnected("the client disconnected")
+        gone.__cause__ = exc
+        return gone
+    return None
+
+
 @contextlib.contextmanager
 def map_disconnects() -> Iterator[None]:
-    """Turn the errors of a vanished client into :class:`ClientDisconnected`.
-
-    Anything else (a bug, an unexpected OS error) propagates as it is.
-    """
+    """Turn the errors of a vanished client into :class:`ClientDisconnected` (see
+    :func:`disconnected`); anything else propagates as it is."""
     try:
         yield
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise ClientDisconnected("the client disconnected") from exc
-    except OSError as exc:
-        if isinstance(exc, ClientDisconnected) or exc.errno not in _GONE_ERRNOS:
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        gone = disconnected(exc)
+        if gone is None:
             raise
-        raise ClientDisconnected("the client disconnected") from exc
+        raise gone from exc
 
 
 class Transport:
@@ -87,20 +105,15 @@ class Transport:
         #: Set once a read or write has found the client gone (or the connection was reset).
         self.gone = False
 
-    @property
-    def stream(self) -> trio.abc.Stream:
-        """The trio stream underneath (for protocols that take over the connection)."""
-        return self._stream
-
     # -- reading -----------------------------------------------------------------------------
 
-    async def receive(self) -> bytes | bytearray:
+    async def receive(self, max_bytes: int = READ_SIZE) -> bytes | bytearray:
         """What the client sent next (waiting for it); ``b""`` once it has gone or closed."""
         fd = self.fd
         if fd < 0:
             try:
                 with map_disconnects():
-                    data = await self._stream.receive_some(READ_SIZE)
+                    data = await self._stream.receive_some(max_bytes)
             except ClientDisconnected:
                 data = b""
             if not data:
@@ -108,14 +121,14 @@ class Transport:
             return data
         while True:
             await trio.lowlevel.wait_readable(fd)
-            got = self.read_nowait()
+            got = self.read_nowait(max_bytes)
             if got is not None:
                 return got
 
-    def read_nowait(self) -> bytes | None:
+    def read_nowait(self, max_bytes: int = READ_SIZE) -> bytes | None:
         """Read from the socket (fast path only) without waiting: ``None`` if nothing is there."""
         try:
-            data = os.read(self.fd, READ_SIZE)
+            data = os.read(self.fd, max_bytes)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -139,14 +152,17 @@ class Transport:
         fd = self.fd
         if fd >= 0:
             # Fast path: the socket's send buffer almost always has room for the whole response.
+            # (A plain try, not map_disconnects(): this runs for every response.)
             try:
-                with map_disconnects():
-                    sent = os.write(fd, data)
+                sent = os.write(fd, data)
             except BlockingIOError:
                 sent = 0
-            except ClientDisconnected:
+            except OSError as exc:
+                gone = disconnected(exc)
+                if gone is None:
+                    raise
                 self.gone = True
-                raise
+                raise gone from exc
             if sent == len(data):
                 return
             data = data[sent:]

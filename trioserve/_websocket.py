@@ -54,6 +54,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._config import Config
 from ._errors import ClientDisconnected, only_disconnects
+from ._transport import Transport
 from ._types import Message
 
 __all__ = ["WebSocketHandshakeError", "WebSocketSession"]
@@ -112,7 +113,7 @@ class WebSocketSession:
     """One websocket from upgrade request to close.
 
     Args:
-        stream: The connection (plain or TLS).
+        transport: The connection's bytes (plain or TLS).
         config: Server settings.
         scope: The websocket ASGI scope (built by the connection).
         headers: The upgrade request's headers.
@@ -122,7 +123,7 @@ class WebSocketSession:
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        transport: Transport,
         config: Config,
         scope: MutableMapping[str, Any],
         headers: list[tuple[bytes, bytes]],
@@ -131,7 +132,7 @@ class WebSocketSession:
         *,
         draining: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._stream = stream
+        self._transport = transport
         self._config = config
         self._draining = draining
         self._queued_bytes = 0
@@ -374,16 +375,13 @@ class WebSocketSession:
                 raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
             if isinstance(event, CloseConnection):
                 self._close_sent.set()
+            # The transport bounds the write by write_timeout.
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(self._config.write_timeout) as writing:
-                    try:
-                        await self._stream.send_all(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                        self._gone(_ABNORMAL)
-                        raise ClientDisconnected("the client disconnected") from exc
-            if writing.cancelled_caught:
-                self._gone(_ABNORMAL)
-                raise ClientDisconnected("write timed out: the client stopped reading")
+                try:
+                    await self._transport.send(data)
+                except ClientDisconnected:
+                    self._gone(_ABNORMAL)
+                    raise
 
     def _gone(self, code: int) -> None:
         self._closed = True
@@ -412,7 +410,7 @@ class WebSocketSession:
                 if data:
                     self._ws.receive_data(bytes(data))
                 else:
-                    data = await self._stream.receive_some(_READ_SIZE)
+                    data = await self._transport.receive(_READ_SIZE)
                     if not data:
                         self._ws.receive_data(None)
                         self._gone(_ABNORMAL)
@@ -455,8 +453,6 @@ class WebSocketSession:
             hint = exc.event_hint
             await self._send_close_quietly(1002, "protocol error")
             self._gone(int(hint.code) if isinstance(hint, CloseConnection) else 1002)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._gone(_ABNORMAL)
 
     async def _fail(self, code: int, reason: str) -> None:
         """Fail the websocket (RFC 6455 7.1.7): the client broke the protocol or a limit.

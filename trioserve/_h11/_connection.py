@@ -80,6 +80,9 @@ class H11Connection:
         redirect_https_port: Answer every request with a redirect to HTTPS on this port.
     """
 
+    # HTTP/1.1 sees the client's EOF only past the request body (see the Exchange).
+    sees_disconnect_before_body = False
+
     __slots__ = (
         "_accepted_at",
         "_config",
@@ -314,7 +317,7 @@ class H11Connection:
         started = time.perf_counter()
         try:
             session = WebSocketSession(
-                self._transport.stream,
+                self._transport,
                 self._config,
                 scope,
                 list(head.headers),

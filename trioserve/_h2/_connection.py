@@ -98,6 +98,8 @@ class H2Connection:
         self._reading: trio.CancelScope | None = None
         self._stopping = False
         self._goaway_sent = False
+        # The connection ended with a protocol error or a flood (not by the client's choice).
+        self._failed = False
         self._server_headers: list[tuple[bytes, bytes]] = []
         if config.server_header is not None:
             self._server_headers.append((b"server", config.server_header.encode()))
@@ -136,8 +138,20 @@ class H2Connection:
                     await self._feed(self._received)
                     self._received = b""
                 await self._read_loop()
-                # No more requests: let the streams in flight finish (the server bounds that
-                # with its grace period), then close.
+                if self._failed:
+                    # A protocol error or a flood: nothing more can be sent on this connection
+                    # (h2 has closed it), so the streams' apps are cancelled, not waited for.
+                    # Fixed: they ran on (an attacker's reset streams, to their end), and the
+                    # connection stayed open until the last one returned.
+                    nursery.cancel_scope.cancel()
+                elif not self._stopping:
+                    # Fixed: the client left (EOF or its GOAWAY): tell the streams now, as
+                    # HTTP/1.1 does, instead of once their apps return (an app waiting for
+                    # http.disconnect waited forever).
+                    for stream in self._streams.values():
+                        stream.client_gone()
+                # Otherwise (shutdown, idle): let the streams in flight finish (the server
+                # bounds that with its grace period), then close.
         finally:
             for stream in self._streams.values():
                 stream.client_gone()
@@ -159,7 +173,7 @@ class H2Connection:
                 # reading as soon as no stream is left.
                 if not self._goaway_sent:
                     self._goaway_sent = self._stopping = True
-                    proto.goaway(last_stream_id=proto.highest_stream_id)
+                    proto.goaway()
                     await self.flush()
                 if not self._streams:
                     return
@@ -197,6 +211,7 @@ class H2Connection:
                     stream.client_gone()
             elif kind is ConnectionEnded:
                 assert isinstance(event, ConnectionEnded)
+                self._failed = not event.by_client
                 log = error_log.warning if event.calm else error_log.debug
                 log("HTTP/2 connection from %s ended: %s", self._peer(), event.reason)
         await self.flush()
@@ -264,6 +279,9 @@ class H2Connection:
 
 class H2Stream:
     """One request on an HTTP/2 connection: the request cycle's :class:`Exchange`."""
+
+    # A reset stream is known at once, read body or not.
+    sees_disconnect_before_body = True
 
     def __init__(
         self, connection: H2Connection, stream_id: int, head: RequestHead, end_stream: bool

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-:class:`H2Protocol` wraps an ``h2.connection.H2Connection`` (this package is the only importer
-of h2): bytes go in through :meth:`H2Protocol.receive_data`, neutral frozen events come out,
-and :meth:`H2Protocol.data_to_send` returns the bytes to write. No I/O, and the clock is passed
+:class:`H2Protocol` wraps h2's server connection (:class:`ServerConnection`, its subclass in
+``_server_connection.py``; this package is the only importer of h2): bytes go in through
+:meth:`H2Protocol.receive_data`, neutral frozen events come out, and
+:meth:`H2Protocol.data_to_send` returns the bytes to write. No I/O, and the clock is passed
 in, so every defence is testable with bytes alone.
 
 Before h2 sees any byte, a small frame scanner reads the 9-byte frame headers and enforces what
@@ -23,8 +24,10 @@ Past a budget the connection is ended with GOAWAY ``ENHANCE_YOUR_CALM``
 Where h2 would end the whole connection for one stream's fault, the stream alone is reset:
 a stream over ``SETTINGS_MAX_CONCURRENT_STREAMS`` gets ``RST_STREAM REFUSED_STREAM`` (RFC 9113
 section 5.1.2), and a malformed request (bad pseudo-headers, uppercase or connection-specific
-header names) ``RST_STREAM PROTOCOL_ERROR`` (section 8.1.1). Both still decode the header block,
-so that the HPACK state stays in step with the client's.
+header names, a body that contradicts its Content-Length) ``RST_STREAM PROTOCOL_ERROR``
+(section 8.1.1). Both still decode the header block, so that the HPACK state stays in step with
+the client's. A graceful GOAWAY leaves the streams in flight able to answer, and refuses later
+ones with REFUSED_STREAM (section 6.8).
 
 Flow control is tied to consumption: the connection window is credited as DATA arrives (each
 stream's buffer is bounded by its own window, so the total stays bounded), a stream's window
@@ -37,7 +40,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import h2.config
 import h2.connection
@@ -46,9 +49,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-from hyperframe.frame import HeadersFrame, RstStreamFrame
+from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
+from ._server_connection import ServerConnection
 
 __all__ = [
     "FLOOD_WINDOW",
@@ -139,6 +143,8 @@ class ConnectionEnded:
 
     reason: str
     calm: bool = False
+    #: The client ended it with a GOAWAY (not a protocol error or a flood).
+    by_client: bool = False
 
 
 Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
@@ -147,43 +153,6 @@ Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
 _CONNECTION_SPECIFIC: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-
-
-class _Connection(h2.connection.H2Connection):
-    """h2's connection, with two of its connection errors turned into stream errors.
-
-    Overrides one private hook (pinned by ``h2>=4.1,<5`` and by the tests of both cases).
-    """
-
-    refused: int = 0
-    malformed: int = 0
-
-    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
-        stream_id = frame.stream_id
-        try:
-            return super()._receive_headers_frame(frame)
-        except h2.exceptions.TooManyStreamsError:
-            # Keep HPACK in step, then refuse the stream alone.
-            h2.connection._decode_headers(self.decoder, frame.data)
-            self.highest_inbound_stream_id = max(self.highest_inbound_stream_id, stream_id)
-            self._closed_streams[stream_id] = h2.stream.StreamClosedBy.SEND_RST_STREAM
-            self.refused += 1
-            return [_reset_frame(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)], []
-        except h2.exceptions.ProtocolError as exc:
-            if type(exc) is not h2.exceptions.ProtocolError or stream_id not in self.streams:
-                raise
-            if "decoding header block" in str(exc):
-                raise  # HPACK: the compression context is broken, a connection error
-            # A malformed request (header validation): a stream error.
-            stream = self.streams[stream_id]
-            self.malformed += 1
-            return stream.reset_stream(h2.errors.ErrorCodes.PROTOCOL_ERROR), []
-
-
-def _reset_frame(stream_id: int, code: h2.errors.ErrorCodes) -> RstStreamFrame:
-    frame = RstStreamFrame(stream_id)
-    frame.error_code = code
-    return frame
 
 
 class H2Protocol:
@@ -209,7 +178,7 @@ class H2Protocol:
         config = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True
         )
-        self._conn = _Connection(config=config)
+        self._conn = ServerConnection(config=config)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -236,6 +205,12 @@ class H2Protocol:
         self._counts: dict[str, int] = {}
         self._uncredited = 0
         self._ended = False
+        # The StreamEnded event h2 attached to the last request or DATA event (reported there).
+        self._reported_end: h2.events.StreamEnded | None = None
+        # The last stream named by our graceful GOAWAY (None: not said), and frames we
+        # serialise ourselves (that GOAWAY), sent after h2's.
+        self._goaway_last: int | None = None
+        self._own_frames = b""
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -245,20 +220,26 @@ class H2Protocol:
             return []
         verdict = self._scan(data)
         if verdict is not None:
-            return [self._end_calm(verdict)]
+            code, reason = verdict
+            self._ended = True
+            self._conn.close_connection(code)
+            return [ConnectionEnded(reason, calm=code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)]
         conn = self._conn
-        before = conn.refused + conn.malformed
+        before = conn.provoked
+        conn.receiving = True
         try:
             h2_events = conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             self._ended = True
             return [ConnectionEnded(f"protocol error: {exc}")]
+        finally:
+            conn.receiving = False
         events: list[Event] = []
-        provoked = conn.refused + conn.malformed - before
         for event in h2_events:
             self._translate(event, events)
-            if type(event) is h2.events.StreamReset and not event.remote_reset:
-                provoked += 1
+        # Fixed: counting StreamReset events missed the resets h2 makes without one (DATA on a
+        # stream we had reset: RST_STREAM STREAM_CLOSED), so MadeYouReset went uncounted there.
+        provoked = conn.provoked - before
         if provoked and self._count("resets", provoked, self._limits.resets):
             events.append(self._end_calm("too many streams reset"))
         return events
@@ -266,18 +247,28 @@ class H2Protocol:
     def _translate(self, event: h2.events.Event, out: list[Event]) -> None:
         kind = type(event)
         if kind is h2.events.RequestReceived:
-            out.append(self._request(event))  # type: ignore[arg-type]
+            assert isinstance(event, h2.events.RequestReceived)
+            self._reported_end = event.stream_ended
+            assert event.stream_id is not None
+            if self._goaway_last is not None and event.stream_id > self._goaway_last:
+                # Opened after our GOAWAY: not processed; the client may retry it elsewhere.
+                self._conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return
+            out.append(self._request(event))
         elif kind is h2.events.DataReceived:
             assert isinstance(event, h2.events.DataReceived)
             assert event.stream_id is not None
+            self._reported_end = event.stream_ended
             self._credit_connection(event.flow_controlled_length or 0)
             out.append(BodyData(event.stream_id, event.data or b"", event.stream_ended is not None))
         elif kind is h2.events.StreamEnded:
             assert isinstance(event, h2.events.StreamEnded)
             assert event.stream_id is not None
-            # An END_STREAM on a DATA frame was reported with the data; this one ends a body
-            # that ended with its HEADERS (reported with StreamOpened) or with trailers.
-            out.append(BodyData(event.stream_id, b"", True))
+            # An END_STREAM on HEADERS or DATA was reported with them (h2 hangs this very event
+            # on theirs); this one ends a body with trailers. Fixed: it used to be reported
+            # twice (a second, empty BodyData with end_stream after every request).
+            if event is not self._reported_end:
+                out.append(BodyData(event.stream_id, b"", True))
         elif kind is h2.events.StreamReset:
             assert isinstance(event, h2.events.StreamReset)
             assert event.stream_id is not None
@@ -290,7 +281,7 @@ class H2Protocol:
             out.append(WindowOpened(0))
         elif kind is h2.events.ConnectionTerminated:
             self._ended = True
-            out.append(ConnectionEnded("the client said GOAWAY"))
+            out.append(ConnectionEnded("the client said GOAWAY", by_client=True))
         elif kind is h2.events.TrailersReceived:
             pass  # request trailers are not passed to ASGI apps; the StreamEnded follows
 
@@ -338,8 +329,9 @@ class H2Protocol:
 
     # -- the frame scanner -------------------------------------------------------------------
 
-    def _scan(self, data: bytes) -> str | None:
-        """Walk the frame headers in ``data``; a reason to end the connection, or ``None``."""
+    def _scan(self, data: bytes) -> tuple[int, str] | None:
+        """Walk the frame headers in ``data``; an error code and reason to end the connection,
+        or ``None``."""
         view = memoryview(data)
         position = 0
         if self._preface_left:
@@ -363,9 +355,13 @@ class H2Protocol:
             self._partial = b""
             length = int.from_bytes(header[0:3], "big")
             self._skip = length
-            verdict = self._check_frame(header[3], header[4], length)
+            kind, flags = header[3], header[4]
+            if kind == _SETTINGS and flags & _ACK and length:
+                # Fixed: RFC 9113 section 6.5 makes this a FRAME_SIZE_ERROR (h2: PROTOCOL_ERROR).
+                return h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"
+            verdict = self._check_frame(kind, flags, length)
             if verdict is not None:
-                return verdict
+                return h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, verdict
         return None
 
     def _check_frame(self, kind: int, flags: int, length: int) -> str | None:
@@ -414,7 +410,10 @@ class H2Protocol:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (frames queued by everything above)."""
-        return self._conn.data_to_send()
+        data = self._conn.data_to_send()
+        if self._own_frames:
+            data, self._own_frames = data + self._own_frames, b""
+        return data
 
     def send_headers(
         self,
@@ -459,6 +458,8 @@ class H2Protocol:
 
     def stream_open(self, stream_id: int) -> bool:
         """Whether ``stream_id`` can still carry our response."""
+        if self._ended:
+            return False  # h2's connection is closed: nothing more can be sent
         stream = self._conn.streams.get(stream_id)
         return stream is not None and stream.open and not stream.closed
 
@@ -467,12 +468,21 @@ class H2Protocol:
         if self.stream_open(stream_id):
             self._conn.reset_stream(stream_id, code)
 
-    def goaway(self, *, last_stream_id: int | None = None) -> None:
-        """Queue a graceful GOAWAY (no error): no new streams past ``last_stream_id``."""
-        if not self._ended:
-            self._conn.close_connection(
-                h2.errors.ErrorCodes.NO_ERROR, last_stream_id=last_stream_id
-            )
+    def goaway(self) -> None:
+        """Queue a graceful GOAWAY (no error) naming the last stream the client opened.
+
+        Written as a frame of our own rather than through h2's ``close_connection``, which
+        would close h2's connection state and forbid the responses of the streams still in
+        flight. Streams the client opens past it are refused (``REFUSED_STREAM``: safe to retry
+        elsewhere).
+        """
+        if self._ended or self._goaway_last is not None:
+            return
+        self._goaway_last = self._conn.highest_inbound_stream_id
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self._goaway_last
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self._own_frames += frame.serialize()
 
     @property
     def highest_stream_id(self) -> int:

@@ -91,6 +91,11 @@ class Exchange(Protocol):
     raises :class:`ClientDisconnected` once the client is gone.
     """
 
+    #: Whether :meth:`wait_disconnected` works while the request body is unread. HTTP/2 knows of
+    #: a reset stream at once; HTTP/1.1 would have to read (and hold) the body to see the
+    #: client's EOF, so it watches only once the app has read the body.
+    sees_disconnect_before_body: bool
+
     async def receive_body(self) -> tuple[bytes, bool] | None:
         """The next piece of the request body and whether more follows; ``None``: client gone.
 
@@ -339,8 +344,8 @@ class RequestCycle:
             self._cancel_app()
 
     async def _watch_for_disconnect(self) -> None:
-        """cancel_on_disconnect: once the request body is in, wait for the client to go."""
-        if not self._body_done:
+        """cancel_on_disconnect: wait for the client to go (where needed, once the body is in)."""
+        if not self._body_done and not self._exchange.sees_disconnect_before_body:
             assert self._body_event is not None
             await self._body_event.wait()
         while not (self.disconnected or self.state is ResponseState.DONE):
@@ -376,7 +381,7 @@ class RequestCycle:
                 else:
                     sent = await self._exchange.send_body(body, end=end)
             except ClientDisconnected:
-                self.state = ResponseState.STREAMING
+                # The state stays as it was: a client gone before the head went out is a 499.
                 self._client_gone()
                 raise
             self.bytes_sent += sent
@@ -395,7 +400,6 @@ class RequestCycle:
                     self.status, self._headers, message["path"]
                 )
             except ClientDisconnected:
-                self.state = ResponseState.STREAMING
                 self._client_gone()
                 raise
             self._finish(True)
@@ -481,8 +485,12 @@ def _what(scope: Scope) -> tuple[str, str]:
 
 
 def _out_of_order(message_type: str, state: ResponseState) -> str:
-    if message_type == "http.response.start":
-        return "ASGI app sent 'http.response.start' twice"
     if state is ResponseState.WAITING:
         return f"ASGI app sent {message_type!r} before 'http.response.start'"
+    if state is ResponseState.ABORTED:
+        return f"ASGI app sent {message_type!r} after a trioserve.fault took over the connection"
+    if message_type == "http.response.start":
+        return "ASGI app sent 'http.response.start' twice"
+    if state is ResponseState.STREAMING:
+        return f"ASGI app sent {message_type!r} while the response body was being sent"
     return f"ASGI app sent {message_type!r} after the response was complete"
