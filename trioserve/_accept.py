@@ -13,6 +13,11 @@ the listener's connection nursery and does nothing slow itself. That task, in or
    of its own: HTTP/2 when TLS negotiated ``h2`` by ALPN, else HTTP/1.1 (which itself hands a
    cleartext connection that opens with the HTTP/2 preface over to HTTP/2: prior knowledge).
 
+With ``max_connections_per_ip``, a socket from an address that holds that many connections
+already is closed at once, before any of this. While the PROXY header or the TLS handshake is
+awaited, the connection is a request head that has sent nothing, as eviction sees it (see
+``_eviction``): when the server is out of slots it can be closed for a new client.
+
 Until the hand-over, this task owns the socket and the connection slot: whatever happens (a
 client that leaves, a bad PROXY header, a failed handshake), the socket is closed and the slot
 released here, and what went wrong is logged at the level it deserves (debug for a client that
@@ -31,6 +36,7 @@ import trio
 
 from ._config import Config
 from ._errors import ClientDisconnected
+from ._eviction import Kind, Reason, Snapshot
 from ._h2._connection import H2Connection
 from ._h11._connection import H11Connection
 from ._h11._protocol import error_response
@@ -68,6 +74,8 @@ class Acceptor:
         self.ssl_context: ssl.SSLContext | None = None
         #: With ``redirect_to_https``: the HTTPS port that plain listeners redirect to.
         self.redirect_port: int | None = None
+        #: With ``max_connections_per_ip``: the connections open per client address.
+        self._per_ip: dict[str, int] = {}
 
     def spawn(
         self, nursery: trio.Nursery, secure: bool, client: socket.socket, peer: object
@@ -87,9 +95,40 @@ class Acceptor:
             client.close()
             self._release()
             return
-        nursery.start_soon(
-            self._serve, stream, peer_address, server, secure and self.ssl_context is not None
-        )
+        secure = secure and self.ssl_context is not None
+        limit = self._config.max_connections_per_ip
+        if limit is None or peer_address is None:
+            nursery.start_soon(self._serve, stream, peer_address, server, secure)
+            return
+        host = peer_address[0]
+        held = self._per_ip.get(host, 0)
+        if held >= limit:
+            refusals = self._state.refusals
+            refusals["per-ip"] = refusals.get("per-ip", 0) + 1
+            # Debug, not info: one line per refused socket is what a flood would make.
+            error_log.debug("Refused a connection from %s: --max-connections-per-ip", host)
+            stream.socket.close()
+            self._release()
+            return
+        self._per_ip[host] = held + 1
+        nursery.start_soon(self._serve_counted, stream, peer_address, server, secure, host)
+
+    async def _serve_counted(
+        self,
+        stream: trio.SocketStream,
+        client: Address | None,
+        server: Address | None,
+        secure: bool,
+        host: str,
+    ) -> None:
+        try:
+            await self._serve(stream, client, server, secure)
+        finally:
+            left = self._per_ip[host] - 1
+            if left:
+                self._per_ip[host] = left
+            else:
+                del self._per_ip[host]
 
     async def _serve(
         self,
@@ -100,18 +139,28 @@ class Acceptor:
     ) -> None:
         handed_over = False
         try:
-            if self._config.proxy_protocol:
-                addresses = await self._read_proxy_header(stream, client)
-                if addresses is None:
-                    return
-                client, server = addresses[0] or client, addresses[1] or server
             connected: trio.abc.Stream = stream
             tls: dict[str, Any] | None = None
-            if secure:
-                handshake = await self._handshake(stream, client)
-                if handshake is None:
-                    return
-                connected, tls = handshake
+            if self._config.proxy_protocol or secure:
+                setup = _SettingUp(client)
+                connections = self._state.connections
+                connections.add(setup)
+                try:
+                    with setup.scope:
+                        if self._config.proxy_protocol:
+                            addresses = await self._read_proxy_header(stream, client)
+                            if addresses is None:
+                                return
+                            client, server = addresses[0] or client, addresses[1] or server
+                        if secure:
+                            handshake = await self._handshake(stream, client)
+                            if handshake is None:
+                                return
+                            connected, tls = handshake
+                finally:
+                    connections.discard(setup)
+                if setup.scope.cancelled_caught:
+                    return  # evicted
             connection: H11Connection | H2Connection
             if isinstance(connected, trio.SSLStream) and connected.selected_alpn_protocol() == "h2":
                 connection = H2Connection(
@@ -266,3 +315,30 @@ async def _recv_exactly(sock: trio.socket.SocketType, count: int) -> bytes:
             raise ProxyHeaderError("the connection closed inside the PROXY header")
         data += chunk
     return data
+
+
+class _SettingUp:
+    """A connection awaiting its PROXY header or TLS handshake, as eviction and shutdown see it."""
+
+    __slots__ = ("_client", "_since", "scope")
+
+    def __init__(self, client: Address | None) -> None:
+        self._client = client
+        self._since = trio.current_time()
+        self.scope = trio.CancelScope()
+
+    def snapshot(self) -> Snapshot | None:
+        # Nothing of a request head yet: 0 bytes so far.
+        return None if self.scope.cancel_called else Snapshot(Kind.HEAD, self._since, 0)
+
+    def evict(self, reason: Reason) -> None:
+        self.scope.cancel()
+
+    def describe(self) -> str:
+        return format_address(self._client)
+
+    def stop_idle(self) -> None:
+        """Shutdown: a handshake in progress ends within its own timeout."""
+
+    def stop_websocket(self) -> None:
+        """Shutdown, soft: nothing to do."""

@@ -71,6 +71,25 @@ from ._wsgi import DEFAULT_WSGI_THREADS
 #   its thread for the whole exchange, so the pool covers the requests in flight at once).
 # - max_connections 1000: about what one process can serve well; beyond it we stop accepting and
 #   the kernel's listen backlog holds new clients, which is backpressure rather than an error.
+#   But first, with a client waiting, idle keep-alive connections and too-slow request heads are
+#   closed to make room (see _eviction): one host holding 1000 sockets must not lock others out.
+# - min_head_rate 500 bytes/s after 0.25 s: Apache mod_reqtimeout's MinRate (500), judged only
+#   when a new client waits for a slot. A real client sends its head right behind the ACK that
+#   completes the TCP handshake (which is when we accept), so it is here within milliseconds on
+#   any link; a head that trickles in below 500 bytes/s after a quarter second (slowloris sends a
+#   byte a second) is an attack or a client that cannot be served. Why so short: the listen
+#   queue is first in, first out, so a new client waits behind every attacking socket queued
+#   before it, and each must be accepted and judged; with a flood twice the cap a new client
+#   waits about two judging periods, and 2 x 0.25 s keeps it under the second we aim for.
+#   (A TLS handshake counts as a head that has sent nothing yet: it takes a round trip or two,
+#   so under a flood distant TLS clients may be closed and retried; see _accept.)
+# - max_connections_per_ip off: behind a reverse proxy or a load balancer every client has the
+#   proxy's address (the cap applies to the socket's peer, or the PROXY protocol's source), so a
+#   cap would throttle all clients together; set it when clients connect directly.
+# - max_websockets: half of max_connections unless given. Websockets live long and are idle most
+#   of the time by design (a chat waiting for a message), so they are never evicted; instead
+#   they may take only part of the slots, and an idle-websocket flood leaves the rest to HTTP.
+#   An upgrade over the cap is answered 503.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
@@ -180,6 +199,23 @@ class Config:
         parse=int,
         metavar="N",
         help="connections served at once; further clients wait to be accepted",
+    )
+    max_connections_per_ip: int | None = setting(
+        None,
+        group=LIMITS,
+        parse=int,
+        metavar="N",
+        help="connections one client address may hold at once; more are closed at accept (off "
+        "by default: behind a proxy every client has the proxy's address)",
+    )
+    min_head_rate: int = _bytes(
+        500,
+        "when a new client waits for a slot, request heads slower than this many bytes a "
+        "second are closed to make room (after --min-head-rate-after); 0: never",
+        LIMITS,
+    )
+    min_head_rate_after: float = _seconds(
+        0.25, "time a request head gets before --min-head-rate judges it"
     )
     # -- headers and logging
     server_header: str | None = setting(
@@ -315,6 +351,14 @@ class Config:
         metavar="S",
         help="seconds a pong may take before closing with 1011",
     )
+    max_websockets: int | None = setting(
+        None,
+        group=WEBSOCKETS,
+        parse=int,
+        metavar="N",
+        help="websockets open at once (they count as connections too); more upgrades get 503 "
+        "(default: half of --max-connections)",
+    )
     ws_per_message_deflate: bool = setting(
         True, group=WEBSOCKETS, kind="switch", help="accept permessage-deflate compression"
     )
@@ -351,6 +395,7 @@ class Config:
             "write_timeout",
             "graceful_timeout",
             "shutdown_delay",
+            "min_head_rate_after",
         ):
             value = getattr(self, name)
             if not (value >= 0 and not math.isnan(value)):
@@ -406,6 +451,14 @@ class Config:
             raise ConfigError(f"health_path must start with '/', not {self.health_path!r}")
         if self.max_connections < 1:
             raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
+        if self.max_connections_per_ip is not None and self.max_connections_per_ip < 1:
+            raise ConfigError(
+                f"max_connections_per_ip must be at least 1, not {self.max_connections_per_ip}"
+            )
+        if self.max_websockets is not None and self.max_websockets < 0:
+            raise ConfigError(f"max_websockets must be >= 0, not {self.max_websockets}")
+        if self.min_head_rate < 0:
+            raise ConfigError(f"min_head_rate must be >= 0, not {self.min_head_rate}")
         if self.server_header is not None and not _is_header_text(self.server_header):
             raise ConfigError("server_header must be printable ASCII")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
@@ -417,6 +470,13 @@ class Config:
     def scheme(self) -> str:
         """``"https"`` with TLS, else ``"http"``."""
         return "http" if self.tls is None else "https"
+
+    @property
+    def websocket_limit(self) -> int:
+        """How many websockets may be open at once: ``max_websockets``, or half the slots."""
+        if self.max_websockets is not None:
+            return self.max_websockets
+        return max(1, self.max_connections // 2)
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (validated again)."""

@@ -335,6 +335,7 @@ async def accept_loop(
     *,
     spawn: Callable[[socket.socket, object], None],
     batch_size: int = ACCEPT_BATCH,
+    make_room: Callable[[], float] | None = None,
 ) -> None:
     """Accept connections forever and hand each to ``spawn(client, address)``.
 
@@ -368,7 +369,10 @@ async def accept_loop(
         try:
             slots.acquire_nowait()
         except trio.WouldBlock:
-            await slots.acquire()
+            if make_room is None:
+                await slots.acquire()
+            elif not await _wait_for_slot(sock, slots, make_room):
+                return  # the listener was closed under us
             batch = 0
         if sock.fileno() == -1:
             slots.release()
@@ -401,3 +405,26 @@ async def accept_loop(
         if batch >= batch_size:
             batch = 0
             await trio.lowlevel.checkpoint()
+
+
+async def _wait_for_slot(
+    sock: AcceptingSocket, slots: trio.Semaphore, make_room: Callable[[], float]
+) -> bool:
+    """Take a slot, making room once a client waits in the backlog; ``False``: sock closed."""
+    while True:
+        if sock.fileno() == -1:
+            return False
+        try:
+            # Readable: a client waits to be accepted. Until then, nobody needs room.
+            await trio.lowlevel.wait_readable(sock)
+        except trio.ClosedResourceError:
+            return False
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            return True
+        with trio.move_on_after(make_room()):
+            await slots.acquire()
+            return True

@@ -38,6 +38,7 @@ from ._aio import AsyncioApp, asyncio_loop
 from ._asgi import as_asgi, is_wsgi
 from ._config import Config
 from ._errors import ConfigError
+from ._eviction import Evictor
 from ._http._state import ServerState
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
@@ -144,6 +145,12 @@ class Server:
         self._slots = trio.Semaphore(config.max_connections)
         self._acceptor = Acceptor(self.state, self._slots.release)
         self._acceptor.ssl_context = self._ssl_context
+        self._evictor = Evictor(
+            self.state.connections,
+            self.state.evictions,
+            min_head_rate=config.min_head_rate,
+            min_head_rate_after=config.min_head_rate_after,
+        )
         self._accept_scopes: list[trio.CancelScope] = []
         self._connection_scopes: list[trio.CancelScope] = []
         self._core_scope: trio.CancelScope | None = None
@@ -280,6 +287,7 @@ class Server:
                         self._slots,
                         spawn=functools.partial(self._acceptor.spawn, connections, secure),
                         batch_size=self.accept_batch,
+                        make_room=self._evictor.make_room,
                     )
                 # Stop listening at once; the connections nursery goes on draining.
                 close_listener(listener, unlink=self._owns_listeners)

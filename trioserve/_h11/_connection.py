@@ -38,6 +38,7 @@ from typing import Any, Final
 import trio
 
 from .._errors import ClientDisconnected, RequestRefused
+from .._eviction import Kind, Reason, Snapshot
 from .._h2._connection import H2Connection
 from .._http._builtin import answer_health, answer_redirect
 from .._http._cycle import RequestCycle, log_access
@@ -86,13 +87,17 @@ class H11Connection:
     __slots__ = (
         "_accepted_at",
         "_config",
+        "_evicted",
         "_h2",
         "_head",
+        "_head_bytes",
         "_idle",
         "_info",
         "_on_close",
         "_proto",
+        "_reading_head",
         "_redirect",
+        "_since",
         "_state",
         "_timer",
         "_transport",
@@ -134,6 +139,12 @@ class H11Connection:
         # app runs. Cheaper than a fresh scope per wait, and what stop_idle() cancels.
         self._timer = trio.CancelScope()
         self._idle = False
+        # For eviction (see _eviction): reading the rest of a head, since when (or idle since
+        # when), how many bytes of the head came so far, and whether it was evicted.
+        self._reading_head = False
+        self._since = self._accepted_at
+        self._head_bytes = 0
+        self._evicted = False
         self._head: RequestHead | None = None
         self._websocket: WebSocketSession | None = None
         # The HTTP/2 connection this one became (cleartext with prior knowledge), if it did.
@@ -177,7 +188,10 @@ class H11Connection:
                         if not proto.start_next_cycle():
                             break
                         self._written = False
+                self._reading_head = False
                 if self._timer.cancelled_caught and not self._idle:
+                    if self._evicted:
+                        raise RequestRefused(408, "The request head came too slowly.")
                     raise RequestRefused(408, "Timed out waiting for the request head.")
                 if proto.http2_preface:
                     await self._serve_http2()
@@ -194,6 +208,7 @@ class H11Connection:
                 # input.
                 await self._transport.close(
                     linger=keep_open
+                    and not self._evicted  # prompt: a new client waits for this slot
                     and (proto.response_started or self._wire_taken)
                     and (not proto.request_complete or proto.has_buffered_data)
                 )
@@ -215,6 +230,35 @@ class H11Connection:
         elif self._websocket is not None:
             self._websocket.shut_down()
 
+    def snapshot(self) -> Snapshot | None:
+        """Eviction: what this connection is doing (``None`` once evicted)."""
+        if self._evicted:
+            return None
+        if self._h2 is not None:
+            return self._h2.snapshot()
+        if self._idle:
+            # Before the first request, the wait for its first byte is the head's.
+            if self._head is None:
+                return Snapshot(Kind.HEAD, self._since, 0)
+            return Snapshot(Kind.IDLE, self._since)
+        if self._reading_head:
+            return Snapshot(Kind.HEAD, self._since, self._head_bytes)
+        if self._websocket is not None:
+            return Snapshot(Kind.WEBSOCKET, self._accepted_at)
+        return Snapshot(Kind.BUSY, self._since)
+
+    def evict(self, reason: Reason) -> None:
+        """Eviction: close now (idle), or answer 408 and close (a head that came too slowly)."""
+        if self._h2 is not None:
+            self._h2.evict(reason)
+            return
+        self._evicted = True
+        self._timer.cancel()
+
+    def describe(self) -> str:
+        """The client's address."""
+        return self._peer()
+
     async def _read_head(self, first: bool) -> RequestHead | None:
         proto = self._proto
         config = self._config
@@ -222,13 +266,17 @@ class H11Connection:
         if event is NEED_DATA:
             timer = self._timer
             transport = self._transport
+            self._head_bytes = 0
             if first:
+                self._since = self._accepted_at
                 timer.deadline = self._accepted_at + config.header_timeout
             elif proto.has_buffered_data:
                 # The start of a pipelined head is already here.
-                timer.deadline = trio.current_time() + config.header_timeout
+                self._since = trio.current_time()
+                timer.deadline = self._since + config.header_timeout
             else:
-                timer.deadline = trio.current_time() + config.keep_alive_timeout
+                self._since = trio.current_time()
+                timer.deadline = self._since + config.keep_alive_timeout
             if not proto.has_buffered_data:
                 # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
                 # when the deadline passes the timer's cancellation ends the connection quietly.
@@ -255,11 +303,17 @@ class H11Connection:
                 event = proto.next_event()
                 if event is NEED_DATA and not first:
                     # Only a head that did not arrive whole needs its own deadline.
-                    timer.deadline = trio.current_time() + config.header_timeout
+                    self._since = trio.current_time()
+                    timer.deadline = self._since + config.header_timeout
+                self._head_bytes = len(data)
             # Part of a head has arrived: the rest must follow before the deadline (else 408).
+            self._reading_head = True
             while event is NEED_DATA:
-                proto.receive_data(await transport.receive())
+                data = await transport.receive()
+                self._head_bytes += len(data)
+                proto.receive_data(data)
                 event = proto.next_event()
+            self._reading_head = False
             timer.deadline = math.inf
             if timer.cancel_called:
                 # The keep-alive deadline or a shutdown fired just as the request arrived: it
@@ -327,12 +381,19 @@ class H11Connection:
             )
         except WebSocketHandshakeError as exc:
             raise RequestRefused(400, f"Bad websocket handshake: {exc}") from None
+        state = self._state
+        if state.websockets >= self._config.websocket_limit:
+            state.refusals["websockets"] = state.refusals.get("websockets", 0) + 1
+            error_log.debug("Refused a websocket from %s: --max-websockets reached", self._peer())
+            raise RequestRefused(503, "Too many websockets open: try again later.")
+        state.websockets += 1
         self._websocket = session
         self._written = True
         self._wire_taken = True  # the session owns the wire from here on
         try:
             status = await session.run(self._state.app)
         finally:
+            state.websockets -= 1
             self._websocket = None
             self._transport.gone = True  # nothing more to say on this connection
         if self._state.access_log:

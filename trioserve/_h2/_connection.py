@@ -32,6 +32,7 @@ from typing import Final
 import trio
 
 from .._errors import ClientDisconnected, RequestRefused
+from .._eviction import Kind, Reason, Snapshot
 from .._http._builtin import answer_health
 from .._http._cycle import RequestCycle
 from .._http._date import http_date
@@ -240,6 +241,21 @@ class H2Connection:
 
     def stop_websocket(self) -> None:
         """Shutdown, soft: HTTP/2 carries no websockets here; nothing to do."""
+
+    def snapshot(self) -> Snapshot | None:
+        """Eviction: idle while no stream is open (since its idle deadline was last set)."""
+        if self._stopping:
+            return None
+        if self._streams or self._reading is None:
+            return Snapshot(Kind.BUSY, 0.0)
+        return Snapshot(Kind.IDLE, self._reading.deadline - self._config.keep_alive_timeout)
+
+    def evict(self, reason: Reason) -> None:
+        """Eviction (idle only): GOAWAY and close, as at shutdown."""
+        self.stop_idle()
+
+    def describe(self) -> str:
+        return self._peer()
 
     async def flush(self) -> None:
         """Write whatever frames are queued (one writer at a time)."""

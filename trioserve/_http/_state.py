@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._config import Config
+from .._eviction import Reason, Snapshot
 from .._proxy import TrustedPeers
 from .._types import ASGIApp
 
@@ -22,6 +23,15 @@ class Stoppable(Protocol):
     def stop_websocket(self) -> None:
         """Close a websocket with 1001 (anything else carries on)."""
 
+    def snapshot(self) -> Snapshot | None:
+        """Its state for eviction (see ``_eviction``); ``None`` once it is being evicted."""
+
+    def evict(self, reason: Reason) -> None:
+        """Close promptly: out of connection slots, and this connection serves no one."""
+
+    def describe(self) -> str:
+        """The client's address, for log lines."""
+
 
 class ServerState:
     """What every connection of one server shares."""
@@ -33,12 +43,15 @@ class ServerState:
         "connection_ids",
         "connections",
         "draining",
+        "evictions",
         "lifespan_state",
         "on_request_limit",
+        "refusals",
         "request_limit",
         "requests",
         "soft_drain",
         "trusted",
+        "websockets",
     )
 
     def __init__(self, app: ASGIApp, config: Config) -> None:
@@ -46,6 +59,12 @@ class ServerState:
         self.config = config
         self.connections: set[Stoppable] = set()
         self.draining = False
+        #: For metrics: connections closed to make room for new clients, by reason ("idle",
+        #: "slow-head"), and new ones refused over a cap ("per-ip", "websockets").
+        self.evictions: dict[str, int] = {}
+        self.refusals: dict[str, int] = {}
+        #: Websockets open now (capped by max_websockets).
+        self.websockets = 0
         #: A soft drain leaves idle connections open for their next request.
         self.soft_drain = False
         self.lifespan_state: dict[str, Any] = {}
