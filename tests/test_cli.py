@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,8 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sniffio
 
 from trioserve._cli import main
+from trioserve._http._cycle import _needs_asyncio
+
+from ._helpers import ServerProcess
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -60,6 +65,106 @@ def test_app_import_error_inside_the_module_is_reported(
     assert status == 2
     assert "could not import module 'broken_app_mod'" in err
     assert "not_installed_dependency_xyz" in err
+
+
+def test_an_app_failing_at_import_names_its_file_and_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "failing_mod.py").write_text("import json\n\nx = 1 / 0\n")
+    status, err = run_main(capsys, "failing_mod:app", "--app-dir", str(tmp_path))
+    assert status == 2
+    assert err.count("\n") == 1, err
+    assert f"ZeroDivisionError: division by zero ({tmp_path / 'failing_mod.py'}, line 3;" in err
+    assert "--log-level debug shows the traceback" in err
+
+
+def test_a_syntax_error_names_its_file_and_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "syntax_mod.py").write_text("x = 1\ndef f(:\n")
+    status, err = run_main(capsys, "syntax_mod:app", "--app-dir", str(tmp_path))
+    assert status == 2
+    assert f"({tmp_path / 'syntax_mod.py'}, line 2;" in err
+
+
+def test_at_debug_an_import_failure_prints_the_whole_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "deep_mod.py").write_text("def g():\n    raise KeyError('k')\n\ng()\n")
+    status, err = run_main(
+        capsys, "deep_mod:app", "--app-dir", str(tmp_path), "--log-level", "debug"
+    )
+    assert status == 2
+    assert "Traceback (most recent call last):" in err
+    assert 'deep_mod.py", line 4, in <module>' in err
+    assert 'deep_mod.py", line 2, in g' in err
+    assert err.rstrip().endswith("KeyError: 'k'")
+
+
+ASYNCIO_APP = """
+import asyncio
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        asyncio.get_running_loop()
+"""
+
+
+def test_an_asyncio_only_app_gets_a_hint_naming_asyncio_app(tmp_path: Path) -> None:
+    (tmp_path / "aio_only.py").write_text(ASYNCIO_APP)
+    server = ServerProcess.start("aio_only:app", "--no-access-log", cwd=tmp_path)
+    try:
+        assert httpx.get(server.url, timeout=10).status_code == 500
+        hint = server.wait_for_line(r"WARNING .*--asyncio-app").group(0)
+        assert "The app seems to need asyncio: start trioserve with --asyncio-app" in hint
+        assert server.stderr.index("no running event loop") < server.stderr.index(hint)
+    finally:
+        server.stop(signal.SIGTERM)
+
+
+def test_an_ordinary_failure_gets_no_asyncio_hint(tmp_path: Path) -> None:
+    (tmp_path / "plain_fail.py").write_text(
+        "async def app(scope, receive, send):\n    raise RuntimeError('plain')\n"
+    )
+    server = ServerProcess.start("plain_fail:app", "--no-access-log", cwd=tmp_path)
+    try:
+        assert httpx.get(server.url, timeout=10).status_code == 500
+        server.wait_for_line(r"RuntimeError: plain")
+    finally:
+        _, stderr = server.stop(signal.SIGTERM)
+    assert "--asyncio-app" not in stderr
+
+
+def _wrapped(inner: BaseException) -> BaseException:
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise ValueError("while handling a request") from exc
+    except ValueError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("exc", "needs"),
+    [
+        (sniffio.AsyncLibraryNotFoundError("unknown async library, or not in async context"), True),
+        (RuntimeError("There is no current event loop in thread 'MainThread'."), True),
+        (_wrapped(RuntimeError("no running event loop")), True),
+        (ExceptionGroup("tasks", [KeyError("x"), RuntimeError("no running event loop")]), True),
+        (
+            TypeError(
+                "trio.run received unrecognized yield message. Are you trying to use a "
+                "library written for some other framework like asyncio?"
+            ),
+            True,
+        ),
+        (RuntimeError("plain"), False),
+        (_wrapped(KeyError("event")), False),
+    ],
+)
+def test_asyncio_only_failures_are_recognised(exc: BaseException, needs: bool) -> None:
+    assert _needs_asyncio(exc) is needs
 
 
 def test_address_in_use_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -270,3 +375,109 @@ def test_a_repeatable_flag_on_the_command_line_replaces_the_files_list(
     settings = _settings(["--config", str(tmp_path / "c.toml"), "--static", "/c=three"])
     assert settings["static"] == (("/c", "three"),)
     assert settings["autoindex"] is True
+
+
+# -- logging --------------------------------------------------------------------------------------
+
+
+def _log_config(log_file: Path) -> dict[str, object]:
+    return {
+        "version": 1,
+        "formatters": {"mine": {"format": "MINE %(levelname)s %(name)s %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": str(log_file),
+                "formatter": "mine",
+            }
+        },
+        "root": {"handlers": ["file"], "level": "INFO"},
+    }
+
+
+def _toml(settings: dict[str, object]) -> str:
+    """The dictConfig above as TOML (enough of TOML for it)."""
+    lines = ["version = 1"]
+    for section in ("formatters", "handlers"):
+        table = settings[section]
+        assert isinstance(table, dict)
+        for name, fields in table.items():
+            lines.append(f"[{section}.{name}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]
+    lines += ["[root]", 'handlers = ["file"]', 'level = "INFO"']
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["json", "toml"])
+def test_log_config_file_routes_the_logs(tmp_path: Path, kind: str) -> None:
+    (tmp_path / "index.html").write_text("hi\n")
+    log_file = tmp_path / "server.log"
+    settings = _log_config(log_file)
+    config = tmp_path / f"logging.{kind}"
+    config.write_text(json.dumps(settings) if kind == "json" else _toml(settings))
+    server = ServerProcess.start("--root", str(tmp_path), "--log-config", str(config))
+    try:
+        assert httpx.get(server.url + "/index.html", timeout=10).text == "hi\n"
+    finally:
+        status, stderr = server.stop(signal.SIGTERM)
+    assert status == 0
+    lines = log_file.read_text().splitlines()
+    # The file's formatter and handler, for the server's lines and the access lines alike;
+    # nothing of them on stderr any more.
+    assert "MINE INFO trioserve.error Shutdown complete" in lines
+    assert any(
+        line.startswith("MINE INFO trioserve.access ") and "GET /index.html" in line
+        for line in lines
+    ), lines
+    assert "Shutdown complete" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "--log-config {path}: Expecting property name"),
+        ('{"handlers": {"h": {"class": "no.such.Handler"}}}', "--log-config {path}: Unable"),
+        ("[1, 2]", "--log-config {path}: expected a table of dictConfig settings"),
+    ],
+)
+def test_a_bad_log_config_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "logging.json"
+    path.write_text(content)
+    status, err = run_main(capsys, "--root", str(tmp_path), "--log-config", str(path))
+    assert status == 2
+    assert err.count("\n") == 1, err
+    assert message.format(path=path) in err
+
+
+def test_a_missing_log_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, err = run_main(capsys, "--log-config", str(tmp_path / "absent.json"))
+    assert (status, err) == (
+        2,
+        f"trioserve: error: --log-config {tmp_path / 'absent.json'}: No such file or directory\n",
+    )
+
+
+def test_under_workers_each_line_carries_its_process_id(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("hi\n")
+    server = ServerProcess.start("--root", str(tmp_path), "--workers", "2")
+    try:
+        assert httpx.get(server.url + "/index.html", timeout=10).status_code == 200
+        workers = {
+            int(pid)
+            for pid in re.findall(
+                r"\[(\d+)\] INFO trioserve\.access ",
+                server.wait_for_line(r"GET /index\.html").string,
+            )
+        }
+    finally:
+        status, stderr = server.stop(signal.SIGTERM)
+    assert status == 0
+    assert f"[{server.pid}] INFO trioserve.error: SIGTERM: draining 2 workers" in stderr
+    drained = set(
+        map(int, re.findall(r"\[(\d+)\] INFO trioserve\.error: Shutdown complete", stderr))
+    )
+    assert len(drained) == 2
+    assert server.pid not in drained
+    assert workers <= drained

@@ -330,3 +330,54 @@ async def test_without_a_free_slot_nothing_is_accepted(
     with trio.move_on_after(60):
         await accept_loop(listener, slots, spawn=lambda client, address: None)
     assert listener.calls == []  # clients wait in the kernel's backlog meanwhile
+
+
+# -- dual stack and localhost ---------------------------------------------------------------------
+
+
+async def test_the_ipv6_wildcard_accepts_ipv4_and_ipv6_clients() -> None:
+    config = Config(host="::", port=0, access_log=False)
+    async with trio.open_nursery() as nursery:
+        [(host, port)] = await nursery.start(trioserve.serve, hello_app, config)
+        assert host == "::"
+        assert (await get(f"http://127.0.0.1:{port}/v4")).text == "GET /v4\n"
+        assert (await get(f"http://[::1]:{port}/v6")).text == "GET /v6\n"
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_ipv6_wildcard_next_to_an_ipv4_bind_on_its_port_stays_ipv6_only() -> None:
+    # Dual-stack "::" would collide with 127.0.0.1 on the same port: each family its listener.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    config = Config(binds=(f"127.0.0.1:{port}", f"[::]:{port}"), access_log=False)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(trioserve.serve, hello_app, config)
+        assert addresses == [("127.0.0.1", port), ("::", port)]
+        assert (await get(f"http://127.0.0.1:{port}/v4")).text == "GET /v4\n"
+        assert (await get(f"http://[::1]:{port}/v6")).text == "GET /v6\n"
+        nursery.cancel_scope.cancel()
+
+
+async def test_localhost_listens_on_both_loopbacks_on_one_port() -> None:
+    config = Config(host="localhost", port=0, access_log=False)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(trioserve.serve, hello_app, config)
+        assert sorted(host for host, _ in addresses) == ["127.0.0.1", "::1"]
+        [port] = {port for _, port in addresses}
+        assert (await get(f"http://127.0.0.1:{port}/v4")).text == "GET /v4\n"
+        assert (await get(f"http://[::1]:{port}/v6")).text == "GET /v6\n"
+        nursery.cancel_scope.cancel()
+
+
+def test_localhost_on_the_command_line_announces_both(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("hello\n")
+    server = ServerProcess.start("--host", "localhost", "--root", str(tmp_path))
+    try:
+        port = server.url.rsplit(":", 1)[1]
+        assert f"http://[::1]:{port}" in server.stderr
+        assert httpx.get(f"http://[::1]:{port}/", timeout=10).text == "hello\n"
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "hello\n"
+    finally:
+        server.stop(signal.SIGTERM)

@@ -26,7 +26,9 @@ from ._config import Config
 from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
 from ._listeners import SHARED_ACCEPT_BATCH
-from ._logsetup import configure_logging
+from ._logsetup import configure_logging, describe_load_error
+from ._notify import Notifier
+from ._reload import ReloadSettings, reload_forever
 from ._running import announce_workers, serve_until_signalled
 from ._server import Server
 from ._settings import (
@@ -110,12 +112,47 @@ class _CommandLine:
         metavar="N",
         help="run N worker processes under a supervisor (SIGHUP: rolling restart)",
     )
+    reload: bool = setting(
+        False,
+        group=PROCESSES,
+        kind="flag",
+        help="development: restart when the app's files change (pip install 'trioserve[reload]')",
+    )
+    reload_dirs: tuple[str, ...] = setting(
+        (),
+        group=PROCESSES,
+        flag="--reload-dir",
+        kind="list",
+        metavar="DIR",
+        help="watch DIR for --reload (repeatable; default: --app-dir)",
+    )
+    reload_include: tuple[str, ...] = setting(
+        (),
+        group=PROCESSES,
+        kind="list",
+        metavar="PATTERN",
+        help="files whose changes restart, e.g. '*.html' (repeatable; default: *.py)",
+    )
+    reload_exclude: tuple[str, ...] = setting(
+        (),
+        group=PROCESSES,
+        kind="list",
+        metavar="PATTERN",
+        help="files whose changes do not restart, e.g. 'tests/*' (repeatable)",
+    )
     tls: bool = setting(False, group=TLS, kind="flag", help="serve HTTPS")
     access_log_file: str | None = setting(
         None,
         group=OUTPUT,
         metavar="PATH",
         help="write the access log to PATH instead of stderr (reopened on SIGUSR1)",
+    )
+    log_config: str | None = setting(
+        None,
+        group=OUTPUT,
+        metavar="FILE",
+        help="configure logging with this logging.config.dictConfig file (JSON, or TOML if "
+        "named *.toml)",
     )
     log_level: str = setting(
         "info", group=OUTPUT, choices=("critical", "error", "warning", "info", "debug"), help=""
@@ -233,15 +270,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             access_log_file=command.access_log_file,
             access_log_json=config.access_log_json,
             access_log_format=config.access_log_format,
+            log_config=command.log_config,
+            show_pid=command.workers > 1,
         )
     except OSError as exc:
         return _fail(f"--access-log-file {command.access_log_file}: {exc.strerror or exc}")
+    except ValueError as exc:
+        return _fail(str(exc))
     try:
-        app, description = _build_app(command, config)
-        server = Server(app, config)
         workers = command.workers
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {workers}")
+        if command.reload and worker_fds is None:
+            return _reload(command, config, list(argv if argv is not None else sys.argv[1:]))
+        app, description = _build_app(command, config)
+        server = Server(app, config)
         if config.max_requests is not None and workers < 2 and worker_fds is None:
             raise ConfigError(
                 "--max-requests recycles workers: it needs --workers 2 or more (a single "
@@ -256,10 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workers,
                     worker_argv,
                     announce=lambda bound: announce_workers(server, description, bound, workers),
+                    notify_socket=os.environ.get("NOTIFY_SOCKET"),
                 )
             except OSError as exc:
                 return _fail(_describe_listen_error(exc), status=_listen_status(exc))
-    except (ConfigError, AppLoadError, ValueError) as exc:
+    except AppLoadError as exc:
+        # Under --reload the whole traceback: the developer is editing that very code.
+        verbose = command.log_level == "debug" or command.reload
+        return _fail(describe_load_error(exc, traceback=verbose))
+    except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
     try:
         worker = None
@@ -267,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert worker_ready_fd is not None, "the supervisor gives both"
             worker = (inherited_listeners(worker_fds), worker_ready_fd)
             server.accept_batch = SHARED_ACCEPT_BATCH
-        return trio.run(serve_until_signalled, server, description, worker)
+        # systemd's Type=notify: the main process only (workers inherit the variable).
+        notifier = Notifier(os.environ.get("NOTIFY_SOCKET") if worker is None else None)
+        return trio.run(serve_until_signalled, server, description, worker, notifier)
     except BaseException as exc:
         # Errors from inside serve() may reach us wrapped in (single-member) exception groups.
         error = _unwrap(exc)
@@ -278,6 +328,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, KeyboardInterrupt):
             return 130
         raise
+
+
+def _reload(command: _CommandLine, config: Config, argv: list[str]) -> int:
+    """``--reload``: the reloader serves nothing itself; its worker loads the app."""
+    if command.workers > 1:
+        raise ConfigError("--reload runs one process: it cannot be combined with --workers")
+    if config.max_requests is not None:
+        raise ConfigError("--reload cannot be combined with --max-requests")
+    settings = ReloadSettings(
+        dirs=command.reload_dirs or (command.app_dir,),
+        include=command.reload_include or ("*.py",),
+        exclude=command.reload_exclude,
+    )
+    for directory in settings.dirs:
+        if not os.path.isdir(directory):
+            raise ConfigError(f"--reload-dir {directory!r} is not a directory")
+    description = (
+        f"the app {command.app}"
+        if command.app is not None
+        else f"the files in {os.path.abspath(command.root or '.')}"
+    )
+    # Its only use here: the banner (and the development certificate, made once, here).
+    server = Server(_not_loaded, config)
+    try:
+        return reload_forever(
+            config,
+            argv,
+            settings,
+            announce=lambda bound: announce_workers(
+                server, description + ", restarted on changes", bound, 1
+            ),
+        )
+    except OSError as exc:
+        return _fail(_describe_listen_error(exc), status=_listen_status(exc))
+
+
+async def _not_loaded(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the reloader serves nothing itself")
 
 
 def _unwrap(exc: BaseException) -> BaseException:

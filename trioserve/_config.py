@@ -50,6 +50,9 @@ from ._wsgi import DEFAULT_WSGI_THREADS
 # - write_timeout 30 s: the longest a single write may stall because the client stopped reading.
 # - graceful_timeout 10 s: long enough for ordinary requests to finish, short enough that a
 #   container orchestrator (Kubernetes waits 30 s by default) never has to SIGKILL us.
+# - shutdown_delay 0 s: off, as in every other server; behind a load balancer that polls the
+#   health path, set it to a few polling intervals (the balancer needs that long to notice the
+#   503 and stop sending new requests). It runs before the grace period and adds to it.
 # - max_header_size 16 KiB: what nginx (large_client_header_buffers aside), hypercorn and h11
 #   use; cookies and tokens fit, and the bound is what the parser buffers per connection.
 # - h2_max_concurrent_streams 100: what RFC 9113 recommends as the least to allow, and nginx's
@@ -172,6 +175,11 @@ class Config:
     body_timeout: float = _seconds(30.0, "silence allowed while reading a request body")
     write_timeout: float = _seconds(30.0, "time a write may stall (client not reading)")
     graceful_timeout: float = _seconds(10.0, "time in-flight requests get at shutdown")
+    shutdown_delay: float = _seconds(
+        0.0,
+        "on SIGTERM, keep serving this long with the health path answering 503, then drain "
+        "(a Kubernetes pre-stop delay)",
+    )
     max_header_size: int = _bytes(
         16 * KiB, "largest request line plus headers; more is 431", LIMITS
     )
@@ -386,6 +394,7 @@ class Config:
             "body_timeout",
             "write_timeout",
             "graceful_timeout",
+            "shutdown_delay",
             "min_head_rate_after",
         ):
             value = getattr(self, name)

@@ -117,11 +117,14 @@ def open_listeners(config: Config) -> list[tuple[socket.socket, bool]]:
             else Bind("tcp", host=config.host, port=config.port)
         )
         binds = [(default, secure)]
+    # "::" is dual-stack unless an IPv4 bind shares its port (the two would collide).
+    ipv4_ports = {b.port for b, _ in binds if b.kind == "tcp" and ":" not in b.host and b.port}
     opened: list[tuple[socket.socket, bool]] = []
     try:
         for bind, tls in binds:
+            dual = bind.port not in ipv4_ports
             try:
-                opened.extend((sock, tls) for sock in _open_bind(bind, config))
+                opened.extend((sock, tls) for sock in _open_bind(bind, config, dual_stack=dual))
             except OSError as exc:
                 # Say which bind failed: there may be several.
                 raise OSError(exc.errno, f"{_describe(bind)}: {_reason(exc)}") from None
@@ -153,7 +156,7 @@ def _reason(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _open_bind(bind: Bind, config: Config) -> list[socket.socket]:
+def _open_bind(bind: Bind, config: Config, *, dual_stack: bool) -> list[socket.socket]:
     if bind.kind == "unix":
         sock = _open_unix_listener(bind.path, config.backlog)
         if config.uds_mode is not None:
@@ -161,7 +164,7 @@ def _open_bind(bind: Bind, config: Config) -> list[socket.socket]:
         return [sock]
     if bind.kind == "fd":
         return [_inherit(bind.fd)]
-    return _open_tcp(bind.host, bind.port, config.backlog)
+    return _open_tcp(bind.host, bind.port, config.backlog, dual_stack=dual_stack)
 
 
 def _inherit(fd: int) -> socket.socket:
@@ -181,25 +184,87 @@ def _inherit(fd: int) -> socket.socket:
     return sock
 
 
-def _open_tcp(host: str, port: int, backlog: int) -> list[socket.socket]:
+# RFC 6761 (6.3): "localhost" names the loopback interface, whatever /etc/hosts lists (often
+# only 127.0.0.1): bind both loopbacks, so that clients resolving it to ::1 reach us too.
+_LOOPBACKS: Final = ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
+# Tries at finding one free port on every address of a host, for port 0 (another process may
+# take the port picked on the first address before we bind the others).
+_SAME_PORT_TRIES: Final = 5
+
+
+def _tcp_addresses(host: str, port: int) -> list[tuple[int, str]]:
+    """The ``(family, address)`` pairs to listen on for ``host``, without duplicates."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    listeners: list[socket.socket] = []
+    pairs = [(int(family), str(sockaddr[0])) for family, _, _, _, sockaddr in infos]
+    if host == "localhost":
+        pairs += [
+            (family, address)
+            for family, address in _LOOPBACKS
+            if socket.has_ipv6 or family != socket.AF_INET6
+        ]
+    return list(dict.fromkeys(pairs))
+
+
+def _open_tcp(host: str, port: int, backlog: int, *, dual_stack: bool) -> list[socket.socket]:
+    """Listen on every address ``host`` resolves to, all on the same port.
+
+    ``dual_stack``: the IPv6 wildcard ``::`` accepts IPv4 clients too (IPV6_V6ONLY off, as
+    uvicorn does); other IPv6 listeners are IPv6 only, so that no v4-mapped surprise arises.
+    """
+    pairs = _tcp_addresses(host, port)
+    for attempt in range(_SAME_PORT_TRIES):
+        listeners: list[socket.socket] = []
+        chosen = port
+        try:
+            for family, address in pairs:
+                sock = _bind_tcp(family, address, chosen, dual_stack=dual_stack)
+                if sock is None:
+                    continue
+                listeners.append(sock)
+                chosen = int(sock.getsockname()[1])
+            for sock in listeners:
+                sock.listen(backlog)
+                sock.setblocking(False)
+        except OSError as exc:
+            for sock in listeners:
+                sock.close()
+            retry = port == 0 and listeners and exc.errno == errno.EADDRINUSE
+            if not retry or attempt == _SAME_PORT_TRIES - 1:
+                raise
+            continue
+        except BaseException:
+            for sock in listeners:
+                sock.close()
+            raise
+        if not listeners:
+            raise OSError(errno.EADDRNOTAVAIL, "address not available on this machine")
+        return listeners
+    raise AssertionError("unreachable")
+
+
+def _bind_tcp(family: int, address: str, port: int, *, dual_stack: bool) -> socket.socket | None:
+    """A socket bound to ``address``; ``None`` for a loopback this machine lacks (no IPv6)."""
     try:
-        for family, type_, proto, _, sockaddr in infos:
-            sock = socket.socket(family, type_, proto)
-            listeners.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                # One listener per address family, as trio does: no v4-mapped surprises.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-            sock.listen(backlog)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in listeners:
-            sock.close()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        if (family, address) in _LOOPBACKS and exc.errno == errno.EAFNOSUPPORT:
+            return None
         raise
-    return listeners
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            v6only = 0 if dual_stack and address == "::" else 1
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        if (family, address) in _LOOPBACKS and exc.errno == errno.EADDRNOTAVAIL:
+            return None
+        raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 # Unix socket files this process created (and so removes when it closes them); sockets

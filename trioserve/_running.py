@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import trio
 
 from ._logsetup import access_files
+from ._notify import Notifier
 from ._server import Address, Server, format_url
 
 __all__ = ["announce_workers", "serve_until_signalled"]
@@ -27,25 +28,49 @@ async def serve_until_signalled(
     server: Server,
     description: str,
     worker: tuple[list[tuple[socket.socket, bool]], int] | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM (graceful); a second one stops at once (exit status 1).
 
+    SIGTERM with ``--shutdown-delay S`` first keeps serving for S seconds with the health path
+    answering 503 (a load balancer takes us out of rotation meanwhile), then drains.
+
     As a worker (``--worker-fds``): serve the inherited listeners, tell the supervisor when
-    ready, and drain softly (idle connections are not closed under their clients).
+    ready, drain softly (idle connections are not closed under their clients), and take SIGUSR2
+    as "report unready" (the supervisor's shutdown delay).
     """
+    notifier = notifier or Notifier(None)
     stop = trio.Event()
     forced = False
+    delay = server.config.shutdown_delay if worker is None else 0.0
     with trio.open_signal_receiver(
-        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1
+        signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2
     ) as signals:
         async with trio.open_nursery() as nursery:
 
+            def shut_down(name: str) -> None:
+                error_log.info(
+                    "%s: shutting down; in-flight requests get %gs (again to exit now)",
+                    name,
+                    server.config.graceful_timeout,
+                )
+                if worker is not None:
+                    server.begin_shutdown(soft=True)
+                stop.set()
+
+            async def after_delay(name: str) -> None:
+                await trio.sleep(delay)
+                shut_down(name)
+
             async def watch_signals() -> None:
                 nonlocal forced
+                stopping = False
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
+                        notifier.reloading()
                         server.reload_tls()
+                        notifier.ready()
                     elif signum == signal.SIGUSR1:
                         try:
                             for handler in access_files:
@@ -54,15 +79,23 @@ async def serve_until_signalled(
                             error_log.error("SIGUSR1: cannot reopen the access log: %s", exc)
                         else:
                             error_log.info("SIGUSR1: access log reopened")
-                    elif not stop.is_set():
-                        error_log.info(
-                            "%s: shutting down; in-flight requests get %gs (again to exit now)",
-                            name,
-                            server.config.graceful_timeout,
-                        )
-                        if worker is not None:
-                            server.begin_shutdown(soft=True)
-                        stop.set()
+                    elif signum == signal.SIGUSR2:
+                        report_unready(server)
+                        error_log.info("SIGUSR2: the health path answers 503 from now on")
+                    elif not stopping:
+                        stopping = True
+                        notifier.stopping()
+                        if signum == signal.SIGTERM and delay > 0:
+                            error_log.info(
+                                "%s: serving on for %gs with the health path answering 503, "
+                                "then draining (again to exit now)",
+                                name,
+                                delay,
+                            )
+                            report_unready(server)
+                            nursery.start_soon(after_delay, name)
+                        else:
+                            shut_down(name)
                     else:
                         error_log.warning("%s again: stopping now", name)
                         forced = True
@@ -86,8 +119,17 @@ async def serve_until_signalled(
                 nursery.start_soon(_watch_parent, server)
             else:
                 _print_banner(server, description, addresses)
+                notifier.ready()
     error_log.info("Shutdown complete")
     return 1 if forced else 0
+
+
+def report_unready(server: Server) -> None:
+    """The health path answers 503 from now on, and responses carry ``Connection: close`` (so
+    that keep-alive clients move to other instances); connections are still accepted."""
+    # The server's shared state is what the connections read; no begin_shutdown() yet.
+    server.state.draining = True
+    server.state.soft_drain = True
 
 
 async def _watch_parent(server: Server) -> None:

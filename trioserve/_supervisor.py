@@ -14,6 +14,8 @@ shared socket.
 * SIGTERM/SIGINT: every worker gets SIGTERM and drains (in-flight requests finish within
   ``--graceful-timeout``; idle connections are answered or time out, see below); after the grace
   period and a margin, what is left is killed. A second signal kills at once.
+* SIGTERM with ``--shutdown-delay S``: first SIGUSR2 to every worker (the health path answers
+  503 from then on) and S seconds of serving on, then the drain above.
 * SIGHUP: a rolling restart, one worker at a time: start the new one, wait until it accepts,
   then drain the old one. Workers drain *softly*: an idle keep-alive connection is not closed
   under a client that may be sending on it; its next request is answered with
@@ -40,8 +42,9 @@ from typing import Any, Final
 
 from ._config import Config
 from ._listeners import close_listener, open_listeners
+from ._notify import Notifier
 
-__all__ = ["supervise"]
+__all__ = ["Supervisor", "inherited_listeners", "supervise"]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -73,7 +76,7 @@ class _State:
     backoff: float = _FIRST_BACKOFF
 
 
-class _Supervisor:
+class Supervisor:
     def __init__(self, config: Config, count: int, argv: Sequence[str]) -> None:
         self.config = config
         self.count = count
@@ -82,6 +85,16 @@ class _Supervisor:
         self.state = _State()
         self.signals: list[int] = []
         self.restart_at: list[float] = []
+        self.notifier = Notifier(None)
+        self._announced_ready = False
+        self._stop_signal: int = signal.SIGTERM
+
+    def bound(self) -> list[tuple[Any, str]]:
+        """The listeners' ``(address, scheme)``."""
+        secure_scheme = "https" if self.config.tls is not None else "http"
+        return [
+            (_address(sock), secure_scheme if secure else "http") for sock, secure in self.listeners
+        ]
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -187,6 +200,11 @@ class _Supervisor:
                     self.restart_at.remove(due)
                     self.state.workers.append(self._spawn())
                 self._check_ready(0.1)
+                if not self._announced_ready and sum(w.ready for w in self.state.workers) >= (
+                    self.count
+                ):
+                    self._announced_ready = True
+                    self.notifier.ready()
                 self._kill_stuck()
                 self._reap()
         finally:
@@ -205,10 +223,14 @@ class _Supervisor:
                         worker.process.send_signal(signal.SIGUSR1)
             elif signum == signal.SIGHUP:
                 if not self.state.stopping:
+                    self.notifier.reloading()
                     self._rolling_restart()
+                    self.notifier.ready()
             elif self.state.stopping:
                 self.state.forced = True
             else:
+                self.notifier.stopping()
+                self._stop_signal = signum
                 error_log.info(
                     "%s: draining %d workers", signal.Signals(signum).name, len(self.state.workers)
                 )
@@ -243,7 +265,23 @@ class _Supervisor:
             old.process.send_signal(signal.SIGTERM)
         error_log.info("Rolling restart complete")
 
+    def _delay_shutdown(self) -> None:
+        """``--shutdown-delay`` on SIGTERM: the workers report unready (SIGUSR2: the health path
+        answers 503) and go on serving for the delay; a second signal cuts it short."""
+        delay = self.config.shutdown_delay
+        if self._stop_signal != signal.SIGTERM or delay <= 0:
+            return
+        error_log.info("Serving on for %gs with the health path answering 503", delay)
+        for worker in self.state.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self.state.forced:
+            self._handle_signals()
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
     def _stop(self) -> int:
+        self._delay_shutdown()
         # Stop listening at once: new clients are refused rather than left queued until the
         # end of the drain (the workers keep their own copies for what they already accepted).
         for sock, _ in self.listeners:
@@ -278,23 +316,20 @@ def supervise(
     argv: Sequence[str],
     *,
     announce: Callable[[list[tuple[Any, str]]], None] | None = None,
+    notify_socket: str | None = None,
 ) -> int:
     """Run ``count`` workers with the command line ``argv``; returns the exit status.
 
-    ``announce`` gets the listeners' ``(address, scheme)`` once they are open.
+    ``announce`` gets the listeners' ``(address, scheme)`` once they are open; systemd hears
+    of the states through ``notify_socket`` (``$NOTIFY_SOCKET``).
 
     Raises:
         OSError: a listener cannot be opened.
     """
-    supervisor = _Supervisor(config, count, argv)
+    supervisor = Supervisor(config, count, argv)
+    supervisor.notifier = Notifier(notify_socket)
     if announce is not None:
-        secure_scheme = "https" if config.tls is not None else "http"
-        announce(
-            [
-                (_address(sock), secure_scheme if secure else "http")
-                for sock, secure in supervisor.listeners
-            ]
-        )
+        announce(supervisor.bound())
     return supervisor.run()
 
 

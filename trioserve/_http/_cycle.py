@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 import trio
+from sniffio import AsyncLibraryNotFoundError
 
 from .._accesslog import AccessRecord
 from .._config import Config
@@ -49,6 +50,38 @@ access_log = logging.getLogger("trioserve.access")
 
 _DISCONNECT: Final = {"type": "http.disconnect"}
 _NO_HEADERS: Final[Sequence[tuple[bytes, bytes]]] = ()
+
+
+# What an asyncio-only app (Django's async views, Quart, aiohttp clients) runs into on trio: asyncio
+# finding no loop, sniffio finding no asyncio, trio meeting an asyncio future.
+_ASYNCIO_SIGNS: Final = (
+    "no running event loop",
+    "no current event loop",
+    "framework like asyncio",
+)
+_ASYNCIO_HINT: Final = (
+    "The app seems to need asyncio: start trioserve with --asyncio-app "
+    "(pip install 'trioserve[asyncio]')"
+)
+
+
+def _needs_asyncio(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it wraps or groups) says the app needs asyncio."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, AsyncLibraryNotFoundError):
+            return True
+        if any(sign in str(current) for sign in _ASYNCIO_SIGNS):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 class Exchange(Protocol):
@@ -206,6 +239,8 @@ class RequestCycle:
                         *_what(scope),
                         self._peer(),
                     )
+                    if not self._config.asyncio_app and _needs_asyncio(exc):
+                        error_log.warning(_ASYNCIO_HINT)
         if self.state in _HEAD_NOT_WRITTEN:
             if self.disconnected and self.refusal is None:
                 # Nobody to answer; logged like nginx's 499 "client closed request".
