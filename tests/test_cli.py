@@ -463,6 +463,8 @@ def test_under_workers_each_line_carries_its_process_id(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("hi\n")
     server = ServerProcess.start("--root", str(tmp_path), "--workers", "2")
     try:
+        # Both workers must be up before SIGTERM, or only one has a shutdown to log.
+        server.wait_for_line(r"All 2 workers are ready")
         assert httpx.get(server.url + "/index.html", timeout=10).status_code == 200
         workers = {
             int(pid)
@@ -478,6 +480,6 @@ def test_under_workers_each_line_carries_its_process_id(tmp_path: Path) -> None:
     drained = set(
         map(int, re.findall(r"\[(\d+)\] INFO trioserve\.error: Shutdown complete", stderr))
     )
-    assert len(drained) == 2
+    assert len(drained) == 2, stderr
     assert server.pid not in drained
     assert workers <= drained

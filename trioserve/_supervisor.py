@@ -204,6 +204,7 @@ class Supervisor:
                     self.count
                 ):
                     self._announced_ready = True
+                    error_log.info("All %d workers are ready", self.count)
                     self.notifier.ready()
                 self._kill_stuck()
                 self._reap()
