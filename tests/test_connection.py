@@ -9,6 +9,8 @@ what the HTTP/1.1 connection does on the wire.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from typing import Any
 
@@ -768,3 +770,36 @@ async def test_refused_upgrade_with_a_body_keeps_the_connection() -> None:
             _, body = await client.response()
             bodies.append(body)
     assert bodies == [b"POST /up\nhi", b"GET /next\n"]
+
+
+async def test_a_refused_request_is_logged_with_the_access_format(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Server-written errors go through the same formatter as app responses: same fields, and
+    # the bytes are the body's, not head plus body.
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    config = Config(access_log_json=True, max_body_size=10)
+    async with connection(hello_app, config) as (client, _):
+        await client.send_raw(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        raw = await client.read_until_eof()
+    body = raw.partition(b"\r\n\r\n")[2]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    record = json.loads(line)
+    assert record["status"] == 413
+    assert record["method"] == "POST"
+    assert record["target"] == "/upload"
+    assert record["http_version"] == "1.1"
+    assert record["bytes"] == len(body) > 0
+
+
+async def test_an_unparsable_request_is_logged_in_the_default_format(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+    async with connection(hello_app, Config()) as (client, _):
+        await client.send_raw(b"GARBAGE\r\n\r\n")
+        raw = await client.read_until_eof()
+    body = raw.partition(b"\r\n\r\n")[2]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    assert line.startswith(f'127.0.0.1:5000 - "- - HTTP/1.1" 400 {len(body)} ')
+    assert line.endswith("ms")

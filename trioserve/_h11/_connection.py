@@ -39,7 +39,7 @@ from .._errors import ClientDisconnected, RequestRefused
 from .._eviction import Kind, Reason, Snapshot
 from .._h2._connection import H2Connection
 from .._http._builtin import answer_health, answer_redirect
-from .._http._cycle import RequestCycle, log_access
+from .._http._cycle import RequestCycle, log_access, log_error_response
 from .._http._date import http_date
 from .._http._events import (
     CLIENT_CLOSED,
@@ -396,9 +396,9 @@ class H11Connection:
         if status >= 500 or status == 408:
             error_log.debug("Answering %d to %s: %s", status, self._peer(), reason)
         if self._state.access_log:
-            head = self._head
-            line = "-" if head is None else f"{head.method.decode()} {head.target.decode()}"
-            access_log.info('%s - "%s" %d %d', self._peer(), line, status, len(data))
+            body_bytes = 0 if proto.head_request else len(reason.encode()) + 1
+            duration = trio.current_time() - self._since
+            log_error_response(self._config, self._info, proto.head, status, body_bytes, duration)
         try:
             await self._transport.send(data)
         except ClientDisconnected:

@@ -183,6 +183,7 @@ class ServerProtocol:
         "_remaining",
         "_server",
         "_sniffed",
+        "head",
         "websocket",
     )
 
@@ -218,6 +219,9 @@ class ServerProtocol:
         self._bodyless = False
         #: Whether the current request asks to become a websocket.
         self.websocket = False
+        #: The current request's head, once its request line and headers have arrived (also when
+        #: they are refused).
+        self.head: RequestHead | None = None
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -335,6 +339,13 @@ class ServerProtocol:
         return NEED_DATA  # NEED_DATA or PAUSED
 
     def _check_request(self, request: h11.Request, raw_head: bytes) -> RequestHead:
+        # Known before the checks, so that a refused request is logged with what it asked for.
+        self.head = RequestHead(
+            request.method,
+            request.target,
+            _HTTP_VERSIONS.get(request.http_version) or request.http_version.decode("latin-1"),
+            request.headers,
+        )
         self._head_request = request.method == b"HEAD"
         self._body_received = 0
         # Where h11 ends the head: the first blank line (LF, optional CR, LF).
@@ -382,7 +393,7 @@ class ServerProtocol:
         if request.method == b"CONNECT":
             raise RequestRefused(405, "CONNECT is not supported: this is not a proxy.")
         self._closing = False
-        return RequestHead(request.method, request.target, version, request.headers)
+        return self.head
 
     def drain_body(self) -> bool | None:
         """Read and discard what is buffered of a request body that the app did not read.
@@ -641,6 +652,7 @@ class ServerProtocol:
             self.receive_data(b"")
         self._head_request = False
         self.websocket = False
+        self.head = None
         self._bodyless = False
         self._discarded = 0
         self._framing = _NOT_STARTED

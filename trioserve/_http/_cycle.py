@@ -41,15 +41,17 @@ from .._accesslog import AccessRecord
 from .._config import Config
 from .._errors import ClientDisconnected, RequestRefused, only_disconnects
 from .._types import ASGIApp, Message, Scope
-from ._scope import format_address
+from ._events import RequestHead
+from ._scope import ConnectionInfo, format_address
 
-__all__ = ["Exchange", "RequestCycle", "ResponseState", "log_access"]
+__all__ = ["Exchange", "RequestCycle", "ResponseState", "log_access", "log_error_response"]
 
 error_log = logging.getLogger("trioserve.error")
 access_log = logging.getLogger("trioserve.access")
 
 _DISCONNECT: Final = {"type": "http.disconnect"}
 _NO_HEADERS: Final[Sequence[tuple[bytes, bytes]]] = ()
+_ERROR_HEADERS: Final = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
 # What an asyncio-only app (Django's async views, Quart, aiohttp clients) runs into on trio: asyncio
@@ -477,6 +479,37 @@ def log_access(
         status,
         bytes_sent,
         duration * 1000.0,
+    )
+
+
+def log_error_response(
+    config: Config,
+    info: ConnectionInfo,
+    head: RequestHead | None,
+    status: int,
+    body_bytes: int,
+    duration: float,
+) -> None:
+    """The access line of an error the server answered itself (a refused request), in the same
+    format and with the same fields as an app's response; ``head`` is ``None`` when the request
+    could not be parsed at all."""
+    extensions: dict[str, Any] = {} if info.tls is None else {"tls": info.tls}
+    scope: Scope = {
+        "client": info.client,
+        "method": "-" if head is None else head.method.decode("ascii", "replace"),
+        "http_version": "1.1" if head is None else head.http_version,
+        "scheme": info.scheme,
+        "headers": [] if head is None else list(head.headers),
+        "extensions": extensions,
+    }
+    log_access(
+        config,
+        scope,
+        b"-" if head is None else head.target,
+        status,
+        body_bytes,
+        duration,
+        _ERROR_HEADERS,
     )
 
 
