@@ -257,6 +257,9 @@ class H2Client:
         self.auto_ack_data = auto_ack_data
         self.events: list[h2.events.Event] = []
         self.closed = False
+        # A reader task and a test's own sends may write at once: one writer at a time.
+        self._write_lock = trio.StrictFIFOLock()
+        self._eof_sent = False
 
     async def start(self, **settings: int) -> None:
         self.conn.initiate_connection()
@@ -269,10 +272,40 @@ class H2Client:
     async def flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
-            await self.stream.send_all(data)
+            await self._send(data)
 
     async def send_raw(self, data: bytes) -> None:
-        await self.stream.send_all(data)
+        await self._send(data)
+
+    async def _send(self, data: bytes) -> None:
+        # No extra checkpoint while nobody else writes (acquire_nowait): the tests' timing
+        # stays what it is without the lock.
+        if self._write_lock.locked():
+            await self._write_lock.acquire()
+        else:
+            self._write_lock.acquire_nowait()
+        try:
+            if not self._eof_sent:
+                await self.stream.send_all(data)
+        finally:
+            self._write_lock.release()
+
+    async def send_eof(self) -> None:
+        """Stop writing (the server reads EOF); frames queued afterwards are dropped."""
+        async with self._write_lock:
+            if not self._eof_sent:
+                self._eof_sent = True
+                assert isinstance(self.stream, trio.abc.HalfCloseableStream)
+                await self.stream.send_eof()
+
+    async def read_all(self) -> None:
+        """Read until EOF, whatever the server does: once it has stopped reading, stop writing
+        (window updates and acks then go nowhere) and read on what it sent before."""
+        while not self.closed:
+            try:
+                await self.receive()
+            except trio.BrokenResourceError:
+                self._eof_sent = True
 
     async def request(
         self, headers: Headers = GET, body: bytes | None = None, *, end: bool = True

@@ -31,10 +31,10 @@ from typing import Final
 
 import trio
 
-from .._errors import ClientDisconnected, RequestRefused
+from .._errors import ClientDisconnected, RequestRefused, only_disconnects
 from .._eviction import Kind, Reason, Snapshot
 from .._http._builtin import answer_health
-from .._http._cycle import RequestCycle
+from .._http._cycle import RequestCycle, log_error_response
 from .._http._date import http_date
 from .._http._events import RequestHead
 from .._http._scope import ConnectionInfo, build_scope, format_address
@@ -57,6 +57,8 @@ _NO_BODY_STATUSES: Final = frozenset({204, 304})
 # File bodies are read in pieces of at most this size (the largest frame h2 sends by default is
 # 16 KiB; four frames per read keeps the reads few and the memory per stream small).
 _FILE_PIECE: Final = 64 * 1024
+# The RST_STREAM error code that only asks the client to stop sending (RFC 9113 section 7).
+_NO_ERROR: Final = 0
 
 
 class H2Connection:
@@ -113,10 +115,15 @@ class H2Connection:
         connections.add(self)
         try:
             await self.serve()
-        except ClientDisconnected:
-            error_log.debug("HTTP/2 client %s left", self._peer())
-        except Exception:
-            error_log.exception("Unexpected error on the HTTP/2 connection from %s", self._peer())
+        except Exception as exc:
+            # Fixed: a disconnect found by the reader while streams ran came out of serve()'s
+            # nursery in an exception group, and was logged as an unexpected error.
+            if only_disconnects(exc):
+                error_log.debug("HTTP/2 client %s left", self._peer())
+            else:
+                error_log.exception(
+                    "Unexpected error on the HTTP/2 connection from %s", self._peer()
+                )
         finally:
             connections.discard(self)
             try:
@@ -305,21 +312,37 @@ class H2Stream:
         self._connection = connection
         self._proto = connection.proto
         self._config = connection.state.config
+        self._opened_at = trio.current_time()
         self.stream_id = stream_id
         self._head = head
         self._head_request = head.method == b"HEAD"
         self._bodyless = end_stream
         self._buffer: list[bytes] = []
         self._body_ended = end_stream
+        # Request body bytes received so far, held to max_body_size as they arrive.
+        self._body_received = 0
+        self._body_too_large = False
         self._body_event = trio.Event()
         self._window_event = trio.Event()
         self._gone = trio.Event()
         self._written = False
+        # END_STREAM has gone out: the response is whole (the request may still be arriving).
+        self._response_ended = False
         self._no_body = False
 
     # -- the reader's side -------------------------------------------------------------------
 
     def feed(self, data: bytes, end_stream: bool) -> None:
+        if self._body_too_large:
+            return
+        limit = self._config.max_body_size
+        self._body_received += len(data)
+        if limit is not None and self._body_received > limit:
+            # Fixed: max_body_size was not enforced on HTTP/2 at all. The bytes under the limit
+            # are still handed over (as HTTP/1.1 does); receive_body() then refuses with 413.
+            self._body_too_large = True
+            self._body_event.set()
+            return
         if data:
             self._buffer.append(data)
         if end_stream:
@@ -345,6 +368,8 @@ class H2Stream:
         try:
             if refusal is not None:
                 raise RequestRefused(*refusal)
+            if self._declares_too_large():
+                raise RequestRefused(413, "Request body too large.")
             health = config.health_path
             if health is not None and head.target.partition(b"?")[0] == health.encode():
                 await answer_health(self, draining=state.draining)
@@ -363,18 +388,45 @@ class H2Stream:
         finally:
             with trio.CancelScope(shield=True):
                 if self._proto.stream_open(self.stream_id) and not self._gone.is_set():
-                    # An unfinished response must not pass for a whole one.
-                    self._proto.reset(self.stream_id)
+                    # An unfinished response must not pass for a whole one. Fixed: a whole
+                    # response sent before the request body ended (a 413, an app that answers
+                    # without reading an upload) was reset with INTERNAL_ERROR, an error after
+                    # the fact; NO_ERROR only asks the client to stop sending (RFC 9113 8.1).
+                    if self._response_ended:
+                        self._proto.reset(self.stream_id, code=_NO_ERROR)
+                    else:
+                        self._proto.reset(self.stream_id)
                     with contextlib.suppress(ClientDisconnected):
                         await connection.flush()
             connection.stream_done(self)
+
+    def _declares_too_large(self) -> bool:
+        """A declared Content-Length over max_body_size: refused before the app runs (as on
+        HTTP/1.1). A malformed one is left to the count in feed()."""
+        limit = self._config.max_body_size
+        if limit is None or self._bodyless:
+            return False
+        for name, value in self._head.headers:
+            if name == b"content-length":
+                return value.isdigit() and int(value) > limit
+        return False
 
     async def _answer_error(self, status: int, reason: str) -> None:
         if self._written or self._gone.is_set():
             return
         body = (reason + "\n").encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        await self.send_response(status, headers, body, end=True)
+        sent = await self.send_response(status, headers, body, end=True)
+        if self._connection.state.access_log:
+            # Refusals and 500s, in the access format of every other response.
+            log_error_response(
+                self._config,
+                self._connection.info,
+                self._head,
+                status,
+                sent,
+                trio.current_time() - self._opened_at,
+            )
 
     # -- the Exchange (see _http/_cycle.py) ----------------------------------------------------
 
@@ -384,6 +436,8 @@ class H2Stream:
         while not self._buffer and not self._body_ended:
             if self._gone.is_set():
                 return None
+            if self._body_too_large:
+                raise RequestRefused(413, "Request body too large.")
             self._body_event = trio.Event()
             with trio.move_on_after(self._config.body_timeout) as waiting:
                 await self._body_event.wait()
@@ -411,10 +465,10 @@ class H2Stream:
         if end and not no_body and not _has(headers, b"content-length"):
             extra.append((b"content-length", b"%d" % len(body)))
         self._check_open()
-        self._proto.send_headers(
-            self.stream_id, status, headers, end_stream=no_body or (end and not body), extra=extra
-        )
+        ended = no_body or (end and not body)
+        self._proto.send_headers(self.stream_id, status, headers, end_stream=ended, extra=extra)
         self._written = True
+        self._response_ended = ended
         if no_body:
             self._no_body = True
             await self._connection.flush()
@@ -443,10 +497,10 @@ class H2Stream:
             if not _has(headers, b"content-length") and status not in _NO_BODY_STATUSES:
                 extra.append((b"content-length", b"%d" % size))
             self._check_open()
-            self._proto.send_headers(
-                self.stream_id, status, headers, end_stream=no_body or not size, extra=extra
-            )
+            ended = no_body or not size
+            self._proto.send_headers(self.stream_id, status, headers, end_stream=ended, extra=extra)
             self._written = True
+            self._response_ended = ended
             if no_body or not size:
                 await self._connection.flush()
                 return 0
@@ -506,10 +560,12 @@ class H2Stream:
             window = await self._wait_for_window()
             piece, view = view[:window], view[window:]
             proto.send_data(self.stream_id, bytes(piece), end_stream=end and not view)
+            self._response_ended = end and not view
             await self._connection.flush()
         if end and not data:
             self._check_open()
             proto.send_data(self.stream_id, b"", end_stream=True)
+            self._response_ended = True
             await self._connection.flush()
 
 
