@@ -391,6 +391,16 @@ async def test_precompressed_siblings_follow_accept_encoding(
     assert response.header[b"vary"] == b"Accept-Encoding"
 
 
+async def test_zst_sibling_is_served_to_zstd_clients(site: Path) -> None:
+    write(site / "app.js", b"console.log(1)\n")
+    write(site / "app.js.zst", b"ZST")
+    write(site / "app.js.br", b"BR")
+    zstd = await call(StaticFiles(site), "/app.js", headers=[("Accept-Encoding", "br, zstd")])
+    assert (zstd.body, zstd.header[b"content-encoding"]) == (b"ZST", b"zstd")
+    br = await call(StaticFiles(site), "/app.js", headers=[("Accept-Encoding", "br")])
+    assert (br.body, br.header[b"content-encoding"]) == (b"BR", b"br")
+
+
 async def test_gz_sibling_symlinked_outside_is_not_served(site: Path) -> None:
     write(site / "app.js", b"plain")
     (site / "app.js.gz").symlink_to(site.parent / "outside.txt")

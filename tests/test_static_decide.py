@@ -334,13 +334,60 @@ def test_vary_is_sent_whenever_a_sibling_exists() -> None:
     assert b"vary" not in header_map(decide(request(), TXT).headers)
 
 
-def test_ranges_apply_to_the_chosen_representation() -> None:
-    plan = decide(request(headers={"accept-encoding": "br", "range": "bytes=100-"}), COMPRESSED)
+@pytest.mark.parametrize("accept_encoding", ["br", "gzip", "zstd, br, gzip", "*"])
+def test_range_request_is_answered_from_the_identity_file(accept_encoding: str) -> None:
+    plan = decide(
+        request(headers={"accept-encoding": accept_encoding, "range": "bytes=100-"}), COMPRESSED
+    )
+    headers = header_map(plan.headers)
     assert plan.status == 206
-    assert header_map(plan.headers)[b"content-range"] == b"bytes 100-199/200"
-    assert plan.body == FileRange("/srv/a.txt.br", ByteRange(100, 200))
-    too_far = decide(request(headers={"accept-encoding": "br", "range": "bytes=500-"}), COMPRESSED)
-    assert header_map(too_far.headers)[b"content-range"] == b"bytes */200"
+    assert headers[b"content-range"] == b"bytes 100-999/1000"
+    assert b"content-encoding" not in headers
+    assert headers[b"etag"] == ETAG.encode()
+    assert headers[b"vary"] == b"Accept-Encoding"
+    assert plan.body == FileRange("/srv/a.txt", ByteRange(100, 1000))
+    too_far = decide(
+        request(headers={"accept-encoding": accept_encoding, "range": "bytes=5000-"}), COMPRESSED
+    )
+    assert header_map(too_far.headers)[b"content-range"] == b"bytes */1000"
+
+
+def test_multipart_ranges_never_carry_a_content_encoding() -> None:
+    plan = decide(
+        request(headers={"accept-encoding": "gzip", "range": "bytes=0-0,5-5"}),
+        COMPRESSED,
+        boundary="B",
+    )
+    assert plan.status == 206
+    assert isinstance(plan.body, MultipartRanges)
+    assert plan.body.path == "/srv/a.txt"
+    assert b"content-encoding" not in header_map(plan.headers)
+
+
+def test_if_range_with_the_encoded_tag_gets_the_whole_encoded_file() -> None:
+    # The client's cached copy was the gzip one: its range cannot be resumed from identity bytes.
+    headers = {
+        "accept-encoding": "gzip",
+        "range": "bytes=100-",
+        "if-range": etag_of(GZ_INFO, "-gzip"),
+    }
+    plan = decide(request(headers=headers), COMPRESSED)
+    assert plan.status == 200
+    assert header_map(plan.headers)[b"content-encoding"] == b"gzip"
+    assert plan.body == WholeFile("/srv/a.txt.gz", 300)
+
+
+def test_invalid_range_header_keeps_the_negotiated_encoding() -> None:
+    plan = decide(request(headers={"accept-encoding": "gzip", "range": "lines=1-2"}), COMPRESSED)
+    assert (plan.status, plan.body) == (200, WholeFile("/srv/a.txt.gz", 300))
+
+
+def test_zst_sibling_is_preferred_on_a_tie() -> None:
+    zst = Representation("/srv/a.txt.zst", FileInfo(size=250, mtime_ns=MTIME_NS), "zstd")
+    file = StaticFile("a.txt", TXT.identity, (zst, BR, GZ))
+    assert choose_representation(file, "gzip, br, zstd") is zst
+    assert choose_representation(file, "gzip, br") is BR
+    assert choose_representation(file, "zstd;q=0.5, gzip") is GZ
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,7 @@ class StaticFiles:
     """An ASGI 3 app serving the files under one directory.
 
     GET and HEAD with validators (ETag, Last-Modified), conditional requests, single and
-    multipart ranges, precompressed `.br`/`.gz` siblings, index files, slash redirects and
+    multipart ranges, precompressed `.zst`/`.br`/`.gz` siblings, index files, slash redirects and
     an optional directory listing. Every lookup failure is a 404; see the module comment.
 
     Args:

@@ -61,10 +61,10 @@ _QUERY_SAFE = "!$&'()*+,;=:@/?%"
 def choose_representation(file: StaticFile, accept_encoding: str | None) -> Representation:
     """Pick the representation of `file` to serve for this Accept-Encoding.
 
-    The encoded sibling with the highest q wins (ties go to the server's order, br first), unless
-    identity is explicitly preferred (`identity;q=` or `*;q=` higher). Without an Accept-Encoding
-    header the file itself is served: clients that decode say so. When nothing is acceptable the
-    file itself is served as well, rather than a 406.
+    The encoded sibling with the highest q wins (ties go to the server's order: zstd, br, gzip),
+    unless identity is explicitly preferred (`identity;q=` or `*;q=` higher). Without an
+    Accept-Encoding header the file itself is served: clients that decode say so. When nothing is
+    acceptable the file itself is served as well, rather than a 406.
     """
     if not file.encoded or accept_encoding is None:
         return file.identity
@@ -180,7 +180,17 @@ def _file_plan(
     boundary: str | None,
 ) -> ResponsePlan:
     head = request.method == "HEAD"
-    chosen = choose_representation(file, request.header(b"accept-encoding"))
+    # A Range request is answered from the identity file (as nginx does): byte ranges of a
+    # compressed sibling labelled with its Content-Encoding are what no client can decode.
+    identity = file.identity
+    range_header = request.header(b"range") if request.method == "GET" else None
+    ranges = None
+    if range_header is not None and _if_range_holds(request, identity.etag, identity.info.mtime):
+        ranges = parse_range(range_header, identity.info.size, max_ranges=max_ranges)
+    if ranges is None:
+        chosen = choose_representation(file, request.header(b"accept-encoding"))
+    else:
+        chosen = identity
     info = chosen.info
     etag = chosen.etag
     vary: Headers = ((b"vary", b"Accept-Encoding"),) if file.encoded else ()
@@ -198,24 +208,15 @@ def _file_plan(
         return ResponsePlan(304, validators, EmptyBody())
 
     content_type = content_type_for(file.name)
-    trailer: Headers = (
-        *(() if chosen.encoding is None else ((b"content-encoding", chosen.encoding.encode()),)),
-        (b"accept-ranges", b"bytes"),
-        *validators,
+    encoding: Headers = (
+        () if chosen.encoding is None else ((b"content-encoding", chosen.encoding.encode()),)
     )
-    range_header = request.header(b"range")
-    ranges = None
-    if (
-        request.method == "GET"
-        and range_header is not None
-        and _if_range_holds(request, etag, info.mtime)
-    ):
-        ranges = parse_range(range_header, info.size, max_ranges=max_ranges)
-
+    trailer: Headers = ((b"accept-ranges", b"bytes"), *validators)
     if ranges is None:
         headers = (
             (b"content-type", content_type.encode("latin-1")),
             (b"content-length", str(info.size).encode()),
+            *encoding,
             *trailer,
         )
         body: Body = EmptyBody() if head else WholeFile(chosen.path, info.size)
