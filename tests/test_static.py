@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -253,10 +254,35 @@ async def test_range_past_end_gets_416(site: Path) -> None:
     assert response.status == 416
     assert response.headers == [
         TEXT_PLAIN,
-        (b"content-length", b"36"),
+        (b"content-length", b"26"),
+        (b"vary", b"Accept"),
         (b"content-range", b"bytes */12"),
     ]
-    assert response.body == b"416 Requested Range Not Satisfiable\n"
+    assert response.body == b"416 Range Not Satisfiable\n"
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("application/json", b"application/problem+json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", b"text/html; charset=utf-8"),
+        ("*/*", b"text/plain; charset=utf-8"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "method", "status"), [("/missing", "GET", 404), ("/hello.txt", "DELETE", 405)]
+)
+async def test_errors_follow_the_clients_accept(
+    site: Path, accept: str, content_type: bytes, path: str, method: str, status: int
+) -> None:
+    response = await call(StaticFiles(site), path, method=method, headers=[("Accept", accept)])
+    assert response.status == status
+    assert response.header[b"content-type"] == content_type
+    assert response.header[b"vary"] == b"Accept"
+    assert response.header[b"content-length"] == str(len(response.body)).encode()
+    if content_type == b"application/problem+json":
+        problem = json.loads(response.body)
+        assert (problem["status"], problem["type"]) == (status, "about:blank")
 
 
 async def test_too_many_ranges_get_the_whole_file(site: Path) -> None:
@@ -271,6 +297,7 @@ async def test_post_gets_405_with_allow(site: Path) -> None:
     assert response.headers == [
         TEXT_PLAIN,
         (b"content-length", b"23"),
+        (b"vary", b"Accept"),
         (b"allow", b"GET, HEAD"),
     ]
     assert response.body == b"405 Method Not Allowed\n"
@@ -585,6 +612,12 @@ def test_pure_modules_import_only_the_standard_library_and_each_other() -> None:
     assert result.returncode == 0, result.stderr
     ours, third_party = result.stdout.splitlines()
     assert ours.split() == sorted(
-        ["trioserve", "trioserve._static", *(f"trioserve._static.{name}" for name in PURE_MODULES)]
+        [
+            "trioserve",
+            "trioserve._http",
+            "trioserve._http._problem",
+            "trioserve._static",
+            *(f"trioserve._static.{name}" for name in PURE_MODULES),
+        ]
     )
     assert third_party == ""

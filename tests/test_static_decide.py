@@ -97,6 +97,7 @@ def test_other_methods_get_405_with_allow(method: str) -> None:
     assert plan.headers == (
         TEXT_PLAIN,
         (b"content-length", b"23"),
+        (b"vary", b"Accept"),
         (b"allow", b"GET, HEAD"),
     )
     assert plan.body == InlineBody(b"405 Method Not Allowed\n")
@@ -105,13 +106,13 @@ def test_other_methods_get_405_with_allow(method: str) -> None:
 def test_nothing_found_gets_404() -> None:
     plan = decide(request(), None)
     assert (plan.status, plan.body) == (404, InlineBody(b"404 Not Found\n"))
-    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"))
+    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"), (b"vary", b"Accept"))
 
 
 def test_head_404_has_headers_but_no_body() -> None:
     plan = decide(request("HEAD"), None)
     assert (plan.status, plan.body) == (404, EmptyBody())
-    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"))
+    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"), (b"vary", b"Accept"))
 
 
 def test_file_gets_200_with_validators() -> None:
@@ -219,7 +220,7 @@ def test_304_compares_against_the_chosen_representation() -> None:
 
 def test_412_is_a_small_text_response() -> None:
     plan = decide(request(headers={"if-match": '"nope"'}), TXT)
-    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"24"))
+    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"24"), (b"vary", b"Accept"))
     assert plan.body == InlineBody(b"412 Precondition Failed\n")
 
 
@@ -242,10 +243,11 @@ def test_unsatisfiable_range_plans_416_with_the_size() -> None:
     assert plan.status == 416
     assert plan.headers == (
         TEXT_PLAIN,
-        (b"content-length", b"36"),
+        (b"content-length", b"26"),
+        (b"vary", b"Accept"),
         (b"content-range", b"bytes */1000"),
     )
-    assert plan.body == InlineBody(b"416 Requested Range Not Satisfiable\n")
+    assert plan.body == InlineBody(b"416 Range Not Satisfiable\n")
 
 
 @pytest.mark.parametrize(

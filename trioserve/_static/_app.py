@@ -7,7 +7,7 @@
 # opened and fstat'ed to check it is still the file the decision was made on (a file replaced in
 # between is looked up once more), then either handed to the server with
 # `http.response.pathsend` or read in 64 KiB chunks in a worker thread. Error bodies are small
-# inline texts.
+# inline bodies in the form the client's Accept prefers (`trioserve._http._problem`).
 #
 # stat, realpath and open run synchronously on the event loop, as in nginx: on a local filesystem
 # they cost microseconds, and a thread hop per request would dominate the cost of a small file.

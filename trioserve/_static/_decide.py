@@ -15,6 +15,7 @@ import secrets
 import urllib.parse
 from http import HTTPStatus
 
+from .._http._problem import VARY, negotiate_error
 from ._headers import (
     DEFAULT_MAX_RANGES,
     ByteRange,
@@ -122,13 +123,24 @@ def _url_segments(request: StaticRequest) -> list[str]:
     return [segment for segment in path.split("/") if segment not in ("", ".")]
 
 
-def _text_plan(status: HTTPStatus, *, head: bool, extra: Headers = ()) -> ResponsePlan:
-    body = f"{status.value} {status.phrase}\n".encode()
+def _error_plan(
+    request: StaticRequest,
+    status: HTTPStatus,
+    *,
+    detail: str | None = None,
+    extra: Headers = (),
+    vary_encoding: bool = False,
+) -> ResponsePlan:
+    # The body follows the client's Accept (`negotiate_error`), hence Vary: Accept.
+    content_type, body = negotiate_error(status.value, detail, request.header(b"accept"))
+    vary = VARY + b", Accept-Encoding" if vary_encoding else VARY
     headers = (
-        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
+        (b"vary", vary),
         *extra,
     )
+    head = request.method == "HEAD"
     return ResponsePlan(status.value, headers, EmptyBody() if head else InlineBody(body))
 
 
@@ -203,7 +215,7 @@ def _file_plan(
 
     precondition = _precondition_status(request, etag, info.mtime)
     if precondition == 412:
-        return _text_plan(HTTPStatus.PRECONDITION_FAILED, head=head, extra=vary)
+        return _error_plan(request, HTTPStatus.PRECONDITION_FAILED, vary_encoding=bool(vary))
     if precondition == 304:
         return ResponsePlan(304, validators, EmptyBody())
 
@@ -222,8 +234,12 @@ def _file_plan(
         body: Body = EmptyBody() if head else WholeFile(chosen.path, info.size)
         return ResponsePlan(200, headers, body, chosen)
     if not ranges:
-        unsatisfied = ((b"content-range", f"bytes */{info.size}".encode()), *vary)
-        return _text_plan(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, head=head, extra=unsatisfied)
+        return _error_plan(
+            request,
+            HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+            extra=((b"content-range", f"bytes */{info.size}".encode()),),
+            vary_encoding=bool(vary),
+        )
     if len(ranges) == 1:
         (only,) = ranges
         headers = (
@@ -268,10 +284,11 @@ def decide(
         directory; else the file's 200, 206, 304, 412 or 416.
     """
     if request.method not in ALLOWED_METHODS:
-        return _text_plan(
-            HTTPStatus.METHOD_NOT_ALLOWED, head=False, extra=((b"allow", b"GET, HEAD"),)
+        return _error_plan(
+            request,
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            extra=((b"allow", b"GET, HEAD"),),
         )
-    head = request.method == "HEAD"
     slash = request.route_path.endswith("/")
     if isinstance(resource, Directory):
         if not slash:
@@ -281,9 +298,9 @@ def decide(
         elif resource.entries is not None:
             return _listing_plan(request, resource.entries)
         else:
-            return _text_plan(HTTPStatus.NOT_FOUND, head=head)
+            return _error_plan(request, HTTPStatus.NOT_FOUND)
     elif resource is None or slash:
-        return _text_plan(HTTPStatus.NOT_FOUND, head=head)
+        return _error_plan(request, HTTPStatus.NOT_FOUND)
     return _file_plan(
         request, resource, cache_control=cache_control, max_ranges=max_ranges, boundary=boundary
     )
