@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gzip
 import json
 import os
 import subprocess
@@ -585,7 +586,7 @@ def test_works_mounted_in_starlette_under_asyncio(site: Path) -> None:
 
 
 # The modules that make the decision; only _app (the ASGI app) may import more than these.
-PURE_MODULES = ("_decide", "_headers", "_listing", "_paths", "_plan")
+PURE_MODULES = ("_decide", "_encoding", "_headers", "_listing", "_paths", "_plan")
 
 
 def test_pure_modules_import_only_the_standard_library_and_each_other() -> None:
@@ -621,3 +622,95 @@ def test_pure_modules_import_only_the_standard_library_and_each_other() -> None:
         ]
     )
     assert third_party == ""
+
+
+# -- compression on the fly --------------------------------------------------------------------
+
+CSS_TEXT = b"".join(b".c%d { margin: %dpx; }\n" % (i, i % 9) for i in range(12000))  # ~250 KiB
+
+
+async def test_small_compressible_file_is_compressed_whole_and_cached(site: Path) -> None:
+    write(site / "page.html", b"<p>hello</p>\n" * 200)
+    app = StaticFiles(site)
+    first = await call(app, "/page.html", headers=[("Accept-Encoding", "gzip")])
+    assert first.status == 200
+    assert first.header[b"content-encoding"] == b"gzip"
+    assert gzip.decompress(first.body) == b"<p>hello</p>\n" * 200
+    assert first.header[b"content-length"] == str(len(first.body)).encode()
+    assert first.header[b"vary"] == b"Accept-Encoding"
+    assert len(app.compression_cache) == 1
+    second = await call(app, "/page.html", headers=[("Accept-Encoding", "gzip")])
+    assert (second.headers, second.body) == (first.headers, first.body)
+
+
+async def test_large_file_is_streamed_compressed_then_served_from_the_cache(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    first = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert first.status == 200
+    assert b"content-length" not in first.header
+    assert len(first.chunks) > 1
+    assert gzip.decompress(first.body) == CSS_TEXT
+    # The second request is not compressed again: it comes whole from the cache.
+    monkeypatch.setattr(_app, "new_compressor", None)
+    second = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert second.chunks == [first.body]
+    assert second.header[b"content-length"] == str(len(first.body)).encode()
+
+
+async def test_a_changed_file_is_compressed_anew(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    write(site / "app.css", CSS_TEXT[::-1], mtime_ns=MTIME_NS + 10**9)
+    again = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert gzip.decompress(again.body) == CSS_TEXT[::-1]
+
+
+async def test_compressed_body_over_the_entry_bound_is_not_cached(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site, compress_cache_size=100)
+    response = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert gzip.decompress(response.body) == CSS_TEXT
+    assert len(app.compression_cache) == 0
+
+
+async def test_compressed_etag_gets_304(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    first = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    etag = first.header[b"etag"].decode()
+    assert etag.startswith('W/"')
+    again = await call(
+        app, "/app.css", headers=[("Accept-Encoding", "gzip"), ("If-None-Match", etag)]
+    )
+    assert (again.status, again.body) == (304, b"")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "accept_encoding", "encoding"),
+    [
+        ({"compress": False}, "gzip", None),
+        ({"compress": ["gzip"]}, "zstd, br, gzip", b"gzip"),
+        ({"compress_min_size": 10**6}, "gzip", None),
+        ({}, "identity", None),
+        ({}, "zstd, br, gzip", b"zstd"),
+    ],
+)
+async def test_compression_settings(
+    site: Path, kwargs: dict[str, Any], accept_encoding: str, encoding: bytes | None
+) -> None:
+    write(site / "app.css", CSS_TEXT)
+    response = await call(
+        StaticFiles(site, **kwargs), "/app.css", headers=[("Accept-Encoding", accept_encoding)]
+    )
+    assert response.header.get(b"content-encoding") == encoding
+    if encoding is None:
+        assert response.body == CSS_TEXT
+
+
+def test_compress_with_an_unknown_coding_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'deflate'"):
+        StaticFiles(tmp_path, compress=["deflate"])

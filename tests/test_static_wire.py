@@ -84,3 +84,80 @@ def test_curl_compressed_range_gets_identity_bytes(server: HarnessServer) -> Non
     assert result.stdout == CSS_BYTES[1000:3000]
     whole = curl("--compressed", server.url_for("/app.css"))
     assert whole.stdout == CSS_BYTES
+
+
+# -- compression on the fly: no sibling --------------------------------------------------------
+
+JS_BYTES = b"".join(b"export const v%d = %d; // a comment\n" % (i, i * 7) for i in range(9000))
+
+
+@pytest.fixture
+def plain_site(tmp_path: Path) -> Path:
+    write(tmp_path / "app.js", JS_BYTES)  # ~300 KiB: streamed on the first request
+    write(tmp_path / "small.json", b'{"items": [' + b'"x", ' * 400 + b'"y"]}')  # ~2 KiB
+    write(tmp_path / "tiny.css", b"p { color: red }\n")  # under 1 KiB
+    write(tmp_path / "photo.png", b"\x89PNG\r\n" + bytes(5000))
+    return tmp_path
+
+
+@pytest.fixture
+def plain_server(plain_site: Path) -> Iterator[HarnessServer]:
+    with serving(app=StaticFiles(plain_site)) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("path", ["/app.js", "/small.json"])
+def test_requests_decodes_what_it_asked_for_by_default(
+    plain_server: HarnessServer, plain_site: Path, path: str
+) -> None:
+    # requests sends "gzip, deflate, br, zstd" with brotli and zstd installed: zstd wins.
+    for _ in range(2):  # the second answer comes from the cache
+        response = requests.get(plain_server.url_for(path), timeout=10)
+        assert response.headers["content-encoding"] == "zstd"
+        assert response.headers["vary"] == "Accept-Encoding"
+        assert response.content == (plain_site / path[1:]).read_bytes()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br"])
+def test_httpx_decodes_each_coding(
+    plain_server: HarnessServer, plain_site: Path, coding: str
+) -> None:
+    for _ in range(2):
+        response = httpx.get(
+            plain_server.url_for("/app.js"), headers={"Accept-Encoding": coding}, timeout=10
+        )
+        assert response.headers["content-encoding"] == coding
+        assert response.content == JS_BYTES
+
+
+def test_curl_compressed_decodes_and_ranges_stay_identity(plain_server: HarnessServer) -> None:
+    url = plain_server.url_for("/app.js")
+    assert curl("--compressed", url).stdout == JS_BYTES
+    head = curl("--compressed", "--dump-header", "-", "--output", "/dev/null", url).stdout
+    assert b"content-encoding: zstd" in head.lower()
+    assert curl("--compressed", "--range", "100-199", url).stdout == JS_BYTES[100:200]
+
+
+def test_etag_of_each_coding_revalidates_to_304(plain_server: HarnessServer) -> None:
+    url = plain_server.url_for("/app.js")
+    tags = set()
+    for coding in ("gzip", "br", "zstd", "identity"):
+        first = httpx.get(url, headers={"Accept-Encoding": coding}, timeout=10)
+        tag = first.headers["etag"]
+        tags.add(tag)
+        again = httpx.get(
+            url, headers={"Accept-Encoding": coding, "If-None-Match": tag}, timeout=10
+        )
+        assert again.status_code == 304
+        assert again.headers["etag"] == tag
+    assert len(tags) == 4
+
+
+@pytest.mark.parametrize("path", ["/tiny.css", "/photo.png"])
+def test_small_or_incompressible_files_go_out_as_they_are(
+    plain_server: HarnessServer, plain_site: Path, path: str
+) -> None:
+    response = requests.get(plain_server.url_for(path), timeout=10)
+    assert "content-encoding" not in response.headers
+    assert response.headers["content-length"] == str((plain_site / path[1:]).stat().st_size)
+    assert response.content == (plain_site / path[1:]).read_bytes()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -29,11 +29,28 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import sniffio
 
 from .._lifespan import complete_lifespan
+from ._codecs import (
+    DEFAULT_CACHE_BYTES,
+    CacheKey,
+    CompressionCache,
+    Compressor,
+    available_codings,
+    new_compressor,
+)
 from ._decide import ALLOWED_METHODS, decide
+from ._encoding import DEFAULT_COMPRESS_MIN_SIZE, Compression
 from ._headers import DEFAULT_MAX_RANGES
 from ._listing import list_directory
 from ._paths import Directory, DirEntry, Representation, load_resource, split_path
-from ._plan import EmptyBody, FileRange, InlineBody, ResponsePlan, StaticRequest, WholeFile
+from ._plan import (
+    CompressedFile,
+    EmptyBody,
+    FileRange,
+    InlineBody,
+    ResponsePlan,
+    StaticRequest,
+    WholeFile,
+)
 
 if TYPE_CHECKING:
     from .._types import Receive, Scope, Send
@@ -114,11 +131,70 @@ async def _send_file_range(send: Send, fd: int, start: int, stop: int, *, last: 
             return
 
 
-async def _send_plan(plan: ResponsePlan, fd: int | None, send: Send, *, pathsend: bool) -> None:
+def _compress_chunk(compressor: Compressor, fd: int, size: int, offset: int, last: bool) -> bytes:
+    data = _pread(fd, size, offset)
+    if len(data) != size:
+        raise RuntimeError("static file shrank while it was being sent")
+    out = compressor.compress(data)
+    return out + compressor.flush() if last else out
+
+
+async def _send_compressed(
+    plan: ResponsePlan, body: CompressedFile, fd: int, send: Send, cache: CompressionCache
+) -> None:
+    info = plan.file.info if plan.file is not None else None
+    if info is None:
+        raise RuntimeError("a compressed body needs the file it was decided on")
+    key: CacheKey = (info.dev, info.ino, info.size, info.mtime_ns, body.coding)
+    data = cache.get(key)
+    if data is None and body.size <= CHUNK_SIZE:
+        # A small file: compressed whole in one thread hop, so it gets a Content-Length.
+        compressor = new_compressor(body.coding)
+        data = await _run_in_thread(partial(_compress_chunk, compressor, fd, body.size, 0, True))
+        cache.put(key, data)
+    if data is not None:
+        headers = [*plan.headers, (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": plan.status, "headers": headers})
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+        return
+    # A big file: streamed chunk by chunk (no Content-Length), kept for the cache only while
+    # the output stays under the cache's entry bound.
     await send(
         {"type": "http.response.start", "status": plan.status, "headers": list(plan.headers)}
     )
+    compressor = new_compressor(body.coding)
+    kept: list[bytes] | None = []
+    kept_size = 0
+    offset = 0
+    while offset < body.size:
+        size = min(CHUNK_SIZE, body.size - offset)
+        last = offset + size >= body.size
+        out = await _run_in_thread(partial(_compress_chunk, compressor, fd, size, offset, last))
+        offset += size
+        if kept is not None:
+            kept_size += len(out)
+            if kept_size > cache.max_entry_bytes:
+                kept = None
+            else:
+                kept.append(out)
+        if out or last:
+            await send({"type": "http.response.body", "body": out, "more_body": not last})
+    if kept is not None:
+        cache.put(key, b"".join(kept))
+
+
+async def _send_plan(
+    plan: ResponsePlan, fd: int | None, send: Send, *, pathsend: bool, cache: CompressionCache
+) -> None:
     body = plan.body
+    if isinstance(body, CompressedFile):
+        if fd is None:
+            raise RuntimeError("a file body needs an open file")
+        await _send_compressed(plan, body, fd, send, cache)
+        return
+    await send(
+        {"type": "http.response.start", "status": plan.status, "headers": list(plan.headers)}
+    )
     if isinstance(body, InlineBody):
         await send({"type": "http.response.body", "body": body.data, "more_body": False})
         return
@@ -166,6 +242,12 @@ class StaticFiles:
         cache_control: Cache-Control value for file responses (200, 206, 304), or None.
         index: Name of the index file served for directory URLs, or None.
         max_ranges: Range headers asking for more ranges than this are ignored (200).
+        compress: Compress compressible files (text, JSON, JavaScript, SVG, XML, WASM, ...) on the
+            fly for clients that accept it: True for every coding installed (zstd, br, gzip; see
+            `trioserve[compression]`), a list of codings to limit them, or False.
+        compress_min_size: Files smaller than this many bytes are never compressed on the fly.
+        compress_cache_size: Bytes of compressed bodies kept in memory, so that repeated
+            requests are not compressed again (0: no cache).
 
     Raises:
         ValueError: If `directory` is not an existing directory, or another argument is invalid.
@@ -180,6 +262,9 @@ class StaticFiles:
         cache_control: str | None = None,
         index: str | None = "index.html",
         max_ranges: int = DEFAULT_MAX_RANGES,
+        compress: bool | Iterable[str] = True,
+        compress_min_size: int = DEFAULT_COMPRESS_MIN_SIZE,
+        compress_cache_size: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         root = os.path.realpath(directory)
         if not os.path.isdir(root):
@@ -195,6 +280,25 @@ class StaticFiles:
             raise ValueError(f"max_ranges must be at least 1, not {max_ranges!r}")
         if cache_control is not None and not _is_header_value(cache_control):
             raise ValueError(f"cache_control is not a valid header value: {cache_control!r}")
+        installed = available_codings()
+        if compress is True:
+            codings = installed
+        elif compress is False:
+            codings = ()
+        else:
+            codings = tuple(compress)
+            unknown = [coding for coding in codings if coding not in installed]
+            if unknown:
+                raise ValueError(
+                    f"cannot compress with {', '.join(map(repr, unknown))}: "
+                    f"available are {', '.join(installed)}"
+                )
+        if compress_min_size < 0:
+            raise ValueError(f"compress_min_size must be >= 0, not {compress_min_size!r}")
+        if compress_cache_size < 0:
+            raise ValueError(f"compress_cache_size must be >= 0, not {compress_cache_size!r}")
+        self.compression = Compression(codings, compress_min_size) if codings else None
+        self.compression_cache = CompressionCache(compress_cache_size)
         self.directory = root
         self.autoindex = autoindex
         self.allow_dotfiles = dotfiles == "allow"
@@ -239,7 +343,11 @@ class StaticFiles:
                     entries = None
                 resource = replace(resource, entries=entries)
         return decide(
-            request, resource, cache_control=self.cache_control, max_ranges=self.max_ranges
+            request,
+            resource,
+            cache_control=self.cache_control,
+            max_ranges=self.max_ranges,
+            compression=self.compression,
         )
 
     async def _serve(self, scope: Scope, send: Send) -> None:
@@ -258,7 +366,13 @@ class StaticFiles:
             plan = decide(request, None)
         extensions = scope.get("extensions") or {}
         try:
-            await _send_plan(plan, fd, send, pathsend="http.response.pathsend" in extensions)
+            await _send_plan(
+                plan,
+                fd,
+                send,
+                pathsend="http.response.pathsend" in extensions,
+                cache=self.compression_cache,
+            )
         finally:
             if fd is not None:
                 os.close(fd)

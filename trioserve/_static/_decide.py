@@ -16,6 +16,7 @@ import urllib.parse
 from http import HTTPStatus
 
 from .._http._problem import VARY, negotiate_error
+from ._encoding import Compression, choose_coding, is_compressible
 from ._headers import (
     DEFAULT_MAX_RANGES,
     ByteRange,
@@ -38,6 +39,7 @@ from ._paths import (
 )
 from ._plan import (
     Body,
+    CompressedFile,
     EmptyBody,
     FileRange,
     Headers,
@@ -49,7 +51,7 @@ from ._plan import (
     WholeFile,
 )
 
-__all__ = ["ALLOWED_METHODS", "choose_representation", "decide"]
+__all__ = ["ALLOWED_METHODS", "choose_representation", "compressed_etag", "decide"]
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD"})
 
@@ -83,6 +85,15 @@ def choose_representation(file: StaticFile, accept_encoding: str | None) -> Repr
     if identity_q is not None and identity_q > best_q:
         return file.identity
     return best
+
+
+def compressed_etag(identity: Representation, coding: str) -> str:
+    """The weak entity tag of `identity` compressed on the fly with `coding`.
+
+    Weak: the bytes depend on the compression library's version, not only on the file. The "."
+    keeps it apart from a precompressed sibling's tag (`"...-gzip"`).
+    """
+    return f'W/"{identity.info.mtime_ns:x}-{identity.info.size:x}.{coding}"'
 
 
 def _precondition_status(request: StaticRequest, etag: str, mtime: int) -> int | None:
@@ -190,22 +201,34 @@ def _file_plan(
     cache_control: str | None,
     max_ranges: int,
     boundary: str | None,
+    compression: Compression | None,
 ) -> ResponsePlan:
     head = request.method == "HEAD"
+    content_type = content_type_for(file.name)
+    identity = file.identity
+    # On the fly: a compressible type, big enough; the coding is only chosen when no
+    # precompressed sibling was, and never for a range.
+    on_the_fly = (
+        compression is not None
+        and identity.info.size >= compression.min_size
+        and is_compressible(content_type)
+    )
     # A Range request is answered from the identity file (as nginx does): byte ranges of a
     # compressed sibling labelled with its Content-Encoding are what no client can decode.
-    identity = file.identity
     range_header = request.header(b"range") if request.method == "GET" else None
     ranges = None
     if range_header is not None and _if_range_holds(request, identity.etag, identity.info.mtime):
         ranges = parse_range(range_header, identity.info.size, max_ranges=max_ranges)
+    chosen = identity
+    coding = None
     if ranges is None:
-        chosen = choose_representation(file, request.header(b"accept-encoding"))
-    else:
-        chosen = identity
+        accept_encoding = request.header(b"accept-encoding")
+        chosen = choose_representation(file, accept_encoding)
+        if chosen is identity and compression is not None and on_the_fly:
+            coding = choose_coding(accept_encoding, compression.codings)
     info = chosen.info
-    etag = chosen.etag
-    vary: Headers = ((b"vary", b"Accept-Encoding"),) if file.encoded else ()
+    etag = chosen.etag if coding is None else compressed_etag(identity, coding)
+    vary: Headers = ((b"vary", b"Accept-Encoding"),) if file.encoded or on_the_fly else ()
     validators: Headers = (
         (b"last-modified", http_date(info.mtime).encode("latin-1")),
         (b"etag", etag.encode("latin-1")),
@@ -219,7 +242,16 @@ def _file_plan(
     if precondition == 304:
         return ResponsePlan(304, validators, EmptyBody())
 
-    content_type = content_type_for(file.name)
+    if coding is not None:
+        # No Content-Length: the sender adds it when the compressed body is in its cache.
+        headers = (
+            (b"content-type", content_type.encode("latin-1")),
+            (b"content-encoding", coding.encode("latin-1")),
+            (b"accept-ranges", b"bytes"),
+            *validators,
+        )
+        compressed = CompressedFile(identity.path, info.size, coding)
+        return ResponsePlan(200, headers, EmptyBody() if head else compressed, identity)
     encoding: Headers = (
         () if chosen.encoding is None else ((b"content-encoding", chosen.encoding.encode()),)
     )
@@ -266,6 +298,7 @@ def decide(
     cache_control: str | None = None,
     max_ranges: int = DEFAULT_MAX_RANGES,
     boundary: str | None = None,
+    compression: Compression | None = None,
 ) -> ResponsePlan:
     """Decide the whole response to a static-file request. Pure: no I/O.
 
@@ -277,6 +310,7 @@ def decide(
         cache_control: Cache-Control value for file responses (200, 206, 304).
         max_ranges: Range headers with more ranges than this are ignored.
         boundary: Multipart boundary; random when None (tests pass a fixed one).
+        compression: Compress compressible files on the fly, or None not to.
 
     Returns:
         405 for other methods; 404 when nothing is there (or a file is asked for with a trailing
@@ -302,5 +336,10 @@ def decide(
     elif resource is None or slash:
         return _error_plan(request, HTTPStatus.NOT_FOUND)
     return _file_plan(
-        request, resource, cache_control=cache_control, max_ranges=max_ranges, boundary=boundary
+        request,
+        resource,
+        cache_control=cache_control,
+        max_ranges=max_ranges,
+        boundary=boundary,
+        compression=compression,
     )

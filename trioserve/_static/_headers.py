@@ -197,9 +197,17 @@ def content_type_for(name: str) -> str:
 
 
 def tag_matches(value: str, etag: str, *, weak: bool) -> bool:
-    """Whether an If-Match or If-None-Match `value` names `etag`; `weak` allows W/ tags."""
+    """Whether an If-Match or If-None-Match `value` names `etag`; `weak` allows W/ tags.
+
+    `etag` may itself be weak (`W/"..."`, a body compressed on the fly): it then matches only
+    under weak comparison.
+    """
     if value.strip() == "*":
         return True
+    if etag.startswith("W/"):
+        if not weak:  # strong comparison: a weak tag never matches
+            return False
+        etag = etag[2:]
     opaque = etag[1:-1]
     return any(
         match.group(2) == opaque and (weak or match.group(1) is None)
