@@ -444,6 +444,23 @@ async def test_cache_control_is_configurable(site: Path) -> None:
     assert b"cache-control" not in (await call(app, "/missing")).header
 
 
+async def test_cache_control_rules_per_path(site: Path) -> None:
+    write(site / "index.html", b"<p>home</p>")
+    write(site / "assets" / "app.js", b"1")
+    rules = ["*.html=no-cache", "/assets/*=public, max-age=31536000, immutable", "max-age=60"]
+    app = StaticFiles(site, cache_control=rules)
+    assert (await call(app, "/")).header[b"cache-control"] == b"no-cache"
+    assert (await call(app, "/index.html")).header[b"cache-control"] == b"no-cache"
+    immutable = b"public, max-age=31536000, immutable"
+    assert (await call(app, "/assets/app.js")).header[b"cache-control"] == immutable
+    assert (await call(app, "/hello.txt")).header[b"cache-control"] == b"max-age=60"
+    etag = (await call(app, "/hello.txt")).header[b"etag"].decode()
+    not_modified = await call(app, "/hello.txt", headers=[("If-None-Match", etag)])
+    assert (not_modified.status, not_modified.header[b"cache-control"]) == (304, b"max-age=60")
+    only_html = StaticFiles(site, cache_control=[("*.html", "no-cache")])
+    assert b"cache-control" not in (await call(only_html, "/hello.txt")).header
+
+
 async def test_unreadable_file_gets_404(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Faked: the tests may run as root, for whom chmod 000 changes nothing.
     real_open = os.open
@@ -536,6 +553,11 @@ async def test_websocket_scope_is_refused(site: Path) -> None:
         ({"index": "a/b.html"}, "index must be a plain file name"),
         ({"max_ranges": 0}, "max_ranges must be at least 1"),
         ({"cache_control": "max-age=1\r\nSet-Cookie: x"}, "cache_control"),
+        ({"cache_control": ["*.js=max-age=1\nx"]}, "cache_control"),
+        ({"cache_control": [("", "no-cache")]}, "empty pattern"),
+        ({"cache_control": ["*.js="]}, "cache_control"),
+        ({"compress_min_size": -1}, "compress_min_size"),
+        ({"compress_cache_size": -1}, "compress_cache_size"),
     ],
 )
 def test_constructor_rejects_bad_arguments(

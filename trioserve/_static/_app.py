@@ -39,7 +39,7 @@ from ._codecs import (
 )
 from ._decide import ALLOWED_METHODS, decide
 from ._encoding import DEFAULT_COMPRESS_MIN_SIZE, Compression
-from ._headers import DEFAULT_MAX_RANGES
+from ._headers import DEFAULT_MAX_RANGES, CacheRules, parse_cache_control_rule
 from ._listing import list_directory
 from ._paths import Directory, DirEntry, Representation, load_resource, split_path
 from ._plan import (
@@ -239,7 +239,10 @@ class StaticFiles:
         directory: The document root. Its real path is taken once, here.
         autoindex: List directories that have no index file.
         dotfiles: "deny" (404 for any path segment starting with ".") or "allow".
-        cache_control: Cache-Control value for file responses (200, 206, 304), or None.
+        cache_control: Cache-Control for file responses (200, 206, 304): None, one value for
+            every file, or rules: (glob pattern, value) pairs or "PATTERN=VALUE" strings, the
+            first match wins, a bare value matches every file. A pattern with a "/" matches the
+            path below the mount point ("/assets/*"), one without the file name ("*.html").
         index: Name of the index file served for directory URLs, or None.
         max_ranges: Range headers asking for more ranges than this are ignored (200).
         compress: Compress compressible files (text, JSON, JavaScript, SVG, XML, WASM, ...) on the
@@ -259,7 +262,7 @@ class StaticFiles:
         *,
         autoindex: bool = False,
         dotfiles: Literal["deny", "allow"] = "deny",
-        cache_control: str | None = None,
+        cache_control: str | Iterable[str | tuple[str, str]] | None = None,
         index: str | None = "index.html",
         max_ranges: int = DEFAULT_MAX_RANGES,
         compress: bool | Iterable[str] = True,
@@ -278,8 +281,19 @@ class StaticFiles:
             raise ValueError(f"index must be a plain file name, not {index!r}")
         if max_ranges < 1:
             raise ValueError(f"max_ranges must be at least 1, not {max_ranges!r}")
-        if cache_control is not None and not _is_header_value(cache_control):
-            raise ValueError(f"cache_control is not a valid header value: {cache_control!r}")
+        rules: list[tuple[str, str]] = []
+        if isinstance(cache_control, str):
+            rules.append(("*", cache_control.strip()))
+        elif cache_control is not None:
+            rules.extend(
+                parse_cache_control_rule(rule) if isinstance(rule, str) else rule
+                for rule in cache_control
+            )
+        for pattern, value in rules:
+            if not _is_header_value(value) or not value:
+                raise ValueError(f"cache_control is not a valid header value: {value!r}")
+            if not pattern:
+                raise ValueError(f"cache_control has an empty pattern for {value!r}")
         installed = available_codings()
         if compress is True:
             codings = installed
@@ -302,7 +316,7 @@ class StaticFiles:
         self.directory = root
         self.autoindex = autoindex
         self.allow_dotfiles = dotfiles == "allow"
-        self.cache_control = cache_control
+        self.cache_control: CacheRules = tuple(rules)
         self.index = index
         self.max_ranges = max_ranges
 

@@ -20,6 +20,8 @@ from ._encoding import Compression, choose_coding, is_compressible
 from ._headers import (
     DEFAULT_MAX_RANGES,
     ByteRange,
+    CacheRules,
+    cache_control_for,
     content_type_for,
     http_date,
     parse_accept_encoding,
@@ -194,16 +196,26 @@ def _multipart(
     return MultipartRanges(path, tuple(parts), f"\r\n--{boundary}--\r\n".encode("latin-1"))
 
 
+def _file_url_path(request: StaticRequest, file: StaticFile) -> str:
+    # The file's path below the mount point: a directory's index file is named, so that
+    # "*.html" rules apply to "/docs/" too.
+    segments = split_path(request.route_path, allow_dotfiles=True) or ()
+    if request.route_path.endswith("/"):
+        segments = (*segments, file.name)
+    return "/" + "/".join(segments)
+
+
 def _file_plan(
     request: StaticRequest,
     file: StaticFile,
     *,
-    cache_control: str | None,
+    cache_rules: CacheRules,
     max_ranges: int,
     boundary: str | None,
     compression: Compression | None,
 ) -> ResponsePlan:
     head = request.method == "HEAD"
+    cache_control = cache_control_for(cache_rules, _file_url_path(request, file))
     content_type = content_type_for(file.name)
     identity = file.identity
     # On the fly: a compressible type, big enough; the coding is only chosen when no
@@ -295,7 +307,7 @@ def decide(
     request: StaticRequest,
     resource: Resource | None,
     *,
-    cache_control: str | None = None,
+    cache_control: str | CacheRules | None = None,
     max_ranges: int = DEFAULT_MAX_RANGES,
     boundary: str | None = None,
     compression: Compression | None = None,
@@ -307,7 +319,9 @@ def decide(
     Args:
         request: The request.
         resource: What `load_resource` found (None: nothing).
-        cache_control: Cache-Control value for file responses (200, 206, 304).
+        cache_control: Cache-Control for file responses (200, 206, 304): one value for every
+            file, or (glob pattern, value) rules where the first match wins
+            (`cache_control_for`).
         max_ranges: Range headers with more ranges than this are ignored.
         boundary: Multipart boundary; random when None (tests pass a fixed one).
         compression: Compress compressible files on the fly, or None not to.
@@ -338,7 +352,9 @@ def decide(
     return _file_plan(
         request,
         resource,
-        cache_control=cache_control,
+        cache_rules=(("*", cache_control),)
+        if isinstance(cache_control, str)
+        else cache_control or (),
         max_ranges=max_ranges,
         boundary=boundary,
         compression=compression,
