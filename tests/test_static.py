@@ -312,7 +312,8 @@ async def test_post_gets_405_with_allow(site: Path) -> None:
         ("//evil.com", "", b"", b"/evil.com/"),
         ("//evil.com//", "", b"", None),
         ("/evil.com/..%2f..%2f", "", b"", None),
-        ("//evil.com/..", "", b"", None),
+        ("//evil.com/..", "", b"", b"/"),  # dot segments removed: the root, without its slash
+        ("/sub/../evil.com", "", b"", b"/evil.com/"),
     ],
 )
 async def test_directory_redirect_never_leaves_the_site(
@@ -325,6 +326,19 @@ async def test_directory_redirect_never_leaves_the_site(
     else:
         assert response.status == 301
         assert response.headers == [(b"location", location), (b"content-length", b"0")]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/sub/../hello.txt", b"hello world\n"),
+        ("/sub/./../sub/b.txt", b"bee"),
+        ("/etc/../a.txt", b"hello"),
+    ],
+)
+async def test_dot_segments_are_removed_before_mapping(site: Path, path: str, body: bytes) -> None:
+    response = await call(StaticFiles(site), path)
+    assert (response.status, response.body) == (200, body)
 
 
 async def test_root_path_is_stripped_before_mapping(site: Path) -> None:

@@ -161,3 +161,30 @@ def test_small_or_incompressible_files_go_out_as_they_are(
     assert "content-encoding" not in response.headers
     assert response.headers["content-length"] == str((plain_site / path[1:]).stat().st_size)
     assert response.content == (plain_site / path[1:]).read_bytes()
+
+
+# -- dot segments over the wire ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "body"),
+    [
+        ("/docs/../app.css", 200, CSS_BYTES),
+        ("/docs/./../docs/../app.css", 200, CSS_BYTES),
+        ("/%2e%2e/app.css", 404, None),  # decoded to "/../app.css": above the root
+        ("/docs/../../secret.txt", 404, None),
+        ("/docs/..%2f..%2fsecret.txt", 404, None),
+    ],
+)
+def test_dot_segments_over_the_wire(
+    site: Path, server: HarnessServer, target: str, status: int, body: bytes | None
+) -> None:
+    (site / "docs").mkdir()
+    write(site.parent / "secret.txt", b"outside the root")
+    # curl --path-as-is sends the target exactly as written.
+    result = curl("--path-as-is", "--write-out", "\n%{http_code}", server.url + target)
+    content, _, code = result.stdout.rpartition(b"\n")
+    assert int(code) == status
+    if body is not None:
+        assert content == body
+    assert b"outside the root" not in content

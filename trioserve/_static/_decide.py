@@ -132,8 +132,14 @@ def _if_range_holds(request: StaticRequest, etag: str, mtime: int) -> bool:
 
 
 def _url_segments(request: StaticRequest) -> list[str]:
-    path = f"{request.root_path}/{request.route_path}"
-    return [segment for segment in path.split("/") if segment not in ("", ".")]
+    # The mount point as given, then the route path with its dot segments removed (when it has
+    # a bad segment, as given: such a path never names a directory, but decide() may be handed
+    # any resource).
+    root = [segment for segment in request.root_path.split("/") if segment not in ("", ".")]
+    route = split_path(request.route_path, allow_dotfiles=True)
+    if route is None:
+        route = tuple(s for s in request.route_path.split("/") if s not in ("", "."))
+    return [*root, *route]
 
 
 def _error_plan(

@@ -5,13 +5,14 @@
 #
 # This is step 1 of a request (see the package comment), and the only part of the decision's
 # input that comes from the disk. The ASGI path is already percent-decoded by the server and is
-# never unquoted again. It is split on "/" once; a segment that is "..", holds a NUL or a
-# backslash, looks like a drive ("C:"), or (by default) starts with "." is refused before the
-# filesystem sees it. The rest is joined onto the root, resolved with `os.path.realpath`, and must
-# still lie inside the root by `os.path.commonpath`, so a symlink that leaves the root is "not
-# found". Index files and precompressed `.zst`/`.br`/`.gz` siblings pass the same check
-# (CVE-2024-42367). The result is plain data: a `StaticFile` (the stat of each representation) or
-# a `Directory`.
+# never unquoted again. It is split on "/" once and its dot segments removed (RFC 3986 section
+# 5.2.4: "/docs/../a" is "/a"); a ".." that would climb above the root, or a segment that holds
+# a NUL or a backslash, looks like a drive ("C:"), or (by default) starts with "." is refused
+# before the filesystem sees it. The rest is joined onto the root, resolved with
+# `os.path.realpath`, and must still lie inside the root by `os.path.commonpath`, so a symlink
+# that leaves the root is "not found". Index files and precompressed `.zst`/`.br`/`.gz` siblings
+# pass the same check (CVE-2024-42367). The result is plain data: a `StaticFile` (the stat of
+# each representation) or a `Directory`.
 #
 # Everything here is synchronous and imports no trioserve module at runtime (nor trio).
 
@@ -186,19 +187,26 @@ def get_route_path(scope: Scope) -> str:
 def split_path(route_path: str, *, allow_dotfiles: bool = False) -> tuple[str, ...] | None:
     """Split a decoded URL path into segments that are safe to join onto a directory.
 
-    Empty and "." segments are dropped. The path is not unquoted: "%2e%2e" is a file name.
+    Dot segments are removed as RFC 3986 section 5.2.4 says: empty and "." segments are dropped,
+    ".." drops the segment before it (so "/docs/../index.html" is "index.html"). The path is
+    not unquoted: "%2e%2e" is a file name.
 
     Returns:
-        The segments, or None if any segment is "..", contains NUL or a backslash, looks like a
-        drive ("C:"), or starts with "." while dotfiles are not allowed.
+        The segments, or None if a ".." would climb above the root, or any other segment
+        (even one a later ".." removes) contains NUL or a backslash, looks like a drive ("C:"),
+        or starts with "." while dotfiles are not allowed.
     """
     segments: list[str] = []
     for segment in route_path.split("/"):
         if segment in ("", "."):
             continue
+        if segment == "..":
+            if not segments:
+                return None  # above the root
+            segments.pop()
+            continue
         if (
-            segment == ".."
-            or "\x00" in segment
+            "\x00" in segment
             or "\\" in segment
             or _DRIVE.match(segment)
             or (segment[0] == "." and not allow_dotfiles)
