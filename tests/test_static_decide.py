@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from trioserve._static import (
@@ -435,22 +437,79 @@ def test_directory_with_slash_and_no_index_or_listing_is_404() -> None:
     assert decide(request(path="/sub/"), Directory("/srv/sub")).status == 404
 
 
+LISTED = (
+    DirEntry("d", is_dir=True, mtime=MTIME_NS // 10**9),
+    DirEntry("big.txt", size=5 * 1024 * 1024, mtime=MTIME_NS // 10**9 - 60),
+    DirEntry("a.txt", size=10, mtime=MTIME_NS // 10**9 + 60),
+)
+
+
 def test_directory_listing_is_html() -> None:
-    entries = (DirEntry("d", is_dir=True), DirEntry("f.txt"))
-    plan = decide(request(path="/sub/"), Directory("/srv/sub", entries=entries))
+    plan = decide(request(path="/sub/"), Directory("/srv/sub", entries=LISTED))
     assert plan.status == 200
     assert isinstance(plan.body, InlineBody)
     assert plan.headers == (
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-length", str(len(plan.body.data)).encode()),
+        (b"vary", b"Accept"),
     )
     assert b'<a href="d/">d/</a>' in plan.body.data
     assert b'<a href="../">../</a>' in plan.body.data
-    root = decide(request(path="/"), Directory("/srv", entries=entries))
+    root = decide(request(path="/"), Directory("/srv", entries=LISTED))
     assert isinstance(root.body, InlineBody)
     assert b"../" not in root.body.data
-    head = decide(request("HEAD", path="/sub/"), Directory("/srv/sub", entries=entries))
+    head = decide(request("HEAD", path="/sub/"), Directory("/srv/sub", entries=LISTED))
     assert (head.headers, head.body) == (plan.headers, EmptyBody())
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        (b"", ["d", "a.txt", "big.txt"]),
+        (b"sort=name&order=desc", ["d", "big.txt", "a.txt"]),
+        (b"sort=size&order=desc", ["d", "big.txt", "a.txt"]),
+        (b"sort=size", ["d", "a.txt", "big.txt"]),
+        (b"sort=time", ["d", "big.txt", "a.txt"]),
+        (b"sort=time&order=desc", ["d", "a.txt", "big.txt"]),
+        (b"sort=bogus&order=sideways", ["d", "a.txt", "big.txt"]),
+    ],
+)
+def test_directory_listing_sorts_by_the_query_directories_first(
+    query: bytes, names: list[str]
+) -> None:
+    plan = decide(
+        request(path="/sub/", query_string=query, headers={"accept": "text/plain"}),
+        Directory("/srv/sub", entries=LISTED),
+    )
+    assert isinstance(plan.body, InlineBody)
+    assert plan.body.data.decode().splitlines() == [
+        name + "/" if name == "d" else name for name in names
+    ]
+
+
+def test_directory_listing_as_json() -> None:
+    plan = decide(
+        request(path="/sub/", headers={"accept": "application/json"}),
+        Directory("/srv/sub", entries=LISTED),
+    )
+    assert header_map(plan.headers)[b"content-type"] == b"application/json"
+    assert isinstance(plan.body, InlineBody)
+    listing = json.loads(plan.body.data)
+    assert listing["path"] == "/sub/"
+    assert listing["entries"][0] == {
+        "name": "d",
+        "type": "directory",
+        "size": None,
+        "mtime": "2023-11-14T22:13:20Z",
+        "url": "d/",
+    }
+    assert listing["entries"][2] == {
+        "name": "big.txt",
+        "type": "file",
+        "size": 5 * 1024 * 1024,
+        "mtime": "2023-11-14T22:12:20Z",
+        "url": "big.txt",
+    }
 
 
 def test_response_plan_is_frozen() -> None:

@@ -188,3 +188,43 @@ def test_dot_segments_over_the_wire(
     if body is not None:
         assert content == body
     assert b"outside the root" not in content
+
+
+# -- directory listings ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listed_server(site: Path) -> Iterator[HarnessServer]:
+    write(site / "files" / "small.txt", b"s")
+    write(site / "files" / "large.bin", bytes(3000), mtime_ns=2_000_000_000 * 10**9)
+    write(site / "files" / "sub" / "x.txt", b"x")
+    write(site / "files" / ".secret", b"hidden")
+    with serving(app=StaticFiles(site, autoindex=True)) as srv:
+        yield srv
+
+
+def test_listing_negotiates_html_json_and_text(listed_server: HarnessServer) -> None:
+    url = listed_server.url_for("/files/")
+    page = httpx.get(url, headers={"Accept": "text/html,*/*;q=0.8"}, timeout=10)
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["vary"] == "Accept"
+    assert '<a href="large.bin">large.bin</a>' in page.text
+    assert "2.9 KiB" in page.text
+    assert ".secret" not in page.text
+    listing = httpx.get(url, headers={"Accept": "application/json"}, timeout=10).json()
+    assert [(e["name"], e["type"], e["size"]) for e in listing["entries"]] == [
+        ("sub", "directory", None),
+        ("large.bin", "file", 3000),
+        ("small.txt", "file", 1),
+    ]
+    assert listing["entries"][1]["mtime"] == "2033-05-18T03:33:20Z"
+    text = requests.get(url, headers={"Accept": "text/plain"}, timeout=10)
+    assert text.text == "sub/\nlarge.bin\nsmall.txt\n"
+
+
+def test_listing_sorts_through_its_links(listed_server: HarnessServer) -> None:
+    url = listed_server.url_for("/files/", sort="time", order="desc")
+    text = requests.get(url, headers={"Accept": "text/plain"}, timeout=10).text
+    assert text.splitlines()[:2] == ["sub/", "large.bin"]
+    page = requests.get(url, timeout=10).text
+    assert 'href="?sort=time&amp;order=asc"' in page  # the current column flips its order

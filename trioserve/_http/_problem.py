@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from http import HTTPStatus
 
-__all__ = ["VARY", "choose_error_type", "negotiate_error"]
+__all__ = ["VARY", "choose_error_type", "negotiate_error", "preferred_media_type"]
 
 #: The Vary header value every negotiated error response carries.
 VARY = b"Accept"
@@ -110,21 +111,35 @@ def _q_for(names: tuple[str, ...], ranges: list[tuple[str, float]]) -> float:
     return best_q
 
 
-def choose_error_type(accept: str | bytes | None) -> str:
-    """The media type of the error body for this Accept header (see the module comment)."""
+def preferred_media_type(
+    accept: str | bytes | None, offers: Sequence[tuple[str, tuple[str, ...]]]
+) -> str:
+    """The offer the client prefers: the highest q, ties (and no Accept) to the first offer.
+
+    Args:
+        accept: The request's Accept header, or None.
+        offers: (media type, the media ranges naming it besides wildcards) pairs, in the
+            server's order of preference. The first type's main type is matched by "type/*".
+
+    Returns:
+        One of the offered media types; the first when none is acceptable.
+    """
     if accept is None:
-        return _PLAIN
+        return offers[0][0]
     if isinstance(accept, bytes):
         accept = accept.decode("latin-1")
     ranges = _accept_ranges(accept)
-    if not ranges:
-        return _PLAIN
-    best, best_q = _PLAIN, 0.0
-    for offer, names in _OFFERS:
+    best, best_q = offers[0][0], 0.0
+    for offer, names in offers:
         q = _q_for(names, ranges)
         if q > best_q:
             best, best_q = offer, q
     return best
+
+
+def choose_error_type(accept: str | bytes | None) -> str:
+    """The media type of the error body for this Accept header (see the module comment)."""
+    return preferred_media_type(accept, _OFFERS)
 
 
 def negotiate_error(

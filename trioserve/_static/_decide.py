@@ -15,7 +15,7 @@ import secrets
 import urllib.parse
 from http import HTTPStatus
 
-from .._http._problem import VARY, negotiate_error
+from .._http._problem import VARY, negotiate_error, preferred_media_type
 from ._encoding import Compression, choose_coding, is_compressible
 from ._headers import (
     DEFAULT_MAX_RANGES,
@@ -29,7 +29,14 @@ from ._headers import (
     parse_range,
     tag_matches,
 )
-from ._listing import render_listing
+from ._listing import (
+    LISTING_TYPES,
+    parse_sort,
+    render_listing,
+    render_listing_json,
+    render_listing_text,
+    sort_entries,
+)
 from ._paths import (
     Directory,
     DirEntry,
@@ -174,14 +181,32 @@ def _redirect_plan(request: StaticRequest) -> ResponsePlan:
     return ResponsePlan(HTTPStatus.MOVED_PERMANENTLY.value, headers, EmptyBody())
 
 
+_LISTING_CONTENT_TYPES = {
+    "text/html": b"text/html; charset=utf-8",
+    "application/json": b"application/json",
+    "text/plain": b"text/plain; charset=utf-8",
+}
+
+
 def _listing_plan(request: StaticRequest, entries: tuple[DirEntry, ...]) -> ResponsePlan:
     segments = _url_segments(request)
     url_path = "/" + "".join(segment + "/" for segment in segments)
     route_segments = split_path(request.route_path, allow_dotfiles=True)
-    body = render_listing(url_path, entries, parent=bool(route_segments))
+    sort, descending = parse_sort(request.query_string)
+    ordered = sort_entries(entries, sort, descending)
+    kind = preferred_media_type(request.header(b"accept"), LISTING_TYPES)
+    if kind == "application/json":
+        body = render_listing_json(url_path, ordered)
+    elif kind == "text/plain":
+        body = render_listing_text(ordered)
+    else:
+        body = render_listing(
+            url_path, ordered, parent=bool(route_segments), sort=sort, descending=descending
+        )
     headers = (
-        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-type", _LISTING_CONTENT_TYPES[kind]),
         (b"content-length", str(len(body)).encode()),
+        (b"vary", VARY),
     )
     head = request.method == "HEAD"
     return ResponsePlan(200, headers, EmptyBody() if head else InlineBody(body))

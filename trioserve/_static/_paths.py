@@ -127,10 +127,19 @@ class StaticFile:
 
 @dataclass(frozen=True, slots=True)
 class DirEntry:
-    """One line of a directory listing."""
+    """One line of a directory listing.
+
+    Attributes:
+        name: The entry's name in its directory.
+        is_dir: Whether it is a directory (otherwise a regular file).
+        size: Its length in bytes (0 for a directory).
+        mtime: Its modification time in whole seconds since the epoch.
+    """
 
     name: str
     is_dir: bool = False
+    size: int = 0
+    mtime: int = 0
 
 
 @dataclass(frozen=True, slots=True)
