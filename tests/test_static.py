@@ -696,6 +696,20 @@ async def test_large_file_is_streamed_compressed_then_served_from_the_cache(
     assert second.header[b"content-length"] == str(len(first.body)).encode()
 
 
+async def test_head_of_a_compressed_file_has_the_cached_length(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    gz = [("Accept-Encoding", "gzip")]
+    cold = await call(app, "/app.css", method="HEAD", headers=gz)
+    assert (cold.status, cold.body, cold.header[b"content-encoding"]) == (200, b"", b"gzip")
+    assert b"content-length" not in cold.header
+    get = await call(app, "/app.css", headers=gz)
+    warm = await call(app, "/app.css", method="HEAD", headers=gz)
+    assert warm.body == b""
+    assert warm.header[b"content-length"] == str(len(get.body)).encode()
+    assert len(app.compression_cache) == 1  # HEAD compressed nothing
+
+
 async def test_a_changed_file_is_compressed_anew(site: Path) -> None:
     write(site / "app.css", CSS_TEXT)
     app = StaticFiles(site)

@@ -147,6 +147,12 @@ async def _send_compressed(
         raise RuntimeError("a compressed body needs the file it was decided on")
     key: CacheKey = (info.dev, info.ino, info.size, info.mtime_ns, body.coding)
     data = cache.get(key)
+    if body.head:
+        length = () if data is None else ((b"content-length", str(len(data)).encode()),)
+        headers = [*plan.headers, *length]
+        await send({"type": "http.response.start", "status": plan.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
     if data is None and body.size <= CHUNK_SIZE:
         # A small file: compressed whole in one thread hop, so it gets a Content-Length.
         compressor = new_compressor(body.coding)

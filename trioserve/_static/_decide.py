@@ -293,8 +293,8 @@ def _file_plan(
             (b"accept-ranges", b"bytes"),
             *validators,
         )
-        compressed = CompressedFile(identity.path, info.size, coding)
-        return ResponsePlan(200, headers, EmptyBody() if head else compressed, identity)
+        compressed = CompressedFile(identity.path, info.size, coding, head=head)
+        return ResponsePlan(200, headers, compressed, identity)
     encoding: Headers = (
         () if chosen.encoding is None else ((b"content-encoding", chosen.encoding.encode()),)
     )

@@ -91,12 +91,14 @@ class CompressedFile:
     """The whole file compressed on the fly with `coding`; its length is known only once done.
 
     The sender takes the body from its cache (then with Content-Length) or compresses while
-    streaming (then without).
+    streaming (then without). For HEAD (`head`) only the head is sent, with the Content-Length
+    when the body is in the cache.
     """
 
     path: str
     size: int
     coding: str
+    head: bool = False
 
 
 @dataclass(frozen=True, slots=True)
