@@ -246,7 +246,10 @@ def _file_plan(
     compression: Compression | None,
 ) -> ResponsePlan:
     head = request.method == "HEAD"
-    cache_control = cache_control_for(cache_rules, _file_url_path(request, file))
+    if not cache_rules or cache_rules[0][0] == "*":  # the common cases, without building a path
+        cache_control = cache_rules[0][1] if cache_rules else None
+    else:
+        cache_control = cache_control_for(cache_rules, _file_url_path(request, file))
     content_type = content_type_for(file.name)
     identity = file.identity
     # On the fly: a compressible type, big enough; the coding is only chosen when no
