@@ -622,7 +622,7 @@ def test_works_mounted_in_starlette_under_asyncio(site: Path) -> None:
 
 
 # The modules that make the decision; only _app (the ASGI app) may import more than these.
-PURE_MODULES = ("_decide", "_encoding", "_headers", "_listing", "_paths", "_plan")
+PURE_MODULES = ("_decide", "_encoding", "_fallback", "_headers", "_listing", "_paths", "_plan")
 
 
 def test_pure_modules_import_only_the_standard_library_and_each_other() -> None:

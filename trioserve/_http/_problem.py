@@ -32,7 +32,13 @@ import json
 from collections.abc import Sequence
 from http import HTTPStatus
 
-__all__ = ["VARY", "choose_error_type", "negotiate_error", "preferred_media_type"]
+__all__ = [
+    "VARY",
+    "accepts_media_type",
+    "choose_error_type",
+    "negotiate_error",
+    "preferred_media_type",
+]
 
 #: The Vary header value every negotiated error response carries.
 VARY = b"Accept"
@@ -135,6 +141,18 @@ def preferred_media_type(
         if q > best_q:
             best, best_q = offer, q
     return best
+
+
+def accepts_media_type(accept: str | bytes | None, names: tuple[str, ...]) -> bool:
+    """Whether `accept` gives the type `names[0]` (also named by `names[1:]`) a q above 0.
+
+    No Accept header accepts everything (RFC 9110 section 12.5.1).
+    """
+    if accept is None:
+        return True
+    if isinstance(accept, bytes):
+        accept = accept.decode("latin-1")
+    return _q_for(names, _accept_ranges(accept)) > 0
 
 
 def choose_error_type(accept: str | bytes | None) -> str:

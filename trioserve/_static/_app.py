@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -37,11 +37,20 @@ from ._codecs import (
     available_codings,
     new_compressor,
 )
-from ._decide import ALLOWED_METHODS, decide
+from ._decide import ALLOWED_METHODS, decide, spa_fallback_plan
 from ._encoding import DEFAULT_COMPRESS_MIN_SIZE, Compression
+from ._fallback import error_page_plan, wants_error_page, wants_spa_fallback
 from ._headers import DEFAULT_MAX_RANGES, CacheRules, parse_cache_control_rule
 from ._listing import list_directory
-from ._paths import Directory, DirEntry, Representation, load_resource, split_path
+from ._paths import (
+    Directory,
+    DirEntry,
+    Representation,
+    StaticFile,
+    is_inside,
+    load_resource,
+    split_path,
+)
 from ._plan import (
     CompressedFile,
     EmptyBody,
@@ -238,8 +247,9 @@ class StaticFiles:
     """An ASGI 3 app serving the files under one directory.
 
     GET and HEAD with validators (ETag, Last-Modified), conditional requests, single and
-    multipart ranges, precompressed `.zst`/`.br`/`.gz` siblings, index files, slash redirects and
-    an optional directory listing. Every lookup failure is a 404; see the module comment.
+    multipart ranges, precompressed `.zst`/`.br`/`.gz` siblings, compression on the fly, index
+    files, slash redirects, an optional directory listing, custom error pages and a single-page
+    app fallback. Every lookup failure is a 404; see the module comment.
 
     Args:
         directory: The document root. Its real path is taken once, here.
@@ -257,6 +267,11 @@ class StaticFiles:
         compress_min_size: Files smaller than this many bytes are never compressed on the fly.
         compress_cache_size: Bytes of compressed bodies kept in memory, so that repeated
             requests are not compressed again (0: no cache).
+        error_pages: {status: path of a file under the root}: served with that status, in place
+            of the built-in error body, to clients that do not prefer JSON or plain text.
+        spa_fallback: Path of a file under the root (a single-page app's "index.html") served
+            with 200 to a GET or HEAD that matches nothing, whose last path segment has no
+            extension, from a client that accepts HTML. Never for paths safety refuses.
 
     Raises:
         ValueError: If `directory` is not an existing directory, or another argument is invalid.
@@ -274,6 +289,8 @@ class StaticFiles:
         compress: bool | Iterable[str] = True,
         compress_min_size: int = DEFAULT_COMPRESS_MIN_SIZE,
         compress_cache_size: int = DEFAULT_CACHE_BYTES,
+        error_pages: Mapping[int, str] | None = None,
+        spa_fallback: str | None = None,
     ) -> None:
         root = os.path.realpath(directory)
         if not os.path.isdir(root):
@@ -317,6 +334,16 @@ class StaticFiles:
             raise ValueError(f"compress_min_size must be >= 0, not {compress_min_size!r}")
         if compress_cache_size < 0:
             raise ValueError(f"compress_cache_size must be >= 0, not {compress_cache_size!r}")
+        pages = dict(error_pages or {})
+        for status, page in pages.items():
+            if not isinstance(status, int) or not 400 <= status <= 599:
+                raise ValueError(f"error_pages keys must be statuses 400 to 599, not {status!r}")
+            if not split_path(page, allow_dotfiles=True):
+                raise ValueError(f"error page must be a path under the root, not {page!r}")
+        if spa_fallback is not None and not split_path(spa_fallback, allow_dotfiles=True):
+            raise ValueError(f"spa_fallback must be a path under the root, not {spa_fallback!r}")
+        self.error_pages = pages
+        self.spa_fallback = spa_fallback
         self.compression = Compression(codings, compress_min_size) if codings else None
         self.compression_cache = CompressionCache(compress_cache_size)
         self.directory = root
@@ -337,6 +364,16 @@ class StaticFiles:
             raise RuntimeError(f"StaticFiles only serves HTTP; it cannot handle a {kind!r} scope")
 
     async def _plan(self, request: StaticRequest) -> ResponsePlan:
+        plan = await self._decide(request)
+        if plan.status >= 400 and plan.status in self.error_pages and wants_error_page(request):
+            page = load_resource(
+                self.directory, self.error_pages[plan.status], allow_dotfiles=True, index=None
+            )
+            if isinstance(page, StaticFile):
+                plan = error_page_plan(request, plan, page)
+        return plan
+
+    async def _decide(self, request: StaticRequest) -> ResponsePlan:
         resource = None
         if request.method in ALLOWED_METHODS:
             resource = load_resource(
@@ -362,6 +399,23 @@ class StaticFiles:
                 except OSError:  # an unreadable directory has no listing: 404
                     entries = None
                 resource = replace(resource, entries=entries)
+            if (
+                resource is None
+                and self.spa_fallback is not None
+                and wants_spa_fallback(request)
+                and self._is_missing(request.route_path)
+            ):
+                fallback = load_resource(
+                    self.directory, self.spa_fallback, allow_dotfiles=True, index=None
+                )
+                if isinstance(fallback, StaticFile):
+                    return spa_fallback_plan(
+                        request,
+                        fallback,
+                        cache_control=self.cache_control,
+                        max_ranges=self.max_ranges,
+                        compression=self.compression,
+                    )
         return decide(
             request,
             resource,
@@ -369,6 +423,27 @@ class StaticFiles:
             max_ranges=self.max_ranges,
             compression=self.compression,
         )
+
+    def _is_missing(self, route_path: str) -> bool:
+        """Whether nothing at all is at `route_path`, below directories inside the root.
+
+        What safety refused (a refused segment, a symlink leaving the root, a FIFO, a file
+        with a path below it) is not missing: it never gets the SPA fallback, so the fallback
+        cannot tell whether something exists outside the root.
+        """
+        segments = split_path(route_path, allow_dotfiles=self.allow_dotfiles)
+        if segments is None:
+            return False
+        path = self.directory
+        for segment in segments:
+            following = os.path.join(path, segment)
+            if not os.path.lexists(following):
+                return True
+            real = os.path.realpath(following)
+            if not is_inside(self.directory, real) or not os.path.isdir(real):
+                return False
+            path = real
+        return False
 
     async def _serve(self, scope: Scope, send: Send) -> None:
         request = StaticRequest.from_scope(scope)

@@ -60,7 +60,13 @@ from ._plan import (
     WholeFile,
 )
 
-__all__ = ["ALLOWED_METHODS", "choose_representation", "compressed_etag", "decide"]
+__all__ = [
+    "ALLOWED_METHODS",
+    "choose_representation",
+    "compressed_etag",
+    "decide",
+    "spa_fallback_plan",
+]
 
 ALLOWED_METHODS = frozenset({"GET", "HEAD"})
 
@@ -94,6 +100,10 @@ def choose_representation(file: StaticFile, accept_encoding: str | None) -> Repr
     if identity_q is not None and identity_q > best_q:
         return file.identity
     return best
+
+
+def _cache_rules(cache_control: str | CacheRules | None) -> CacheRules:
+    return (("*", cache_control),) if isinstance(cache_control, str) else cache_control or ()
 
 
 def compressed_etag(identity: Representation, coding: str) -> str:
@@ -244,6 +254,7 @@ def _file_plan(
     max_ranges: int,
     boundary: str | None,
     compression: Compression | None,
+    vary_accept: bool = False,
 ) -> ResponsePlan:
     head = request.method == "HEAD"
     if not cache_rules or cache_rules[0][0] == "*":  # the common cases, without building a path
@@ -274,7 +285,9 @@ def _file_plan(
             coding = choose_coding(accept_encoding, compression.codings)
     info = chosen.info
     etag = chosen.etag if coding is None else compressed_etag(identity, coding)
-    vary: Headers = ((b"vary", b"Accept-Encoding"),) if file.encoded or on_the_fly else ()
+    encodings_vary = bool(file.encoded) or on_the_fly
+    vary_names = (*(("Accept",) if vary_accept else ()), *(("Accept-Encoding",) * encodings_vary))
+    vary: Headers = ((b"vary", ", ".join(vary_names).encode()),) if vary_names else ()
     validators: Headers = (
         (b"last-modified", http_date(info.mtime).encode("latin-1")),
         (b"etag", etag.encode("latin-1")),
@@ -284,7 +297,7 @@ def _file_plan(
 
     precondition = _precondition_status(request, etag, info.mtime)
     if precondition == 412:
-        return _error_plan(request, HTTPStatus.PRECONDITION_FAILED, vary_encoding=bool(vary))
+        return _error_plan(request, HTTPStatus.PRECONDITION_FAILED, vary_encoding=encodings_vary)
     if precondition == 304:
         return ResponsePlan(304, validators, EmptyBody())
 
@@ -316,7 +329,7 @@ def _file_plan(
             request,
             HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
             extra=((b"content-range", f"bytes */{info.size}".encode()),),
-            vary_encoding=bool(vary),
+            vary_encoding=encodings_vary,
         )
     if len(ranges) == 1:
         (only,) = ranges
@@ -392,4 +405,28 @@ def decide(
         max_ranges=max_ranges,
         boundary=boundary,
         compression=compression,
+    )
+
+
+def spa_fallback_plan(
+    request: StaticRequest,
+    file: StaticFile,
+    *,
+    cache_control: str | CacheRules | None = None,
+    max_ranges: int = DEFAULT_MAX_RANGES,
+    compression: Compression | None = None,
+) -> ResponsePlan:
+    """The fallback `file` served as the answer to `request` (200, or 304, ...; `Vary: Accept`).
+
+    The caller checks `_fallback.wants_spa_fallback` first; `decide`'s other arguments apply
+    as there.
+    """
+    return _file_plan(
+        request,
+        file,
+        cache_rules=_cache_rules(cache_control),
+        max_ranges=max_ranges,
+        boundary=None,
+        compression=compression,
+        vary_accept=True,
     )
