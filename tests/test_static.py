@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import trioserve
-from trioserve._static import CHUNK_SIZE, FileInfo, StaticFiles, _app
+from trioserve._static import CHUNK_SIZE, FileInfo, StaticFiles, _app, _send
 
 from .static_helpers import (
     LAST_MODIFIED,
@@ -690,7 +690,7 @@ async def test_large_file_is_streamed_compressed_then_served_from_the_cache(
     assert len(first.chunks) > 1
     assert gzip.decompress(first.body) == CSS_TEXT
     # The second request is not compressed again: it comes whole from the cache.
-    monkeypatch.setattr(_app, "new_compressor", None)
+    monkeypatch.setattr(_send, "new_compressor", None)
     second = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
     assert second.chunks == [first.body]
     assert second.header[b"content-length"] == str(len(first.body)).encode()

@@ -16,20 +16,20 @@ exposed so that every rule can be tested (and reused) on its own.
 #    (parsed in `_headers`) are evaluated against that data, giving a frozen `ResponsePlan`
 #    (`_plan`): status, headers and a body plan. `_encoding` decides what is compressed on the
 #    fly and with which coding.
-# 3. Sending (`_app`: `StaticFiles.__call__`). The planned file is opened, checked to be the one
-#    decided on, and sent; a body compressed on the fly comes from `_codecs` (the compressors
-#    and a bounded cache of their output).
+# 3. Sending (`_app`: `StaticFiles.__call__`, with `_send`). The planned file is opened, checked
+#    to be the one decided on, and sent; a body compressed on the fly comes from `_codecs` (the
+#    compressors and a bounded cache of their output). `_fallback` says when a custom error page
+#    or the single-page app fallback replaces a 404.
 #
-# Each module's own comment tells the details of its step. Only `_app` is async or imports
-# trio-side trioserve modules at runtime, and only `_codecs` (with `_app`) the optional
-# compression libraries; the others import the standard library, each other and the pure
+# Each module's own comment tells the details of its step. Only `_app` and `_send` are async or
+# import trio-side trioserve modules at runtime, and only `_codecs` the optional compression
+# libraries; the others import the standard library, each other and the pure
 # `trioserve._http._problem` only (a test holds them to it), so every rule is tested without
 # sockets, event loop or trio.
 #
 # Unreadable files (EACCES) are answered 404, like every other lookup failure: a 403 would tell a
 # client that a file it may not read exists.
 
-from ._app import CHUNK_SIZE as CHUNK_SIZE
 from ._app import StaticFiles as StaticFiles
 from ._decide import choose_representation as choose_representation
 from ._decide import compressed_etag as compressed_etag
@@ -67,6 +67,7 @@ from ._plan import MultipartRanges as MultipartRanges
 from ._plan import ResponsePlan as ResponsePlan
 from ._plan import StaticRequest as StaticRequest
 from ._plan import WholeFile as WholeFile
+from ._send import CHUNK_SIZE as CHUNK_SIZE
 
 __all__ = [
     "CHUNK_SIZE",

@@ -3,240 +3,40 @@
 # Theory of operation
 # ===================
 #
-# This is step 3 of a request (see the package comment), the only async one. The planned file is
-# opened and fstat'ed to check it is still the file the decision was made on (a file replaced in
-# between is looked up once more), then either handed to the server with
-# `http.response.pathsend` or read in 64 KiB chunks in a worker thread. Error bodies are small
-# inline bodies in the form the client's Accept prefers (`trioserve._http._problem`).
+# This is step 3 of a request (see the package comment), the only async one: lookup and
+# decision, then `_send` opens the planned file, checks it is still the file decided on (a file
+# replaced in between is looked up once more here), and sends it. Error bodies are small inline
+# bodies in the form the client's Accept prefers (`trioserve._http._problem`), or a configured
+# error page.
 #
 # stat, realpath and open run synchronously on the event loop, as in nginx: on a local filesystem
 # they cost microseconds, and a thread hop per request would dominate the cost of a small file.
-# For the same reason a whole file of up to 64 KiB is read in one synchronous pread and sent as
-# one message. Larger files go to the server with pathsend (sendfile) when it is offered; other
-# reads and directory listings go to a thread. trio's thread pool is used only when running under
-# trio, so the app also works inside Starlette on uvicorn (asyncio).
+# Larger reads, compression and directory listings go to a thread. trio's thread pool is used
+# only when running under trio, so the app also works inside Starlette on uvicorn (asyncio).
 
 from __future__ import annotations
 
 import os
-import stat
-import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Literal, TypeVar
-
-import sniffio
+from typing import TYPE_CHECKING, Literal
 
 from .._lifespan import complete_lifespan
-from ._codecs import (
-    DEFAULT_CACHE_BYTES,
-    CacheKey,
-    CompressionCache,
-    Compressor,
-    available_codings,
-    new_compressor,
-)
+from ._codecs import DEFAULT_CACHE_BYTES, CompressionCache, available_codings
 from ._decide import ALLOWED_METHODS, decide, spa_fallback_plan
 from ._encoding import DEFAULT_COMPRESS_MIN_SIZE, Compression
 from ._fallback import error_page_plan, wants_error_page, wants_spa_fallback
 from ._headers import DEFAULT_MAX_RANGES, CacheRules, parse_cache_control_rule
 from ._listing import list_directory
-from ._paths import (
-    Directory,
-    DirEntry,
-    Representation,
-    StaticFile,
-    is_inside,
-    load_resource,
-    split_path,
-)
-from ._plan import (
-    CompressedFile,
-    EmptyBody,
-    FileRange,
-    InlineBody,
-    ResponsePlan,
-    StaticRequest,
-    WholeFile,
-)
+from ._paths import Directory, DirEntry, StaticFile, is_inside, load_resource, split_path
+from ._plan import ResponsePlan, StaticRequest
+from ._send import CHUNK_SIZE, open_verified, run_in_thread, send_plan
 
 if TYPE_CHECKING:
     from .._types import Receive, Scope, Send
 
 __all__ = ["CHUNK_SIZE", "StaticFiles"]
-
-_T = TypeVar("_T")
-
-#: Big enough that the per-chunk cost (a thread hop and an ASGI message) is small next to the
-#: copy, small enough to keep the memory held per connection bounded.
-CHUNK_SIZE = 64 * 1024
-
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_BINARY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    # A FIFO swapped in after the stat must not block the event loop in open().
-    | getattr(os, "O_NONBLOCK", 0)
-    # realpath's result has no symlink as its last component; refuse one that appeared since.
-    | getattr(os, "O_NOFOLLOW", 0)
-)
-
-
-async def _run_in_thread(function: Callable[[], _T]) -> _T:
-    if sniffio.current_async_library() == "trio":
-        import trio  # lazily: under asyncio, trio need not even be installed
-
-        return await trio.to_thread.run_sync(function)
-    import asyncio
-
-    return await asyncio.to_thread(function)
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    if sys.platform == "win32":
-        os.lseek(fd, offset, os.SEEK_SET)
-        return os.read(fd, size)
-    return os.pread(fd, size, offset)
-
-
-def _open_verified(representation: Representation) -> int | None:
-    """Open the file a plan was made for; None if it is gone, unreadable, or not that file now."""
-    info = representation.info
-    try:
-        fd = os.open(representation.path, _OPEN_FLAGS)
-    except (OSError, ValueError):
-        return None
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        return None
-    if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
-        info.dev,
-        info.ino,
-        info.size,
-        info.mtime_ns,
-    ):
-        return fd
-    os.close(fd)
-    return None
-
-
-async def _send_file_range(send: Send, fd: int, start: int, stop: int, *, last: bool) -> None:
-    offset = start
-    while True:
-        size = min(CHUNK_SIZE, stop - offset)
-        data = await _run_in_thread(partial(_pread, fd, size, offset)) if size else b""
-        if size and not data:
-            # The headers promised more bytes; only closing the connection can tell the client.
-            raise RuntimeError("static file shrank while it was being sent")
-        offset += len(data)
-        await send(
-            {"type": "http.response.body", "body": data, "more_body": offset < stop or not last}
-        )
-        if offset >= stop:
-            return
-
-
-def _compress_chunk(compressor: Compressor, fd: int, size: int, offset: int, last: bool) -> bytes:
-    data = _pread(fd, size, offset)
-    if len(data) != size:
-        raise RuntimeError("static file shrank while it was being sent")
-    out = compressor.compress(data)
-    return out + compressor.flush() if last else out
-
-
-async def _send_compressed(
-    plan: ResponsePlan, body: CompressedFile, fd: int, send: Send, cache: CompressionCache
-) -> None:
-    info = plan.file.info if plan.file is not None else None
-    if info is None:
-        raise RuntimeError("a compressed body needs the file it was decided on")
-    key: CacheKey = (info.dev, info.ino, info.size, info.mtime_ns, body.coding)
-    data = cache.get(key)
-    if body.head:
-        length = () if data is None else ((b"content-length", str(len(data)).encode()),)
-        headers = [*plan.headers, *length]
-        await send({"type": "http.response.start", "status": plan.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
-    if data is None and body.size <= CHUNK_SIZE:
-        # A small file: compressed whole in one thread hop, so it gets a Content-Length.
-        compressor = new_compressor(body.coding)
-        data = await _run_in_thread(partial(_compress_chunk, compressor, fd, body.size, 0, True))
-        cache.put(key, data)
-    if data is not None:
-        headers = [*plan.headers, (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": plan.status, "headers": headers})
-        await send({"type": "http.response.body", "body": data, "more_body": False})
-        return
-    # A big file: streamed chunk by chunk (no Content-Length), kept for the cache only while
-    # the output stays under the cache's entry bound.
-    await send(
-        {"type": "http.response.start", "status": plan.status, "headers": list(plan.headers)}
-    )
-    compressor = new_compressor(body.coding)
-    kept: list[bytes] | None = []
-    kept_size = 0
-    offset = 0
-    while offset < body.size:
-        size = min(CHUNK_SIZE, body.size - offset)
-        last = offset + size >= body.size
-        out = await _run_in_thread(partial(_compress_chunk, compressor, fd, size, offset, last))
-        offset += size
-        if kept is not None:
-            kept_size += len(out)
-            if kept_size > cache.max_entry_bytes:
-                kept = None
-            else:
-                kept.append(out)
-        if out or last:
-            await send({"type": "http.response.body", "body": out, "more_body": not last})
-    if kept is not None:
-        cache.put(key, b"".join(kept))
-
-
-async def _send_plan(
-    plan: ResponsePlan, fd: int | None, send: Send, *, pathsend: bool, cache: CompressionCache
-) -> None:
-    body = plan.body
-    if isinstance(body, CompressedFile):
-        if fd is None:
-            raise RuntimeError("a file body needs an open file")
-        await _send_compressed(plan, body, fd, send, cache)
-        return
-    await send(
-        {"type": "http.response.start", "status": plan.status, "headers": list(plan.headers)}
-    )
-    if isinstance(body, InlineBody):
-        await send({"type": "http.response.body", "body": body.data, "more_body": False})
-        return
-    if isinstance(body, EmptyBody):
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
-    if fd is None:
-        raise RuntimeError("a file body needs an open file")
-    if isinstance(body, WholeFile):
-        if body.size <= CHUNK_SIZE:
-            # A small file is read here, at once, from the file already open and verified:
-            # cheaper than any hand-over, and one message lets the server send it with the head.
-            data = _pread(fd, body.size, 0)
-            if len(data) != body.size:
-                raise RuntimeError("static file shrank while it was being sent")
-            await send({"type": "http.response.body", "body": data, "more_body": False})
-        elif pathsend:
-            await send({"type": "http.response.pathsend", "path": body.path})
-        else:
-            await _send_file_range(send, fd, 0, body.size, last=True)
-    elif isinstance(body, FileRange):
-        await _send_file_range(send, fd, body.range.start, body.range.stop, last=True)
-    else:
-        for part in body.parts:
-            await send({"type": "http.response.body", "body": part.head, "more_body": True})
-            await _send_file_range(send, fd, part.range.start, part.range.stop, last=False)
-        await send({"type": "http.response.body", "body": body.closing, "more_body": False})
 
 
 def _is_header_value(value: str) -> bool:
@@ -395,7 +195,7 @@ class StaticFiles:
                     allow_dotfiles=self.allow_dotfiles,
                 )
                 try:
-                    entries: tuple[DirEntry, ...] | None = await _run_in_thread(listing)
+                    entries: tuple[DirEntry, ...] | None = await run_in_thread(listing)
                 except OSError:  # an unreadable directory has no listing: 404
                     entries = None
                 resource = replace(resource, entries=entries)
@@ -454,14 +254,14 @@ class StaticFiles:
             plan = await self._plan(request)
             if plan.file is None:
                 break
-            fd = _open_verified(plan.file)
+            fd = open_verified(plan.file)
             if fd is not None:
                 break
         else:
             plan = decide(request, None)
         extensions = scope.get("extensions") or {}
         try:
-            await _send_plan(
+            await send_plan(
                 plan,
                 fd,
                 send,
