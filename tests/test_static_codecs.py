@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 
 import brotli
 import pytest
-from backports import zstd
 
 from trioserve._static._codecs import (
     CompressionCache,
@@ -14,6 +14,12 @@ from trioserve._static._codecs import (
     compress,
     new_compressor,
 )
+
+# compression.zstd on Python 3.14, the backports.zstd package before (trioserve[compression]).
+try:
+    zstd = importlib.import_module("compression.zstd")
+except ImportError:
+    zstd = importlib.import_module("backports.zstd")
 
 DATA = b"".join(b"line %d of some text that repeats a lot\n" % i for i in range(20000))
 
