@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gzip
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 import trioserve
-from trioserve._static import CHUNK_SIZE, FileInfo, StaticFiles, _app
+from trioserve._static import CHUNK_SIZE, FileInfo, StaticFiles, _app, _send
 
 from .static_helpers import (
     LAST_MODIFIED,
@@ -253,10 +255,35 @@ async def test_range_past_end_gets_416(site: Path) -> None:
     assert response.status == 416
     assert response.headers == [
         TEXT_PLAIN,
-        (b"content-length", b"36"),
+        (b"content-length", b"26"),
+        (b"vary", b"Accept"),
         (b"content-range", b"bytes */12"),
     ]
-    assert response.body == b"416 Requested Range Not Satisfiable\n"
+    assert response.body == b"416 Range Not Satisfiable\n"
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("application/json", b"application/problem+json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", b"text/html; charset=utf-8"),
+        ("*/*", b"text/plain; charset=utf-8"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "method", "status"), [("/missing", "GET", 404), ("/hello.txt", "DELETE", 405)]
+)
+async def test_errors_follow_the_clients_accept(
+    site: Path, accept: str, content_type: bytes, path: str, method: str, status: int
+) -> None:
+    response = await call(StaticFiles(site), path, method=method, headers=[("Accept", accept)])
+    assert response.status == status
+    assert response.header[b"content-type"] == content_type
+    assert response.header[b"vary"] == b"Accept"
+    assert response.header[b"content-length"] == str(len(response.body)).encode()
+    if content_type == b"application/problem+json":
+        problem = json.loads(response.body)
+        assert (problem["status"], problem["type"]) == (status, "about:blank")
 
 
 async def test_too_many_ranges_get_the_whole_file(site: Path) -> None:
@@ -271,6 +298,7 @@ async def test_post_gets_405_with_allow(site: Path) -> None:
     assert response.headers == [
         TEXT_PLAIN,
         (b"content-length", b"23"),
+        (b"vary", b"Accept"),
         (b"allow", b"GET, HEAD"),
     ]
     assert response.body == b"405 Method Not Allowed\n"
@@ -284,7 +312,8 @@ async def test_post_gets_405_with_allow(site: Path) -> None:
         ("//evil.com", "", b"", b"/evil.com/"),
         ("//evil.com//", "", b"", None),
         ("/evil.com/..%2f..%2f", "", b"", None),
-        ("//evil.com/..", "", b"", None),
+        ("//evil.com/..", "", b"", b"/"),  # dot segments removed: the root, without its slash
+        ("/sub/../evil.com", "", b"", b"/evil.com/"),
     ],
 )
 async def test_directory_redirect_never_leaves_the_site(
@@ -297,6 +326,19 @@ async def test_directory_redirect_never_leaves_the_site(
     else:
         assert response.status == 301
         assert response.headers == [(b"location", location), (b"content-length", b"0")]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/sub/../hello.txt", b"hello world\n"),
+        ("/sub/./../sub/b.txt", b"bee"),
+        ("/etc/../a.txt", b"hello"),
+    ],
+)
+async def test_dot_segments_are_removed_before_mapping(site: Path, path: str, body: bytes) -> None:
+    response = await call(StaticFiles(site), path)
+    assert (response.status, response.body) == (200, body)
 
 
 async def test_root_path_is_stripped_before_mapping(site: Path) -> None:
@@ -391,6 +433,16 @@ async def test_precompressed_siblings_follow_accept_encoding(
     assert response.header[b"vary"] == b"Accept-Encoding"
 
 
+async def test_zst_sibling_is_served_to_zstd_clients(site: Path) -> None:
+    write(site / "app.js", b"console.log(1)\n")
+    write(site / "app.js.zst", b"ZST")
+    write(site / "app.js.br", b"BR")
+    zstd = await call(StaticFiles(site), "/app.js", headers=[("Accept-Encoding", "br, zstd")])
+    assert (zstd.body, zstd.header[b"content-encoding"]) == (b"ZST", b"zstd")
+    br = await call(StaticFiles(site), "/app.js", headers=[("Accept-Encoding", "br")])
+    assert (br.body, br.header[b"content-encoding"]) == (b"BR", b"br")
+
+
 async def test_gz_sibling_symlinked_outside_is_not_served(site: Path) -> None:
     write(site / "app.js", b"plain")
     (site / "app.js.gz").symlink_to(site.parent / "outside.txt")
@@ -404,6 +456,23 @@ async def test_cache_control_is_configurable(site: Path) -> None:
     app = StaticFiles(site, cache_control="public, max-age=60")
     assert (await call(app, "/hello.txt")).header[b"cache-control"] == b"public, max-age=60"
     assert b"cache-control" not in (await call(app, "/missing")).header
+
+
+async def test_cache_control_rules_per_path(site: Path) -> None:
+    write(site / "index.html", b"<p>home</p>")
+    write(site / "assets" / "app.js", b"1")
+    rules = ["*.html=no-cache", "/assets/*=public, max-age=31536000, immutable", "max-age=60"]
+    app = StaticFiles(site, cache_control=rules)
+    assert (await call(app, "/")).header[b"cache-control"] == b"no-cache"
+    assert (await call(app, "/index.html")).header[b"cache-control"] == b"no-cache"
+    immutable = b"public, max-age=31536000, immutable"
+    assert (await call(app, "/assets/app.js")).header[b"cache-control"] == immutable
+    assert (await call(app, "/hello.txt")).header[b"cache-control"] == b"max-age=60"
+    etag = (await call(app, "/hello.txt")).header[b"etag"].decode()
+    not_modified = await call(app, "/hello.txt", headers=[("If-None-Match", etag)])
+    assert (not_modified.status, not_modified.header[b"cache-control"]) == (304, b"max-age=60")
+    only_html = StaticFiles(site, cache_control=[("*.html", "no-cache")])
+    assert b"cache-control" not in (await call(only_html, "/hello.txt")).header
 
 
 async def test_unreadable_file_gets_404(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -498,6 +567,11 @@ async def test_websocket_scope_is_refused(site: Path) -> None:
         ({"index": "a/b.html"}, "index must be a plain file name"),
         ({"max_ranges": 0}, "max_ranges must be at least 1"),
         ({"cache_control": "max-age=1\r\nSet-Cookie: x"}, "cache_control"),
+        ({"cache_control": ["*.js=max-age=1\nx"]}, "cache_control"),
+        ({"cache_control": [("", "no-cache")]}, "empty pattern"),
+        ({"cache_control": ["*.js="]}, "cache_control"),
+        ({"compress_min_size": -1}, "compress_min_size"),
+        ({"compress_cache_size": -1}, "compress_cache_size"),
     ],
 )
 def test_constructor_rejects_bad_arguments(
@@ -548,7 +622,7 @@ def test_works_mounted_in_starlette_under_asyncio(site: Path) -> None:
 
 
 # The modules that make the decision; only _app (the ASGI app) may import more than these.
-PURE_MODULES = ("_decide", "_headers", "_listing", "_paths", "_plan")
+PURE_MODULES = ("_decide", "_encoding", "_fallback", "_headers", "_listing", "_paths", "_plan")
 
 
 def test_pure_modules_import_only_the_standard_library_and_each_other() -> None:
@@ -575,6 +649,118 @@ def test_pure_modules_import_only_the_standard_library_and_each_other() -> None:
     assert result.returncode == 0, result.stderr
     ours, third_party = result.stdout.splitlines()
     assert ours.split() == sorted(
-        ["trioserve", "trioserve._static", *(f"trioserve._static.{name}" for name in PURE_MODULES)]
+        [
+            "trioserve",
+            "trioserve._http",
+            "trioserve._http._problem",
+            "trioserve._static",
+            *(f"trioserve._static.{name}" for name in PURE_MODULES),
+        ]
     )
     assert third_party == ""
+
+
+# -- compression on the fly --------------------------------------------------------------------
+
+CSS_TEXT = b"".join(b".c%d { margin: %dpx; }\n" % (i, i % 9) for i in range(12000))  # ~250 KiB
+
+
+async def test_small_compressible_file_is_compressed_whole_and_cached(site: Path) -> None:
+    write(site / "page.html", b"<p>hello</p>\n" * 200)
+    app = StaticFiles(site)
+    first = await call(app, "/page.html", headers=[("Accept-Encoding", "gzip")])
+    assert first.status == 200
+    assert first.header[b"content-encoding"] == b"gzip"
+    assert gzip.decompress(first.body) == b"<p>hello</p>\n" * 200
+    assert first.header[b"content-length"] == str(len(first.body)).encode()
+    assert first.header[b"vary"] == b"Accept-Encoding"
+    assert len(app.compression_cache) == 1
+    second = await call(app, "/page.html", headers=[("Accept-Encoding", "gzip")])
+    assert (second.headers, second.body) == (first.headers, first.body)
+
+
+async def test_large_file_is_streamed_compressed_then_served_from_the_cache(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    first = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert first.status == 200
+    assert b"content-length" not in first.header
+    assert len(first.chunks) > 1
+    assert gzip.decompress(first.body) == CSS_TEXT
+    # The second request is not compressed again: it comes whole from the cache.
+    monkeypatch.setattr(_send, "new_compressor", None)
+    second = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert second.chunks == [first.body]
+    assert second.header[b"content-length"] == str(len(first.body)).encode()
+
+
+async def test_head_of_a_compressed_file_has_the_cached_length(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    gz = [("Accept-Encoding", "gzip")]
+    cold = await call(app, "/app.css", method="HEAD", headers=gz)
+    assert (cold.status, cold.body, cold.header[b"content-encoding"]) == (200, b"", b"gzip")
+    assert b"content-length" not in cold.header
+    get = await call(app, "/app.css", headers=gz)
+    warm = await call(app, "/app.css", method="HEAD", headers=gz)
+    assert warm.body == b""
+    assert warm.header[b"content-length"] == str(len(get.body)).encode()
+    assert len(app.compression_cache) == 1  # HEAD compressed nothing
+
+
+async def test_a_changed_file_is_compressed_anew(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    write(site / "app.css", CSS_TEXT[::-1], mtime_ns=MTIME_NS + 10**9)
+    again = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert gzip.decompress(again.body) == CSS_TEXT[::-1]
+
+
+async def test_compressed_body_over_the_entry_bound_is_not_cached(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site, compress_cache_size=100)
+    response = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    assert gzip.decompress(response.body) == CSS_TEXT
+    assert len(app.compression_cache) == 0
+
+
+async def test_compressed_etag_gets_304(site: Path) -> None:
+    write(site / "app.css", CSS_TEXT)
+    app = StaticFiles(site)
+    first = await call(app, "/app.css", headers=[("Accept-Encoding", "gzip")])
+    etag = first.header[b"etag"].decode()
+    assert etag.startswith('W/"')
+    again = await call(
+        app, "/app.css", headers=[("Accept-Encoding", "gzip"), ("If-None-Match", etag)]
+    )
+    assert (again.status, again.body) == (304, b"")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "accept_encoding", "encoding"),
+    [
+        ({"compress": False}, "gzip", None),
+        ({"compress": ["gzip"]}, "zstd, br, gzip", b"gzip"),
+        ({"compress_min_size": 10**6}, "gzip", None),
+        ({}, "identity", None),
+        ({}, "zstd, br, gzip", b"zstd"),
+    ],
+)
+async def test_compression_settings(
+    site: Path, kwargs: dict[str, Any], accept_encoding: str, encoding: bytes | None
+) -> None:
+    write(site / "app.css", CSS_TEXT)
+    response = await call(
+        StaticFiles(site, **kwargs), "/app.css", headers=[("Accept-Encoding", accept_encoding)]
+    )
+    assert response.header.get(b"content-encoding") == encoding
+    if encoding is None:
+        assert response.body == CSS_TEXT
+
+
+def test_compress_with_an_unknown_coding_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'deflate'"):
+        StaticFiles(tmp_path, compress=["deflate"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from trioserve._static import (
@@ -97,6 +99,7 @@ def test_other_methods_get_405_with_allow(method: str) -> None:
     assert plan.headers == (
         TEXT_PLAIN,
         (b"content-length", b"23"),
+        (b"vary", b"Accept"),
         (b"allow", b"GET, HEAD"),
     )
     assert plan.body == InlineBody(b"405 Method Not Allowed\n")
@@ -105,13 +108,13 @@ def test_other_methods_get_405_with_allow(method: str) -> None:
 def test_nothing_found_gets_404() -> None:
     plan = decide(request(), None)
     assert (plan.status, plan.body) == (404, InlineBody(b"404 Not Found\n"))
-    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"))
+    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"), (b"vary", b"Accept"))
 
 
 def test_head_404_has_headers_but_no_body() -> None:
     plan = decide(request("HEAD"), None)
     assert (plan.status, plan.body) == (404, EmptyBody())
-    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"))
+    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"14"), (b"vary", b"Accept"))
 
 
 def test_file_gets_200_with_validators() -> None:
@@ -219,7 +222,7 @@ def test_304_compares_against_the_chosen_representation() -> None:
 
 def test_412_is_a_small_text_response() -> None:
     plan = decide(request(headers={"if-match": '"nope"'}), TXT)
-    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"24"))
+    assert plan.headers == (TEXT_PLAIN, (b"content-length", b"24"), (b"vary", b"Accept"))
     assert plan.body == InlineBody(b"412 Precondition Failed\n")
 
 
@@ -242,10 +245,11 @@ def test_unsatisfiable_range_plans_416_with_the_size() -> None:
     assert plan.status == 416
     assert plan.headers == (
         TEXT_PLAIN,
-        (b"content-length", b"36"),
+        (b"content-length", b"26"),
+        (b"vary", b"Accept"),
         (b"content-range", b"bytes */1000"),
     )
-    assert plan.body == InlineBody(b"416 Requested Range Not Satisfiable\n")
+    assert plan.body == InlineBody(b"416 Range Not Satisfiable\n")
 
 
 @pytest.mark.parametrize(
@@ -334,13 +338,60 @@ def test_vary_is_sent_whenever_a_sibling_exists() -> None:
     assert b"vary" not in header_map(decide(request(), TXT).headers)
 
 
-def test_ranges_apply_to_the_chosen_representation() -> None:
-    plan = decide(request(headers={"accept-encoding": "br", "range": "bytes=100-"}), COMPRESSED)
+@pytest.mark.parametrize("accept_encoding", ["br", "gzip", "zstd, br, gzip", "*"])
+def test_range_request_is_answered_from_the_identity_file(accept_encoding: str) -> None:
+    plan = decide(
+        request(headers={"accept-encoding": accept_encoding, "range": "bytes=100-"}), COMPRESSED
+    )
+    headers = header_map(plan.headers)
     assert plan.status == 206
-    assert header_map(plan.headers)[b"content-range"] == b"bytes 100-199/200"
-    assert plan.body == FileRange("/srv/a.txt.br", ByteRange(100, 200))
-    too_far = decide(request(headers={"accept-encoding": "br", "range": "bytes=500-"}), COMPRESSED)
-    assert header_map(too_far.headers)[b"content-range"] == b"bytes */200"
+    assert headers[b"content-range"] == b"bytes 100-999/1000"
+    assert b"content-encoding" not in headers
+    assert headers[b"etag"] == ETAG.encode()
+    assert headers[b"vary"] == b"Accept-Encoding"
+    assert plan.body == FileRange("/srv/a.txt", ByteRange(100, 1000))
+    too_far = decide(
+        request(headers={"accept-encoding": accept_encoding, "range": "bytes=5000-"}), COMPRESSED
+    )
+    assert header_map(too_far.headers)[b"content-range"] == b"bytes */1000"
+
+
+def test_multipart_ranges_never_carry_a_content_encoding() -> None:
+    plan = decide(
+        request(headers={"accept-encoding": "gzip", "range": "bytes=0-0,5-5"}),
+        COMPRESSED,
+        boundary="B",
+    )
+    assert plan.status == 206
+    assert isinstance(plan.body, MultipartRanges)
+    assert plan.body.path == "/srv/a.txt"
+    assert b"content-encoding" not in header_map(plan.headers)
+
+
+def test_if_range_with_the_encoded_tag_gets_the_whole_encoded_file() -> None:
+    # The client's cached copy was the gzip one: its range cannot be resumed from identity bytes.
+    headers = {
+        "accept-encoding": "gzip",
+        "range": "bytes=100-",
+        "if-range": etag_of(GZ_INFO, "-gzip"),
+    }
+    plan = decide(request(headers=headers), COMPRESSED)
+    assert plan.status == 200
+    assert header_map(plan.headers)[b"content-encoding"] == b"gzip"
+    assert plan.body == WholeFile("/srv/a.txt.gz", 300)
+
+
+def test_invalid_range_header_keeps_the_negotiated_encoding() -> None:
+    plan = decide(request(headers={"accept-encoding": "gzip", "range": "lines=1-2"}), COMPRESSED)
+    assert (plan.status, plan.body) == (200, WholeFile("/srv/a.txt.gz", 300))
+
+
+def test_zst_sibling_is_preferred_on_a_tie() -> None:
+    zst = Representation("/srv/a.txt.zst", FileInfo(size=250, mtime_ns=MTIME_NS), "zstd")
+    file = StaticFile("a.txt", TXT.identity, (zst, BR, GZ))
+    assert choose_representation(file, "gzip, br, zstd") is zst
+    assert choose_representation(file, "gzip, br") is BR
+    assert choose_representation(file, "zstd;q=0.5, gzip") is GZ
 
 
 @pytest.mark.parametrize(
@@ -386,22 +437,79 @@ def test_directory_with_slash_and_no_index_or_listing_is_404() -> None:
     assert decide(request(path="/sub/"), Directory("/srv/sub")).status == 404
 
 
+LISTED = (
+    DirEntry("d", is_dir=True, mtime=MTIME_NS // 10**9),
+    DirEntry("big.txt", size=5 * 1024 * 1024, mtime=MTIME_NS // 10**9 - 60),
+    DirEntry("a.txt", size=10, mtime=MTIME_NS // 10**9 + 60),
+)
+
+
 def test_directory_listing_is_html() -> None:
-    entries = (DirEntry("d", is_dir=True), DirEntry("f.txt"))
-    plan = decide(request(path="/sub/"), Directory("/srv/sub", entries=entries))
+    plan = decide(request(path="/sub/"), Directory("/srv/sub", entries=LISTED))
     assert plan.status == 200
     assert isinstance(plan.body, InlineBody)
     assert plan.headers == (
         (b"content-type", b"text/html; charset=utf-8"),
         (b"content-length", str(len(plan.body.data)).encode()),
+        (b"vary", b"Accept"),
     )
     assert b'<a href="d/">d/</a>' in plan.body.data
     assert b'<a href="../">../</a>' in plan.body.data
-    root = decide(request(path="/"), Directory("/srv", entries=entries))
+    root = decide(request(path="/"), Directory("/srv", entries=LISTED))
     assert isinstance(root.body, InlineBody)
     assert b"../" not in root.body.data
-    head = decide(request("HEAD", path="/sub/"), Directory("/srv/sub", entries=entries))
+    head = decide(request("HEAD", path="/sub/"), Directory("/srv/sub", entries=LISTED))
     assert (head.headers, head.body) == (plan.headers, EmptyBody())
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        (b"", ["d", "a.txt", "big.txt"]),
+        (b"sort=name&order=desc", ["d", "big.txt", "a.txt"]),
+        (b"sort=size&order=desc", ["d", "big.txt", "a.txt"]),
+        (b"sort=size", ["d", "a.txt", "big.txt"]),
+        (b"sort=time", ["d", "big.txt", "a.txt"]),
+        (b"sort=time&order=desc", ["d", "a.txt", "big.txt"]),
+        (b"sort=bogus&order=sideways", ["d", "a.txt", "big.txt"]),
+    ],
+)
+def test_directory_listing_sorts_by_the_query_directories_first(
+    query: bytes, names: list[str]
+) -> None:
+    plan = decide(
+        request(path="/sub/", query_string=query, headers={"accept": "text/plain"}),
+        Directory("/srv/sub", entries=LISTED),
+    )
+    assert isinstance(plan.body, InlineBody)
+    assert plan.body.data.decode().splitlines() == [
+        name + "/" if name == "d" else name for name in names
+    ]
+
+
+def test_directory_listing_as_json() -> None:
+    plan = decide(
+        request(path="/sub/", headers={"accept": "application/json"}),
+        Directory("/srv/sub", entries=LISTED),
+    )
+    assert header_map(plan.headers)[b"content-type"] == b"application/json"
+    assert isinstance(plan.body, InlineBody)
+    listing = json.loads(plan.body.data)
+    assert listing["path"] == "/sub/"
+    assert listing["entries"][0] == {
+        "name": "d",
+        "type": "directory",
+        "size": None,
+        "mtime": "2023-11-14T22:13:20Z",
+        "url": "d/",
+    }
+    assert listing["entries"][2] == {
+        "name": "big.txt",
+        "type": "file",
+        "size": 5 * 1024 * 1024,
+        "mtime": "2023-11-14T22:12:20Z",
+        "url": "big.txt",
+    }
 
 
 def test_response_plan_is_frozen() -> None:

@@ -18,6 +18,7 @@ from trioserve._static import (
     parse_http_date,
     parse_range,
 )
+from trioserve._static._headers import cache_control_for, parse_cache_control_rule
 
 from .static_helpers import LAST_MODIFIED, MTIME
 
@@ -212,3 +213,52 @@ def test_content_type_for(name: str, content_type: str) -> None:
 )
 def test_parse_http_date(value: str, expected: int | None) -> None:
     assert parse_http_date(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("no-cache", ("*", "no-cache")),
+        ("public, max-age=60", ("*", "public, max-age=60")),
+        ("max-age=60", ("*", "max-age=60")),
+        ("*.html=no-cache", ("*.html", "no-cache")),
+        (
+            "/assets/*=public, max-age=31536000, immutable",
+            ("/assets/*", "public, max-age=31536000, immutable"),
+        ),
+        ("index.html=no-store", ("index.html", "no-store")),
+        ("*=max-age=5", ("*", "max-age=5")),
+    ],
+)
+def test_cache_control_rule_or_bare_value(text: str, rule: tuple[str, str]) -> None:
+    assert parse_cache_control_rule(text) == rule
+
+
+RULES = (
+    ("*.html", "no-cache"),
+    ("/assets/*", "public, max-age=31536000, immutable"),
+    ("/docs/*.pdf", "max-age=60"),
+    ("*", "max-age=300"),
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("/index.html", "no-cache"),
+        ("/assets/deep/index.html", "no-cache"),  # first match wins
+        ("/assets/app.js", "public, max-age=31536000, immutable"),
+        ("/assets/deep/app.js", "public, max-age=31536000, immutable"),
+        ("/docs/a.pdf", "max-age=60"),
+        ("/docs/sub/a.pdf", "max-age=60"),  # "*" crosses "/"
+        ("/a.pdf", "max-age=300"),
+        ("/x.HTML", "max-age=300"),  # case-sensitive, like URL paths
+    ],
+)
+def test_cache_control_first_matching_rule_wins(path: str, value: str) -> None:
+    assert cache_control_for(RULES, path) == value
+
+
+def test_cache_control_without_a_match_is_none() -> None:
+    assert cache_control_for((("*.css", "x"),), "/a.js") is None
+    assert cache_control_for((), "/a.js") is None

@@ -41,6 +41,12 @@ def tree(tmp_path: Path) -> Path:
         ("/ü/日本", ("ü", "日本")),
         ("/etc/passwd", ("etc", "passwd")),
         ("//etc/passwd", ("etc", "passwd")),
+        ("/docs/../index.html", ("index.html",)),
+        ("/a/..", ()),
+        ("/a/../", ()),
+        ("/a/b/../../c", ("c",)),
+        ("/a/./../b/./c/..", ("b",)),
+        ("/a/b/../c/./d", ("a", "c", "d")),
     ],
 )
 def test_split_path_keeps_ordinary_segments(route_path: str, segments: tuple[str, ...]) -> None:
@@ -54,7 +60,9 @@ def test_split_path_keeps_ordinary_segments(route_path: str, segments: tuple[str
         "/../x",
         "../x",
         "/a/../../x",
-        "/a/..",
+        "/a/b/../../../x",
+        "/./..",
+        "/a/../..",
         "/..\\x",
         "/a\\b",
         "\\\\server\\share",
@@ -68,6 +76,8 @@ def test_split_path_keeps_ordinary_segments(route_path: str, segments: tuple[str
         "/.git/config",
         "/a/.hidden/b",
         "/..%2f/../x",
+        "/.git/../a.txt",  # a refused segment refuses the path, even when ".." removes it
+        "/a\\b/../c",
     ],
 )
 def test_split_path_refuses_traversal_and_dotfiles(route_path: str) -> None:
@@ -108,6 +118,8 @@ def test_is_inside_compares_components_not_string_prefixes() -> None:
         ("/a.txt", "a.txt"),
         ("/sub/b.txt", "sub/b.txt"),
         ("/sub/./b.txt", "sub/b.txt"),
+        ("/sub/../a.txt", "a.txt"),
+        ("/etc/../sub/b.txt", "sub/b.txt"),
         ("/", "."),
         ("/sub", "sub"),
         ("/link-in.txt", "a.txt"),

@@ -8,14 +8,19 @@ import email.utils
 import mimetypes
 import re
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from functools import lru_cache
+from typing import TypeAlias
 
 __all__ = [
     "DEFAULT_MAX_RANGES",
     "ByteRange",
+    "CacheRules",
+    "cache_control_for",
     "content_type_for",
     "http_date",
     "parse_accept_encoding",
+    "parse_cache_control_rule",
     "parse_http_date",
     "parse_range",
     "tag_matches",
@@ -197,11 +202,52 @@ def content_type_for(name: str) -> str:
 
 
 def tag_matches(value: str, etag: str, *, weak: bool) -> bool:
-    """Whether an If-Match or If-None-Match `value` names `etag`; `weak` allows W/ tags."""
+    """Whether an If-Match or If-None-Match `value` names `etag`; `weak` allows W/ tags.
+
+    `etag` may itself be weak (`W/"..."`, a body compressed on the fly): it then matches only
+    under weak comparison.
+    """
     if value.strip() == "*":
         return True
+    if etag.startswith("W/"):
+        if not weak:  # strong comparison: a weak tag never matches
+            return False
+        etag = etag[2:]
     opaque = etag[1:-1]
     return any(
         match.group(2) == opaque and (weak or match.group(1) is None)
         for match in _ENTITY_TAG.finditer(value)
     )
+
+
+#: Cache-Control rules: (glob pattern, value) pairs, the first matching pattern wins.
+CacheRules: TypeAlias = tuple[tuple[str, str], ...]
+
+# Characters that make the text before "=" a pattern: a Cache-Control directive name is a token
+# of letters, digits and "-", never one of these.
+_PATTERN_CHARS = frozenset("/*?[.")
+
+
+def parse_cache_control_rule(text: str) -> tuple[str, str]:
+    """Split a `PATTERN=VALUE` rule; a bare value (`public, max-age=60`) gets the pattern "*".
+
+    The text before the first "=" is a pattern when it holds "/", ".", or a glob character, as
+    no Cache-Control directive name does (`max-age=60` is a bare value).
+    """
+    pattern, equals, value = text.partition("=")
+    if equals and _PATTERN_CHARS.intersection(pattern):
+        return pattern.strip(), value.strip()
+    return "*", text.strip()
+
+
+def cache_control_for(rules: CacheRules, url_path: str) -> str | None:
+    """The value of the first rule whose glob matches `url_path` (case-sensitive), or None.
+
+    A pattern with a "/" is matched against the whole path below the mount point ("/assets/*");
+    one without against the last segment only ("*.html", "index.html"). "*" matches across "/".
+    """
+    name = url_path.rpartition("/")[2]
+    for pattern, value in rules:
+        if fnmatchcase(url_path if "/" in pattern else name, pattern):
+            return value
+    return None

@@ -5,13 +5,14 @@
 #
 # This is step 1 of a request (see the package comment), and the only part of the decision's
 # input that comes from the disk. The ASGI path is already percent-decoded by the server and is
-# never unquoted again. It is split on "/" once; a segment that is "..", holds a NUL or a
-# backslash, looks like a drive ("C:"), or (by default) starts with "." is refused before the
-# filesystem sees it. The rest is joined onto the root, resolved with `os.path.realpath`, and must
-# still lie inside the root by `os.path.commonpath`, so a symlink that leaves the root is "not
-# found". Index files and precompressed `.br`/`.gz` siblings pass the same check
-# (CVE-2024-42367). The result is plain data: a `StaticFile` (the stat of each representation) or
-# a `Directory`.
+# never unquoted again. It is split on "/" once and its dot segments removed (RFC 3986 section
+# 5.2.4: "/docs/../a" is "/a"); a ".." that would climb above the root, or a segment that holds
+# a NUL or a backslash, looks like a drive ("C:"), or (by default) starts with "." is refused
+# before the filesystem sees it. The rest is joined onto the root, resolved with
+# `os.path.realpath`, and must still lie inside the root by `os.path.commonpath`, so a symlink
+# that leaves the root is "not found". Index files and precompressed `.zst`/`.br`/`.gz` siblings
+# pass the same check (CVE-2024-42367). The result is plain data: a `StaticFile` (the stat of
+# each representation) or a `Directory`.
 #
 # Everything here is synchronous and imports no trioserve module at runtime (nor trio).
 
@@ -44,8 +45,9 @@ __all__ = [
     "split_path",
 ]
 
-# (content coding, file suffix) in the server's order of preference: brotli output is smaller.
-_PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
+# (content coding, file suffix) in the server's order of preference: zstd decodes fastest at a
+# size close to brotli's, brotli output is the smallest, gzip is what every client decodes.
+_PRECOMPRESSED = (("zstd", ".zst"), ("br", ".br"), ("gzip", ".gz"))
 
 _DRIVE = re.compile(r"[A-Za-z]:")
 
@@ -92,7 +94,7 @@ class Representation:
     Attributes:
         path: Real path of the file to send.
         info: Its stat data.
-        encoding: Content coding (`"br"`, `"gzip"`) or None for the file itself.
+        encoding: Content coding (`"zstd"`, `"br"`, `"gzip"`) or None for the file itself.
     """
 
     path: str
@@ -125,10 +127,19 @@ class StaticFile:
 
 @dataclass(frozen=True, slots=True)
 class DirEntry:
-    """One line of a directory listing."""
+    """One line of a directory listing.
+
+    Attributes:
+        name: The entry's name in its directory.
+        is_dir: Whether it is a directory (otherwise a regular file).
+        size: Its length in bytes (0 for a directory).
+        mtime: Its modification time in whole seconds since the epoch.
+    """
 
     name: str
     is_dir: bool = False
+    size: int = 0
+    mtime: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,19 +196,26 @@ def get_route_path(scope: Scope) -> str:
 def split_path(route_path: str, *, allow_dotfiles: bool = False) -> tuple[str, ...] | None:
     """Split a decoded URL path into segments that are safe to join onto a directory.
 
-    Empty and "." segments are dropped. The path is not unquoted: "%2e%2e" is a file name.
+    Dot segments are removed as RFC 3986 section 5.2.4 says: empty and "." segments are dropped,
+    ".." drops the segment before it (so "/docs/../index.html" is "index.html"). The path is
+    not unquoted: "%2e%2e" is a file name.
 
     Returns:
-        The segments, or None if any segment is "..", contains NUL or a backslash, looks like a
-        drive ("C:"), or starts with "." while dotfiles are not allowed.
+        The segments, or None if a ".." would climb above the root, or any other segment
+        (even one a later ".." removes) contains NUL or a backslash, looks like a drive ("C:"),
+        or starts with "." while dotfiles are not allowed.
     """
     segments: list[str] = []
     for segment in route_path.split("/"):
         if segment in ("", "."):
             continue
+        if segment == "..":
+            if not segments:
+                return None  # above the root
+            segments.pop()
+            continue
         if (
-            segment == ".."
-            or "\x00" in segment
+            "\x00" in segment
             or "\\" in segment
             or _DRIVE.match(segment)
             or (segment[0] == "." and not allow_dotfiles)

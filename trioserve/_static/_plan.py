@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Body",
+    "CompressedFile",
     "EmptyBody",
     "FileRange",
     "Headers",
@@ -86,6 +87,21 @@ class WholeFile:
 
 
 @dataclass(frozen=True, slots=True)
+class CompressedFile:
+    """The whole file compressed on the fly with `coding`; its length is known only once done.
+
+    The sender takes the body from its cache (then with Content-Length) or compresses while
+    streaming (then without). For HEAD (`head`) only the head is sent, with the Content-Length
+    when the body is in the cache.
+    """
+
+    path: str
+    size: int
+    coding: str
+    head: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class FileRange:
     """One byte range of a file (206 with Content-Range)."""
 
@@ -115,7 +131,7 @@ class MultipartRanges:
         return sum(len(part.head) + part.range.length for part in self.parts) + len(self.closing)
 
 
-Body: TypeAlias = EmptyBody | InlineBody | WholeFile | FileRange | MultipartRanges
+Body: TypeAlias = EmptyBody | InlineBody | WholeFile | CompressedFile | FileRange | MultipartRanges
 
 
 @dataclass(frozen=True, slots=True)
