@@ -142,14 +142,29 @@ def site(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Site:
 
 
 class AccessLines(logging.Handler):
-    """Collects the JSON access-log records of the server under test."""
+    """Collects the JSON access-log records of the server under test.
+
+    A stream logs its line after its last byte is sent, so a client can have its answer before
+    the line exists: a test waits for the lines it expects (:meth:`wait_for`) before it stops
+    the server, or the cancellation could beat the line.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.records: list[dict[str, Any]] = []
+        self._changed = trio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
+        # Called in trio's thread: the server under test runs in this process.
         self.records.append(json.loads(record.getMessage()))
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        """Wait (bounded) until at least ``count`` lines are logged."""
+        with trio.fail_after(timeout):
+            while len(self.records) < count:
+                self._changed = trio.Event()
+                await self._changed.wait()
 
     def versions(self) -> dict[str, str]:
         """Path -> http_version of every request logged (one line per path expected)."""
@@ -254,6 +269,7 @@ async def test_httpx_negotiates_h2_by_alpn_and_the_app_sees_http_version_2(
         httpx.AsyncClient(http2=True, verify=client_context(site)) as client,
     ):
         response = await client.post(f"https://localhost:{port}/echo", content=b"x" * 300_000)
+        await access.wait_for(1)
     assert response.http_version == "HTTP/2"
     # A request body bigger than the 65,535-byte initial window arrives whole.
     assert response.json() == {"http_version": "2", "scheme": "https", "body": 300_000}
@@ -268,6 +284,7 @@ async def test_httpx_prior_knowledge_h2c_on_a_cleartext_port(
         httpx.AsyncClient(http1=False, http2=True) as client,
     ):
         response = await client.get(f"http://127.0.0.1:{port}/echo")
+        await access.wait_for(1)
     assert response.http_version == "HTTP/2"
     assert response.json() == {"http_version": "2", "scheme": "http", "body": 0}
     assert access.versions() == {"/echo": "2"}
@@ -292,6 +309,7 @@ async def test_httpx_multiplexes_concurrent_requests_on_one_connection(
         async with trio.open_nursery() as nursery:
             for path in paths:
                 nursery.start_soon(fetch, path)
+        await access.wait_for(len(paths))
     assert bodies == {p: (site.root / p[1:]).read_bytes() for p in paths}
     assert {r["http_version"] for r in access.records} == {"2"}
     # One connection: every line comes from the same client address.
@@ -312,6 +330,7 @@ async def test_static_file_bigger_than_the_windows_arrives_byte_exact_over_h2(
         partial = await client.get(
             f"https://localhost:{port}/big.bin", headers={"range": "bytes=1000000-1999999"}
         )
+        await access.wait_for(2)
     assert response.http_version == "HTTP/2"
     assert response.status_code == 200
     assert response.headers["content-length"] == str(BIG_FILE_SIZE)
@@ -334,6 +353,7 @@ async def test_curl_http2_over_tls(site: Site, access: AccessLines, tmp_path: Pa
             curl, "-sS", "--http2", "--cacert", str(site.cafile), "-o", str(out),
             "-w", "%{http_version} %{response_code}", f"https://localhost:{port}/big.bin",
         )  # fmt: skip
+        await access.wait_for(1)
     assert result.stdout == b"2 200"
     assert out.read_bytes() == site.big
     assert access.versions() == {"/big.bin": "2"}
@@ -346,6 +366,7 @@ async def test_curl_http2_prior_knowledge_on_cleartext(site: Site, access: Acces
             curl, "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version} %{response_code}",
             "--data-binary", "hello", f"http://127.0.0.1:{port}/echo",
         )  # fmt: skip
+        await access.wait_for(1)
     body, _, status = result.stdout.rpartition(b"\n")
     assert status == b"2 200"
     assert json.loads(body) == {"http_version": "2", "scheme": "http", "body": 5}
@@ -362,6 +383,7 @@ async def test_nghttp_fetches_many_streams_concurrently(site: Site, access: Acce
             nghttp, "-ns", "-w", "16", "-W", "16",
             *(f"https://localhost:{port}{p}" for p in paths),
         )  # fmt: skip
+        await access.wait_for(len(paths))
     # The statistics table: one row per stream, "id  responseEnd  requestStart  process  code
     # size  request path".
     rows = re.findall(
@@ -400,6 +422,7 @@ async def test_http2_off_alpn_offers_only_http11(site: Site, access: AccessLines
         assert await alpn_choice(port, client_context(site, "h2", "http/1.1")) == "http/1.1"
         async with httpx.AsyncClient(http2=True, verify=client_context(site)) as client:
             response = await client.get(f"https://localhost:{port}/echo")
+        await access.wait_for(1)
     assert response.http_version == "HTTP/1.1"
     assert response.json()["http_version"] == "1.1"
     assert access.versions() == {"/echo": "1.1"}
@@ -446,6 +469,7 @@ async def test_h2_and_http11_clients_side_by_side_on_one_tls_port(
             nursery.start_soon(fetch, "a", True)
             nursery.start_soon(fetch, "b", False)
             nursery.start_soon(fetch, "c", True)
+        await access.wait_for(15)
     assert seen == {f"{n}{i}": ("1.1" if n == "b" else "2") for n in "abc" for i in range(5)}
     by_query = {r["query"]: r["http_version"] for r in access.records}
     assert by_query == seen
@@ -468,6 +492,7 @@ async def test_chromium_loads_a_page_of_40_assets_over_h2(
             f"--ignore-certificate-errors-spki-list={site.spki_hash}",
             "--dump-dom", f"https://localhost:{port}/index.html",
         )  # fmt: skip
+        await access.wait_for(1 + PAGE_CSS + PAGE_JS + PAGE_IMAGES)
     dom = result.stdout.decode()
     assert f"css={PAGE_CSS} js={PAGE_JS} img={PAGE_IMAGES}" in dom, (dom, result.stderr[-3000:])
     assets = (
