@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark trioserve against hypercorn (trio worker), uvicorn (h11) and nginx.
+"""Benchmark trioserve against hypercorn (trio worker), uvicorn (h11), nginx, and for HTTP/2
+anycorn (trio) and granian.
 
 Run from anywhere (the servers are started with the repository root as working directory)::
 
@@ -26,8 +27,18 @@ hello-tls serves the hello app over HTTPS with a throwaway certificate made once
 ``trustme`` (a localhost/127.0.0.1 leaf of a temporary CA, in the run's temp dir); wrk does not
 verify it, the readiness probe does (against that CA).
 
+The HTTP/2 scenarios (``*-h2``) use ``h2load`` (``apt-get install nghttp2-client``) instead of
+wrk: hello-h2 over TLS (ALPN h2, ``h2load -c16 -m10``) against trioserve, hypercorn's and
+anycorn's trio workers and granian (Rust, the reference); static-10m-h2 over cleartext h2 (prior
+knowledge, ``-m1`` so as many transfers run at once as wrk's static-10m connections); and
+idle-memory-h2, the RSS growth per idle h2c connection, each opened by a small client of our own
+(``h2`` library: preface, SETTINGS, one GET answered, then idle). h2load reports the mean time
+per request, not percentiles: those tables show "mean" in the p50 column's place. A summary at
+the end sets the HTTP/2 figures against their targets (issue 10).
+
 Requires ``wrk`` (``apt-get install wrk``); ``nginx`` (``apt-get install nginx``) is optional and
-only provides the upper-bound rows of the static-file scenarios.
+only provides the upper-bound rows of the static-file scenarios; ``h2load``, ``anycorn`` and
+``granian`` are needed only by the HTTP/2 scenarios (rows whose server is missing fail).
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bench_h2 import H2BenchError, open_idle_h2, run_h2load
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -77,7 +90,16 @@ IDLE_SETTLE = 1.0  # seconds to wait before reading RSS
 SMALL_SIZE = 1024
 LARGE_SIZE = 10 * 1024 * 1024
 
-SERVERS: tuple[str, ...] = ("trioserve", "hypercorn-trio", "uvicorn-h11", "nginx")
+SERVERS: tuple[str, ...] = (
+    "trioserve",
+    "hypercorn-trio",
+    "uvicorn-h11",
+    "nginx",
+    "anycorn-trio",
+    "granian",
+)
+H2_STREAMS = 10  # h2load -m for hello-h2: concurrent streams per connection (issue 10: -m 10)
+H2_CLIENTS = 16  # h2load -c for hello-h2 (issue 10: -c 16)
 STATIC_APP = "scripts.bench_apps:static_app"
 HELLO_APP = "scripts.bench_apps:hello"
 
@@ -98,6 +120,8 @@ class Scenario:
     workers: int = 1  # worker processes per server; >1 also means shared CPUs, group stop
     wrk_threads: int = 1
     connections: int | None = None  # wrk connections; None: --connections
+    http2: bool = False  # h2load (hello/static) or the h2 idle client instead of wrk / HTTP/1.1
+    streams: int = 1  # h2load -m: concurrent streams per connection
     description: str = ""
 
 
@@ -169,6 +193,39 @@ SCENARIOS: tuple[Scenario, ...] = (
         ("trioserve", "hypercorn-trio", "uvicorn-h11"),
         description=f"RSS growth for {IDLE_CONNECTIONS} idle keep-alive connections (hello app)",
     ),
+    Scenario(
+        "hello-h2",
+        "hello",
+        "/",
+        ("trioserve", "hypercorn-trio", "anycorn-trio", "granian"),
+        reference="hypercorn-trio",
+        second_reference="granian",
+        tls=True,
+        http2=True,
+        connections=H2_CLIENTS,
+        streams=H2_STREAMS,
+        description=f"ASGI hello world over HTTP/2 with TLS (ALPN h2), h2load -c{H2_CLIENTS}"
+        f" -m{H2_STREAMS}",
+    ),
+    Scenario(
+        "static-10m-h2",
+        "static",
+        "/large.bin",
+        ("trioserve", "hypercorn-trio", "granian"),
+        reference="hypercorn-trio",
+        second_reference="granian",
+        large=True,
+        http2=True,
+        description="GET /large.bin (10 MiB static file) over cleartext HTTP/2 (prior knowledge)",
+    ),
+    Scenario(
+        "idle-memory-h2",
+        "idle",
+        "/",
+        ("trioserve", "hypercorn-trio", "granian"),
+        http2=True,
+        description=f"RSS growth for {IDLE_CONNECTIONS} idle HTTP/2 (h2c) connections (hello app)",
+    ),
 )
 
 # -- wsgi-hello: WSGI apps (trioserve's adapter vs hypercorn's WSGI mode and granian's) ----------
@@ -231,6 +288,8 @@ class RunResult:
     transfer_bytes_per_sec: float | None = None
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    latency_mean_ms: float | None = None  # h2load rows (no percentiles)
+    protocol: str | None = None  # h2load rows: the negotiated protocol (h2, h2c)
     socket_errors: dict[str, int] = field(default_factory=dict)
     non_2xx_3xx: int = 0
     rss_before_kib: int | None = None
@@ -281,6 +340,7 @@ class TlsFiles:
     cert: Path  # leaf certificate chain (PEM)
     key: Path  # leaf private key (PEM)
     ca: Path  # the CA certificate the probe verifies against (PEM)
+    key_pkcs8: Path  # the same key as PKCS#8, the only form granian reads
 
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
@@ -298,11 +358,27 @@ def make_tls_files(parent: Path) -> TlsFiles:
     tls_dir.mkdir()
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost", HOST)
-    files = TlsFiles(cert=tls_dir / "cert.pem", key=tls_dir / "key.pem", ca=tls_dir / "ca.pem")
+    from cryptography.hazmat.primitives import serialization
+
+    files = TlsFiles(
+        cert=tls_dir / "cert.pem",
+        key=tls_dir / "key.pem",
+        ca=tls_dir / "ca.pem",
+        key_pkcs8=tls_dir / "key-pkcs8.pem",
+    )
     files.cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     files.key.write_bytes(leaf.private_key_pem.bytes())
     files.ca.write_bytes(ca.cert_pem.bytes())
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    files.key_pkcs8.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     files.key.chmod(0o600)
+    files.key_pkcs8.chmod(0o600)
     return files
 
 
@@ -401,6 +477,26 @@ def server_command(
             cmd += ["--keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
         if tls is not None:
             cmd += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]
+        return [*cmd, app], env
+    if server == "anycorn-trio":
+        # Hypercorn's fork on AnyIO, with its trio worker; the same flags as hypercorn's.
+        cmd = [PYTHON, "-m", "anycorn", "-k", "trio"]
+        if workers > 1:
+            cmd += ["-w", str(workers)]
+        cmd += ["--bind", f"{HOST}:{port}"]
+        if idle:
+            cmd += ["--keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
+        if tls is not None:
+            cmd += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]
+        return [*cmd, app], env
+    if server == "granian":
+        # Rust (hyper) under an ASGI interface: the reference. "--http auto" speaks HTTP/1.1
+        # (the readiness probe) and h2, by ALPN over TLS and by the preface on cleartext.
+        granian = shutil.which("granian") or str(Path(PYTHON).with_name("granian"))
+        cmd = [granian, "--interface", "asgi", "--http", "auto", "--no-access-log"]
+        cmd += ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+        if tls is not None:
+            cmd += ["--ssl-certificate", str(tls.cert), "--ssl-keyfile", str(tls.key_pkcs8)]
         return [*cmd, app], env
     if server == "uvicorn-h11":
         cmd = [PYTHON, "-m", "uvicorn", "--http", "h11", "--loop", "asyncio", "--no-access-log"]
@@ -810,6 +906,12 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
             server, scenario.kind, port, ctx.static_dir, rundir, tls, scenario.workers
         )
         probe_path = "/small.bin" if scenario.kind == "static" else "/"
+        if (
+            server == "granian"
+            and shutil.which("granian") is None
+            and not Path(PYTHON).with_name("granian").exists()
+        ):
+            raise BenchError("granian not installed (pip install granian)")
         with running_server(
             cmd,
             env,
@@ -822,7 +924,9 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
             group_stop=multi,
         ) as proc:
             if scenario.kind == "idle":
-                _measure_idle(proc, port, result)
+                _measure_idle(proc, port, result, http2=scenario.http2)
+            elif scenario.http2:
+                _measure_h2load(scenario, port, ctx, result)
             elif multi:
                 workers = _warm_up(scenario, proc, port, ctx, result)
                 before = {pid: cpu_seconds(pid) for pid in workers}
@@ -836,7 +940,7 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
                 _note_worker_cpu(result, ctx.duration)
             else:
                 _measure_wrk(scenario, port, ctx, result)
-    except BenchError as exc:
+    except (BenchError, H2BenchError) as exc:
         result.ok = False
         result.error = str(exc)
     return result
@@ -937,14 +1041,48 @@ def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult)
     result.ok = True
 
 
-def _measure_idle(proc: subprocess.Popen[bytes], port: int, result: RunResult) -> None:
+def _measure_h2load(scenario: Scenario, port: int, ctx: Context, result: RunResult) -> None:
+    clients = _wrk_connections(scenario, ctx)
+    scheme = "https" if scenario.tls else "http"
+    stats = run_h2load(
+        f"{scheme}://{HOST}:{port}{scenario.path}",
+        clients,
+        scenario.streams,
+        ctx.duration,
+        pin(ctx.client_cpu),
+    )
+    result.connections = clients
+    result.duration_s = stats.duration_s
+    result.requests = stats.requests
+    result.requests_per_sec = stats.requests_per_sec
+    result.transfer_bytes_per_sec = stats.transfer_bytes_per_sec
+    result.latency_mean_ms = stats.mean_ms
+    result.protocol = stats.protocol
+    result.non_2xx_3xx = stats.non_2xx_3xx
+    if stats.failed:
+        result.socket_errors = {"failed": stats.failed}
+    if stats.requests == 0:
+        raise BenchError("h2load completed no requests")
+    if stats.protocol not in ("h2", "h2c"):
+        raise BenchError(f"h2load negotiated {stats.protocol}, not HTTP/2")
+    if stats.non_2xx_3xx:
+        raise BenchError(f"{stats.non_2xx_3xx} of {stats.requests} responses were not 2xx/3xx")
+    result.ok = True
+
+
+def _measure_idle(
+    proc: subprocess.Popen[bytes], port: int, result: RunResult, http2: bool = False
+) -> None:
     # The readiness probe was the warm-up request; one more fresh connection for good measure.
     probe(port, "/")
     time.sleep(IDLE_SETTLE)
     result.rss_before_kib, processes = tree_rss_kib(proc.pid)
     if processes > 1:
         result.notes.append(f"RSS summed over the {processes} processes of its process tree")
-    socks = open_idle_connections(port, IDLE_CONNECTIONS)
+    if http2:
+        socks = open_idle_h2(HOST, port, IDLE_CONNECTIONS)
+    else:
+        socks = open_idle_connections(port, IDLE_CONNECTIONS)
     try:
         time.sleep(IDLE_SETTLE)
         result.rss_after_kib, _ = tree_rss_kib(proc.pid)
@@ -1011,6 +1149,10 @@ def machine_info() -> dict[str, Any]:
             "uvicorn": _version("uvicorn"),
             "granian": _version("granian"),
             "starlette": _version("starlette"),
+            "h2": _version("h2"),
+            "anycorn": _version("anycorn"),
+            "granian": _version("granian"),
+            "h2load": _tool_version(["h2load", "--version"], r"nghttp2/(\S+)"),
             "nginx": _tool_version(["nginx", "-v"], r"nginx/(\S+)"),
             "wrk": _tool_version(["wrk", "-v"], r"wrk (\S+)"),
         },
@@ -1101,7 +1243,7 @@ def scenario_table(
         header.append(f"vs {_label(scenario, scenario.reference)}")
         if scenario.second_reference:
             header.append(f"vs {scenario.second_reference}")
-        header += ["p50", "p99"]
+        header += ["mean"] if scenario.http2 else ["p50", "p99"]
         multi = scenario.workers > 1
         if multi:
             header.append("worker CPU")
@@ -1120,14 +1262,23 @@ def scenario_table(
             cells.append(_ratio(rps, ref))
             if scenario.second_reference:
                 cells.append(_ratio(rps, ref2))
-            cells += [_fmt_ms(row.latency_p50_ms), _fmt_ms(row.latency_p99_ms)]
+            if scenario.http2:
+                cells.append(_fmt_ms(row.latency_mean_ms))
+            else:
+                cells += [_fmt_ms(row.latency_p50_ms), _fmt_ms(row.latency_p99_ms)]
             if multi:
                 cells.append(_worker_cpu(row))
             cells.append(_errors(row))
             body.append(cells)
         conns = {row.connections for row in rows.values() if row.connections}
         threads = {row.wrk_threads for row in rows.values() if row.wrk_threads}
-        if conns:
+        if conns and scenario.http2:
+            protocols = sorted({row.protocol for row in rows.values() if row.protocol})
+            notes.append(
+                f"h2load -c{'/'.join(map(str, sorted(conns)))} -m{scenario.streams},"
+                f" protocol {'/'.join(protocols) or '-'}"
+            )
+        elif conns:
             t = "/".join(map(str, sorted(threads or {1})))
             notes.append(f"wrk -t{t} -c{'/'.join(map(str, sorted(conns)))}")
         if multi:
@@ -1149,6 +1300,53 @@ def scenario_table(
             notes.append(f"{server}: FAILED: {row.error}")
         notes.extend(f"{server}: {note}" for note in row.notes)
     return header, body, notes
+
+
+def _row(
+    final: dict[str, dict[str, RunResult]], scenario: str, server: str, key: str
+) -> float | None:
+    row = final.get(scenario, {}).get(server)
+    value = getattr(row, key) if row is not None and row.ok else None
+    return float(value) if value is not None else None
+
+
+def h2_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
+    """The HTTP/2 figures of this run against their targets (issue 10), one line each."""
+
+    def check(label: str, ours: float | None, theirs: float | None, target: str) -> str:
+        if ours is None or theirs is None or not theirs:
+            return f"{label}: not measured in this run (target {target})"
+        ratio = ours / theirs
+        limit = float(target[2:].rstrip("x"))
+        met = ratio >= limit if target.startswith(">=") else ratio <= limit
+        return f"{label}: {ratio:.2f}x (target {target}: {'met' if met else 'NOT met'})"
+
+    rps = "requests_per_sec"
+    lines = [
+        check(
+            "hello-h2, trioserve / hypercorn-trio req/s",
+            _row(final, "hello-h2", "trioserve", rps),
+            _row(final, "hello-h2", "hypercorn-trio", rps),
+            ">=4x",
+        ),
+        check(
+            "static 10 MiB, trioserve HTTP/2 / trioserve HTTP/1.1 throughput",
+            _row(final, "static-10m-h2", "trioserve", "transfer_bytes_per_sec"),
+            _row(final, "static-10m", "trioserve", "transfer_bytes_per_sec"),
+            ">=0.5x",
+        ),
+        check(
+            "idle memory, trioserve KiB per HTTP/2 connection / per HTTP/1.1 connection",
+            _row(final, "idle-memory-h2", "trioserve", "kib_per_connection"),
+            _row(final, "idle-memory", "trioserve", "kib_per_connection"),
+            "<=2x",
+        ),
+    ]
+    ours = _row(final, "hello-h2", "trioserve", rps)
+    granian = _row(final, "hello-h2", "granian", rps)
+    if ours is not None and granian:
+        lines.append(f"reference: hello-h2, trioserve at {ours / granian:.2f}x granian's req/s")
+    return lines
 
 
 def render_text(header: list[str], body: list[list[str]]) -> str:
@@ -1311,6 +1509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     all_runs: list[RunResult] = []
     tables: list[tuple[Scenario, list[str], list[list[str]], list[str]]] = []
+    final: dict[str, dict[str, RunResult]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="trioserve-bench-"))
     try:
         ctx = Context(
@@ -1340,6 +1539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"  {name}: FAILED: {run.error}", flush=True)
             key = "kib_per_connection" if scenario.kind == "idle" else "requests_per_sec"
             rows = {name: aggregate(r, key) for name, r in runs.items()}
+            final[scenario.name] = rows
             header, body, footnotes = scenario_table(scenario, rows, args.rounds, shared_cpus)
             tables.append((scenario, header, body, footnotes))
             print()
@@ -1352,6 +1552,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    summary = h2_summary(final) if any(s.http2 for s in scenarios) else []
+    if summary:
+        print("\n## HTTP/2 targets (issue 10)")
+        for line in summary:
+            print(f"  {line}")
+
     if args.markdown:
         print("\n---- Markdown ----\n")
         print(f"_{machine_line(info)}_\n")
@@ -1362,10 +1568,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print()
                 print("; ".join(footnotes))
             print()
+        if summary:
+            print("**HTTP/2 targets** (issue 10):\n")
+            print("\n".join(f"- {line}" for line in summary))
+            print()
 
     if args.json:
         payload = {
             "machine": info,
+            "h2_summary": summary,
             "config": {
                 "duration_s": args.duration,
                 "connections": args.connections,

@@ -1,13 +1,18 @@
 #!/bin/sh
-# Debian packages the test suite drives: curl (a harness test client) and nginx (the reverse
-# proxy of the deployment test). Installs what is missing (as root; otherwise says what to run).
+# Debian packages the test suite drives: curl (a harness test client, and HTTP/2 with
+# --http2-prior-knowledge), nginx (the reverse proxy of the deployment test), nghttp2-client
+# (nghttp, the HTTP/2 end-to-end client; h2load, the HTTP/2 benchmark) and chromium (the
+# headless browser of the HTTP/2 page test). Installs what is missing (as root; otherwise says
+# what to run). Idempotent and quiet: when everything is there it only checks.
 set -eu
 missing=""
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing="$missing nginx"
+command -v nghttp >/dev/null 2>&1 || missing="$missing nghttp2-client"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "the tests need:$missing; run: sudo apt-get install -y$missing" >&2
     exit 1
 fi
-apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

@@ -14,11 +14,15 @@ from trioserve import StaticFiles
 
 from .static_helpers import write
 
+# scripts/test-deps.sh installs it; a missing browser is a failure, not a skip.
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Chromium (Debian package chromium) on PATH"
-)
+
+@pytest.fixture(autouse=True)
+def _chromium_present() -> None:
+    assert CHROMIUM is not None, (
+        "needs Chromium: run scripts/test-deps.sh (Debian package chromium)"
+    )
 
 
 class _Rows(HTMLParser):
