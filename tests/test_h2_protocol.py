@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import h2.connection
 import h2.events
+import hpack
 import pytest
 from hyperframe.frame import GoAwayFrame, RstStreamFrame, WindowUpdateFrame
 
@@ -435,3 +436,26 @@ def test_after_a_graceful_goaway_streams_in_flight_still_answer_and_new_ones_are
     side.proto.send_data(1, b"done", end_stream=True)
     assert [type(f).__name__ for f in side.frames()] == ["HeadersFrame", "DataFrame"]
     assert not side.proto.ended
+
+
+def test_settings_a_client_names_for_the_first_time_take_effect_in_the_compact_table() -> None:
+    # The settings tables are compacted (lists, not h2's 760-byte deques): a setting the client
+    # names for the first time must still be applied, and stay applied after the ACK.
+    side = server()
+    side.send(RawClient.settings(MAX_CONCURRENT_STREAMS=7, MAX_FRAME_SIZE=32_768))
+    remote = side.proto._conn.remote_settings
+    assert remote.max_concurrent_streams == 7
+    assert remote.max_frame_size == 32_768
+    assert side.proto._conn.max_outbound_frame_size == 32_768
+    assert not any(type(values).__name__ == "deque" for values in remote._settings.values())
+
+
+def test_response_headers_are_encoded_without_huffman_and_decode() -> None:
+    side = server()
+    side.send(side.client.headers(1))
+    side.proto.send_headers(1, 200, [(b"content-type", b"text/plain")], end_stream=True)
+    [headers] = [f for f in side.frames() if type(f).__name__ == "HeadersFrame"]
+    assert b"text/plain" in headers.data  # literal, not Huffman-coded
+    decoded = hpack.Decoder().decode(headers.data, raw=True)
+    assert (b":status", b"200") in decoded
+    assert (b"content-type", b"text/plain") in decoded

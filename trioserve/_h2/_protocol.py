@@ -147,6 +147,12 @@ class ConnectionEnded:
     by_client: bool = False
 
 
+# One configuration for every connection (h2 only reads it): server side, bytes for header
+# names and values (no decoding), h2's own validation of what clients send.
+_CONFIG: Final = h2.config.H2Configuration(
+    client_side=False, header_encoding=None, validate_inbound_headers=True
+)
+
 Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
 
 # Connection-specific header fields (RFC 9113 section 8.2.2) that a request must not carry.
@@ -175,10 +181,7 @@ class H2Protocol:
         max_headers: int | None = 100,
         limits: FloodLimits = FloodLimits(),
     ) -> None:
-        config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True
-        )
-        self._conn = ServerConnection(config=config)
+        self._conn = ServerConnection(config=_CONFIG)
         self._conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -189,6 +192,7 @@ class H2Protocol:
             },
         )
         self._conn.initiate_connection()
+        self._conn.compact()
         self._clock = clock
         self._limits = limits
         self._max_header_block = max_header_block
@@ -277,6 +281,7 @@ class H2Protocol:
             assert isinstance(event, h2.events.WindowUpdated)
             out.append(WindowOpened(event.stream_id or 0))
         elif kind is h2.events.RemoteSettingsChanged:
+            self._conn.compact_settings()
             # A new initial window may open every stream's window.
             out.append(WindowOpened(0))
         elif kind is h2.events.ConnectionTerminated:
@@ -443,16 +448,35 @@ class H2Protocol:
         except h2.exceptions.ProtocolError as exc:
             raise ValueError(f"invalid response head: {exc}") from exc
 
-    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
-        """Queue body bytes (at most :meth:`window` of them) of ``stream_id``."""
-        self._conn.send_data(stream_id, data, end_stream=end_stream)
+    def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool) -> int:
+        """Queue as much of ``data`` as the windows allow, in frames of the largest size the
+        client accepts; END_STREAM on the last frame when ``end_stream`` and all of it fits.
+
+        Returns:
+            How many bytes were queued (0 when a window is shut).
+        """
+        conn = self._conn
+        frame_size = conn.max_outbound_frame_size
+        try:
+            allowed = min(conn.local_flow_control_window(stream_id), len(data))
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            return 0
+        if allowed <= 0 and data:
+            return 0
+        view = memoryview(data)
+        sent = 0
+        while True:
+            size = min(frame_size, allowed - sent)
+            last = sent + size >= len(view)
+            conn.send_data(stream_id, view[sent : sent + size], end_stream=end_stream and last)
+            sent += size
+            if last or sent >= allowed:
+                return sent
 
     def window(self, stream_id: int) -> int:
         """How many body bytes ``stream_id`` may send now (stream and connection windows)."""
         try:
-            return min(
-                self._conn.local_flow_control_window(stream_id), self._conn.max_outbound_frame_size
-            )
+            return self._conn.local_flow_control_window(stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
             return 0
 
