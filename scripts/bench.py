@@ -1151,7 +1151,6 @@ def machine_info() -> dict[str, Any]:
             "starlette": _version("starlette"),
             "h2": _version("h2"),
             "anycorn": _version("anycorn"),
-            "granian": _version("granian"),
             "h2load": _tool_version(["h2load", "--version"], r"nghttp2/(\S+)"),
             "nginx": _tool_version(["nginx", "-v"], r"nginx/(\S+)"),
             "wrk": _tool_version(["wrk", "-v"], r"wrk (\S+)"),
