@@ -729,3 +729,24 @@ def test_body_before_the_head_is_refused() -> None:
         started().send_data(b"x")
     with pytest.raises(ResponseError, match="not started"):
         started().send_end()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",  # refused after h11 parsed it
+        b"GARBAGE\r\n\r\n",  # refused by h11
+        CHUNKED_HEAD + b"5;\r\nhello\r\n0\r\n\r\n",  # refused by the chunk follower
+    ],
+)
+def test_nothing_comes_out_after_a_refusal(bad: bytes) -> None:
+    proto = make()
+    valid = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    with pytest.raises(RequestRefused) as first:
+        events(proto, bad + valid)
+    proto.receive_data(valid)
+    for _ in range(3):
+        with pytest.raises(RequestRefused) as again:
+            proto.next_event()
+        assert again.value is first.value
+    assert not proto.start_next_cycle()

@@ -2,11 +2,11 @@
 
 Theory of operation
 -------------------
-h11 parses the requests; this module adds what a server needs on top, frames the responses
-itself, and does no I/O at all: bytes go in through :meth:`ServerProtocol.receive_data`, events
-come out of :meth:`ServerProtocol.next_event` as the neutral events of ``_http/_events.py`` (this is
-the only module that imports h11), and every ``send_*`` method returns the bytes to write. The
-connection task (``_connection.py``) owns the socket; the clock (the ``Date`` value) is passed in.
+h11 parses the requests; this module (the only one that imports h11) adds what a server needs,
+frames the responses itself, and does no I/O: bytes go in through ``receive_data``, the neutral
+events of ``_http/_events.py`` come out of ``next_event``, every ``send_*`` method returns the
+bytes to write. The connection task (``_connection.py``) owns the socket; the clock (``Date``)
+is passed in.
 
 What it adds to h11, all of it policy that h11 leaves to the server:
 
@@ -24,12 +24,10 @@ What it adds to h11, all of it policy that h11 leaves to the server:
   sent to this plain port gets a 400 that says so.
 * The body limit: a declared Content-Length over ``max_body_size`` is refused up front (413,
   without reading the body); a chunked body as soon as a chunk-size line takes it over.
-* Responses are framed here, not by h11, by a writer per framing (``_writers.py``), with
-  ``Date`` (formatted at most once a second) and ``Server`` headers and ``Connection: close``
-  when either side wants to close. Sending through h11 validated every header twice and cost
-  about as much as parsing the request; since h11 cannot be told about a response it did not
-  frame, each request/response cycle gets a fresh ``h11.Connection`` that inherits the bytes
-  already received (see ``start_next_cycle``).
+* Responses are framed here, not by h11 (which validated every header twice, at about the cost
+  of parsing the request), by a writer per framing (``_writers.py``). As h11 cannot be told
+  about a response it did not frame, each request/response cycle gets a fresh
+  ``h11.Connection`` that inherits the bytes already received (see ``start_next_cycle``).
 """
 
 from __future__ import annotations
@@ -51,7 +49,6 @@ from ._strict import (
     check_raw_head,
     parse_refusal,
     sniff,
-    split_head,
 )
 from ._writers import (
     COMPLETE,
@@ -72,8 +69,10 @@ __all__ = [
     "error_response",
 ]
 
-# Their states after a complete request that allow another (MIGHT_SWITCH_PROTOCOL: see below).
+# The client's states after a request that allow another one, and all those once its request
+# has arrived (MIGHT_SWITCH_PROTOCOL: it asked for an Upgrade, which this server never grants).
 _NEXT_CYCLE_STATES: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
+_REQUEST_COMPLETE_STATES: Final = (*_NEXT_CYCLE_STATES, h11.MUST_CLOSE)
 
 # Bytes of an unread request body the server reads and discards to keep the connection alive:
 # enough for a typical form or small upload that an app chose not to read, small enough that a
@@ -83,13 +82,6 @@ DRAIN_BYTES: Final = 256 * 1024
 # dropped (so that the client's close is seen) up to this many; a client that keeps sending
 # past it is flooding us and gets closed.
 PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
-# The client's states once its whole request has arrived (MIGHT_SWITCH_PROTOCOL: after a
-# request that asked for an Upgrade, which this server never grants).
-_REQUEST_COMPLETE_STATES: Final = (
-    h11.DONE,
-    h11.MUST_CLOSE,
-    h11.MIGHT_SWITCH_PROTOCOL,  # type: ignore[attr-defined]
-)
 
 
 class ServerProtocol:
@@ -117,6 +109,7 @@ class ServerProtocol:
         "_head_request",
         "_max_header_size",
         "_max_headers",
+        "_refused",
         "_server",
         "_sniffed",
         "_valid_host",
@@ -143,6 +136,7 @@ class ServerProtocol:
         self._date = date
         self._sniffed = b""
         self._valid_host = b""
+        self._refused: RequestRefused | None = None
         # How the current response's body is framed; NOT_STARTED until its head is produced.
         self._writer: BodyWriter = NOT_STARTED
         # The current request's chunked framing, followed in the raw bytes to check it.
@@ -162,7 +156,11 @@ class ServerProtocol:
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the client; ``b""`` means the client closed its side."""
         if len(self._sniffed) < SNIFF_LENGTH:
-            self._sniffed = sniff(self._sniffed, data)
+            try:
+                self._sniffed = sniff(self._sniffed, data)
+            except RequestRefused as exc:
+                self._refused = self._refused or exc
+                raise
         conn = self._conn
         if conn is None:
             conn = self._conn = h11.Connection(
@@ -226,36 +224,39 @@ class ServerProtocol:
         conn = self._conn
         if conn is None:
             return NEED_DATA
-        chunks = self._chunks
-        if chunks is not None and chunks.refusal is not None:
-            self._closing = True
-            raise chunks.refusal
-        raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
+        if self._refused is not None:
+            # After a refusal nothing more comes out: not even a valid request behind it.
+            raise self._refused
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
+            chunks = self._chunks
+            if chunks is not None and chunks.refusal is not None:
+                raise chunks.refusal
+            raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status, limit = exc.error_status_hint, self._max_header_size
+                raise parse_refusal(status, str(exc), raw_head, limit) from exc
+            kind = type(event)
+            if kind is h11.Data:
+                # Nothing to count: a Content-Length over the limit is refused with the head,
+                # a chunked body by the chunk-size line that takes it over (ChunkedFraming).
+                return BodyChunk(event.data)  # type: ignore[union-attr]
+            if kind is h11.EndOfMessage:
+                return END_OF_BODY
+            if kind is h11.Request:
+                return self._check_request(event, raw_head)  # type: ignore[arg-type]
+            if kind is h11.ConnectionClosed:
+                return CLIENT_CLOSED
+            return NEED_DATA  # NEED_DATA or PAUSED
+        except RequestRefused as exc:
             self._closing = True
-            status, limit = exc.error_status_hint, self._max_header_size
-            raise parse_refusal(status, str(exc), raw_head, limit) from exc
-        kind = type(event)
-        if kind is h11.Data:
-            # Nothing to count: a Content-Length over the limit is refused with the head, and a
-            # chunked body by the chunk-size line that takes it over (ChunkedFraming).
-            return BodyChunk(event.data)  # type: ignore[union-attr]
-        if kind is h11.EndOfMessage:
-            return END_OF_BODY
-        if kind is h11.Request:
-            return self._check_request(event, raw_head)  # type: ignore[arg-type]
-        if kind is h11.ConnectionClosed:
-            return CLIENT_CLOSED
-        return NEED_DATA  # NEED_DATA or PAUSED
+            self._refused = exc
+            raise
 
     def _check_request(self, request: h11.Request, raw_head: bytes) -> RequestHead:
         self._head_request = request.method == b"HEAD"
-        head, body_start = split_head(raw_head)
-        # Every refusal below ends the connection.
-        self._closing = True
-        check_raw_head(head, request.target, self._max_header_size)
+        head, body_start = check_raw_head(raw_head, request.target, self._max_header_size)
         if self._max_headers is not None and len(request.headers) > self._max_headers:
             raise RequestRefused(431, "Too many request header fields.")
         version = HTTP_VERSIONS.get(request.http_version)
@@ -300,7 +301,6 @@ class ServerProtocol:
                 max_body_size=self._body_limit, max_line=self._max_header_size
             )
             chunks.feed(raw_head[body_start:])
-        self._closing = False
         return RequestHead(request.method, request.target, version, request.headers)
 
     def drain_body(self) -> bool | None:

@@ -39,7 +39,6 @@ __all__ = [
     "check_raw_head",
     "parse_refusal",
     "sniff",
-    "split_head",
     "too_large",
 ]
 
@@ -121,8 +120,20 @@ def parse_refusal(
     return RequestRefused(status, f"Malformed request: {message}.")
 
 
-def check_raw_head(head: bytes, target: bytes, max_header_size: int) -> None:
-    """Refuse what h11 accepted in a request head (``head``: its raw bytes, no blank line)."""
+def check_raw_head(raw: bytes, target: bytes, max_header_size: int) -> tuple[bytes, int]:
+    """Refuse what h11 accepted in a request head.
+
+    Args:
+        raw: The bytes h11 parsed the head from (the body may follow).
+        target: The request target.
+        max_header_size: The head limit.
+
+    Returns:
+        The head (up to the blank line that h11 ends it with: LF, optional CR, LF), and where
+        the body starts in ``raw``.
+    """
+    end = _HEAD_END.search(raw)
+    head, body_start = (raw, len(raw)) if end is None else (raw[: end.start()], end.end())
     if len(head) > max_header_size:
         # h11 enforces its limit only on a head that arrives in pieces; this is the rest.
         raise too_large(head, max_header_size)
@@ -131,15 +142,7 @@ def check_raw_head(head: bytes, target: bytes, max_header_size: int) -> None:
     if b"#" in target:
         # A fragment is the client's business (RFC 9110 section 7.1): it is never sent.
         raise RequestRefused(400, "Malformed request target: it has a #fragment.")
-
-
-def split_head(raw: bytes) -> tuple[bytes, int]:
-    """The head in ``raw`` (the bytes h11 parsed it from) and where the body starts.
-
-    h11 ends a head at the first blank line (LF, optional CR, LF).
-    """
-    end = _HEAD_END.search(raw)
-    return (raw, len(raw)) if end is None else (raw[: end.start()], end.end())
+    return head, body_start
 
 
 def check_content_length(
