@@ -221,11 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("minutes", nargs="?", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8, help="client threads (default 8)")
     parser.add_argument(
-        "--warmup", type=float, default=None, help="minutes of warm-up (default: 20%%, >= 0.5)"
+        "--warmup", type=float, default=None, help="minutes of warm-up (default: 25%%, at least 1)"
     )
     args = parser.parse_args(argv)
     duration = args.minutes * 60
-    warmup = (args.warmup * 60) if args.warmup is not None else max(30.0, duration * 0.2)
+    warmup = (args.warmup * 60) if args.warmup is not None else max(60.0, duration * 0.25)
     with tempfile.TemporaryDirectory(prefix="trioserve-soak-") as tmp:
         server = Server(Path(tmp))
         try:
