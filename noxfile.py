@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``fuzz``.
 
 CI (``.ci/run``) runs the same commands as these sessions, in a plain virtual environment.
 """
@@ -41,3 +41,18 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     session.run("python", "scripts/bench.py", *session.posargs)
     session.run("python", "scripts/bench_harness.py")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The HTTP/1.1 protocol's property tests, long: hypothesis's ``fuzz`` profile."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/test_h11_fuzz.py",
+        "--hypothesis-show-statistics",
+        "-o",
+        "faulthandler_timeout=0",  # each property runs for minutes: no stack dumps
+        *session.posargs,
+        env={"TRIOSERVE_FUZZ": "1"},
+    )

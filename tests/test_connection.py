@@ -803,3 +803,90 @@ async def test_an_unparsable_request_is_logged_in_the_default_format(
     [line] = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
     assert line.startswith(f'127.0.0.1:5000 - "- - HTTP/1.1" 400 {len(body)} ')
     assert line.endswith("ms")
+
+
+# -- HTTP/1.1 strictness on the wire -----------------------------------------------------------
+
+
+async def refused_on_the_wire(data: bytes, config: Config | None = None) -> bytes:
+    """The whole answer to ``data`` (read until the server closes)."""
+    async with connection(hello_app, config) as (client, _):
+        await client.send_raw(data)
+        return await client.read_until_eof()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-T: a\x01b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: user@x\r\n\r\n",
+        b"GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://user@x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+async def test_malformed_request_gets_400_and_a_closed_connection(data: bytes) -> None:
+    # A valid request right behind it must never be served on this connection.
+    raw = await refused_on_the_wire(data + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 ")
+    assert b"connection: close" in raw
+    assert raw.count(b"HTTP/1.1 ") == 1
+    assert b"GET /next" not in raw
+
+
+async def test_target_over_the_head_limit_gets_414_on_the_wire() -> None:
+    raw = await refused_on_the_wire(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 414 ")
+
+
+async def test_chunk_over_the_body_limit_gets_413_without_waiting_for_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(access_log=False, max_body_size=1000)
+    async with connection(hello_app, config) as (client, _):
+        start = trio.current_time()
+        # Only the size line: the client never sends the chunk (the body timeout is 30 s).
+        await client.send_raw(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000005\r\n"
+        )
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 413 ")
+    assert trio.current_time() - start < 1
+
+
+async def host_app(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    hosts = b",".join(value for name, value in scope["headers"] if name == b"host")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": hosts + b" " + scope["path"].encode()})
+
+
+async def test_absolute_form_target_authority_is_the_host_the_app_sees() -> None:
+    async with connection(host_app) as (client, _):
+        await client.send(
+            h11.Request(
+                method="GET", target="http://example.com:8080/p?q", headers=[("Host", "o")]
+            ),
+            h11.EndOfMessage(),
+        )
+        _, body = await client.response()
+    assert body == b"example.com:8080 /p"
+
+
+async def test_http_1_2_request_is_answered_as_http_1_1_and_kept_alive() -> None:
+    async with connection(hello_app) as (client, _):
+        await client.send_raw(
+            b"GET /one HTTP/1.2\r\nHost: x\r\n\r\nGET /two HTTP/1.2\r\nHost: x\r\n\r\n"
+        )
+        # The client side's parser must believe it sent requests, to read their responses.
+        client.h11.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.h11.send(h11.EndOfMessage())
+        first, body_one = await client.response()
+        client.h11.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.h11.send(h11.EndOfMessage())
+        _, body_two = await client.response()
+    assert first.http_version == b"1.1"
+    assert first.status_code == 200
+    assert (body_one, body_two) == (b"GET /one\n", b"GET /two\n")

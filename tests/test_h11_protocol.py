@@ -438,7 +438,14 @@ def test_a_close_between_requests_is_client_closed() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["trioserve/_h11/_protocol.py", "trioserve/_http/_events.py", "trioserve/_http/_date.py"],
+    [
+        "trioserve/_h11/_protocol.py",
+        "trioserve/_h11/_strict.py",
+        "trioserve/_h11/_writers.py",
+        "trioserve/_http/_authority.py",
+        "trioserve/_http/_events.py",
+        "trioserve/_http/_date.py",
+    ],
 )
 def test_sans_io_modules_import_no_io(module: str) -> None:
     tree = ast.parse((Path(__file__).parent.parent / module).read_text())
@@ -449,3 +456,297 @@ def test_sans_io_modules_import_no_io(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"trio", "socket", "asyncio", "anyio", "os", "select"}
+
+
+# -- strictness beyond h11 ---------------------------------------------------------------------
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def body_events(data: bytes, **kwargs: object) -> list[object]:
+    """All events of a request fed as ``data`` (the body read to its end)."""
+    proto = make(**kwargs)  # type: ignore[arg-type]
+    proto.receive_data(data)
+    out = []
+    while (event := proto.next_event()) is not NEED_DATA:
+        out.append(event)
+        if event is END_OF_BODY:
+            break
+    return out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"5;a\rb\r\nhello\r\n0\r\n\r\n",  # a bare CR: a line end to some proxies
+        b"5;a\x00b\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\x01\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\x7f\r\nhello\r\n0\r\n\r\n",
+        b"5;\r\nhello\r\n0\r\n\r\n",  # an extension with no name
+        b"5;=v\r\nhello\r\n0\r\n\r\n",
+        b'5;a="unterminated\r\nhello\r\n0\r\n\r\n',
+        b"5;a b\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0;x\ry\r\n\r\n",  # in the last chunk's line
+        b"5\r\nhello\r\n0\r\nX-T: a\x01b\r\n\r\n",  # control character in a trailer
+        b"5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nX-T: a\r\n folded\r\n\r\n",
+    ],
+)
+def test_malformed_chunk_lines_and_trailers_are_refused_with_400(body: bytes) -> None:
+    proto = make()
+    with pytest.raises(RequestRefused) as info:
+        events(proto, CHUNKED_HEAD + body)
+    assert info.value.status == 400
+    assert proto.will_close
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"5;name=value\r\nhello\r\n0\r\n\r\n",
+        b'5; a = "quoted \\" ; value"; b\r\nhello\r\n0\r\n\r\n',
+        b"5 \r\nhello\r\n0\r\nX-Trailer: fine\tvalue\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\n",
+    ],
+)
+def test_well_formed_chunk_extensions_and_trailers_are_accepted(body: bytes) -> None:
+    got = body_events(CHUNKED_HEAD + body)
+    assert got[1:] == [BodyChunk(b"hello"), END_OF_BODY]
+
+
+def test_bare_cr_in_a_chunk_extension_is_refused_however_the_bytes_arrive() -> None:
+    data = CHUNKED_HEAD + b"5;a\rb\r\nhello\r\n0\r\n\r\n"
+    for split in range(len(CHUNKED_HEAD) - 10, len(data)):
+        proto = make()
+        with pytest.raises(RequestRefused) as info:
+            proto.receive_data(data[:split])
+            while proto.next_event() is not NEED_DATA:
+                pass
+            proto.receive_data(data[split:])
+            while proto.next_event() is not END_OF_BODY:
+                pass
+        assert info.value.status == 400, split
+
+
+def test_chunk_size_over_the_body_limit_is_refused_at_its_size_line() -> None:
+    proto = make(max_body_size=100)
+    assert [type(e) for e in events(proto, CHUNKED_HEAD + b"10\r\n" + b"x" * 16 + b"\r\n")] == [
+        RequestHead,
+        BodyChunk,
+    ]
+    # Not one byte of the chunk has arrived: its size line is enough.
+    proto.receive_data(b"55\r\n")
+    with pytest.raises(RequestRefused) as info:
+        proto.next_event()
+    assert info.value.status == 413
+    assert proto.will_close
+
+
+def test_absurd_chunk_size_is_refused_with_413() -> None:
+    size = b"%x" % (2**64 + 5)
+    assert refusal(CHUNKED_HEAD + size + b"\r\n").status == 413
+
+
+def test_chunk_size_longer_than_h11_reads_is_refused_without_a_limit() -> None:
+    assert refusal(CHUNKED_HEAD + b"1" * 21 + b"\r\n", max_body_size=None).status == 400
+
+
+def test_chunk_size_line_too_long_is_refused() -> None:
+    proto = ServerProtocol(max_header_size=100, max_body_size=None)
+    proto.receive_data(CHUNKED_HEAD)
+    assert isinstance(proto.next_event(), RequestHead)
+    proto.receive_data(b"5;" + b"a" * 200)
+    with pytest.raises(RequestRefused) as info:
+        proto.next_event()
+    assert info.value.status == 400
+
+
+def test_missing_crlf_after_a_chunk_is_refused() -> None:
+    assert refusal(CHUNKED_HEAD + b"3\r\nabcX\r\n0\r\n\r\n").status == 400
+
+
+def test_pipelined_request_after_a_chunked_body_is_not_checked_as_chunks() -> None:
+    proto = make()
+    got = events(proto, CHUNKED_HEAD + b"2\r\nab\r\n0\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert got[1:] == [BodyChunk(b"ab"), END_OF_BODY]
+    proto.send_response(204, [])
+    proto.send_end()
+    assert proto.start_next_cycle()
+    head = proto.next_event()
+    assert isinstance(head, RequestHead)
+    assert head.target == b"/2"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"a b", b"a/b", b"user@a", b"a:65536", b"a:99999999999999999999", b"[::1", b"a%zz", b"a:b"],
+)
+def test_invalid_host_is_refused_with_400(host: bytes) -> None:
+    error = refusal(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert error.status == 400
+    assert "Host" in error.reason
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"a", b"a:", b"a:80", b"a:065535", b"[::1]:8080", b"127.0.0.1", b"xn--bcher-kva.ex", b""],
+)
+def test_valid_host_is_accepted(host: bytes) -> None:
+    head = events(make(), b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")[0]
+    assert isinstance(head, RequestHead)
+    assert (b"host", host) in head.headers
+
+
+def test_second_request_with_an_invalid_host_is_refused() -> None:
+    proto = make()
+    events(proto, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    proto.send_response(204, [])
+    proto.send_end()
+    assert proto.start_next_cycle()
+    with pytest.raises(RequestRefused):
+        events(proto, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
+
+
+def test_two_host_headers_are_refused() -> None:
+    assert refusal(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").status == 400
+
+
+def test_target_over_the_head_limit_gets_414() -> None:
+    assert refusal(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n").status == 414
+
+
+def test_target_over_the_head_limit_in_pieces_gets_414() -> None:
+    proto = make()
+    with pytest.raises(RequestRefused) as info:
+        proto.receive_data(b"GET /")
+        for _ in range(20):
+            proto.receive_data(b"a" * 1000)
+            assert proto.next_event() is NEED_DATA
+    assert info.value.status == 414
+
+
+def test_headers_over_the_limit_in_pieces_get_431() -> None:
+    proto = make()
+    with pytest.raises(RequestRefused) as info:
+        proto.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ")
+        for _ in range(20):
+            proto.receive_data(b"a" * 1000)
+            assert proto.next_event() is NEED_DATA
+    assert info.value.status == 431
+
+
+def test_fragment_in_the_target_gets_400() -> None:
+    assert refusal(b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n").status == 400
+
+
+def test_http_1_2_is_served_as_http_1_1() -> None:
+    proto = make()
+    head = events(proto, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n")[0]
+    assert isinstance(head, RequestHead)
+    assert head.http_version == "1.1"
+    response = proto.send_response(200, [])
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in response  # an HTTP/1.1 client can read chunks
+    assert b"connection: close" not in response
+    proto.send_end()
+    assert proto.start_next_cycle()
+
+
+def test_http_1_2_needs_a_host_like_http_1_1() -> None:
+    assert refusal(b"GET / HTTP/1.2\r\n\r\n").status == 400
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"3.1", b"0.9"])
+def test_other_major_versions_get_505(version: bytes) -> None:
+    assert refusal(b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n").status == 505
+
+
+def test_max_headers_allows_exactly_the_limit() -> None:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(4))
+    head = events(make(max_headers=5), b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")[0]
+    assert isinstance(head, RequestHead)
+    assert len(head.headers) == 5
+
+
+def test_max_headers_refuses_one_more_with_431() -> None:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(5))
+    error = refusal(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n", max_headers=5)
+    assert error.status == 431
+    assert "Too many" in error.reason
+
+
+def test_no_header_count_limit_when_none() -> None:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(500))
+    head = events(make(), b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n")[0]
+    assert isinstance(head, RequestHead)
+
+
+# -- response writers --------------------------------------------------------------------------
+
+
+class Placeholder:
+    """Stands for body bytes sent by other means (a file range): only its length is known."""
+
+    def __len__(self) -> int:
+        return 7
+
+
+def test_file_placeholder_passes_through_chunked_framing_in_place() -> None:
+    proto = started()
+    proto.send_response(200, [])
+    piece = Placeholder()
+    assert proto.send_data_passthrough(piece) == [b"7\r\n", piece, b"\r\n"]
+
+
+def test_file_placeholder_counts_against_content_length() -> None:
+    proto = started()
+    proto.send_response(200, [], body_length=7)
+    piece = Placeholder()
+    assert proto.send_data_passthrough(piece) == [piece]
+    assert proto.send_end() == b""
+    with pytest.raises(ResponseError, match="after the end"):
+        proto.send_data(b"x")
+
+
+def test_file_placeholder_over_content_length_is_refused() -> None:
+    proto = started()
+    proto.send_response(200, [(b"content-length", b"6")])
+    with pytest.raises(ResponseError, match="longer"):
+        proto.send_data_passthrough(Placeholder())
+
+
+def test_head_response_keeps_the_resource_length_and_drops_the_placeholder() -> None:
+    proto = started(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = proto.send_response(200, [], body_length=7, length_is_resource_size=True)
+    assert b"\r\ncontent-length: 7\r\n" in head
+    assert proto.send_data_passthrough(Placeholder()) == []
+    assert proto.discards_body
+
+
+def test_body_before_the_head_is_refused() -> None:
+    with pytest.raises(ResponseError, match="before the response head"):
+        started().send_data(b"x")
+    with pytest.raises(ResponseError, match="not started"):
+        started().send_end()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",  # refused after h11 parsed it
+        b"GARBAGE\r\n\r\n",  # refused by h11
+        CHUNKED_HEAD + b"5;\r\nhello\r\n0\r\n\r\n",  # refused by the chunk follower
+    ],
+)
+def test_nothing_comes_out_after_a_refusal(bad: bytes) -> None:
+    proto = make()
+    valid = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    with pytest.raises(RequestRefused) as first:
+        events(proto, bad + valid)
+    proto.receive_data(valid)
+    for _ in range(3):
+        with pytest.raises(RequestRefused) as again:
+            proto.next_event()
+        assert again.value is first.value
+    assert not proto.start_next_cycle()

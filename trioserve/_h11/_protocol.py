@@ -2,48 +2,43 @@
 
 Theory of operation
 -------------------
-h11 parses the requests; this module adds what a server needs on top, frames the responses
-itself, and does no I/O at all: bytes go in through :meth:`ServerProtocol.receive_data`, events
-come out of :meth:`ServerProtocol.next_event` as the neutral events of ``_http/_events.py`` (this is
-the only module that imports h11), and every ``send_*`` method returns the bytes to write. The
-connection task (``_connection.py``) owns the socket; the clock (the ``Date`` value) is passed in.
+h11 parses the requests; this module (the only one that imports h11) adds what a server needs,
+frames the responses itself, and does no I/O: bytes go in through ``receive_data``, the neutral
+events of ``_http/_events.py`` come out of ``next_event``, every ``send_*`` method returns the
+bytes to write. The connection task (``_connection.py``) owns the socket; the clock (``Date``)
+is passed in.
 
 What it adds to h11, all of it policy that h11 leaves to the server:
 
-* A request the server refuses raises :class:`RequestRefused` carrying the status to answer
-  with; after one, the only thing left to do is write :func:`error_response` and close.
+* A refused request raises :class:`RequestRefused` (the status to answer, then close).
 * Connection policy: when to close after a response (:meth:`ServerProtocol.close_after_response`,
   :attr:`ServerProtocol.will_close`), how many bytes of pipelined requests to hold while a
   response is pending (:meth:`ServerProtocol.receive_pipelined`), how much of an unread body to
   drain to keep the connection (:meth:`ServerProtocol.drain_body`), and when ``100 Continue`` is
   due (:meth:`ServerProtocol.continue_response`).
-* Stricter parsing than h11 where ambiguity enables request smuggling: Content-Length together
-  with Transfer-Encoding, and repeated Content-Length headers (even equal ones), are 400; any
-  HTTP version but 1.0 and 1.1 is 505; CONNECT is 405.
-* The connection's first bytes are sniffed so that a TLS ClientHello or an HTTP/2 preface sent to
-  a plain-HTTP port gets a 400 that says what went wrong instead of a confusing parse error.
+* Stricter parsing than h11 (the checks live in ``_strict.py``): Content-Length with
+  Transfer-Encoding, repeated Content-Length headers, a Host that is not ``host[:port]``
+  (RFC 9112 section 3.2), a ``#fragment``, control characters in the head or in chunk lines
+  and trailers are 400; a request line over the head limit is 414; HTTP/1.2 and later 1.x are
+  served as 1.1 (RFC 9112 section 2.3), other majors get 505; CONNECT is 405; TLS or HTTP/2
+  sent to this plain port gets a 400 that says so.
 * The body limit: a declared Content-Length over ``max_body_size`` is refused up front (413,
-  without reading the body); a chunked body is counted as it arrives.
-* Responses are framed here rather than by h11: Content-Length, chunked, or until-close for
-  HTTP/1.0; ``Date`` (formatted at most once a second) and ``Server`` headers; ``Connection:
-  close`` when either side wants to close; no body bytes for HEAD, 204 and 304 whatever the
-  app sends. Header names and values are validated in one pass (no CR, LF or other control
-  characters: no header injection), and the body is held to its Content-Length. Sending through
-  h11 validated every header twice and cost about as much as parsing the request; since h11
-  cannot be told about a response it did not frame, each request/response cycle gets a fresh
+  without reading the body); a chunked body as soon as a chunk-size line takes it over.
+* Responses are framed here, not by h11 (which validated every header twice, at about the cost
+  of parsing the request), by a writer per framing (``_writers.py``). As h11 cannot be told
+  about a response it did not frame, each request/response cycle gets a fresh
   ``h11.Connection`` that inherits the bytes already received (see ``start_next_cycle``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence, Sized
-from http import HTTPStatus
 from typing import Final
 
 import h11
 
 from .._errors import RequestRefused
+from .._http._authority import valid_host
 from .._http._date import http_date
 from .._http._events import (
     CLIENT_CLOSED,
@@ -54,6 +49,26 @@ from .._http._events import (
     Event,
     RequestHead,
 )
+from ._strict import (
+    H2_PREFACE,
+    HTTP_VERSIONS,
+    SNIFF_LENGTH,
+    ChunkedFraming,
+    check_content_length,
+    check_raw_head,
+    parse_refusal,
+    sniff,
+)
+from ._writers import (
+    COMPLETE,
+    NO_BODY,
+    NOT_STARTED,
+    UNTIL_CLOSE,
+    BodyWriter,
+    ResponseError,
+    error_response,
+    frame_response,
+)
 
 __all__ = [
     "DRAIN_BYTES",
@@ -63,27 +78,10 @@ __all__ = [
     "error_response",
 ]
 
-Headers = list[tuple[bytes, bytes]]
-
-# The first bytes of a TLS handshake record (content type 22, major version 3) and the start of
-# the HTTP/2 connection preface (RFC 9113 section 3.4).
-_TLS_HANDSHAKE_PREFIX: Final = b"\x16\x03"
-_H2_PREFACE_START: Final = b"PRI * HTTP/2.0"
-_SNIFF_LENGTH: Final = len(_H2_PREFACE_START)
-
-# h11 parses header values leniently (anything but NUL and whitespace); a server must not:
-# control characters are how header-injection differentials between proxies and servers are
-# built (the daphne CVE-2026-44546 set). Also refused: a bare CR, and obs-fold (a line that
-# starts with whitespace), which RFC 9112 section 5.2 lets a server reject with 400.
-_FORBIDDEN_IN_HEAD: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|\n[ \t]")
-
-# Their states after a complete request that allow another one (MIGHT_SWITCH_PROTOCOL: the
-# request asked for an Upgrade that was not granted).
+# The client's states after a request that allow another one, and all those once its request
+# has arrived (MIGHT_SWITCH_PROTOCOL: it asked for an Upgrade, which this server never grants).
 _NEXT_CYCLE_STATES: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
-_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
-
-_NO_BODY_STATUSES: Final = frozenset({204, 304})
-_HTTP_VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
+_REQUEST_COMPLETE_STATES: Final = (*_NEXT_CYCLE_STATES, h11.MUST_CLOSE)
 
 # Bytes of an unread request body the server reads and discards to keep the connection alive:
 # enough for a typical form or small upload that an app chose not to read, small enough that a
@@ -93,96 +91,41 @@ DRAIN_BYTES: Final = 256 * 1024
 # dropped (so that the client's close is seen) up to this many; a client that keeps sending
 # past it is flooding us and gets closed.
 PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
-# The client's states once its whole request has arrived (MIGHT_SWITCH_PROTOCOL: after a
-# request that asked for an Upgrade, which this server never grants).
-_REQUEST_COMPLETE_STATES: Final = (
-    h11.DONE,
-    h11.MUST_CLOSE,
-    h11.MIGHT_SWITCH_PROTOCOL,  # type: ignore[attr-defined]
-)
-
-
-# Response framing states.
-_NOT_STARTED: Final = "not started"
-_LENGTH: Final = "content-length"
-_CHUNKED: Final = "chunked"
-_UNTIL_CLOSE: Final = "until close"
-_NO_BODY: Final = "no body"
-_COMPLETE: Final = "complete"
-
-_STATUS_LINES: Final = {
-    status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode("ascii"))
-    for status in HTTPStatus
-}
-# What the app may put in a response header: a token for the name (RFC 9110 section 5.1), and
-# no control character but HTAB in the value (no CR or LF: no header injection).
-_TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def error_response(
-    status: int,
-    reason: str,
-    *,
-    head_only: bool = False,
-    extra_headers: Headers | None = None,
-    date: Callable[[], bytes] | None = http_date,
-    server: bytes | None = None,
-) -> bytes:
-    """The bytes of a complete plain-text error response that closes the connection.
-
-    Built by hand rather than through h11 so that it can be written whatever state h11 is in
-    (typically ERROR, after a request that could not be parsed).
-    """
-    body = (reason + "\n").encode("utf-8")
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    lines = [f"HTTP/1.1 {status} {phrase}".encode("ascii")]
-    if date is not None:
-        lines.append(b"date: " + date())
-    if server is not None:
-        lines.append(b"server: " + server)
-    lines.append(b"content-type: text/plain; charset=utf-8")
-    lines.append(b"content-length: %d" % len(body))
-    lines.append(b"connection: close")
-    lines.extend(name + b": " + value for name, value in extra_headers or ())
-    head = b"\r\n".join(lines) + b"\r\n\r\n"
-    return head if head_only else head + body
 
 
 class ServerProtocol:
     """The HTTP/1.1 state of one server connection: bytes in, events out, bytes to write.
 
     Args:
-        max_header_size: Bytes allowed for a request line plus headers (431 beyond).
+        max_header_size: Bytes allowed for a request line plus headers (431 beyond; 414 when
+            the request line alone is over).
         max_body_size: Bytes allowed for a request body (413 beyond), or ``None``.
         max_headers: Header fields allowed in a request (431 beyond), or ``None``.
         server_header: Value of the ``Server`` header, or ``None`` to send none.
         date: Returns the ``Date`` header's value; ``None`` to send no ``Date`` header.
         h2c: Whether a connection that opens with the HTTP/2 preface is handed over to HTTP/2
-            (:data:`HTTP2_PREFACE`); otherwise it gets a 400.
+            (``next_event()`` says ``HTTP2_PREFACE``); otherwise it gets a 400.
     """
 
     __slots__ = (
         "_body_limit",
-        "_body_received",
         "_bodyless",
+        "_chunks",
         "_client_closes",
         "_client_http11",
         "_closing",
         "_conn",
         "_date",
         "_discarded",
-        "_framing",
         "_h2c",
         "_head_request",
         "_max_header_size",
         "_max_headers",
-        "_remaining",
+        "_refused",
         "_server",
         "_sniffed",
+        "_valid_host",
+        "_writer",
         "head",
         "websocket",
     )
@@ -204,12 +147,15 @@ class ServerProtocol:
         self._body_limit = max_body_size
         self._max_header_size = max_header_size
         self._max_headers = max_headers
-        self._body_received = 0
         self._server = None if server_header is None else b"server: " + server_header + b"\r\n"
         self._date = date
         self._sniffed = b""
-        self._framing = _NOT_STARTED
-        self._remaining = 0
+        self._valid_host = b""
+        self._refused: RequestRefused | None = None
+        # How the current response's body is framed; NOT_STARTED until its head is produced.
+        self._writer: BodyWriter = NOT_STARTED
+        # The current request's chunked framing, followed in the raw bytes to check it.
+        self._chunks: ChunkedFraming | None = None
         self._discarded = 0
         self._client_http11 = True
         self._client_closes = False
@@ -220,28 +166,34 @@ class ServerProtocol:
         #: Whether the current request asks to become a websocket.
         self.websocket = False
         #: The current request's head, once its request line and headers have arrived (also when
-        #: they are refused).
+        #: they are refused, so that the refusal is logged with what was asked).
         self.head: RequestHead | None = None
 
     # -- receiving ---------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the client; ``b""`` means the client closed its side."""
-        if len(self._sniffed) < _SNIFF_LENGTH:
-            self._sniff(data)
+        if len(self._sniffed) < SNIFF_LENGTH:
+            try:
+                self._sniffed = sniff(self._sniffed, data, h2c=self._h2c)
+            except RequestRefused as exc:
+                self._refused = self._refused or exc
+                raise
         conn = self._conn
         if conn is None:
             conn = self._conn = h11.Connection(
                 h11.SERVER, max_incomplete_event_size=self._max_header_size
             )
         conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
+        if self._chunks is not None:
+            self._chunks.feed(data)
 
     def receive_pipelined(self, data: bytes | bytearray) -> bool:
         """Feed bytes that arrived while a response is pending (the next pipelined requests).
 
-        They are kept for after the response, up to ``max_header_size`` bytes; past that the
-        response becomes the connection's last (a pipelining client retries what goes
-        unanswered) and further bytes are dropped, up to :data:`PIPELINE_DISCARD_BYTES`.
+        Kept for after the response up to ``max_header_size`` bytes; past that the response is
+        the connection's last (a pipelining client retries what goes unanswered) and further
+        bytes are dropped, up to :data:`PIPELINE_DISCARD_BYTES`.
 
         Returns:
             Whether to keep reading (``False``: the client floods us; close).
@@ -256,28 +208,10 @@ class ServerProtocol:
         self.receive_data(data)
         return True
 
-    def _sniff(self, data: bytes | bytearray) -> None:
-        sniffed = self._sniffed + bytes(data[: _SNIFF_LENGTH - len(self._sniffed)])
-        self._sniffed = sniffed
-        if sniffed.startswith(_TLS_HANDSHAKE_PREFIX):
-            raise RequestRefused(
-                400, "This port speaks plain HTTP, but the client sent TLS (https)."
-            )
-        if sniffed.startswith(_H2_PREFACE_START):
-            if self._h2c:
-                self._sniffed = _H2_PREFACE_START  # next_event() says HTTP2_PREFACE from now on
-                return
-            raise RequestRefused(400, "HTTP/2 is not supported on this port; use HTTP/1.1.")
-        if not _H2_PREFACE_START.startswith(sniffed) and not _TLS_HANDSHAKE_PREFIX.startswith(
-            sniffed
-        ):
-            # Neither can match any more: stop looking (and stop paying for it).
-            self._sniffed = b"x" * _SNIFF_LENGTH
-
     @property
     def http2_preface(self) -> bool:
         """Whether the client opened with the HTTP/2 preface (and ``h2c`` hands it over)."""
-        return self._sniffed is _H2_PREFACE_START
+        return self._sniffed is H2_PREFACE
 
     @property
     def has_buffered_data(self) -> bool:
@@ -313,61 +247,64 @@ class ServerProtocol:
         conn = self._conn
         if conn is None:
             return NEED_DATA
-        if self._sniffed is _H2_PREFACE_START:
+        if self._refused is not None:
+            # After a refusal nothing more comes out: not even a valid request behind it.
+            raise self._refused
+        if self._sniffed is H2_PREFACE:
             return HTTP2_PREFACE
-        raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
         try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
+            chunks = self._chunks
+            if chunks is not None and chunks.refusal is not None:
+                raise chunks.refusal
+            raw_head = conn.trailing_data[0] if conn.their_state is h11.IDLE else b""
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status, limit = exc.error_status_hint, self._max_header_size
+                raise parse_refusal(status, str(exc), raw_head, limit) from exc
+            kind = type(event)
+            if kind is h11.Data:
+                # Nothing to count: a Content-Length over the limit is refused with the head,
+                # a chunked body by the chunk-size line that takes it over (ChunkedFraming).
+                return BodyChunk(event.data)  # type: ignore[union-attr]
+            if kind is h11.EndOfMessage:
+                return END_OF_BODY
+            if kind is h11.Request:
+                return self._check_request(event, raw_head)  # type: ignore[arg-type]
+            if kind is h11.ConnectionClosed:
+                return CLIENT_CLOSED
+            return NEED_DATA  # NEED_DATA or PAUSED
+        except RequestRefused as exc:
             self._closing = True
-            raise RequestRefused(exc.error_status_hint, _describe(exc)) from exc
-        kind = type(event)
-        if kind is h11.Data:
-            data: bytes = event.data  # type: ignore[union-attr]
-            if self._body_limit is not None:
-                self._body_received += len(data)
-                if self._body_received > self._body_limit:
-                    self._closing = True
-                    raise RequestRefused(413, "Request body too large.")
-            return BodyChunk(data)
-        if kind is h11.EndOfMessage:
-            return END_OF_BODY
-        if kind is h11.Request:
-            return self._check_request(event, raw_head)  # type: ignore[arg-type]
-        if kind is h11.ConnectionClosed:
-            return CLIENT_CLOSED
-        return NEED_DATA  # NEED_DATA or PAUSED
+            self._refused = exc
+            raise
 
     def _check_request(self, request: h11.Request, raw_head: bytes) -> RequestHead:
-        # Known before the checks, so that a refused request is logged with what it asked for.
         self.head = RequestHead(
             request.method,
             request.target,
-            _HTTP_VERSIONS.get(request.http_version) or request.http_version.decode("latin-1"),
+            HTTP_VERSIONS.get(request.http_version) or request.http_version.decode("latin-1"),
             request.headers,
         )
         self._head_request = request.method == b"HEAD"
-        self._body_received = 0
-        # Where h11 ends the head: the first blank line (LF, optional CR, LF).
-        end = _HEAD_END.search(raw_head)
-        head = raw_head if end is None else raw_head[: end.start()]
-        # Every refusal below ends the connection.
-        self._closing = True
-        if len(head) > self._max_header_size:
-            # h11 enforces its limit only on a head that arrives in pieces; this is the rest.
-            raise RequestRefused(431, "Request header fields too large.")
+        head, body_start = check_raw_head(raw_head, request.target, self._max_header_size)
         if self._max_headers is not None and len(request.headers) > self._max_headers:
             raise RequestRefused(431, "Too many request header fields.")
-        if _FORBIDDEN_IN_HEAD.search(head):
-            raise RequestRefused(400, "Malformed request: control character or folded header line.")
-        version = _HTTP_VERSIONS.get(request.http_version)
+        version = HTTP_VERSIONS.get(request.http_version)
         if version is None:
-            raise RequestRefused(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
+            raise RequestRefused(505, "Only HTTP/1.x is supported.")
         content_length: int | None = None
         has_transfer_encoding = False
         client_closes = False
+        hosts = 0
         for name, value in request.headers:
-            if name == b"content-length":
+            if name == b"host":
+                hosts += 1
+                if value != self._valid_host:
+                    if not valid_host(value):
+                        raise RequestRefused(400, "Malformed Host header.")
+                    self._valid_host = value  # the next request most likely names it too
+            elif name == b"content-length":
                 content_length = int(value)
             elif name == b"transfer-encoding":
                 has_transfer_encoding = True
@@ -375,24 +312,26 @@ class ServerProtocol:
                 client_closes = client_closes or b"close" in value.lower()
             elif name == b"upgrade" and value.lower() == b"websocket":
                 self.websocket = request.method == b"GET"
+        # HTTP/1.0 clients get one response per connection (as h11 has it): no keep-alive.
+        self._client_http11 = version == "1.1"
+        # RFC 9112 section 3.2: exactly one Host in HTTP/1.1 (h11 checks only "1.1" itself).
+        if hosts > 1 or (hosts == 0 and self._client_http11):
+            raise RequestRefused(400, "An HTTP/1.1 request needs exactly one Host header.")
         # No framing header, no body: the request ended with its head. Knowing that here spares
         # the event loop a round through h11 for the empty end of every GET.
         self._bodyless = not has_transfer_encoding and not content_length
-        # HTTP/1.0 clients get one response per connection (as h11 has it): no keep-alive.
-        self._client_http11 = version == "1.1"
         self._client_closes = client_closes or not self._client_http11
         if content_length is not None:
-            if has_transfer_encoding:
-                raise RequestRefused(
-                    400, "Content-Length and Transfer-Encoding must not be combined."
-                )
-            if _count_content_length(head) != 1:
-                raise RequestRefused(400, "Repeated Content-Length headers.")
-            if self._body_limit is not None and content_length > self._body_limit:
-                raise RequestRefused(413, "Request body too large.")
+            check_content_length(head, content_length, has_transfer_encoding, self._body_limit)
         if request.method == b"CONNECT":
             raise RequestRefused(405, "CONNECT is not supported: this is not a proxy.")
-        self._closing = False
+        if has_transfer_encoding:
+            # h11 refused any coding but chunked: follow the chunked framing from the bytes
+            # that came with the head (its refusal, if any, comes out of next_event).
+            chunks = self._chunks = ChunkedFraming(
+                max_body_size=self._body_limit, max_line=self._max_header_size
+            )
+            chunks.feed(raw_head[body_start:])
         return self.head
 
     def drain_body(self) -> bool | None:
@@ -430,7 +369,7 @@ class ServerProtocol:
         conn = self._conn
         if conn is None or not conn.they_are_waiting_for_100_continue:
             return b""
-        if self._framing is not _NOT_STARTED:
+        if self._writer is not NOT_STARTED:
             return b""
         return conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
 
@@ -453,71 +392,30 @@ class ServerProtocol:
     ) -> bytes:
         """The response head; body bytes follow through :meth:`send_data`.
 
-        Picks the framing: the app's Content-Length, else ``body_length`` when the whole body
-        is known (it adds a Content-Length), else chunked for HTTP/1.1 clients, else (HTTP/1.0)
-        the end of the connection; and no body at all for HEAD, 204 and 304. When
-        ``length_is_resource_size`` (a file's size), a HEAD response carries that Content-Length
-        too, as the GET response would.
+        The framing is picked by :func:`~._writers.frame_response` (``body_length``: the whole
+        body's length when known; ``length_is_resource_size``: a HEAD response carries it too).
 
         Raises:
             ResponseError: the status or headers are invalid.
         """
-        if self._framing is not _NOT_STARTED:
+        if self._writer is not NOT_STARTED:
             raise ResponseError("the response has already started")
-        if type(status) is not int or not 200 <= status <= 599:
-            raise ResponseError(f"invalid status for a final response: {status!r}")
-        lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        if self._date is not None:
-            lines.append(b"date: " + self._date() + b"\r\n")
-        if self._server is not None:
-            lines.append(self._server)
-        length: int | None = None
-        chunked = said_close = False
-        for name, value in headers:
-            if type(name) is not bytes or type(value) is not bytes:
-                name, value = _as_bytes(name), _as_bytes(value)
-            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-                raise ResponseError(f"invalid response header {name!r}: {value!r}")
-            lowered = name.lower()
-            if lowered == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise ResponseError(f"invalid Content-Length: {value!r}")
-                length = int(value)
-            elif lowered == b"transfer-encoding":
-                if value.lower() != b"chunked" or chunked:
-                    raise ResponseError(f"unsupported Transfer-Encoding: {value!r}")
-                chunked = True
-                continue  # added back below when the framing really is chunked
-            elif lowered == b"connection" and b"close" in value.lower():
-                self._closing = said_close = True
-            lines.append(name + b": " + value + b"\r\n")
-        if length is not None and chunked:
-            raise ResponseError("both Content-Length and Transfer-Encoding in the response")
-        if self._head_request or status in _NO_BODY_STATUSES:
-            self._framing = _NO_BODY
-            if (
-                length_is_resource_size
-                and body_length is not None
-                and length is None
-                and not chunked
-                and status not in _NO_BODY_STATUSES
-            ):
-                lines.append(b"content-length: %d\r\n" % body_length)
-        elif length is not None:
-            self._framing = _LENGTH
-            self._remaining = length
-        elif body_length is not None and not chunked:
-            self._framing = _LENGTH
-            self._remaining = body_length
-            lines.append(b"content-length: %d\r\n" % body_length)
-        elif self._client_http11:
-            self._framing = _CHUNKED
-            lines.append(b"transfer-encoding: chunked\r\n")
-        else:
-            self._framing = _UNTIL_CLOSE
-            self._closing = True
+        date = self._date
+        lines, writer, said_close = frame_response(
+            status,
+            headers,
+            None if date is None else b"date: " + date() + b"\r\n",
+            self._server,
+            self._head_request,
+            self._client_http11,
+            body_length,
+            length_is_resource_size,
+        )
+        self._writer = writer
         if (
-            self._client_closes
+            said_close
+            or writer is UNTIL_CLOSE
+            or self._client_closes
             or self._conn is None
             or (not self.request_complete and self.waiting_for_100_continue)
         ):
@@ -532,39 +430,16 @@ class ServerProtocol:
         """A piece of the response body, framed (for chunked responses) as needed.
 
         Raises:
-            ResponseError: more bytes than the declared Content-Length.
+            ResponseError: more bytes than the declared Content-Length, or no head yet.
         """
-        framing = self._framing
-        if framing is _LENGTH:
-            self._remaining -= len(data)
-            if self._remaining < 0:
-                raise ResponseError("response body longer than its Content-Length")
-            return data
-        if framing is _CHUNKED:
-            return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
-        if framing is _UNTIL_CLOSE:
-            return data
-        if framing is _NO_BODY:
-            return b""
-        raise ResponseError("response body before the response head")
+        return self._writer.data(data)
 
     def send_data_passthrough(self, data: Sized) -> list[object]:
         """Like :meth:`send_data` for a body piece that is not bytes (a file range for sendfile).
 
         ``data`` needs only ``len()``; it is returned in place among the framing bytes.
         """
-        framing = self._framing
-        if framing is _NO_BODY or not len(data):
-            return []
-        if framing is _CHUNKED:
-            return [b"%x\r\n" % len(data), data, b"\r\n"]
-        if framing is _LENGTH:
-            self._remaining -= len(data)
-            if self._remaining < 0:
-                raise ResponseError("response body longer than its Content-Length")
-        elif framing is not _UNTIL_CLOSE:
-            raise ResponseError("response body before the response head")
-        return [data]
+        return self._writer.passthrough(data)
 
     def send_end(self) -> bytes:
         """The end of the response body.
@@ -572,20 +447,14 @@ class ServerProtocol:
         Raises:
             ResponseError: fewer bytes than the declared Content-Length were sent.
         """
-        framing = self._framing
-        if framing is _LENGTH and self._remaining:
-            raise ResponseError(
-                f"response body shorter than its Content-Length ({self._remaining} missing)"
-            )
-        if framing is _NOT_STARTED or framing is _COMPLETE:
-            raise ResponseError("end of a response that was not started")
-        self._framing = _COMPLETE
-        return b"0\r\n\r\n" if framing is _CHUNKED else b""
+        end = self._writer.end()
+        self._writer = COMPLETE
+        return end
 
     def error_response(self, status: int, reason: str) -> bytes:
         """A complete plain-text error response that ends the connection (any state)."""
         self._closing = True
-        self._framing = _COMPLETE
+        self._writer = COMPLETE
         return error_response(
             status,
             reason,
@@ -602,12 +471,12 @@ class ServerProtocol:
     @property
     def response_started(self) -> bool:
         """Whether the current response's head has been produced."""
-        return self._framing is not _NOT_STARTED
+        return self._writer is not NOT_STARTED
 
     @property
     def discards_body(self) -> bool:
         """Whether the current response must carry no body (HEAD, 204, 304)."""
-        return self._framing is _NO_BODY
+        return self._writer is NO_BODY
 
     @property
     def request_complete(self) -> bool:
@@ -625,7 +494,7 @@ class ServerProtocol:
     @property
     def response_complete(self) -> bool:
         """Whether the current response has been sent completely."""
-        return self._framing is _COMPLETE
+        return self._writer is COMPLETE
 
     def start_next_cycle(self) -> bool:
         """Get ready for the next request on this connection.
@@ -637,15 +506,18 @@ class ServerProtocol:
             ``True`` if the connection can be kept alive, ``False`` if it must close.
         """
         conn = self._conn
+        chunks = self._chunks
         if (
             self._closing
-            or self._framing is not _COMPLETE
+            or self._writer is not COMPLETE
             or conn is None
             or not (self._bodyless or conn.their_state in _NEXT_CYCLE_STATES)
+            or (chunks is not None and chunks.refusal is not None)
         ):
             return False
         data, closed = conn.trailing_data
         self._conn = None
+        self._chunks = None
         if data:
             self.receive_data(data)
         if closed:
@@ -655,35 +527,5 @@ class ServerProtocol:
         self.head = None
         self._bodyless = False
         self._discarded = 0
-        self._framing = _NOT_STARTED
+        self._writer = NOT_STARTED
         return True
-
-
-class ResponseError(RuntimeError):
-    """The app's response cannot be sent as it is (bad status or header, wrong length)."""
-
-
-def _as_bytes(value: object) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("latin-1")
-    raise ResponseError(f"header names and values must be bytes, not {type(value).__name__}")
-
-
-def _count_content_length(head: bytes) -> int:
-    """How many Content-Length field lines (and list members) a raw request head holds."""
-    count = 0
-    for line in head.lower().split(b"\n")[1:]:
-        if line.startswith(b"content-length:"):
-            count += line.count(b",") + 1
-    return count
-
-
-def _describe(exc: h11.RemoteProtocolError) -> str:
-    status = exc.error_status_hint
-    if status == 431:
-        return "Request header fields too large."
-    if status == 501:
-        return "Unsupported Transfer-Encoding: only chunked is implemented."
-    return f"Malformed request: {exc}."

@@ -7,6 +7,7 @@ including the rewrite of client, scheme and Host from a trusted proxy's headers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 from urllib.parse import unquote
@@ -15,6 +16,7 @@ from .._config import Config
 from .._errors import RequestRefused
 from .._proxy import TrustedPeers, read_forwarded
 from .._types import ASGIInfo, HTTPScope, Scope
+from ._authority import valid_host
 from ._events import RequestHead
 from ._state import ServerState
 
@@ -25,6 +27,7 @@ __all__ = [
     "connection_info",
     "format_address",
     "origin_form",
+    "target_authority",
     "websocket_scope",
 ]
 
@@ -85,7 +88,13 @@ def build_scope(
         RequestRefused: the request target is malformed (400).
     """
     target = head.target
+    headers = head.headers
     if target[:1] != b"/":
+        authority = target_authority(target)
+        if authority is not None:
+            # RFC 9112 section 3.2.2: with an absolute-form target, the target's authority is
+            # the host, whatever the Host header says.
+            headers = _with_host(headers, authority)
         target = origin_form(target)
     raw_path, _, query = target.partition(b"?")
     path = raw_path.decode("ascii")
@@ -111,7 +120,7 @@ def build_scope(
         "path": root_path + path if root_path else path,
         "raw_path": raw_path,
         "query_string": query,
-        "headers": list(head.headers),
+        "headers": list(headers),
         "state": state.copy(),
         "extensions": extensions,
     }
@@ -153,6 +162,34 @@ def _apply_forwarded(scope: Scope, info: ConnectionInfo) -> None:
         scope["headers"] = [
             (name, host if name == b"host" else value) for name, value in scope["headers"]
         ]
+
+
+def target_authority(target: bytes) -> bytes | None:
+    """The authority of an absolute-form target (``None`` for another form).
+
+    Raises:
+        RequestRefused: the authority is not ``host[:port]`` (userinfo, an empty host) (400).
+    """
+    _, sep, rest = target.partition(b"://")
+    if not sep:
+        return None
+    end = len(rest)
+    for index, char in enumerate(rest):
+        if char in b"/?":
+            end = index
+            break
+    authority = rest[:end]
+    # An http(s) URI with an empty host is invalid (RFC 9110 section 4.2.1).
+    if not authority or authority[:1] == b":" or not valid_host(authority):
+        raise RequestRefused(400, "Malformed request target: invalid authority.")
+    return authority
+
+
+def _with_host(headers: Sequence[tuple[bytes, bytes]], host: bytes) -> list[tuple[bytes, bytes]]:
+    replaced = [(name, host if name == b"host" else value) for name, value in headers]
+    if not any(name == b"host" for name, _ in headers):
+        replaced.append((b"host", host))
+    return replaced
 
 
 def origin_form(target: bytes) -> bytes:
