@@ -19,6 +19,7 @@ Everything here uses trioserve's public API only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import ssl
@@ -26,17 +27,19 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
 import trio
+import trustme
 
 import trioserve
 
 from ._faults import Fault
 from ._matching import PathMatcher, Recorded, Route
+from ._settings import TLSOption, build_config, resolve_tls
 from ._stub import Stub
-from ._tls import CertificateAuthority, session_authority
+from ._tls import CertificateAuthority
 
 __all__ = ["HarnessError", "HarnessServer", "open_server", "serve", "serving"]
 
@@ -61,6 +64,7 @@ class HarnessServer:
         authority: CertificateAuthority | None,
         strict: bool,
         client_cert: Any = None,
+        secure: bool | None = None,
     ) -> None:
         self.stub = stub
         self.server = server
@@ -74,7 +78,9 @@ class HarnessServer:
         else:
             self.uds_path = None
             self.host, self.port = address
-        self.scheme = "https" if authority is not None else "http"
+        if secure is None:
+            secure = authority is not None
+        self.scheme = "https" if secure else "http"
         self._stop = trio.Event()
         #: The server thread's token, when the server runs in a thread of its own (serving()).
         self._token: trio.lowlevel.TrioToken | None = None
@@ -126,6 +132,10 @@ class HarnessServer:
         return str(self._authority.client_cert_path)
 
     def _require_tls(self) -> CertificateAuthority:
+        if self._authority is None and self.scheme == "https":
+            raise RuntimeError(
+                "this server serves the certificate pair it was given: trust its CA yourself"
+            )
         if self._authority is None:
             raise RuntimeError("this server does not use TLS: start it with tls=True")
         return self._authority
@@ -224,83 +234,76 @@ class HarnessServer:
             )
 
 
-def _config(
-    *,
-    host: str,
-    uds: str | None,
-    tls: bool,
-    mtls: bool,
-    authority: CertificateAuthority | None,
-    lifespan: str,
-) -> trioserve.Config:
-    tls_config = None
-    if tls:
-        assert authority is not None
-        tls_config = trioserve.TLSConfig(context=authority.server_context(mtls=mtls))
-    return trioserve.Config(
-        host=host,
-        port=0,
-        uds=uds,
-        tls=tls_config,
-        access_log=False,
-        graceful_timeout=0,
-        lifespan=lifespan,  # type: ignore[arg-type]
-        fault_injection=True,
-        ws_ping_interval=None,
-    )
-
-
 @contextlib.asynccontextmanager
 async def open_server(
     *,
     app: Any = None,
     root: str | os.PathLike[str] | None = None,
-    tls: bool = False,
+    tls: TLSOption = False,
     mtls: bool = False,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     uds: str | os.PathLike[str] | bool | None = None,
     strict: bool = True,
     authority: CertificateAuthority | None = None,
+    config: trioserve.Config | None = None,
+    lifespan: Literal["auto", "on", "off"] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[HarnessServer]:
     """Serve a stub (and ``app`` or the directory ``root`` behind it) for the block's duration.
 
     Args:
-        app: An ASGI app; requests no expectation matches go to it. Its lifespan runs (startup
-            failure raises here).
+        app: An ASGI app; requests no expectation matches go to it.
         root: A directory to serve (trioserve's StaticFiles) behind the expectations.
-        tls: Serve HTTPS with a leaf certificate for localhost, 127.0.0.1 and ::1 from the
-            harness CA (one per test session).
+        tls: Serve HTTPS: ``True`` (a leaf certificate for localhost, 127.0.0.1 and ::1 from
+            the harness CA, one per test session), a ``(certfile, keyfile)`` pair, or a
+            ``trustme.CA`` to issue the leaf from.
         mtls: Require client certificates (implies ``tls``); see ``client_ssl_context()``.
-        host: The address to bind (``"::1"`` for IPv6).
+        host: The address to bind (default ``127.0.0.1``; ``"::1"`` for IPv6).
         uds: Listen on a unix socket: a path, or ``True`` for a fresh temporary one.
         strict: Check the stub when the block ends (see :meth:`HarnessServer.check`).
-        authority: The CA to use (default: the session's).
+        authority: The CA to use with ``tls=True`` (default: the session's).
+        config: A whole :class:`trioserve.Config` instead of the harness defaults (port 0, no
+            access log, no drain at stop, no websocket pings).
+        lifespan: ``"auto"`` (the default: an app that refuses the lifespan scope is served
+            without it; one whose startup fails fails here), ``"on"`` or ``"off"``.
+        settings: Any other trioserve setting (``port=``, ``server_header=``, ``http2=``,
+            ``asyncio_app=``, ``keep_alive_timeout=``...), over ``config`` or the defaults.
 
     Raises:
         HarnessError: on exit, when strict and the check fails.
+        TypeError: an unknown setting, or one the harness owns (``binds``...).
     """
     if app is not None and root is not None:
         raise ValueError("give app= or root=, not both")
-    tls = tls or mtls
+    if mtls and tls is False:
+        tls = True
+    if lifespan is not None:
+        settings["lifespan"] = lifespan
+    elif config is None:
+        settings["lifespan"] = "auto"
     fallback = app if app is not None else (None if root is None else trioserve.StaticFiles(root))
-    stub = Stub(fallback)
-    if tls and authority is None:
-        authority = session_authority()
     with contextlib.ExitStack() as cleanup:
+        directory: str | None = None
+        if uds is True or isinstance(tls, trustme.CA):
+            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="harness-"))
         uds_path = None
         if uds is True:
-            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="harness-"))
+            assert directory is not None
             uds_path = str(Path(directory) / "server.sock")
         elif uds:
             uds_path = os.fspath(uds)
-        config = _config(
-            host=host,
-            uds=uds_path,
-            tls=tls,
-            mtls=mtls,
-            authority=authority,
-            lifespan="on" if app is not None else "auto",
-        )
+        authority, pair = resolve_tls(tls, authority, directory)
+        if mtls and authority is None:
+            raise ValueError("mtls=True needs a CA to issue the client certificate: not a pair")
+        config = build_config(config=config, host=host, uds=uds_path, tls=None, settings=settings)
+        tls_config = None
+        if authority is not None:
+            context = authority.server_context(mtls=mtls, http2=config.http2)
+            tls_config = trioserve.TLSConfig(context=context)
+        elif pair is not None:
+            tls_config = trioserve.TLSConfig(certfile=pair[0], keyfile=pair[1])
+        config = dataclasses.replace(config, tls=tls_config)
+        stub = Stub(fallback, lifespan=config.lifespan)
         server = trioserve.Server(stub, config)
         startup_error: Exception | None = None
         failed = True
@@ -316,7 +319,8 @@ async def open_server(
                     stub,
                     server,
                     address,
-                    authority=authority if tls else None,
+                    authority=authority,
+                    secure=tls_config is not None,
                     strict=strict,
                     client_cert=authority.client_cert if (mtls and authority) else None,
                 )
@@ -335,7 +339,7 @@ async def open_server(
             raise startup_error
         if nursery.cancel_scope.cancelled_caught:
             raise HarnessError(f"harness server at {handle.url} did not stop in {STOP_TIMEOUT} s")
-        if strict and not failed:
+        if handle.strict and not failed:
             handle.check()
 
 

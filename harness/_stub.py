@@ -34,8 +34,11 @@ __all__ = ["Stub", "only_disconnects"]
 class Stub:
     """The ASGI app of a harness server (see the module docstring)."""
 
-    def __init__(self, fallback: Any = None) -> None:
+    def __init__(self, fallback: Any = None, *, lifespan: str = "auto") -> None:
         self.fallback = fallback
+        #: The server's lifespan mode: under "auto" an app that refuses the lifespan scope is
+        #: served without it, as trioserve itself would.
+        self.lifespan_mode = lifespan
         self.routes: list[Route] = []
         self.log: list[Recorded] = []
         self.unmatched: list[tuple[Recorded, str]] = []
@@ -299,9 +302,10 @@ class Stub:
 
     async def _app_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app's lifespan; if its startup does not complete, answer
-        ``lifespan.startup.failed`` with the reason in harness terms (the harness always serves
-        ``app=`` with its lifespan, which the server would otherwise explain with its own
-        command-line options)."""
+        ``lifespan.startup.failed`` with the reason in harness terms (the server would otherwise
+        explain it with its own command-line options). Under ``lifespan="auto"``, an app that
+        raises before taking ``lifespan.startup`` does not support lifespan: the exception goes
+        to the server, which serves the app without it."""
         assert self.fallback is not None
         took_startup = answered = False
 
@@ -322,17 +326,21 @@ class Stub:
             if answered:  # a crash at shutdown: keep it for the report
                 self.record_error("the app raised (lifespan):\n" + traceback.format_exc())
                 raise
+            if not took_startup and self.lifespan_mode == "auto":
+                raise
             if took_startup:
                 reason = "harness: the app's lifespan startup raised:\n" + traceback.format_exc()
             else:
                 reason = (
                     f"harness: the app does not support the ASGI lifespan protocol (it raised "
-                    f"{exc!r} on the lifespan scope); harness servers run the startup and "
-                    "shutdown of app= around the test, so the app must answer lifespan.startup"
+                    f"{exc!r} on the lifespan scope); with lifespan='on' the "
+                    "harness runs the startup and shutdown of app= around the test, so the app "
+                    "must answer lifespan.startup (lifespan='auto', the default, serves it "
+                    "without)"
                 )
             await send({"type": "lifespan.startup.failed", "message": reason})
             return
-        if not answered:
+        if not answered and (took_startup or self.lifespan_mode != "auto"):
             await send(
                 {
                     "type": "lifespan.startup.failed",
