@@ -13,7 +13,8 @@ import dataclasses
 import inspect
 import json as jsonlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,35 +23,75 @@ from trioserve import Scope
 
 from ._faults import Fault, Response, as_response
 
-__all__ = ["Handler", "PathMatcher", "Recorded", "Route", "record"]
+__all__ = ["Handler", "Headers", "PathMatcher", "Recorded", "Route", "ordinal", "record"]
 
 Handler = Callable[["Recorded"], Any]
 PathMatcher = str | re.Pattern[str] | Callable[[str], bool]
+
+
+class Headers(Mapping[str, str]):
+    """Request headers as a case-insensitive mapping: ``headers["Content-Type"]`` and
+    ``headers.get(...)`` give the first value of a field, :meth:`get_all` every value.
+
+    Args:
+        pairs: The header fields in the order they came (names lower-case).
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._all: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._all.setdefault(name.lower(), []).append(value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._all[name.lower()][0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of field ``name``, in order (empty if absent)."""
+        return list(self._all.get(name.lower(), ()))
+
+    def __repr__(self) -> str:
+        return f"Headers({self._all!r})"
 
 
 @dataclass(frozen=True)
 class Recorded:
     """One request the server received.
 
-    ``body`` is the whole request body; for a request answered by ``app=`` (which reads the body
-    itself, as it arrives), it is the part the app read.
+    ``headers`` is a case-insensitive mapping (first value of each field; ``get_all`` for every
+    value); ``header_list`` the fields as they came, names lower-case. ``body`` is the whole
+    request body; for a request answered by ``app=`` (which reads the body itself, as it
+    arrives), it is the part the app read. ``http_version`` is ``"1.1"``, ``"1.0"`` or ``"2"``.
     """
 
     method: str
     target: str
     path: str
     query: dict[str, list[str]]
-    headers: list[tuple[str, str]]
+    header_list: list[tuple[str, str]]
     body: bytes
     http_version: str
     connection_id: int | None
     route: str | None = None
     status: int | None = None
 
+    @property
+    def headers(self) -> Headers:
+        """The header fields as a case-insensitive mapping."""
+        return Headers(self.header_list)
+
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
         name = name.lower()
-        return next((value for key, value in self.headers if key == name), None)
+        return next((value for key, value in self.header_list if key == name), None)
 
     @property
     def text(self) -> str:
@@ -90,6 +131,8 @@ class Route:
         self.ordered = ordered
         self.name = name
         self.calls: list[Recorded] = []
+        #: Tracebacks of this route's predicate, one per request it raised on.
+        self.predicate_errors: list[str] = []
         self._responses: list[Response] = [Response.make(200)]
         self._repeat_last = True
         self._handler: Handler | None = None
@@ -238,8 +281,19 @@ class Route:
                     problems.append(f"json: expected {self.json!r}, got {actual_json!r}")
         if self.body is not None and request.body != self.body:
             problems.append(f"body: expected {self.body!r}, got {request.body!r}")
-        if self.predicate is not None and not self.predicate(request):
-            problems.append("predicate: returned false")
+        if self.predicate is not None:
+            try:
+                matched = self.predicate(request)
+            except Exception as exc:
+                # Reported with its traceback (the request stays unmatched, and logged).
+                self.predicate_errors.append(
+                    f"the predicate of expectation {self.name} raised on {request.method} "
+                    f"{request.target}:\n" + traceback.format_exc()
+                )
+                problems.append(f"predicate: raised {exc!r}")
+            else:
+                if not matched:
+                    problems.append("predicate: returned false")
         return problems
 
     async def answer(self, request: Recorded) -> Response:
@@ -287,10 +341,18 @@ def record(scope: Scope, body: bytes = b"") -> Recorded:
         target=target,
         path=scope["path"],
         query=parse_qs(query_string, keep_blank_values=True),
-        headers=[
+        header_list=[
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
         ],
         body=body,
         http_version=scope.get("http_version", "1.1"),
         connection_id=extension.get("connection_id"),
     )
+
+
+def ordinal(number: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``... ``11th``, ``12th``, ``21st``."""
+    if number % 100 in (11, 12, 13):
+        return f"{number}th"
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"

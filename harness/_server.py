@@ -194,7 +194,8 @@ class HarnessServer:
         self.stub.no_requests_expected = True
 
     def on_unmatched(self, status: int = 500, **response: Any) -> None:
-        """The answer to requests no expectation matches (they still fail a strict check)."""
+        """Answer requests no expectation matches with this response, and let them through: they
+        are listed in the report but no longer fail a strict check."""
         self.stub.on_unmatched(status, **response)
 
     def fault(self, fault: Fault) -> Route:

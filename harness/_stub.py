@@ -26,7 +26,7 @@ from typing import Any
 from trioserve import ClientDisconnected, Message, Receive, Scope, Send
 
 from ._faults import Response, send_response
-from ._matching import PathMatcher, Recorded, Route, record
+from ._matching import PathMatcher, Recorded, Route, ordinal, record
 
 __all__ = ["Stub", "only_disconnects"]
 
@@ -41,9 +41,12 @@ class Stub:
         self.lifespan_mode = lifespan
         self.routes: list[Route] = []
         self.log: list[Recorded] = []
-        self.unmatched: list[tuple[Recorded, str]] = []
+        #: Unmatched requests, each with the nearest expectation and a one-line reason.
+        self.unmatched: list[tuple[Recorded, str, str]] = []
         self.errors: list[str] = []
         self.no_requests_expected = False
+        #: Whether on_unmatched() was called: unmatched requests are then answered, not failures.
+        self.unmatched_allowed = False
         self._unmatched_response = Response.make(
             500, text="harness: no expectation matched this request"
         )
@@ -82,6 +85,7 @@ class Stub:
 
     def on_unmatched(self, status: int = 500, **response: Any) -> None:
         self._unmatched_response = Response.make(status, **response)
+        self.unmatched_allowed = True
 
     def reset(self) -> None:
         with self._lock:
@@ -90,6 +94,7 @@ class Stub:
             self.unmatched.clear()
             self.errors.clear()
             self.no_requests_expected = False
+            self.unmatched_allowed = False
 
     def record_error(self, text: str) -> None:
         with self._lock:
@@ -103,12 +108,21 @@ class Stub:
             found = []
             if self.no_requests_expected and self.log:
                 found.append(f"expected no requests, got {len(self.log)}")
-            found.extend(f"unmatched request: {r.method} {r.target}" for r, _ in self.unmatched)
+            if not self.unmatched_allowed:
+                found.extend(
+                    f"unmatched request: {r.method} {r.target}" + (f" ({why})" if why else "")
+                    for r, _, why in self.unmatched
+                )
             found.extend(
                 f"unmet expectation {route.name} {route.describe()}: called "
                 f"{route.call_count} of {route.times} times"
                 for route in self.routes
                 if route.unmet
+            )
+            found.extend(
+                f"server error:\n{error}"
+                for route in self.routes
+                for error in route.predicate_errors
             )
             found.extend(f"server error:\n{error}" for error in self.errors)
             return found
@@ -132,12 +146,15 @@ class Stub:
                     + " times"
                     for route in self.routes
                 )
-            for request, nearest in self.unmatched:
+            if self.unmatched and self.unmatched_allowed:
+                lines.append("unmatched requests were allowed (on_unmatched)")
+            for request, nearest, _ in self.unmatched:
                 lines.append(f"unmatched: {request.method} {request.target}")
                 lines.append(nearest)
-            if self.errors:
+            errors = [e for route in self.routes for e in route.predicate_errors] + self.errors
+            if errors:
                 lines.append("server errors:")
-                lines.extend("  " + line for error in self.errors for line in error.splitlines())
+                lines.extend("  " + line for error in errors for line in error.splitlines())
             return "\n".join(lines)
 
     # -- serving --------------------------------------------------------------------------------
@@ -161,13 +178,13 @@ class Stub:
         if body is None:
             return  # the client went away before sending its whole body
         request = dataclasses.replace(head, body=body)
-        route, nearest = self._match(request)
+        route, nearest, why = self._match(request)
         if route is None and self.fallback is not None:
             await self._serve_app(request, scope, _replay(body, receive), send, body_read=True)
             return
         if route is None:
             with self._lock:
-                self.unmatched.append((request, nearest))
+                self.unmatched.append((request, nearest, why))
             response = self._unmatched_response
         else:
             try:
@@ -199,34 +216,47 @@ class Stub:
         with self._lock:
             return any(not route.head_differences(head) for route in self._candidates())
 
-    def _match(self, request: Recorded) -> tuple[Route | None, str]:
+    def _match(self, request: Recorded) -> tuple[Route | None, str, str]:
+        """The route that takes ``request``; else ``None``, the nearest-expectation notes and a
+        one-line reason. Each route's predicate runs at most once per request."""
         with self._lock:
+            differences: dict[int, list[str]] = {}
             for route in self._candidates():
-                if not route.differences(request):
+                differences[id(route)] = route.differences(request)
+                if not differences[id(route)]:
                     route.calls.append(request)
-                    return route, ""
-            return None, self._nearest(request)
+                    return route, "", ""
+            for route in self.routes:
+                if id(route) not in differences:
+                    differences[id(route)] = route.differences(request)
+            return None, *self._nearest(request, differences)
 
-    def _nearest(self, request: Recorded) -> str:
+    def _nearest(self, request: Recorded, differences: dict[int, list[str]]) -> tuple[str, str]:
         if not self.routes:
-            return "  no expectations are registered"
-        scored = sorted(self.routes, key=lambda route: len(route.differences(request)))
-        best = scored[0]
+            return "  no expectations are registered", ""
+        best = min(self.routes, key=lambda route: len(differences[id(route)]))
         notes = [f"  nearest expectation {best.name}: {best.describe()}"]
-        differences = best.differences(request)
+        found = list(differences[id(best)])
+        why = ""
         if best.exhausted:
-            differences.append(f"times: already called {best.call_count} of {best.times}")
+            found.append(f"times: already called {best.call_count} of {best.times}")
+            if not differences[id(best)]:
+                why = (
+                    f"{ordinal(best.call_count + 1)} request to {request.method} {request.path}: "
+                    f"expectation {best.name} allowed {best.times}; pass times=None for any "
+                    "number"
+                )
         if best.ordered and any(
             r.ordered and not r.exhausted for r in self.routes[: self.routes.index(best)]
         ):
-            differences.append("ordered: an earlier ordered expectation is still pending")
-        notes.extend(f"    - {line}" for line in differences)
+            found.append("ordered: an earlier ordered expectation is still pending")
+        notes.extend(f"    - {line}" for line in found)
         close = difflib.get_close_matches(
             request.path, [str(r.path) for r in self.routes if isinstance(r.path, str)], n=1
         )
         if close and close[0] != request.path:
             notes.append(f"    (did you mean path {close[0]!r}?)")
-        return "\n".join(notes)
+        return "\n".join(notes), why
 
     async def _serve_app(
         self, request: Recorded, scope: Scope, receive: Receive, send: Send, *, body_read: bool
