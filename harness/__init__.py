@@ -15,6 +15,10 @@ The pytest plugin (``harness._plugin``, registered as ``pytest11``) provides the
 
 from ._faults import Fault as Fault
 from ._faults import Response as Response
+from ._matchers import Matcher as Matcher
+from ._matchers import match as match
+from ._matchers import matches_regex as matches_regex
+from ._matching import Headers as Headers
 from ._matching import Recorded as Recorded
 from ._matching import Route as Route
 from ._server import HarnessError as HarnessError
@@ -30,9 +34,13 @@ __all__ = [
     "Fault",
     "HarnessError",
     "HarnessServer",
+    "Headers",
+    "Matcher",
     "Recorded",
     "Response",
     "Route",
+    "match",
+    "matches_regex",
     "open_server",
     "serve",
     "serving",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json as jsonlib
+import random
 import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs
 from trioserve import Scope
 
 from ._faults import Fault, Response, as_response
+from ._matchers import Matcher, json_differences
 
 __all__ = ["Handler", "Headers", "PathMatcher", "Recorded", "Route", "ordinal", "record"]
 
@@ -82,6 +84,8 @@ class Recorded:
     connection_id: int | None
     route: str | None = None
     status: int | None = None
+    #: The fault that broke the answer (its kind), if one did.
+    fault: str | None = None
 
     @property
     def headers(self) -> Headers:
@@ -115,16 +119,18 @@ class Route:
         headers: Mapping[str, str | Callable[[str], bool]] | None,
         json: Any,
         body: bytes | None,
-        predicate: Callable[[Recorded], bool] | None,
+        predicate: Callable[[Recorded], bool] | Matcher | None,
         times: int | None,
         ordered: bool,
         name: str,
+        json_contains: Any = None,
     ) -> None:
         self.method = None if method is None else method.upper()
         self.path = path
         self.query = _normalise_query(query)
         self.headers = {key.lower(): value for key, value in (headers or {}).items()}
         self.json = json
+        self.json_contains = json_contains
         self.body = body
         self.predicate = predicate
         self.times = times
@@ -137,6 +143,9 @@ class Route:
         self._repeat_last = True
         self._handler: Handler | None = None
         self._fault: Fault | None = None
+        self._fail_rate = 1.0
+        self.seed: int | None = None
+        self._random = random.Random()
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -193,9 +202,18 @@ class Route:
         self._handler = handler
         return self
 
-    def fault(self, fault: Fault) -> Route:
-        """Make this route's responses fail in this way."""
+    def fault(self, fault: Fault, *, fail_rate: float = 1.0, seed: int | None = None) -> Route:
+        """Make this route's responses fail in this way: all of them, or with ``fail_rate``
+        (0 to 1) a random share of them, drawn from a generator seeded with ``seed`` so that
+        the same requests fail the same way run after run (without ``seed``, one is picked
+        and shown in the report, to replay a failure)."""
+        if not 0.0 <= fail_rate <= 1.0:
+            raise ValueError(f"fail_rate must be between 0 and 1, not {fail_rate!r}")
         self._fault = fault
+        self._fail_rate = fail_rate
+        if fail_rate < 1.0:
+            self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+            self._random = random.Random(self.seed)
         return self
 
     # -- records ------------------------------------------------------------------------------
@@ -234,6 +252,10 @@ class Route:
             parts.append(f"headers={self.headers}")
         if self.json is not None:
             parts.append(f"json={self.json!r}")
+        if self.json_contains is not None:
+            parts.append(f"json_contains={self.json_contains!r}")
+        if self._fault is not None and self._fail_rate < 1.0:
+            parts.append(f"fault={self._fault.kind} fail_rate={self._fail_rate} seed={self.seed}")
         return " ".join(parts)
 
     # -- matching -----------------------------------------------------------------------------
@@ -241,7 +263,12 @@ class Route:
     @property
     def needs_body(self) -> bool:
         """Whether matching looks at the request body (json, body or predicate)."""
-        return self.json is not None or self.body is not None or self.predicate is not None
+        return (
+            self.json is not None
+            or self.json_contains is not None
+            or self.body is not None
+            or self.predicate is not None
+        )
 
     def differences(self, request: Recorded) -> list[str]:
         """Why ``request`` does not match (empty when it does)."""
@@ -258,6 +285,11 @@ class Route:
             problems.append(f"query: expected {self.query}, got {request.query}")
         for name, expected in self.headers.items():
             actual = request.header(name)
+            if isinstance(expected, Matcher):
+                difference = expected.difference(actual)
+                if difference is not None:
+                    problems.append(f"header {name}: {difference}")
+                continue
             ok = (
                 expected(actual)
                 if callable(expected) and actual is not None
@@ -279,9 +311,23 @@ class Route:
             else:
                 if actual_json != self.json:
                     problems.append(f"json: expected {self.json!r}, got {actual_json!r}")
+        if self.json_contains is not None:
+            try:
+                actual_json = request.json()
+            except ValueError:
+                problems.append("json_contains: got a body that is not JSON")
+            else:
+                problems.extend(
+                    f"json_contains {line}"
+                    for line in json_differences(self.json_contains, actual_json)
+                )
         if self.body is not None and request.body != self.body:
             problems.append(f"body: expected {self.body!r}, got {request.body!r}")
-        if self.predicate is not None:
+        if isinstance(self.predicate, Matcher):
+            difference = self.predicate.difference(request)
+            if difference is not None:
+                problems.append(f"predicate: {difference}")
+        elif self.predicate is not None:
             try:
                 matched = self.predicate(request)
             except Exception as exc:
@@ -306,9 +352,13 @@ class Route:
             response = as_response(result)
         else:
             response = self._responses[min(index, len(self._responses) - 1)]
-        if self._fault is not None and response.fault is None:
+        if self._fault is not None and response.fault is None and self._draw():
             response = dataclasses.replace(response, fault=self._fault)
         return response
+
+    def _draw(self) -> bool:
+        """Whether this response is broken (always, unless a ``fail_rate`` was given)."""
+        return self._fail_rate >= 1.0 or self._random.random() < self._fail_rate
 
 
 def _normalise_query(

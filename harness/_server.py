@@ -36,6 +36,7 @@ import trustme
 import trioserve
 
 from ._faults import Fault
+from ._matchers import Matcher
 from ._matching import PathMatcher, Recorded, Route
 from ._settings import TLSOption, build_config, resolve_tls
 from ._stub import Stub
@@ -167,15 +168,20 @@ class HarnessServer:
         query: Mapping[str, str | Sequence[str]] | str | None = None,
         headers: Mapping[str, str | Callable[[str], bool]] | None = None,
         json: Any = None,
+        json_contains: Any = None,
         body: bytes | None = None,
-        predicate: Callable[[Recorded], bool] | None = None,
+        predicate: Callable[[Recorded], bool] | Matcher | None = None,
         times: int | None = 1,
         ordered: bool = False,
     ) -> Route:
         """Expect a request; answer it with the returned route's ``respond*`` methods.
 
-        ``times``: how many requests it answers (and, strictly, must get); ``None`` for any number.
-        ``ordered``: ordered expectations must be met in the order they were made.
+        ``json``: the body is this JSON document; ``json_contains``: the body is a JSON document
+        containing this subset (values may be :class:`harness.Matcher` objects).
+        ``headers`` values and ``predicate`` may be matchers too (their differences go into the
+        report). ``times``: how many requests it answers (and, strictly, must get); ``None``
+        for any number. ``ordered``: ordered expectations must be met in the order they were
+        made.
         """
         return self.stub.expect(
             method,
@@ -183,6 +189,7 @@ class HarnessServer:
             query=query,
             headers=headers,
             json=json,
+            json_contains=json_contains,
             body=body,
             predicate=predicate,
             times=times,
@@ -198,10 +205,60 @@ class HarnessServer:
         are listed in the report but no longer fail a strict check."""
         self.stub.on_unmatched(status, **response)
 
-    def fault(self, fault: Fault) -> Route:
-        """Make every request fail this way (a catch-all route with this fault)."""
+    def fault(self, fault: Fault, *, fail_rate: float = 1.0, seed: int | None = None) -> Route:
+        """Make every request fail this way (a catch-all route with this fault), or a seeded
+        random share of them (see :meth:`Route.fault`)."""
         route = self.stub.expect(None, lambda path: True, times=None)
-        return route.fault(fault)
+        return route.fault(fault, fail_rate=fail_rate, seed=seed)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait_for(
+        self, predicate: Callable[[Recorded], bool] | None = None, *, timeout: float = 5.0
+    ) -> Recorded:
+        """Block until a request ``predicate`` accepts (any request, without one) has arrived
+        (it is in ``requests``), and return it: for clients that send in the background
+        (webhooks, queues, fire-and-forget tasks).
+
+        For servers running in a thread of their own (``serving()``, the threaded fixtures);
+        in trio, use :meth:`wait_for_async`.
+
+        Raises:
+            HarnessError: none came within ``timeout`` seconds (the message is the report).
+        """
+        __tracebackhide__ = True
+        if self._token is None:
+            raise RuntimeError(
+                "wait_for() would block this server's own trio run: use await srv.wait_for_async()"
+            )
+        found = self.stub.wait(predicate, timeout)
+        if found is None:
+            raise HarnessError(self._not_seen(predicate, timeout))
+        return found
+
+    async def wait_for_async(
+        self,
+        predicate: Callable[[Recorded], bool] | None = None,
+        *,
+        # A timeout of our own rather than the caller's fail_after: running out is a
+        # HarnessError carrying the report of what did arrive.
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> Recorded:
+        """:meth:`wait_for` for trio code (any harness server: in this trio run or a thread)."""
+        __tracebackhide__ = True
+        with trio.move_on_after(timeout):
+            if self._token is None:
+                return await self.stub.wait_async(predicate)
+            found = await trio.to_thread.run_sync(
+                self.stub.wait, predicate, timeout, abandon_on_cancel=True
+            )
+            if found is not None:
+                return found
+        raise HarnessError(self._not_seen(predicate, timeout))
+
+    def _not_seen(self, predicate: Callable[[Recorded], bool] | None, timeout: float) -> str:
+        what = "request" if predicate is None else f"request accepted by {predicate!r}"
+        return f"no {what} arrived within {timeout:g} s\n\n{self.report()}"
 
     def refuse_connections(self) -> None:
         """Stop listening: new connections are refused (open ones carry on)."""

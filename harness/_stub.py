@@ -23,9 +23,12 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import trio
+
 from trioserve import ClientDisconnected, Message, Receive, Scope, Send
 
 from ._faults import Response, send_response
+from ._matchers import Matcher
 from ._matching import PathMatcher, Recorded, Route, ordinal, record
 
 __all__ = ["Stub", "only_disconnects"]
@@ -51,6 +54,10 @@ class Stub:
             500, text="harness: no expectation matched this request"
         )
         self._lock = threading.Lock()
+        # Notified at every log entry, for wait_for() in other threads...
+        self._logged = threading.Condition(self._lock)
+        # ...and set (then replaced) at every entry, for waiters in the server's own trio run.
+        self._logged_event = trio.Event()
 
     # -- configuration (any thread) -------------------------------------------------------------
 
@@ -62,8 +69,9 @@ class Stub:
         query: Mapping[str, str | Sequence[str]] | str | None = None,
         headers: Mapping[str, str | Callable[[str], bool]] | None = None,
         json: Any = None,
+        json_contains: Any = None,
         body: bytes | None = None,
-        predicate: Callable[[Recorded], bool] | None = None,
+        predicate: Callable[[Recorded], bool] | Matcher | None = None,
         times: int | None = 1,
         ordered: bool = False,
     ) -> Route:
@@ -79,6 +87,7 @@ class Stub:
                 times=times,
                 ordered=ordered,
                 name=f"#{len(self.routes) + 1}",
+                json_contains=json_contains,
             )
             self.routes.append(route)
             return route
@@ -95,6 +104,43 @@ class Stub:
             self.errors.clear()
             self.no_requests_expected = False
             self.unmatched_allowed = False
+
+    def _append_log(self, entry: Recorded) -> None:
+        with self._lock:
+            self.log.append(entry)
+            self._logged.notify_all()
+            event, self._logged_event = self._logged_event, trio.Event()
+        event.set()
+
+    def find(self, predicate: Callable[[Recorded], bool] | None) -> Recorded | None:
+        """The first logged request ``predicate`` accepts (any, without one), or ``None``."""
+        with self._lock:
+            return next((r for r in self.log if predicate is None or predicate(r)), None)
+
+    def wait(self, predicate: Callable[[Recorded], bool] | None, timeout: float) -> Recorded | None:
+        """Block this thread until :meth:`find` finds a request (``None`` after ``timeout``)."""
+        found: list[Recorded] = []
+        scanned = 0
+
+        def seen() -> bool:  # called with the lock held
+            nonlocal scanned
+            found.extend(r for r in self.log[scanned:] if predicate is None or predicate(r))
+            scanned = len(self.log)
+            return bool(found)
+
+        with self._logged:
+            self._logged.wait_for(seen, timeout)
+        return found[0] if found else None
+
+    async def wait_async(self, predicate: Callable[[Recorded], bool] | None) -> Recorded:
+        """Wait (in the server's own trio run) until :meth:`find` finds a request."""
+        while True:
+            with self._lock:
+                event = self._logged_event
+            found = self.find(predicate)
+            if found is not None:
+                return found
+            await event.wait()
 
     def record_error(self, text: str) -> None:
         with self._lock:
@@ -137,6 +183,12 @@ class Stub:
                 lines.append(
                     f"  {number:>3}. {request.method} {request.target} -> {request.status} "
                     f"(route {request.route or '-'}, connection {request.connection_id})"
+                    + (
+                        ""
+                        if request.http_version == "1.1"
+                        else f" over HTTP/{request.http_version}"
+                    )
+                    + ("" if request.fault is None else f", broken by fault {request.fault}")
                 )
             if self.routes:
                 lines.append("expectations:")
@@ -195,12 +247,14 @@ class Stub:
                     + traceback.format_exc()
                 )
                 response = Response.make(500, text="harness: the route's handler raised")
-        with self._lock:
-            self.log.append(
-                dataclasses.replace(
-                    request, route=None if route is None else route.name, status=response.status
-                )
+        self._append_log(
+            dataclasses.replace(
+                request,
+                route=None if route is None else route.name,
+                status=response.status,
+                fault=None if response.fault is None else response.fault.kind,
             )
+        )
         await send_response(response, send)
 
     def _candidates(self) -> list[Route]:
@@ -281,8 +335,7 @@ class Stub:
             entry = dataclasses.replace(request, status=500 if status is None else status)
             if not body_read:
                 entry = dataclasses.replace(entry, body=b"".join(chunks))
-            with self._lock:
-                self.log.append(entry)
+            self._append_log(entry)
 
         async def recording_receive() -> Message:
             message = await receive()
