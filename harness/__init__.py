@@ -28,6 +28,8 @@ from ._server import serve as serve
 from ._server import serving as serving
 from ._tls import CertificateAuthority as CertificateAuthority
 from ._tls import session_authority as session_authority
+from ._websocket import WebSocketRoute as WebSocketRoute
+from ._websocket import WebSocketSession as WebSocketSession
 
 __all__ = [
     "CertificateAuthority",
@@ -39,6 +41,8 @@ __all__ = [
     "Recorded",
     "Response",
     "Route",
+    "WebSocketRoute",
+    "WebSocketSession",
     "match",
     "matches_regex",
     "open_server",

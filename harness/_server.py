@@ -41,6 +41,7 @@ from ._matching import PathMatcher, Recorded, Route
 from ._settings import TLSOption, build_config, resolve_tls
 from ._stub import Stub
 from ._tls import CertificateAuthority
+from ._websocket import WebSocketRoute
 
 __all__ = ["HarnessError", "HarnessServer", "open_server", "serve", "serving"]
 
@@ -195,6 +196,11 @@ class HarnessServer:
             times=times,
             ordered=ordered,
         )
+
+    def expect_websocket(self, path: str, *, times: int | None = 1) -> WebSocketRoute:
+        """Expect a websocket connection to ``path``; script it with the returned route's
+        ``send``, ``send_json``, ``expect_message``, ``expect_json``, ``close``, ``deny``."""
+        return self.stub.expect_websocket(path, times=times)
 
     def expect_no_requests(self) -> None:
         """Fail the check if any request arrives."""

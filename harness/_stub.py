@@ -30,6 +30,7 @@ from trioserve import ClientDisconnected, Message, Receive, Scope, Send
 from ._faults import Response, send_response
 from ._matchers import Matcher
 from ._matching import PathMatcher, Recorded, Route, ordinal, record
+from ._websocket import WebSocketRoute
 
 __all__ = ["Stub", "only_disconnects"]
 
@@ -48,6 +49,7 @@ class Stub:
         self.unmatched: list[tuple[Recorded, str, str]] = []
         self.errors: list[str] = []
         self.no_requests_expected = False
+        self.websockets: list[WebSocketRoute] = []
         #: Whether on_unmatched() was called: unmatched requests are then answered, not failures.
         self.unmatched_allowed = False
         self._unmatched_response = Response.make(
@@ -92,6 +94,12 @@ class Stub:
             self.routes.append(route)
             return route
 
+    def expect_websocket(self, path: str, *, times: int | None = 1) -> WebSocketRoute:
+        with self._lock:
+            route = WebSocketRoute(path, times=times, name=f"#ws{len(self.websockets) + 1}")
+            self.websockets.append(route)
+            return route
+
     def on_unmatched(self, status: int = 500, **response: Any) -> None:
         self._unmatched_response = Response.make(status, **response)
         self.unmatched_allowed = True
@@ -99,6 +107,7 @@ class Stub:
     def reset(self) -> None:
         with self._lock:
             self.routes.clear()
+            self.websockets.clear()
             self.log.clear()
             self.unmatched.clear()
             self.errors.clear()
@@ -170,6 +179,7 @@ class Stub:
                 for route in self.routes
                 for error in route.predicate_errors
             )
+            found.extend(problem for route in self.websockets for problem in route.problems())
             found.extend(f"server error:\n{error}" for error in self.errors)
             return found
 
@@ -198,6 +208,15 @@ class Stub:
                     + " times"
                     for route in self.routes
                 )
+            if self.websockets:
+                lines.append("websocket expectations:")
+            for ws in self.websockets:
+                lines.append(f"  {ws.name} {ws.describe()}: connected {ws.call_count} times")
+                lines.extend(
+                    f"    session {number}: received {session.received!r}, sent "
+                    f"{session.sent!r}, closed {session.close_code}"
+                    for number, session in enumerate(ws.sessions, 1)
+                )
             if self.unmatched and self.unmatched_allowed:
                 lines.append("unmatched requests were allowed (on_unmatched)")
             for request, nearest, _ in self.unmatched:
@@ -215,11 +234,8 @@ class Stub:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        if scope["type"] != "http":
-            if self.fallback is not None:
-                await self._call_fallback(scope, receive, send)
-                return
-            await send({"type": "websocket.close", "code": 1000})
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
             return
         head = record(scope)
         if self.fallback is not None and not self._may_answer(head):
@@ -256,6 +272,23 @@ class Stub:
             )
         )
         await send_response(response, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket route's script; else the app; else a refusal, failing a strict check."""
+        with self._lock:
+            route = next(
+                (r for r in self.websockets if r.path == scope["path"] and not r.exhausted), None
+            )
+        if route is not None:
+            await route.serve(scope, receive, send)
+            return
+        if self.fallback is not None:
+            await self._call_fallback(scope, receive, send)
+            return
+        request = record({**scope, "method": "WEBSOCKET"})
+        with self._lock:
+            self.unmatched.append((request, "  no websocket expectation matched", ""))
+        await send({"type": "websocket.close", "code": 1000})
 
     def _candidates(self) -> list[Route]:
         """The routes that may take the next request (call with the lock held)."""
