@@ -41,6 +41,7 @@ from ._matching import PathMatcher, Recorded, Route
 from ._settings import TLSOption, build_config, resolve_tls
 from ._stub import Stub
 from ._tls import CertificateAuthority
+from ._tlsfaults import fault_context, serve_stalling
 from ._websocket import WebSocketRoute
 
 __all__ = ["HarnessError", "HarnessServer", "open_server", "serve", "serving"]
@@ -311,6 +312,7 @@ async def open_server(
     authority: CertificateAuthority | None = None,
     config: trioserve.Config | None = None,
     lifespan: Literal["auto", "on", "off"] | None = None,
+    tls_fault: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[HarnessServer]:
     """Serve a stub (and ``app`` or the directory ``root`` behind it) for the block's duration.
@@ -330,6 +332,9 @@ async def open_server(
             access log, no drain at stop, no websocket pings).
         lifespan: ``"auto"`` (the default: an app that refuses the lifespan scope is served
             without it; one whose startup fails fails here), ``"on"`` or ``"off"``.
+        tls_fault: Serve TLS that goes wrong (implies ``tls``): ``"expired_certificate"``,
+            ``"wrong_host"``, ``"untrusted_ca"`` or ``"handshake_stall"``; the handle's trust
+            (``client_ssl_context()``) stays that of the harness CA.
         settings: Any other trioserve setting (``port=``, ``server_header=``, ``http2=``,
             ``asyncio_app=``, ``keep_alive_timeout=``...), over ``config`` or the defaults.
 
@@ -339,7 +344,7 @@ async def open_server(
     """
     if app is not None and root is not None:
         raise ValueError("give app= or root=, not both")
-    if mtls and tls is False:
+    if (mtls or tls_fault) and tls is False:
         tls = True
     if lifespan is not None:
         settings["lifespan"] = lifespan
@@ -361,7 +366,10 @@ async def open_server(
             raise ValueError("mtls=True needs a CA to issue the client certificate: not a pair")
         config = build_config(config=config, host=host, uds=uds_path, tls=None, settings=settings)
         tls_config = None
-        if authority is not None:
+        if authority is not None and tls_fault is not None:
+            context = fault_context(authority, tls_fault, http2=config.http2)
+            tls_config = trioserve.TLSConfig(context=context)
+        elif authority is not None:
             context = authority.server_context(mtls=mtls, http2=config.http2)
             tls_config = trioserve.TLSConfig(context=context)
         elif pair is not None:
@@ -371,9 +379,12 @@ async def open_server(
         server = trioserve.Server(stub, config)
         startup_error: Exception | None = None
         failed = True
+        stall_scope = trio.CancelScope()  # the stalling listener's (tls_fault="handshake_stall")
         async with trio.open_nursery() as nursery:
             try:
                 [address] = await nursery.start(server.serve)
+                if tls_fault == "handshake_stall":
+                    address = await nursery.start(serve_stalling, config.host, stall_scope)
             except Exception as exc:
                 # Raised below, outside the nursery, so the caller sees it unwrapped (a lifespan
                 # startup failure, say).
@@ -398,6 +409,7 @@ async def open_server(
                     raise
                 finally:
                     server.force_stop()
+                    stall_scope.cancel()
                     nursery.cancel_scope.deadline = trio.current_time() + STOP_TIMEOUT
         if startup_error is not None:
             raise startup_error

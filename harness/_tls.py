@@ -11,7 +11,10 @@ from pathlib import Path
 
 import trustme
 
-__all__ = ["CertificateAuthority", "session_authority"]
+__all__ = ["LOOPBACK_NAMES", "CertificateAuthority", "session_authority"]
+
+#: The names a harness server's certificate is valid for.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 class CertificateAuthority:
@@ -28,7 +31,7 @@ class CertificateAuthority:
         self.ca = ca if ca is not None else trustme.CA()
         self.ca_path = self.directory / "harness-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_path))
-        self.server_cert = self.ca.issue_cert("localhost", "127.0.0.1", "::1")
+        self.server_cert = self.ca.issue_cert(*LOOPBACK_NAMES)
         self.client_cert = self.ca.issue_cert(
             "harness-client@example.invalid", common_name="harness client"
         )
