@@ -21,6 +21,10 @@ from ._matchers import matches_regex as matches_regex
 from ._matching import Headers as Headers
 from ._matching import Recorded as Recorded
 from ._matching import Route as Route
+from ._proxy import ProxiedRequest as ProxiedRequest
+from ._proxy import Proxy as Proxy
+from ._proxy import open_proxy as open_proxy
+from ._proxy import proxy as proxy
 from ._server import HarnessError as HarnessError
 from ._server import HarnessServer as HarnessServer
 from ._server import open_server as open_server
@@ -38,6 +42,8 @@ __all__ = [
     "HarnessServer",
     "Headers",
     "Matcher",
+    "ProxiedRequest",
+    "Proxy",
     "Recorded",
     "Response",
     "Route",
@@ -45,7 +51,9 @@ __all__ = [
     "WebSocketSession",
     "match",
     "matches_regex",
+    "open_proxy",
     "open_server",
+    "proxy",
     "serve",
     "serving",
     "session_authority",
