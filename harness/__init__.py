@@ -13,6 +13,8 @@ socket (port 0), optionally over TLS with a throwaway trustme CA::
 The pytest plugin (``harness._plugin``, registered as ``pytest11``) provides the fixtures.
 """
 
+from ._cassette import recording as recording
+from ._cassette import replaying as replaying
 from ._faults import Fault as Fault
 from ._faults import Response as Response
 from ._matchers import Matcher as Matcher
@@ -54,6 +56,8 @@ __all__ = [
     "open_proxy",
     "open_server",
     "proxy",
+    "recording",
+    "replaying",
     "serve",
     "serving",
     "session_authority",
