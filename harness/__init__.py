@@ -10,6 +10,10 @@ socket (port 0), optionally over TLS with a throwaway trustme CA::
     async with harness.open_server(app=my_app, tls=True) as srv:   # trio tests
         ...
 
+Also: websocket stubs (``srv.expect_websocket``), TLS faults (``tls_fault=``), a forward-proxy
+stub (:func:`proxy`), record and replay (:func:`recording`, :func:`replaying`), matchers
+(:class:`Matcher`), and any trioserve setting as a keyword (``http2=False``, ``port=``...).
+
 The pytest plugin (``harness._plugin``, registered as ``pytest11``) provides the fixtures.
 """
 
