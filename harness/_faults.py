@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -93,30 +93,34 @@ class Fault:
         return cls("slow_headers", seconds=interval)
 
 
-@dataclass
+@dataclass(init=False)
 class Response:
-    """A canned response."""
+    """A canned response: ``Response(200, json={...})``, ``Response(404, text="gone")``,
+    ``Response(200, body=b"...", headers={"etag": '"1"'})``.
 
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-    chunks: Sequence[bytes] | None = None
-    interval: float = 0.0
-    fault: Fault | None = None
+    ``json`` and ``text`` add a Content-Type unless ``headers`` has one. ``chunks`` (with
+    ``interval`` seconds between them) makes a chunked body instead.
+    """
 
-    @classmethod
-    def make(
-        cls,
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    chunks: Sequence[bytes] | None
+    interval: float
+    fault: Fault | None
+
+    def __init__(
+        self,
         status: int = 200,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes | str | None = None,
         *,
         json: Any = None,
-        body: bytes | str | None = None,
         text: str | None = None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        chunks: Sequence[bytes] | None = None,
+        interval: float = 0.0,
         fault: Fault | None = None,
-    ) -> Response:
-        """A response with ``json``, ``text`` or ``body`` (and a Content-Type for the first two
-        unless ``headers`` has one)."""
+    ) -> None:
         pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
         names = {name.lower() for name, _ in pairs}
         data = b""
@@ -130,7 +134,26 @@ class Response:
                 pairs.append(("content-type", "text/plain; charset=utf-8"))
         elif body is not None:
             data = body.encode() if isinstance(body, str) else body
-        return cls(status, pairs, data, fault=fault)
+        self.status = status
+        self.headers = pairs
+        self.body = data
+        self.chunks = chunks
+        self.interval = interval
+        self.fault = fault
+
+    @classmethod
+    def make(
+        cls,
+        status: int = 200,
+        *,
+        json: Any = None,
+        body: bytes | str | None = None,
+        text: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        fault: Fault | None = None,
+    ) -> Response:
+        """The same as ``Response(status, ...)`` (kept for existing tests)."""
+        return cls(status, headers, body, json=json, text=text, fault=fault)
 
 
 def as_response(value: Any) -> Response:

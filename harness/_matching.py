@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json as jsonlib
+import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,36 +23,79 @@ from urllib.parse import parse_qs
 from trioserve import Scope
 
 from ._faults import Fault, Response, as_response
+from ._matchers import Matcher, json_differences
 
-__all__ = ["Handler", "PathMatcher", "Recorded", "Route", "record"]
+__all__ = ["Handler", "Headers", "PathMatcher", "Recorded", "Route", "ordinal", "record"]
 
 Handler = Callable[["Recorded"], Any]
 PathMatcher = str | re.Pattern[str] | Callable[[str], bool]
+
+
+class Headers(Mapping[str, str]):
+    """Request headers as a case-insensitive mapping: ``headers["Content-Type"]`` and
+    ``headers.get(...)`` give the first value of a field, :meth:`get_all` every value.
+
+    Args:
+        pairs: The header fields in the order they came (names lower-case).
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._all: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._all.setdefault(name.lower(), []).append(value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._all[name.lower()][0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of field ``name``, in order (empty if absent)."""
+        return list(self._all.get(name.lower(), ()))
+
+    def __repr__(self) -> str:
+        return f"Headers({self._all!r})"
 
 
 @dataclass(frozen=True)
 class Recorded:
     """One request the server received.
 
-    ``body`` is the whole request body; for a request answered by ``app=`` (which reads the body
-    itself, as it arrives), it is the part the app read.
+    ``headers`` is a case-insensitive mapping (first value of each field; ``get_all`` for every
+    value); ``header_list`` the fields as they came, names lower-case. ``body`` is the whole
+    request body; for a request answered by ``app=`` (which reads the body itself, as it
+    arrives), it is the part the app read. ``http_version`` is ``"1.1"``, ``"1.0"`` or ``"2"``.
     """
 
     method: str
     target: str
     path: str
     query: dict[str, list[str]]
-    headers: list[tuple[str, str]]
+    header_list: list[tuple[str, str]]
     body: bytes
     http_version: str
     connection_id: int | None
     route: str | None = None
     status: int | None = None
+    #: The fault that broke the answer (its kind), if one did.
+    fault: str | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """The header fields as a case-insensitive mapping."""
+        return Headers(self.header_list)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
         name = name.lower()
-        return next((value for key, value in self.headers if key == name), None)
+        return next((value for key, value in self.header_list if key == name), None)
 
     @property
     def text(self) -> str:
@@ -74,26 +119,33 @@ class Route:
         headers: Mapping[str, str | Callable[[str], bool]] | None,
         json: Any,
         body: bytes | None,
-        predicate: Callable[[Recorded], bool] | None,
+        predicate: Callable[[Recorded], bool] | Matcher | None,
         times: int | None,
         ordered: bool,
         name: str,
+        json_contains: Any = None,
     ) -> None:
         self.method = None if method is None else method.upper()
         self.path = path
         self.query = _normalise_query(query)
         self.headers = {key.lower(): value for key, value in (headers or {}).items()}
         self.json = json
+        self.json_contains = json_contains
         self.body = body
         self.predicate = predicate
         self.times = times
         self.ordered = ordered
         self.name = name
         self.calls: list[Recorded] = []
+        #: Tracebacks of this route's predicate, one per request it raised on.
+        self.predicate_errors: list[str] = []
         self._responses: list[Response] = [Response.make(200)]
         self._repeat_last = True
         self._handler: Handler | None = None
         self._fault: Fault | None = None
+        self._fail_rate = 1.0
+        self.seed: int | None = None
+        self._random = random.Random()
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -150,9 +202,18 @@ class Route:
         self._handler = handler
         return self
 
-    def fault(self, fault: Fault) -> Route:
-        """Make this route's responses fail in this way."""
+    def fault(self, fault: Fault, *, fail_rate: float = 1.0, seed: int | None = None) -> Route:
+        """Make this route's responses fail in this way: all of them, or with ``fail_rate``
+        (0 to 1) a random share of them, drawn from a generator seeded with ``seed`` so that
+        the same requests fail the same way run after run (without ``seed``, one is picked
+        and shown in the report, to replay a failure)."""
+        if not 0.0 <= fail_rate <= 1.0:
+            raise ValueError(f"fail_rate must be between 0 and 1, not {fail_rate!r}")
         self._fault = fault
+        self._fail_rate = fail_rate
+        if fail_rate < 1.0:
+            self.seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+            self._random = random.Random(self.seed)
         return self
 
     # -- records ------------------------------------------------------------------------------
@@ -191,6 +252,10 @@ class Route:
             parts.append(f"headers={self.headers}")
         if self.json is not None:
             parts.append(f"json={self.json!r}")
+        if self.json_contains is not None:
+            parts.append(f"json_contains={self.json_contains!r}")
+        if self._fault is not None and self._fail_rate < 1.0:
+            parts.append(f"fault={self._fault.kind} fail_rate={self._fail_rate} seed={self.seed}")
         return " ".join(parts)
 
     # -- matching -----------------------------------------------------------------------------
@@ -198,7 +263,12 @@ class Route:
     @property
     def needs_body(self) -> bool:
         """Whether matching looks at the request body (json, body or predicate)."""
-        return self.json is not None or self.body is not None or self.predicate is not None
+        return (
+            self.json is not None
+            or self.json_contains is not None
+            or self.body is not None
+            or self.predicate is not None
+        )
 
     def differences(self, request: Recorded) -> list[str]:
         """Why ``request`` does not match (empty when it does)."""
@@ -215,6 +285,11 @@ class Route:
             problems.append(f"query: expected {self.query}, got {request.query}")
         for name, expected in self.headers.items():
             actual = request.header(name)
+            if isinstance(expected, Matcher):
+                difference = expected.difference(actual)
+                if difference is not None:
+                    problems.append(f"header {name}: {difference}")
+                continue
             ok = (
                 expected(actual)
                 if callable(expected) and actual is not None
@@ -236,10 +311,35 @@ class Route:
             else:
                 if actual_json != self.json:
                     problems.append(f"json: expected {self.json!r}, got {actual_json!r}")
+        if self.json_contains is not None:
+            try:
+                actual_json = request.json()
+            except ValueError:
+                problems.append("json_contains: got a body that is not JSON")
+            else:
+                problems.extend(
+                    f"json_contains {line}"
+                    for line in json_differences(self.json_contains, actual_json)
+                )
         if self.body is not None and request.body != self.body:
             problems.append(f"body: expected {self.body!r}, got {request.body!r}")
-        if self.predicate is not None and not self.predicate(request):
-            problems.append("predicate: returned false")
+        if isinstance(self.predicate, Matcher):
+            difference = self.predicate.difference(request)
+            if difference is not None:
+                problems.append(f"predicate: {difference}")
+        elif self.predicate is not None:
+            try:
+                matched = self.predicate(request)
+            except Exception as exc:
+                # Reported with its traceback (the request stays unmatched, and logged).
+                self.predicate_errors.append(
+                    f"the predicate of expectation {self.name} raised on {request.method} "
+                    f"{request.target}:\n" + traceback.format_exc()
+                )
+                problems.append(f"predicate: raised {exc!r}")
+            else:
+                if not matched:
+                    problems.append("predicate: returned false")
         return problems
 
     async def answer(self, request: Recorded) -> Response:
@@ -252,9 +352,13 @@ class Route:
             response = as_response(result)
         else:
             response = self._responses[min(index, len(self._responses) - 1)]
-        if self._fault is not None and response.fault is None:
+        if self._fault is not None and response.fault is None and self._draw():
             response = dataclasses.replace(response, fault=self._fault)
         return response
+
+    def _draw(self) -> bool:
+        """Whether this response is broken (always, unless a ``fail_rate`` was given)."""
+        return self._fail_rate >= 1.0 or self._random.random() < self._fail_rate
 
 
 def _normalise_query(
@@ -287,10 +391,18 @@ def record(scope: Scope, body: bytes = b"") -> Recorded:
         target=target,
         path=scope["path"],
         query=parse_qs(query_string, keep_blank_values=True),
-        headers=[
+        header_list=[
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
         ],
         body=body,
         http_version=scope.get("http_version", "1.1"),
         connection_id=extension.get("connection_id"),
     )
+
+
+def ordinal(number: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``... ``11th``, ``12th``, ``21st``."""
+    if number % 100 in (11, 12, 13):
+        return f"{number}th"
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"

@@ -23,6 +23,9 @@ from ._server import HarnessError, HarnessServer, serve, serving
 from ._tls import CertificateAuthority, session_authority
 
 _USED = pytest.StashKey[list[HarnessServer]]()
+# Set when the test's call phase failed: its servers are then not checked at teardown (the
+# report goes into the failure as a section instead), so a test fails once, not FAILED + ERROR.
+_CALL_FAILED = pytest.StashKey[bool]()
 # Session servers, each with the strictness given to the factory (None: each test's own, from
 # its marker or the ini option).
 _session_servers: list[tuple[HarnessServer, bool | None]] = []
@@ -57,6 +60,30 @@ def _track(request: pytest.FixtureRequest, server: HarnessServer) -> HarnessServ
     return server
 
 
+def _call_failed(node: pytest.Item | pytest.Collector) -> bool:
+    return node.stash.get(_CALL_FAILED, False)
+
+
+def _shorten(exc: BaseException) -> BaseException:
+    """A failed check as a fresh error without the frames of the plugin, contextlib and the
+    server thread (the message is the whole story); anything else as it is."""
+    if isinstance(exc, HarnessError):
+        return HarnessError(str(exc))
+    if isinstance(exc, BaseExceptionGroup):  # from a trio nursery: checks of several servers
+        failures, rest = exc.split(HarnessError)
+        if failures is not None and rest is None:
+            return HarnessError("\n\n".join(str(e) for e in _leaves(failures)))
+    return exc
+
+
+def _leaves(group: BaseExceptionGroup[HarnessError]) -> list[HarnessError]:
+    return [
+        leaf
+        for exc in group.exceptions
+        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]
+
+
 @pytest.fixture(scope="session")
 def harness_ca() -> CertificateAuthority:
     """The session's CA (trustme): ``ca_path``, ``client_context()``, ``ca``."""
@@ -67,13 +94,29 @@ def harness_ca() -> CertificateAuthority:
 def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., HarnessServer]]:
     """Start harness servers (``server_factory(tls=True, app=..., ...)``), each in a thread of its
     own; all are stopped and checked when the test ends."""
-    with contextlib.ExitStack() as stack:
+    __tracebackhide__ = True
+    started: list[HarnessServer] = []
+    stack = contextlib.ExitStack()
 
-        def factory(**options: Any) -> HarnessServer:
-            options.setdefault("strict", _strict(request.node, request.config))
-            return _track(request, stack.enter_context(serving(**options)))
+    def factory(**options: Any) -> HarnessServer:
+        options.setdefault("strict", _strict(request.node, request.config))
+        server = stack.enter_context(serving(**options))
+        started.append(server)
+        return _track(request, server)
 
+    try:
         yield factory
+    finally:
+        if _call_failed(request.node):
+            for server in started:
+                server.strict = False
+        try:
+            stack.close()
+        except Exception as exc:
+            shorter = _shorten(exc)
+            if shorter is exc:
+                raise
+            raise shorter from None
 
 
 @pytest.fixture
@@ -94,18 +137,26 @@ async def trio_server_factory(
 ) -> AsyncIterator[Callable[..., Awaitable[HarnessServer]]]:
     """Like ``server_factory``, for pytest-trio tests: servers run in this fixture's nursery
     (in the test's ``trio.run``), and are stopped and checked when the test ends."""
+    __tracebackhide__ = True
     started: list[HarnessServer] = []
-    async with trio.open_nursery() as nursery:
+    try:
+        async with trio.open_nursery() as nursery:
 
-        async def factory(**options: Any) -> HarnessServer:
-            options.setdefault("strict", _strict(request.node, request.config))
-            server: HarnessServer = await nursery.start(functools.partial(serve, **options))
-            started.append(server)
-            return _track(request, server)
+            async def factory(**options: Any) -> HarnessServer:
+                options.setdefault("strict", _strict(request.node, request.config))
+                server: HarnessServer = await nursery.start(functools.partial(serve, **options))
+                started.append(server)
+                return _track(request, server)
 
-        yield factory
-        for server in started:
-            server.stop()
+            yield factory
+            for server in started:
+                server.strict = server.strict and not _call_failed(request.node)
+                server.stop()
+    except BaseExceptionGroup as group:
+        shorter = _shorten(group)
+        if shorter is group:
+            raise
+        raise shorter from None
 
 
 @pytest.fixture
@@ -154,11 +205,13 @@ _TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     # After pytest's own teardown, so that a failed check cannot leave the test half torn down.
     # The list is copied first: after the last test, that teardown stops the session servers.
+    __tracebackhide__ = True
     servers = list(_session_servers)
     result = yield
     problems = []
     for server, explicit in servers:
-        if explicit if explicit is not None else _strict(item, item.config):
+        strict = explicit if explicit is not None else _strict(item, item.config)
+        if strict and not _call_failed(item):
             try:
                 server.check()
             except HarnessError as exc:
@@ -172,6 +225,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
     if report.failed:
         servers = [*item.stash.get(_USED, []), *(server for server, _ in _session_servers)]
         for server in servers:

@@ -19,6 +19,7 @@ Everything here uses trioserve's public API only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import ssl
@@ -26,17 +27,22 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
 import trio
+import trustme
 
 import trioserve
 
 from ._faults import Fault
+from ._matchers import Matcher
 from ._matching import PathMatcher, Recorded, Route
+from ._settings import TLSOption, build_config, resolve_tls
 from ._stub import Stub
-from ._tls import CertificateAuthority, session_authority
+from ._tls import CertificateAuthority
+from ._tlsfaults import fault_context, serve_stalling
+from ._websocket import WebSocketRoute
 
 __all__ = ["HarnessError", "HarnessServer", "open_server", "serve", "serving"]
 
@@ -61,6 +67,7 @@ class HarnessServer:
         authority: CertificateAuthority | None,
         strict: bool,
         client_cert: Any = None,
+        secure: bool | None = None,
     ) -> None:
         self.stub = stub
         self.server = server
@@ -74,7 +81,9 @@ class HarnessServer:
         else:
             self.uds_path = None
             self.host, self.port = address
-        self.scheme = "https" if authority is not None else "http"
+        if secure is None:
+            secure = authority is not None
+        self.scheme = "https" if secure else "http"
         self._stop = trio.Event()
         #: The server thread's token, when the server runs in a thread of its own (serving()).
         self._token: trio.lowlevel.TrioToken | None = None
@@ -126,6 +135,10 @@ class HarnessServer:
         return str(self._authority.client_cert_path)
 
     def _require_tls(self) -> CertificateAuthority:
+        if self._authority is None and self.scheme == "https":
+            raise RuntimeError(
+                "this server serves the certificate pair it was given: trust its CA yourself"
+            )
         if self._authority is None:
             raise RuntimeError("this server does not use TLS: start it with tls=True")
         return self._authority
@@ -157,15 +170,20 @@ class HarnessServer:
         query: Mapping[str, str | Sequence[str]] | str | None = None,
         headers: Mapping[str, str | Callable[[str], bool]] | None = None,
         json: Any = None,
+        json_contains: Any = None,
         body: bytes | None = None,
-        predicate: Callable[[Recorded], bool] | None = None,
+        predicate: Callable[[Recorded], bool] | Matcher | None = None,
         times: int | None = 1,
         ordered: bool = False,
     ) -> Route:
         """Expect a request; answer it with the returned route's ``respond*`` methods.
 
-        ``times``: how many requests it answers (and, strictly, must get); ``None`` for any number.
-        ``ordered``: ordered expectations must be met in the order they were made.
+        ``json``: the body is this JSON document; ``json_contains``: the body is a JSON document
+        containing this subset (values may be :class:`harness.Matcher` objects).
+        ``headers`` values and ``predicate`` may be matchers too (their differences go into the
+        report). ``times``: how many requests it answers (and, strictly, must get); ``None``
+        for any number. ``ordered``: ordered expectations must be met in the order they were
+        made.
         """
         return self.stub.expect(
             method,
@@ -173,24 +191,81 @@ class HarnessServer:
             query=query,
             headers=headers,
             json=json,
+            json_contains=json_contains,
             body=body,
             predicate=predicate,
             times=times,
             ordered=ordered,
         )
 
+    def expect_websocket(self, path: str, *, times: int | None = 1) -> WebSocketRoute:
+        """Expect a websocket connection to ``path``; script it with the returned route's
+        ``send``, ``send_json``, ``expect_message``, ``expect_json``, ``close``, ``deny``."""
+        return self.stub.expect_websocket(path, times=times)
+
     def expect_no_requests(self) -> None:
         """Fail the check if any request arrives."""
         self.stub.no_requests_expected = True
 
     def on_unmatched(self, status: int = 500, **response: Any) -> None:
-        """The answer to requests no expectation matches (they still fail a strict check)."""
+        """Answer requests no expectation matches with this response, and let them through: they
+        are listed in the report but no longer fail a strict check."""
         self.stub.on_unmatched(status, **response)
 
-    def fault(self, fault: Fault) -> Route:
-        """Make every request fail this way (a catch-all route with this fault)."""
+    def fault(self, fault: Fault, *, fail_rate: float = 1.0, seed: int | None = None) -> Route:
+        """Make every request fail this way (a catch-all route with this fault), or a seeded
+        random share of them (see :meth:`Route.fault`)."""
         route = self.stub.expect(None, lambda path: True, times=None)
-        return route.fault(fault)
+        return route.fault(fault, fail_rate=fail_rate, seed=seed)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait_for(
+        self, predicate: Callable[[Recorded], bool] | None = None, *, timeout: float = 5.0
+    ) -> Recorded:
+        """Block until a request ``predicate`` accepts (any request, without one) has arrived
+        (it is in ``requests``), and return it: for clients that send in the background
+        (webhooks, queues, fire-and-forget tasks).
+
+        For servers running in a thread of their own (``serving()``, the threaded fixtures);
+        in trio, use :meth:`wait_for_async`.
+
+        Raises:
+            HarnessError: none came within ``timeout`` seconds (the message is the report).
+        """
+        __tracebackhide__ = True
+        if self._token is None:
+            raise RuntimeError(
+                "wait_for() would block this server's own trio run: use await srv.wait_for_async()"
+            )
+        found = self.stub.wait(predicate, timeout)
+        if found is None:
+            raise HarnessError(self._not_seen(predicate, timeout))
+        return found
+
+    async def wait_for_async(
+        self,
+        predicate: Callable[[Recorded], bool] | None = None,
+        *,
+        # A timeout of our own rather than the caller's fail_after: running out is a
+        # HarnessError carrying the report of what did arrive.
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> Recorded:
+        """:meth:`wait_for` for trio code (any harness server: in this trio run or a thread)."""
+        __tracebackhide__ = True
+        with trio.move_on_after(timeout):
+            if self._token is None:
+                return await self.stub.wait_async(predicate)
+            found = await trio.to_thread.run_sync(
+                self.stub.wait, predicate, timeout, abandon_on_cancel=True
+            )
+            if found is not None:
+                return found
+        raise HarnessError(self._not_seen(predicate, timeout))
+
+    def _not_seen(self, predicate: Callable[[Recorded], bool] | None, timeout: float) -> str:
+        what = "request" if predicate is None else f"request accepted by {predicate!r}"
+        return f"no {what} arrived within {timeout:g} s\n\n{self.report()}"
 
     def refuse_connections(self) -> None:
         """Stop listening: new connections are refused (open ones carry on)."""
@@ -224,43 +299,21 @@ class HarnessServer:
             )
 
 
-def _config(
-    *,
-    host: str,
-    uds: str | None,
-    tls: bool,
-    mtls: bool,
-    authority: CertificateAuthority | None,
-    lifespan: str,
-) -> trioserve.Config:
-    tls_config = None
-    if tls:
-        assert authority is not None
-        tls_config = trioserve.TLSConfig(context=authority.server_context(mtls=mtls))
-    return trioserve.Config(
-        host=host,
-        port=0,
-        uds=uds,
-        tls=tls_config,
-        access_log=False,
-        graceful_timeout=0,
-        lifespan=lifespan,  # type: ignore[arg-type]
-        fault_injection=True,
-        ws_ping_interval=None,
-    )
-
-
 @contextlib.asynccontextmanager
 async def open_server(
     *,
     app: Any = None,
     root: str | os.PathLike[str] | None = None,
-    tls: bool = False,
+    tls: TLSOption = False,
     mtls: bool = False,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     uds: str | os.PathLike[str] | bool | None = None,
     strict: bool = True,
     authority: CertificateAuthority | None = None,
+    config: trioserve.Config | None = None,
+    lifespan: Literal["auto", "on", "off"] | None = None,
+    tls_fault: str | None = None,
+    **settings: Any,
 ) -> AsyncIterator[HarnessServer]:
     """Serve a stub (and ``app`` or the directory ``root`` behind it) for the block's duration.
 
@@ -269,49 +322,75 @@ async def open_server(
             does, see ``trioserve.as_asgi``); requests no expectation matches go to it. An ASGI
             app's lifespan runs (startup failure raises here).
         root: A directory to serve (trioserve's StaticFiles) behind the expectations.
-        tls: Serve HTTPS with a leaf certificate for localhost, 127.0.0.1 and ::1 from the
-            harness CA (one per test session).
+        tls: Serve HTTPS: ``True`` (a leaf certificate for localhost, 127.0.0.1 and ::1 from
+            the harness CA, one per test session), a ``(certfile, keyfile)`` pair, or a
+            ``trustme.CA`` to issue the leaf from.
         mtls: Require client certificates (implies ``tls``); see ``client_ssl_context()``.
-        host: The address to bind (``"::1"`` for IPv6).
+        host: The address to bind (default ``127.0.0.1``; ``"::1"`` for IPv6).
         uds: Listen on a unix socket: a path, or ``True`` for a fresh temporary one.
         strict: Check the stub when the block ends (see :meth:`HarnessServer.check`).
-        authority: The CA to use (default: the session's).
+        authority: The CA to use with ``tls=True`` (default: the session's).
+        config: A whole :class:`trioserve.Config` instead of the harness defaults (port 0, no
+            access log, no drain at stop, no websocket pings).
+        lifespan: ``"auto"`` (the default: an app that refuses the lifespan scope is served
+            without it; one whose startup fails fails here), ``"on"`` or ``"off"``.
+        tls_fault: Serve TLS that goes wrong (implies ``tls``): ``"expired_certificate"``,
+            ``"wrong_host"``, ``"untrusted_ca"`` or ``"handshake_stall"``; the handle's trust
+            (``client_ssl_context()``) stays that of the harness CA.
+        settings: Any other trioserve setting (``port=``, ``server_header=``, ``http2=``,
+            ``asyncio_app=``, ``keep_alive_timeout=``...), over ``config`` or the defaults.
 
     Raises:
         HarnessError: on exit, when strict and the check fails.
+        TypeError: an unknown setting, or one the harness owns (``binds``...).
     """
     if app is not None and root is not None:
         raise ValueError("give app= or root=, not both")
-    tls = tls or mtls
+    if (mtls or tls_fault) and tls is False:
+        tls = True
+    if lifespan is not None:
+        settings["lifespan"] = lifespan
+    elif config is None:
+        settings["lifespan"] = "auto"
     fallback: Any = None
     if app is not None:
         fallback = trioserve.as_asgi(app)
     elif root is not None:
         fallback = trioserve.StaticFiles(root)
-    stub = Stub(fallback)
-    if tls and authority is None:
-        authority = session_authority()
     with contextlib.ExitStack() as cleanup:
+        directory: str | None = None
+        if uds is True or isinstance(tls, trustme.CA):
+            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="harness-"))
         uds_path = None
         if uds is True:
-            directory = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="harness-"))
+            assert directory is not None
             uds_path = str(Path(directory) / "server.sock")
         elif uds:
             uds_path = os.fspath(uds)
-        config = _config(
-            host=host,
-            uds=uds_path,
-            tls=tls,
-            mtls=mtls,
-            authority=authority,
-            lifespan="on" if app is not None else "auto",
-        )
+        authority, pair = resolve_tls(tls, authority, directory)
+        if mtls and authority is None:
+            raise ValueError("mtls=True needs a CA to issue the client certificate: not a pair")
+        config = build_config(config=config, host=host, uds=uds_path, tls=None, settings=settings)
+        tls_config = None
+        if authority is not None and tls_fault is not None:
+            context = fault_context(authority, tls_fault, http2=config.http2)
+            tls_config = trioserve.TLSConfig(context=context)
+        elif authority is not None:
+            context = authority.server_context(mtls=mtls, http2=config.http2)
+            tls_config = trioserve.TLSConfig(context=context)
+        elif pair is not None:
+            tls_config = trioserve.TLSConfig(certfile=pair[0], keyfile=pair[1])
+        config = dataclasses.replace(config, tls=tls_config)
+        stub = Stub(fallback, lifespan=config.lifespan)
         server = trioserve.Server(stub, config)
         startup_error: Exception | None = None
         failed = True
+        stall_scope = trio.CancelScope()  # the stalling listener's (tls_fault="handshake_stall")
         async with trio.open_nursery() as nursery:
             try:
                 [address] = await nursery.start(server.serve)
+                if tls_fault == "handshake_stall":
+                    address = await nursery.start(serve_stalling, config.host, stall_scope)
             except Exception as exc:
                 # Raised below, outside the nursery, so the caller sees it unwrapped (a lifespan
                 # startup failure, say).
@@ -321,7 +400,8 @@ async def open_server(
                     stub,
                     server,
                     address,
-                    authority=authority if tls else None,
+                    authority=authority,
+                    secure=tls_config is not None,
                     strict=strict,
                     client_cert=authority.client_cert if (mtls and authority) else None,
                 )
@@ -335,12 +415,13 @@ async def open_server(
                     raise
                 finally:
                     server.force_stop()
+                    stall_scope.cancel()
                     nursery.cancel_scope.deadline = trio.current_time() + STOP_TIMEOUT
         if startup_error is not None:
             raise startup_error
         if nursery.cancel_scope.cancelled_caught:
             raise HarnessError(f"harness server at {handle.url} did not stop in {STOP_TIMEOUT} s")
-        if strict and not failed:
+        if handle.strict and not failed:
             handle.check()
 
 

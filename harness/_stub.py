@@ -23,10 +23,14 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import trio
+
 from trioserve import ClientDisconnected, Message, Receive, Scope, Send
 
 from ._faults import Response, send_response
-from ._matching import PathMatcher, Recorded, Route, record
+from ._matchers import Matcher
+from ._matching import PathMatcher, Recorded, Route, ordinal, record
+from ._websocket import WebSocketRoute
 
 __all__ = ["Stub", "only_disconnects"]
 
@@ -34,17 +38,28 @@ __all__ = ["Stub", "only_disconnects"]
 class Stub:
     """The ASGI app of a harness server (see the module docstring)."""
 
-    def __init__(self, fallback: Any = None) -> None:
+    def __init__(self, fallback: Any = None, *, lifespan: str = "auto") -> None:
         self.fallback = fallback
+        #: The server's lifespan mode: under "auto" an app that refuses the lifespan scope is
+        #: served without it, as trioserve itself would.
+        self.lifespan_mode = lifespan
         self.routes: list[Route] = []
         self.log: list[Recorded] = []
-        self.unmatched: list[tuple[Recorded, str]] = []
+        #: Unmatched requests, each with the nearest expectation and a one-line reason.
+        self.unmatched: list[tuple[Recorded, str, str]] = []
         self.errors: list[str] = []
         self.no_requests_expected = False
+        self.websockets: list[WebSocketRoute] = []
+        #: Whether on_unmatched() was called: unmatched requests are then answered, not failures.
+        self.unmatched_allowed = False
         self._unmatched_response = Response.make(
             500, text="harness: no expectation matched this request"
         )
         self._lock = threading.Lock()
+        # Notified at every log entry, for wait_for() in other threads...
+        self._logged = threading.Condition(self._lock)
+        # ...and set (then replaced) at every entry, for waiters in the server's own trio run.
+        self._logged_event = trio.Event()
 
     # -- configuration (any thread) -------------------------------------------------------------
 
@@ -56,8 +71,9 @@ class Stub:
         query: Mapping[str, str | Sequence[str]] | str | None = None,
         headers: Mapping[str, str | Callable[[str], bool]] | None = None,
         json: Any = None,
+        json_contains: Any = None,
         body: bytes | None = None,
-        predicate: Callable[[Recorded], bool] | None = None,
+        predicate: Callable[[Recorded], bool] | Matcher | None = None,
         times: int | None = 1,
         ordered: bool = False,
     ) -> Route:
@@ -73,20 +89,67 @@ class Stub:
                 times=times,
                 ordered=ordered,
                 name=f"#{len(self.routes) + 1}",
+                json_contains=json_contains,
             )
             self.routes.append(route)
             return route
 
+    def expect_websocket(self, path: str, *, times: int | None = 1) -> WebSocketRoute:
+        with self._lock:
+            route = WebSocketRoute(path, times=times, name=f"#ws{len(self.websockets) + 1}")
+            self.websockets.append(route)
+            return route
+
     def on_unmatched(self, status: int = 500, **response: Any) -> None:
         self._unmatched_response = Response.make(status, **response)
+        self.unmatched_allowed = True
 
     def reset(self) -> None:
         with self._lock:
             self.routes.clear()
+            self.websockets.clear()
             self.log.clear()
             self.unmatched.clear()
             self.errors.clear()
             self.no_requests_expected = False
+            self.unmatched_allowed = False
+
+    def _append_log(self, entry: Recorded) -> None:
+        with self._lock:
+            self.log.append(entry)
+            self._logged.notify_all()
+            event, self._logged_event = self._logged_event, trio.Event()
+        event.set()
+
+    def find(self, predicate: Callable[[Recorded], bool] | None) -> Recorded | None:
+        """The first logged request ``predicate`` accepts (any, without one), or ``None``."""
+        with self._lock:
+            return next((r for r in self.log if predicate is None or predicate(r)), None)
+
+    def wait(self, predicate: Callable[[Recorded], bool] | None, timeout: float) -> Recorded | None:
+        """Block this thread until :meth:`find` finds a request (``None`` after ``timeout``)."""
+        found: list[Recorded] = []
+        scanned = 0
+
+        def seen() -> bool:  # called with the lock held
+            nonlocal scanned
+            found.extend(r for r in self.log[scanned:] if predicate is None or predicate(r))
+            scanned = len(self.log)
+            return bool(found)
+
+        with self._logged:
+            self._logged.wait_for(seen, timeout)
+        return found[0] if found else None
+
+    async def wait_async(self, predicate: Callable[[Recorded], bool] | None) -> Recorded:
+        """Wait (in the server's own trio run) until :meth:`find` finds a request."""
+        while True:
+            with self._lock:
+                event = self._logged_event
+            found = self.find(predicate)
+            if found is not None:
+                return found
+            await event.wait()
 
     def record_error(self, text: str) -> None:
         with self._lock:
@@ -100,13 +163,23 @@ class Stub:
             found = []
             if self.no_requests_expected and self.log:
                 found.append(f"expected no requests, got {len(self.log)}")
-            found.extend(f"unmatched request: {r.method} {r.target}" for r, _ in self.unmatched)
+            if not self.unmatched_allowed:
+                found.extend(
+                    f"unmatched request: {r.method} {r.target}" + (f" ({why})" if why else "")
+                    for r, _, why in self.unmatched
+                )
             found.extend(
                 f"unmet expectation {route.name} {route.describe()}: called "
                 f"{route.call_count} of {route.times} times"
                 for route in self.routes
                 if route.unmet
             )
+            found.extend(
+                f"server error:\n{error}"
+                for route in self.routes
+                for error in route.predicate_errors
+            )
+            found.extend(problem for route in self.websockets for problem in route.problems())
             found.extend(f"server error:\n{error}" for error in self.errors)
             return found
 
@@ -120,6 +193,12 @@ class Stub:
                 lines.append(
                     f"  {number:>3}. {request.method} {request.target} -> {request.status} "
                     f"(route {request.route or '-'}, connection {request.connection_id})"
+                    + (
+                        ""
+                        if request.http_version == "1.1"
+                        else f" over HTTP/{request.http_version}"
+                    )
+                    + ("" if request.fault is None else f", broken by fault {request.fault}")
                 )
             if self.routes:
                 lines.append("expectations:")
@@ -129,12 +208,24 @@ class Stub:
                     + " times"
                     for route in self.routes
                 )
-            for request, nearest in self.unmatched:
+            if self.websockets:
+                lines.append("websocket expectations:")
+            for ws in self.websockets:
+                lines.append(f"  {ws.name} {ws.describe()}: connected {ws.call_count} times")
+                lines.extend(
+                    f"    session {number}: received {session.received!r}, sent "
+                    f"{session.sent!r}, closed {session.close_code}"
+                    for number, session in enumerate(ws.sessions, 1)
+                )
+            if self.unmatched and self.unmatched_allowed:
+                lines.append("unmatched requests were allowed (on_unmatched)")
+            for request, nearest, _ in self.unmatched:
                 lines.append(f"unmatched: {request.method} {request.target}")
                 lines.append(nearest)
-            if self.errors:
+            errors = [e for route in self.routes for e in route.predicate_errors] + self.errors
+            if errors:
                 lines.append("server errors:")
-                lines.extend("  " + line for error in self.errors for line in error.splitlines())
+                lines.extend("  " + line for error in errors for line in error.splitlines())
             return "\n".join(lines)
 
     # -- serving --------------------------------------------------------------------------------
@@ -143,11 +234,8 @@ class Stub:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        if scope["type"] != "http":
-            if self.fallback is not None:
-                await self._call_fallback(scope, receive, send)
-                return
-            await send({"type": "websocket.close", "code": 1000})
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
             return
         head = record(scope)
         if self.fallback is not None and not self._may_answer(head):
@@ -158,13 +246,13 @@ class Stub:
         if body is None:
             return  # the client went away before sending its whole body
         request = dataclasses.replace(head, body=body)
-        route, nearest = self._match(request)
+        route, nearest, why = self._match(request)
         if route is None and self.fallback is not None:
             await self._serve_app(request, scope, _replay(body, receive), send, body_read=True)
             return
         if route is None:
             with self._lock:
-                self.unmatched.append((request, nearest))
+                self.unmatched.append((request, nearest, why))
             response = self._unmatched_response
         else:
             try:
@@ -175,13 +263,32 @@ class Stub:
                     + traceback.format_exc()
                 )
                 response = Response.make(500, text="harness: the route's handler raised")
-        with self._lock:
-            self.log.append(
-                dataclasses.replace(
-                    request, route=None if route is None else route.name, status=response.status
-                )
+        self._append_log(
+            dataclasses.replace(
+                request,
+                route=None if route is None else route.name,
+                status=response.status,
+                fault=None if response.fault is None else response.fault.kind,
             )
+        )
         await send_response(response, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket route's script; else the app; else a refusal, failing a strict check."""
+        with self._lock:
+            route = next(
+                (r for r in self.websockets if r.path == scope["path"] and not r.exhausted), None
+            )
+        if route is not None:
+            await route.serve(scope, receive, send)
+            return
+        if self.fallback is not None:
+            await self._call_fallback(scope, receive, send)
+            return
+        request = record({**scope, "method": "WEBSOCKET"})
+        with self._lock:
+            self.unmatched.append((request, "  no websocket expectation matched", ""))
+        await send({"type": "websocket.close", "code": 1000})
 
     def _candidates(self) -> list[Route]:
         """The routes that may take the next request (call with the lock held)."""
@@ -196,34 +303,47 @@ class Stub:
         with self._lock:
             return any(not route.head_differences(head) for route in self._candidates())
 
-    def _match(self, request: Recorded) -> tuple[Route | None, str]:
+    def _match(self, request: Recorded) -> tuple[Route | None, str, str]:
+        """The route that takes ``request``; else ``None``, the nearest-expectation notes and a
+        one-line reason. Each route's predicate runs at most once per request."""
         with self._lock:
+            differences: dict[int, list[str]] = {}
             for route in self._candidates():
-                if not route.differences(request):
+                differences[id(route)] = route.differences(request)
+                if not differences[id(route)]:
                     route.calls.append(request)
-                    return route, ""
-            return None, self._nearest(request)
+                    return route, "", ""
+            for route in self.routes:
+                if id(route) not in differences:
+                    differences[id(route)] = route.differences(request)
+            return None, *self._nearest(request, differences)
 
-    def _nearest(self, request: Recorded) -> str:
+    def _nearest(self, request: Recorded, differences: dict[int, list[str]]) -> tuple[str, str]:
         if not self.routes:
-            return "  no expectations are registered"
-        scored = sorted(self.routes, key=lambda route: len(route.differences(request)))
-        best = scored[0]
+            return "  no expectations are registered", ""
+        best = min(self.routes, key=lambda route: len(differences[id(route)]))
         notes = [f"  nearest expectation {best.name}: {best.describe()}"]
-        differences = best.differences(request)
+        found = list(differences[id(best)])
+        why = ""
         if best.exhausted:
-            differences.append(f"times: already called {best.call_count} of {best.times}")
+            found.append(f"times: already called {best.call_count} of {best.times}")
+            if not differences[id(best)]:
+                why = (
+                    f"{ordinal(best.call_count + 1)} request to {request.method} {request.path}: "
+                    f"expectation {best.name} allowed {best.times}; pass times=None for any "
+                    "number"
+                )
         if best.ordered and any(
             r.ordered and not r.exhausted for r in self.routes[: self.routes.index(best)]
         ):
-            differences.append("ordered: an earlier ordered expectation is still pending")
-        notes.extend(f"    - {line}" for line in differences)
+            found.append("ordered: an earlier ordered expectation is still pending")
+        notes.extend(f"    - {line}" for line in found)
         close = difflib.get_close_matches(
             request.path, [str(r.path) for r in self.routes if isinstance(r.path, str)], n=1
         )
         if close and close[0] != request.path:
             notes.append(f"    (did you mean path {close[0]!r}?)")
-        return "\n".join(notes)
+        return "\n".join(notes), why
 
     async def _serve_app(
         self, request: Recorded, scope: Scope, receive: Receive, send: Send, *, body_read: bool
@@ -248,8 +368,7 @@ class Stub:
             entry = dataclasses.replace(request, status=500 if status is None else status)
             if not body_read:
                 entry = dataclasses.replace(entry, body=b"".join(chunks))
-            with self._lock:
-                self.log.append(entry)
+            self._append_log(entry)
 
         async def recording_receive() -> Message:
             message = await receive()
@@ -299,9 +418,10 @@ class Stub:
 
     async def _app_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app's lifespan; if its startup does not complete, answer
-        ``lifespan.startup.failed`` with the reason in harness terms (the harness always serves
-        ``app=`` with its lifespan, which the server would otherwise explain with its own
-        command-line options)."""
+        ``lifespan.startup.failed`` with the reason in harness terms (the server would otherwise
+        explain it with its own command-line options). Under ``lifespan="auto"``, an app that
+        raises before taking ``lifespan.startup`` does not support lifespan: the exception goes
+        to the server, which serves the app without it."""
         assert self.fallback is not None
         took_startup = answered = False
 
@@ -322,17 +442,21 @@ class Stub:
             if answered:  # a crash at shutdown: keep it for the report
                 self.record_error("the app raised (lifespan):\n" + traceback.format_exc())
                 raise
+            if not took_startup and self.lifespan_mode == "auto":
+                raise
             if took_startup:
                 reason = "harness: the app's lifespan startup raised:\n" + traceback.format_exc()
             else:
                 reason = (
                     f"harness: the app does not support the ASGI lifespan protocol (it raised "
-                    f"{exc!r} on the lifespan scope); harness servers run the startup and "
-                    "shutdown of app= around the test, so the app must answer lifespan.startup"
+                    f"{exc!r} on the lifespan scope); with lifespan='on' the "
+                    "harness runs the startup and shutdown of app= around the test, so the app "
+                    "must answer lifespan.startup (lifespan='auto', the default, serves it "
+                    "without)"
                 )
             await send({"type": "lifespan.startup.failed", "message": reason})
             return
-        if not answered:
+        if not answered and (took_startup or self.lifespan_mode != "auto"):
             await send(
                 {
                     "type": "lifespan.startup.failed",

@@ -161,7 +161,7 @@ async def app_returning_at_startup(scope: Any, receive: Any, send: Any) -> None:
             app_without_lifespan,
             "lifespan startup failed: harness: the app does not support the ASGI lifespan "
             "protocol (it raised TypeError('only HTTP here') on the lifespan scope); "
-            "harness servers run the startup and shutdown of app= around the test",
+            "with lifespan='on' the harness runs the startup and shutdown of app= around the test",
         ),
         (
             app_crashing_at_startup,
@@ -177,7 +177,7 @@ async def app_returning_at_startup(scope: Any, receive: Any, send: Any) -> None:
 )
 async def test_lifespan_failures_are_explained_in_harness_terms(app: Any, expected: str) -> None:
     with pytest.raises(trioserve.TrioserveError) as info:
-        async with harness.open_server(app=app):
+        async with harness.open_server(app=app, lifespan="on"):
             pass
     message = str(info.value)
     assert message.startswith(expected)
