@@ -218,12 +218,6 @@ def test_a_reset_fault_over_http2_is_a_client_error() -> None:
             client.get(srv.url_for("/"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=httpx.ReadTimeout,
-    reason="trioserve HTTP/2: an empty body sent in its own http.response.body after the app "
-    "awaited something never reaches the client (found by the harness; _h2 is the lead's)",
-)
 def test_an_empty_delayed_response_over_http2() -> None:
     with harness.serving() as srv:
         srv.expect("GET", "/").respond(200).fault(Fault.delay(0.01))

@@ -470,11 +470,12 @@ class H2Stream:
         self._proto.send_headers(self.stream_id, status, headers, end_stream=ended, extra=extra)
         self._written = True
         self._response_ended = ended
-        if no_body:
-            self._no_body = True
+        self._no_body = no_body
+        if ended:
+            # The HEADERS frame carried END_STREAM: the stream is closed on our side, and
+            # nothing is left to send but that frame.
             await self._connection.flush()
             return 0
-        self._no_body = False
         await self._send_data(body, end)
         return len(body)
 
