@@ -28,6 +28,7 @@ import trio
 from trioserve import ClientDisconnected, Message, Receive, Scope, Send
 
 from ._faults import Response, send_response
+from ._lifespan import complete_lifespan, run_app_lifespan
 from ._matchers import Matcher
 from ._matching import PathMatcher, Recorded, Route, ordinal, record
 from ._websocket import WebSocketRoute
@@ -405,65 +406,12 @@ class Stub:
             raise
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fallback is not None:
-            await self._app_lifespan(scope, receive, send)
+        if self.fallback is None:
+            await complete_lifespan(receive, send)
             return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _app_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app's lifespan; if its startup does not complete, answer
-        ``lifespan.startup.failed`` with the reason in harness terms (the server would otherwise
-        explain it with its own command-line options). Under ``lifespan="auto"``, an app that
-        raises before taking ``lifespan.startup`` does not support lifespan: the exception goes
-        to the server, which serves the app without it."""
-        assert self.fallback is not None
-        took_startup = answered = False
-
-        async def watching_receive() -> Message:
-            nonlocal took_startup
-            message = await receive()
-            took_startup = took_startup or message["type"] == "lifespan.startup"
-            return message
-
-        async def watching_send(message: Message) -> None:
-            nonlocal answered
-            answered = answered or message["type"].startswith("lifespan.startup.")
-            await send(message)
-
-        try:
-            await self.fallback(scope, watching_receive, watching_send)
-        except Exception as exc:
-            if answered:  # a crash at shutdown: keep it for the report
-                self.record_error("the app raised (lifespan):\n" + traceback.format_exc())
-                raise
-            if not took_startup and self.lifespan_mode == "auto":
-                raise
-            if took_startup:
-                reason = "harness: the app's lifespan startup raised:\n" + traceback.format_exc()
-            else:
-                reason = (
-                    f"harness: the app does not support the ASGI lifespan protocol (it raised "
-                    f"{exc!r} on the lifespan scope); with lifespan='on' the "
-                    "harness runs the startup and shutdown of app= around the test, so the app "
-                    "must answer lifespan.startup (lifespan='auto', the default, serves it "
-                    "without)"
-                )
-            await send({"type": "lifespan.startup.failed", "message": reason})
-            return
-        if not answered and (took_startup or self.lifespan_mode != "auto"):
-            await send(
-                {
-                    "type": "lifespan.startup.failed",
-                    "message": "harness: the app returned from its lifespan call without "
-                    "answering lifespan.startup (with lifespan.startup.complete or .failed)",
-                }
-            )
+        await run_app_lifespan(
+            self.fallback, self.lifespan_mode, scope, receive, send, self.record_error
+        )
 
 
 def only_disconnects(exc: BaseException) -> bool:
