@@ -92,6 +92,7 @@ LARGE_SIZE = 10 * 1024 * 1024
 
 SERVERS: tuple[str, ...] = (
     "trioserve",
+    "trioserve-base",
     "hypercorn-trio",
     "uvicorn-h11",
     "nginx",
@@ -130,7 +131,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-keepalive",
         "hello",
         "/",
-        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        ("trioserve", "trioserve-base", "hypercorn-trio", "uvicorn-h11"),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         description="ASGI hello world, keep-alive connections",
@@ -149,7 +150,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-tls",
         "hello",
         "/",
-        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        ("trioserve", "trioserve-base", "hypercorn-trio", "uvicorn-h11"),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         tls=True,
@@ -445,8 +446,18 @@ def server_command(
             raise ValueError("nginx rows run one worker (master_process off)")
         conf = write_nginx_conf(workdir, port, static_dir)
         return ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], env
-    if server == "trioserve":
+    if server in ("trioserve", "trioserve-base"):
         cmd = [PYTHON, "-m", "trioserve"]
+        if server == "trioserve-base":
+            # The same command, importing trioserve from the --baseline checkout first (the
+            # apps still come from this repository's scripts/).
+            baseline = os.environ["BENCH_BASELINE"]
+            cmd = [
+                PYTHON,
+                "-c",
+                f"import runpy, sys; sys.path.insert(0, {baseline!r}); "
+                "runpy.run_module('trioserve', run_name='__main__', alter_sys=True)",
+            ]
         if kind == "static":
             cmd += ["--root", str(static_dir)]
         else:
@@ -1432,6 +1443,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"servers to run: {', '.join(SERVERS)}",
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run trioserve from this checkout (an older commit: `git worktree add DIR "
+        "REV`) as the server trioserve-base, in the hello and static-1k scenarios",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="repeat each scenario, report the median run"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write all results as JSON")
@@ -1482,6 +1500,13 @@ def choose_cpus() -> tuple[int | None, int | None, str | None, str | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     servers, notes = check_tools(args.servers)
+    if args.baseline is not None:
+        # Read by server_command() in this process (the row's command line embeds it).
+        os.environ["BENCH_BASELINE"] = str(args.baseline.resolve())
+        if "trioserve-base" not in servers:
+            servers.append("trioserve-base")
+    else:
+        servers = [s for s in servers if s != "trioserve-base"]
     server_cpu, client_cpu, shared_cpus, cpu_note = choose_cpus()
     if cpu_note:
         notes.append(cpu_note)
