@@ -164,6 +164,16 @@ COMPLETE: Final = _CompleteWriter()
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
+# Response header fields already validated, with their rendered line: most apps send the same
+# few fields on every response, and validating them with two regular expressions per field was
+# a measurable part of a small response's cost. Bounded (a server sees a few dozen distinct
+# fields; 1024 leaves room for per-path variety), filled until full, never evicted. Fields that
+# decide the framing are never cached: they are looked at every time.
+_CHECKED: Final[dict[tuple[bytes, bytes], bytes]] = {}
+_CHECKED_MAX: Final = 1024
+_FRAMING_NAMES: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
 def frame_response(
     status: int,
     headers: Iterable[Sequence[bytes]],
@@ -207,12 +217,26 @@ def frame_response(
         lines.append(server_line)
     length: int | None = None
     chunked = said_close = False
+    checked = _CHECKED
     for name, value in headers:
-        if type(name) is not bytes or type(value) is not bytes:
+        if type(name) is bytes and type(value) is bytes:
+            line = checked.get((name, value))
+            if line is not None:
+                # A field seen before (most of an app's headers are the same every time):
+                # validated and rendered already.
+                lines.append(line)
+                continue
+        else:
             name, value = _as_bytes(name), _as_bytes(value)
         if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
             raise ResponseError(f"invalid response header {name!r}: {value!r}")
         lowered = name.lower()
+        if lowered not in _FRAMING_NAMES:
+            line = name + b": " + value + b"\r\n"
+            if len(checked) < _CHECKED_MAX:
+                checked[(name, value)] = line
+            lines.append(line)
+            continue
         if lowered == b"content-length":
             if not value.isdigit() or (length is not None and int(value) != length):
                 raise ResponseError(f"invalid Content-Length: {value!r}")
