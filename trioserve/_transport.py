@@ -111,10 +111,12 @@ class Transport:
         """What the client sent next (waiting for it); ``b""`` once it has gone or closed."""
         fd = self.fd
         if fd < 0:
+            # A plain try, not map_disconnects(): this runs for every read on TLS.
             try:
-                with map_disconnects():
-                    data = await self._stream.receive_some(max_bytes)
-            except ClientDisconnected:
+                data = await self._stream.receive_some(max_bytes)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                if disconnected(exc) is None:
+                    raise
                 data = b""
             if not data:
                 self.gone = True
@@ -168,11 +170,13 @@ class Transport:
             data = data[sent:]
         with trio.move_on_after(self._write_timeout) as writing:
             try:
-                with map_disconnects():
-                    await self._stream.send_all(data)
-            except ClientDisconnected:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                gone = disconnected(exc)
+                if gone is None:
+                    raise
                 self.gone = True
-                raise
+                raise gone from exc
         if writing.cancelled_caught:
             self.gone = True
             raise ClientDisconnected("write timed out: the client stopped reading")
