@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import stat
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -48,6 +49,10 @@ from ._protocol import (
     StreamReset,
     WindowOpened,
 )
+from ._websocket import serve_websocket
+
+if TYPE_CHECKING:
+    from .._websocket import WebSocketSession
 
 __all__ = ["H2Connection", "H2Stream"]
 
@@ -163,7 +168,11 @@ class H2Connection:
         while not proto.ended:
             with trio.CancelScope() as reading:
                 self._reading = reading
-                if self._stopping:
+                if self._stopping and not self._goaway_sent:
+                    # Fixed: cancelled on every round once stopping, this loop spun without
+                    # reading while streams were in flight (a websocket's close frame, a
+                    # window update never arrived): only the first round goes straight to the
+                    # GOAWAY; stream_done() ends the reading after the last stream.
                     reading.cancel()
                 elif not self._streams:
                     reading.deadline = trio.current_time() + self._config.keep_alive_timeout
@@ -220,7 +229,7 @@ class H2Connection:
     def _open(self, event: StreamOpened) -> None:
         stream = H2Stream(self, event.stream_id, event.head, event.end_stream)
         self._streams[event.stream_id] = stream
-        self._nursery.start_soon(stream.run, event.refusal)
+        self._nursery.start_soon(stream.run, event.refusal, event.websocket)
 
     def stream_done(self, stream: H2Stream) -> None:
         """A stream's task has ended."""
@@ -234,13 +243,18 @@ class H2Connection:
                 reading.deadline = trio.current_time() + self._config.keep_alive_timeout
 
     def stop_idle(self) -> None:
-        """Shutdown: GOAWAY now; streams in flight finish; then the connection closes."""
+        """Shutdown: GOAWAY now; websockets close with 1001; streams in flight finish; then
+        the connection closes."""
         self._stopping = True
         if self._reading is not None:
             self._reading.cancel()
+        self.stop_websocket()
 
     def stop_websocket(self) -> None:
-        """Shutdown, soft: HTTP/2 carries no websockets here; nothing to do."""
+        """Shutdown: close the websockets with 1001 (anything else carries on)."""
+        for stream in self._streams.values():
+            if stream.websocket is not None:
+                stream.websocket.shut_down()
 
     def snapshot(self) -> Snapshot | None:
         """Eviction: idle while no stream is open (since its idle deadline was last set)."""
@@ -316,6 +330,12 @@ class H2Stream:
         self._gone = trio.Event()
         self._written = False
         self._no_body = False
+        #: The websocket this stream carries (an extended CONNECT), once its app runs.
+        self.websocket: WebSocketSession | None = None
+
+    @property
+    def connection(self) -> H2Connection:
+        return self._connection
 
     # -- the reader's side -------------------------------------------------------------------
 
@@ -336,7 +356,7 @@ class H2Stream:
 
     # -- the stream's task -------------------------------------------------------------------
 
-    async def run(self, refusal: tuple[int, str] | None) -> None:
+    async def run(self, refusal: tuple[int, str] | None, websocket: bool = False) -> None:
         connection = self._connection
         state = connection.state
         config = self._config
@@ -348,6 +368,9 @@ class H2Stream:
             health = config.health_path
             if health is not None and head.target.partition(b"?")[0] == health.encode():
                 await answer_health(self, draining=state.draining)
+                return
+            if websocket:
+                await serve_websocket(self, head)
                 return
             scope = build_scope(head, connection.info, config, state.lifespan_state)
             cycle = RequestCycle(self, scope, config, head.target, bodyless=self._bodyless)
@@ -378,17 +401,18 @@ class H2Stream:
 
     # -- the Exchange (see _http/_cycle.py) ----------------------------------------------------
 
-    async def receive_body(self) -> tuple[bytes, bool] | None:
-        if self._bodyless:
-            return b"", False
-        while not self._buffer and not self._body_ended:
-            if self._gone.is_set():
-                return None
+    async def _wait_for_body(self, patience: float) -> None:
+        while not self._buffer and not self._body_ended and not self._gone.is_set():
             self._body_event = trio.Event()
-            with trio.move_on_after(self._config.body_timeout) as waiting:
+            with trio.move_on_after(patience) as waiting:
                 await self._body_event.wait()
             if waiting.cancelled_caught:
                 raise RequestRefused(408, "Timed out waiting for the request body.")
+
+    async def receive_body(self) -> tuple[bytes, bool] | None:
+        if self._bodyless:
+            return b"", False
+        await self._wait_for_body(self._config.body_timeout)
         if self._gone.is_set():
             return None
         pieces, self._buffer = self._buffer, []
@@ -399,6 +423,26 @@ class H2Stream:
             self._proto.consumed(self.stream_id, len(body))
             await self._connection.flush()
         return body, more
+
+    async def receive_data(self, max_bytes: int) -> bytes:
+        """A websocket's next bytes (at most ``max_bytes``), waiting as long as it takes;
+        ``b""`` once the client has ended or reset the stream."""
+        await self._wait_for_body(math.inf)
+        if self._gone.is_set() or not self._buffer:
+            return b""
+        data = self._buffer[0]
+        if len(data) > max_bytes:
+            data, self._buffer[0] = data[:max_bytes], data[max_bytes:]
+        else:
+            self._buffer.pop(0)
+        self._proto.consumed(self.stream_id, len(data))
+        await self._connection.flush()
+        return data
+
+    async def end(self) -> None:
+        """End our side of the stream (a websocket's, once it is closed)."""
+        if self._proto.stream_open(self.stream_id) and not self._gone.is_set():
+            await self._send_data(b"", True)
 
     async def wait_disconnected(self) -> None:
         await self._gone.wait()
@@ -507,9 +551,12 @@ class H2Stream:
             piece, view = view[:window], view[window:]
             proto.send_data(self.stream_id, bytes(piece), end_stream=end and not view)
             await self._connection.flush()
-        if end and not data:
-            self._check_open()
-            proto.send_data(self.stream_id, b"", end_stream=True)
+        if not data:
+            if end:
+                self._check_open()
+                proto.send_data(self.stream_id, b"", end_stream=True)
+            # Fixed: a head without body bytes (an empty first body message, a websocket's
+            # 200) stayed queued until the next write.
             await self._connection.flush()
 
 

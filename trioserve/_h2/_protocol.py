@@ -112,6 +112,8 @@ class StreamOpened:
     end_stream: bool
     #: A reason to refuse it with this status (a request the server will not serve).
     refusal: tuple[int, str] | None = None
+    #: An extended CONNECT with ``:protocol websocket`` (RFC 8441): the stream is a websocket.
+    websocket: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,8 @@ class H2Protocol:
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_block,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                # RFC 8441: websockets over HTTP/2 (an extended CONNECT per websocket).
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
         self._conn.initiate_connection()
@@ -308,11 +312,15 @@ class H2Protocol:
         head = RequestHead(method, pseudo.get(b":path", b"/"), "2", headers)
         ended = event.stream_ended is not None
         refusal: tuple[int, str] | None = None
+        protocol = pseudo.get(b":protocol")
+        websocket = method == b"CONNECT" and protocol is not None
         if self._max_headers is not None and count > self._max_headers:
             refusal = (431, "Too many request header fields.")
-        elif method == b"CONNECT":
+        elif method == b"CONNECT" and protocol is None:
             refusal = (405, "CONNECT is not supported: this is not a proxy.")
-        return StreamOpened(event.stream_id, head, ended, refusal)
+        elif websocket and protocol != b"websocket":
+            refusal = (501, "Only the websocket protocol is supported by extended CONNECT.")
+        return StreamOpened(event.stream_id, head, ended, refusal, websocket)
 
     def _credit_connection(self, length: int) -> None:
         self._uncredited += length

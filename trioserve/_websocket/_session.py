@@ -194,6 +194,7 @@ class WebSocketSession:
         return None
 
     _deny_status = 0
+    _denial_sent = False  # the whole HTTP response that denied the websocket is out
 
     def shut_down(self) -> None:
         """Server shutdown: close with 1001 and tell the app (it gets ``websocket.disconnect``)."""
@@ -264,7 +265,8 @@ class WebSocketSession:
             self._response_started = True  # sent with the first body message
             self._pending_response = (message["status"], list(message.get("headers", ())))
         elif message_type == "websocket.http.response.body":
-            if not self._response_started or self._denied:
+            if not self._response_started or self._denial_sent:
+                # Fixed: a body in several messages (more_body) was refused after its first.
                 raise RuntimeError("ASGI app sent 'websocket.http.response.body' out of order")
             status, headers = self._pending_response
             await self._deny(
@@ -316,6 +318,7 @@ class WebSocketSession:
         else:
             await self._write(lambda: self._wire.send_rejection_body(body, end=not more))
         if not more:
+            self._denial_sent = True
             self._inbox_send.close()  # receive() now says websocket.disconnect (1006)
 
     async def _close(self, code: int, reason: str) -> None:
