@@ -106,6 +106,8 @@ _REQUEST_COMPLETE_STATES: Final = (
 _NOT_STARTED: Final = "not started"
 _LENGTH: Final = "content-length"
 _CHUNKED: Final = "chunked"
+# The tokens of a TE header value (a transfer coding, or "trailers"), parameters left out.
+_TE_TOKENS: Final = re.compile(rb"(?:^|,)\s*([!#$%&'*+.^_`|~0-9a-z-]+)")
 _UNTIL_CLOSE: Final = "until close"
 _NO_BODY: Final = "no body"
 _COMPLETE: Final = "complete"
@@ -183,6 +185,7 @@ class ServerProtocol:
         "_remaining",
         "_server",
         "_sniffed",
+        "trailers_accepted",
         "websocket",
     )
 
@@ -218,6 +221,8 @@ class ServerProtocol:
         self._bodyless = False
         #: Whether the current request asks to become a websocket.
         self.websocket = False
+        #: Whether the current request said ``TE: trailers`` (trailer fields may be sent).
+        self.trailers_accepted = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -355,6 +360,7 @@ class ServerProtocol:
         content_length: int | None = None
         has_transfer_encoding = False
         client_closes = False
+        self.trailers_accepted = False
         for name, value in request.headers:
             if name == b"content-length":
                 content_length = int(value)
@@ -364,6 +370,8 @@ class ServerProtocol:
                 client_closes = client_closes or b"close" in value.lower()
             elif name == b"upgrade" and value.lower() == b"websocket":
                 self.websocket = request.method == b"GET"
+            elif name == b"te" and b"trailers" in _TE_TOKENS.findall(value.lower()):
+                self.trailers_accepted = True
         # No framing header, no body: the request ended with its head. Knowing that here spares
         # the event loop a round through h11 for the empty end of every GET.
         self._bodyless = not has_transfer_encoding and not content_length
@@ -555,11 +563,13 @@ class ServerProtocol:
             raise ResponseError("response body before the response head")
         return [data]
 
-    def send_end(self) -> bytes:
-        """The end of the response body.
+    def send_end(self, trailers: Iterable[Sequence[bytes]] = ()) -> bytes:
+        """The end of the response body, with ``trailers`` as trailer fields where they can go
+        (a chunked body, to a client that said ``TE: trailers``; elsewhere they are dropped).
 
         Raises:
-            ResponseError: fewer bytes than the declared Content-Length were sent.
+            ResponseError: fewer bytes than the declared Content-Length were sent, or an
+                invalid trailer field.
         """
         framing = self._framing
         if framing is _LENGTH and self._remaining:
@@ -569,7 +579,19 @@ class ServerProtocol:
         if framing is _NOT_STARTED or framing is _COMPLETE:
             raise ResponseError("end of a response that was not started")
         self._framing = _COMPLETE
-        return b"0\r\n\r\n" if framing is _CHUNKED else b""
+        if framing is not _CHUNKED:
+            return b""
+        if not self.trailers_accepted:
+            return b"0\r\n\r\n"
+        lines = [b"0\r\n"]
+        for name, value in trailers:
+            if type(name) is not bytes or type(value) is not bytes:
+                name, value = _as_bytes(name), _as_bytes(value)
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise ResponseError(f"invalid trailer field {name!r}: {value!r}")
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def error_response(self, status: int, reason: str) -> bytes:
         """A complete plain-text error response that ends the connection (any state)."""

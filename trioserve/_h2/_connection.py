@@ -508,6 +508,16 @@ class H2Stream:
         finally:
             os.close(fd)
 
+    async def send_trailers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        if self._no_body:
+            return  # HEAD, 204, 304: the stream ended with the head
+        self._check_open()
+        if headers:
+            self._proto.send_trailers(self.stream_id, headers)
+        else:
+            self._proto.send_data(self.stream_id, b"", end_stream=True)
+        await self._connection.flush()
+
     async def send_raw(self, data: bytes) -> None:
         # HTTP/2 has no unframed bytes: the nearest misbehaviour is a reset stream.
         self._proto.reset(self.stream_id)

@@ -451,6 +451,24 @@ class H2Protocol:
         except h2.exceptions.ProtocolError as exc:
             raise ValueError(f"invalid response head: {exc}") from exc
 
+    def send_trailers(self, stream_id: int, headers: Iterable[Sequence[bytes]]) -> None:
+        """Queue trailer fields that end ``stream_id``'s response (a HEADERS frame with
+        END_STREAM).
+
+        Raises:
+            ValueError: a pseudo-header or an invalid field (the app's fault).
+        """
+        fields: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            name_b = _as_bytes(name).lower()
+            if name_b in _CONNECTION_SPECIFIC:
+                continue
+            fields.append((name_b, _as_bytes(value)))
+        try:
+            self._conn.send_headers(stream_id, fields, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            raise ValueError(f"invalid response trailers: {exc}") from exc
+
     def send_data(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
         """Queue body bytes (at most :meth:`window` of them) of ``stream_id``."""
         self._conn.send_data(stream_id, data, end_stream=end_stream)
