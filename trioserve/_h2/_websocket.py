@@ -29,7 +29,7 @@ from .._http._scope import websocket_scope
 from .._websocket import FrameConnection, WebSocketHandshakeError, WebSocketSession
 
 if TYPE_CHECKING:
-    from ._connection import H2Stream
+    from ._stream import H2Stream
 
 __all__ = ["H2Wire", "serve_websocket"]
 
