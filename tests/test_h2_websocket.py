@@ -157,6 +157,13 @@ async def test_extended_connect_runs_the_websocket_scope_and_echoes(
         await ws.events()
         assert ws.ended  # the server ended its side of the stream after the close frames
         await client.wait_for(lambda: state.websockets == 0)
+        await client.wait_for(
+            lambda: any(isinstance(e, h2.events.StreamReset) for e in client.events)
+        )
+        # The client had not ended its side: asked to stop sending, without an error.
+        reset = next(e for e in client.events if isinstance(e, h2.events.StreamReset))
+        assert reset.error_code == 0
+        await client.wait_for(lambda: state.websockets == 0)
     scope = scopes[0]
     assert scope["http_version"] == "2"
     assert (scope["scheme"], scope["path"], scope["query_string"]) == ("ws", "/chat", b"room=1")
@@ -301,6 +308,33 @@ async def test_client_close_code_reaches_the_app(autojump_clock: trio.testing.Mo
         assert isinstance(closing, CloseConnection)
         assert closing.code == 4321
     assert messages[1] == {"type": "websocket.disconnect", "code": 4321, "reason": ""}
+
+
+async def test_client_resetting_the_stream_is_a_1006_disconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    messages: list[dict[str, Any]] = []
+    told = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body"})
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        messages.append(await receive())
+        told.set()
+
+    async with h2_connection(app) as (client, _, _):
+        ws, _, _ = await open_ws(client)
+        client.conn.reset_stream(ws.stream_id, 0x8)  # CANCEL
+        await client.flush()
+        with trio.fail_after(1):
+            await told.wait()
+        response = await client.get()  # the connection lives on
+    assert messages == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
+    assert response.status == 200
 
 
 async def test_app_crash_after_accept_closes_with_1011(

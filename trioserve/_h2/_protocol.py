@@ -489,6 +489,15 @@ class H2Protocol:
         stream = self._conn.streams.get(stream_id)
         return stream is not None and stream.open and not stream.closed
 
+    def response_ended(self, stream_id: int) -> bool:
+        """Whether ``stream_id``'s response is complete (END_STREAM sent) while the client's
+        side is still open."""
+        stream = self._conn.streams.get(stream_id)
+        return (
+            stream is not None
+            and stream.state_machine.state is h2.stream.StreamState.HALF_CLOSED_LOCAL
+        )
+
     def reset(self, stream_id: int, *, code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> None:
         """Reset ``stream_id`` (if it is still open)."""
         if self.stream_open(stream_id):

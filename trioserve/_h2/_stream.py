@@ -33,6 +33,7 @@ __all__ = ["H2Stream"]
 error_log = logging.getLogger("trioserve.error")
 
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
+_NO_ERROR: Final = 0x0
 # File bodies are read in pieces of at most this size (the largest frame h2 sends by default is
 # 16 KiB; four frames per read keeps the reads few and the memory per stream small).
 _FILE_PIECE: Final = 64 * 1024
@@ -119,8 +120,13 @@ class H2Stream:
         finally:
             with trio.CancelScope(shield=True):
                 if self._proto.stream_open(self.stream_id) and not self._gone.is_set():
-                    # An unfinished response must not pass for a whole one.
-                    self._proto.reset(self.stream_id)
+                    # An unfinished response must not pass for a whole one (INTERNAL_ERROR);
+                    # after a whole one, the client may stop sending (NO_ERROR, RFC 9113
+                    # section 8.1: a websocket whose client has not ended its side, say).
+                    if self._proto.response_ended(self.stream_id):
+                        self._proto.reset(self.stream_id, code=_NO_ERROR)
+                    else:
+                        self._proto.reset(self.stream_id)
                     with contextlib.suppress(ClientDisconnected):
                         await connection.flush()
             connection.stream_done(self)
