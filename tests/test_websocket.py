@@ -151,6 +151,25 @@ async def test_http_response_extension_sends_a_custom_denial() -> None:
         assert await in_thread(client) == (401, b"log in first", "Bearer")
 
 
+async def test_custom_denial_body_may_come_in_several_messages() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"log ", "more_body": True})
+            await send({"type": "websocket.http.response.body", "body": b"in first"})
+
+    async with serving(app) as (_, address):
+        url = f"ws://{address}"
+
+        def client() -> tuple[int, bytes]:
+            with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+                connect(url + "/")
+            return info.value.response.status_code, info.value.response.body
+
+        assert await in_thread(client) == (401, b"log in first")
+
+
 async def test_crash_before_accept_is_http_500() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":

@@ -122,6 +122,12 @@ class H11Exchange:
             await self._transport.send(out)
         return 0 if proto.discards_body else len(body)
 
+    async def send_trailers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        # The protocol drops them unless the body is chunked and the client said TE: trailers.
+        out = self._proto.send_end(headers)
+        if out:
+            await self._transport.send(out)
+
     async def send_file(
         self, status: int, headers: Sequence[tuple[bytes, bytes]], path: str
     ) -> int:

@@ -32,6 +32,7 @@ What it adds to h11, all of it policy that h11 leaves to the server:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import Final
 
@@ -61,6 +62,7 @@ from ._strict import (
 )
 from ._writers import (
     COMPLETE,
+    LAST_CHUNK,
     NO_BODY,
     NOT_STARTED,
     UNTIL_CLOSE,
@@ -68,6 +70,7 @@ from ._writers import (
     ResponseError,
     error_response,
     frame_response,
+    render_fields,
 )
 
 __all__ = [
@@ -91,6 +94,8 @@ DRAIN_BYTES: Final = 256 * 1024
 # dropped (so that the client's close is seen) up to this many; a client that keeps sending
 # past it is flooding us and gets closed.
 PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
+# The tokens of a TE header value (a transfer coding, or "trailers"), parameters left out.
+_TE_TOKENS: Final = re.compile(rb"(?:^|,)\s*([!#$%&'*+.^_`|~0-9a-z-]+)")
 
 
 class ServerProtocol:
@@ -127,6 +132,7 @@ class ServerProtocol:
         "_valid_host",
         "_writer",
         "head",
+        "trailers_accepted",
         "websocket",
     )
 
@@ -168,6 +174,8 @@ class ServerProtocol:
         #: The current request's head, once its request line and headers have arrived (also when
         #: they are refused, so that the refusal is logged with what was asked).
         self.head: RequestHead | None = None
+        #: Whether the current request said ``TE: trailers`` (trailer fields may be sent).
+        self.trailers_accepted = False
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -297,6 +305,7 @@ class ServerProtocol:
         has_transfer_encoding = False
         client_closes = False
         hosts = 0
+        self.trailers_accepted = False
         for name, value in request.headers:
             if name == b"host":
                 hosts += 1
@@ -312,6 +321,8 @@ class ServerProtocol:
                 client_closes = client_closes or b"close" in value.lower()
             elif name == b"upgrade" and value.lower() == b"websocket":
                 self.websocket = request.method == b"GET"
+            elif name == b"te" and b"trailers" in _TE_TOKENS.findall(value.lower()):
+                self.trailers_accepted = True
         # HTTP/1.0 clients get one response per connection (as h11 has it): no keep-alive.
         self._client_http11 = version == "1.1"
         # RFC 9112 section 3.2: exactly one Host in HTTP/1.1 (h11 checks only "1.1" itself).
@@ -441,13 +452,17 @@ class ServerProtocol:
         """
         return self._writer.passthrough(data)
 
-    def send_end(self) -> bytes:
-        """The end of the response body.
+    def send_end(self, trailers: Iterable[Sequence[bytes]] = ()) -> bytes:
+        """The end of the response body, with ``trailers`` as trailer fields where they can go
+        (a chunked body, to a client that said ``TE: trailers``; elsewhere they are dropped).
 
         Raises:
-            ResponseError: fewer bytes than the declared Content-Length were sent.
+            ResponseError: fewer bytes than the declared Content-Length were sent, or an
+                invalid trailer field.
         """
         end = self._writer.end()
+        if trailers and self.trailers_accepted and end == LAST_CHUNK:
+            end = b"0\r\n" + render_fields(trailers) + b"\r\n"
         self._writer = COMPLETE
         return end
 

@@ -20,6 +20,7 @@ from .._http._date import http_date
 __all__ = [
     "CHUNKED",
     "COMPLETE",
+    "LAST_CHUNK",
     "NOT_STARTED",
     "NO_BODY",
     "UNTIL_CLOSE",
@@ -28,6 +29,7 @@ __all__ = [
     "ResponseError",
     "error_response",
     "frame_response",
+    "render_fields",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -62,6 +64,10 @@ class BodyWriter:
     def end(self) -> bytes:
         """The bytes that end the body."""
         raise ResponseError("end of a response that was not started")
+
+
+#: The end of a chunked body without trailer fields (the last chunk and the empty trailer section).
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 class ContentLengthWriter(BodyWriter):
@@ -107,7 +113,7 @@ class _ChunkedWriter(BodyWriter):
         return [b"%x\r\n" % size, data, b"\r\n"] if size else []
 
     def end(self) -> bytes:
-        return b"0\r\n\r\n"
+        return LAST_CHUNK
 
 
 class _UntilCloseWriter(BodyWriter):
@@ -305,6 +311,22 @@ def error_response(
     lines.extend(name + b": " + value for name, value in extra_headers or ())
     head = b"\r\n".join(lines) + b"\r\n\r\n"
     return head if head_only else head + body
+
+
+def render_fields(fields: Iterable[Sequence[bytes]]) -> bytes:
+    """Header (or trailer) field lines, each validated as a response header is.
+
+    Raises:
+        ResponseError: an invalid name or value.
+    """
+    lines = []
+    for name, value in fields:
+        if type(name) is not bytes or type(value) is not bytes:
+            name, value = _as_bytes(name), _as_bytes(value)
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            raise ResponseError(f"invalid field {name!r}: {value!r}")
+        lines.append(name + b": " + value + b"\r\n")
+    return b"".join(lines)
 
 
 def _as_bytes(value: object) -> bytes:

@@ -112,6 +112,8 @@ class StreamOpened:
     end_stream: bool
     #: A reason to refuse it with this status (a request the server will not serve).
     refusal: tuple[int, str] | None = None
+    #: An extended CONNECT with ``:protocol websocket`` (RFC 8441): the stream is a websocket.
+    websocket: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,8 @@ class H2Protocol:
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_block,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                # RFC 8441: websockets over HTTP/2 (an extended CONNECT per websocket).
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
         self._conn.initiate_connection()
@@ -313,11 +317,15 @@ class H2Protocol:
         head = RequestHead(method, pseudo.get(b":path", b"/"), "2", headers)
         ended = event.stream_ended is not None
         refusal: tuple[int, str] | None = None
+        protocol = pseudo.get(b":protocol")
+        websocket = method == b"CONNECT" and protocol is not None
         if self._max_headers is not None and count > self._max_headers:
             refusal = (431, "Too many request header fields.")
-        elif method == b"CONNECT":
+        elif method == b"CONNECT" and protocol is None:
             refusal = (405, "CONNECT is not supported: this is not a proxy.")
-        return StreamOpened(event.stream_id, head, ended, refusal)
+        elif websocket and protocol != b"websocket":
+            refusal = (501, "Only the websocket protocol is supported by extended CONNECT.")
+        return StreamOpened(event.stream_id, head, ended, refusal, websocket)
 
     def _credit_connection(self, length: int) -> None:
         self._uncredited += length
@@ -448,6 +456,24 @@ class H2Protocol:
         except h2.exceptions.ProtocolError as exc:
             raise ValueError(f"invalid response head: {exc}") from exc
 
+    def send_trailers(self, stream_id: int, headers: Iterable[Sequence[bytes]]) -> None:
+        """Queue trailer fields that end ``stream_id``'s response (a HEADERS frame with
+        END_STREAM).
+
+        Raises:
+            ValueError: a pseudo-header or an invalid field (the app's fault).
+        """
+        fields: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            name_b = _as_bytes(name).lower()
+            if name_b in _CONNECTION_SPECIFIC:
+                continue
+            fields.append((name_b, _as_bytes(value)))
+        try:
+            self._conn.send_headers(stream_id, fields, end_stream=True)
+        except h2.exceptions.ProtocolError as exc:
+            raise ValueError(f"invalid response trailers: {exc}") from exc
+
     def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool) -> int:
         """Queue as much of ``data`` as the windows allow, in frames of the largest size the
         client accepts; END_STREAM on the last frame when ``end_stream`` and all of it fits.
@@ -486,6 +512,15 @@ class H2Protocol:
             return False  # h2's connection is closed: nothing more can be sent
         stream = self._conn.streams.get(stream_id)
         return stream is not None and stream.open and not stream.closed
+
+    def response_ended(self, stream_id: int) -> bool:
+        """Whether ``stream_id``'s response is complete (END_STREAM sent) while the client's
+        side is still open."""
+        stream = self._conn.streams.get(stream_id)
+        return (
+            stream is not None
+            and stream.state_machine.state is h2.stream.StreamState.HALF_CLOSED_LOCAL
+        )
 
     def reset(self, stream_id: int, *, code: int = h2.errors.ErrorCodes.INTERNAL_ERROR) -> None:
         """Reset ``stream_id`` (if it is still open)."""

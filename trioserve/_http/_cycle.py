@@ -9,7 +9,11 @@ record) and knows nothing of any wire format. It talks to the wire through an :c
 which the HTTP/1.1 connection implements for its current request (in the connection's own task:
 no per-request spawn), and which an HTTP/2 stream implements for its stream.
 
-The response goes through the states of :class:`ResponseState`. The head is held back from
+The response goes through the states of :class:`ResponseState`. A response that announces
+trailers (``"trailers": True`` in ``http.response.start``, the ``http.response.trailers``
+extension) waits in ``TRAILERS`` after its last body message: its end goes out with the
+trailer fields (:meth:`Exchange.send_trailers`, which drops them where the client cannot take
+them). The head is held back from
 ``http.response.start`` until the first body message, so that an exchange can put the head and a
 small body in one write and can give a one-message body a Content-Length.
 
@@ -121,6 +125,10 @@ class Exchange(Protocol):
     ) -> int:
         """The response head and the whole file at ``path`` as its body."""
 
+    async def send_trailers(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        """End a body sent with ``end=False`` with trailer fields (or, where the client cannot
+        take them, with none)."""
+
     async def send_raw(self, data: bytes) -> None:
         """Fault injection: bytes as they are, no framing (the connection ends after them)."""
 
@@ -137,6 +145,8 @@ class ResponseState(enum.Enum):
     STARTED = "started"
     #: The head is on the wire, the body under way.
     STREAMING = "streaming"
+    #: The body is complete; the trailers the app announced are still to come.
+    TRAILERS = "trailers"
     #: The whole response is on the wire.
     DONE = "done"
     #: The app took the wire over (fault injection): nothing more may be written.
@@ -168,6 +178,9 @@ class RequestCycle:
         "_gone",
         "_headers",
         "_target",
+        "_trailer_fields",
+        "_trailers",
+        "_wire_ended",
         "bytes_sent",
         "disconnected",
         "refusal",
@@ -201,6 +214,11 @@ class RequestCycle:
         #: A refusal found while the app read the body, answered once the app returns.
         self.refusal: RequestRefused | None = None
         self._body_done = False
+        # Trailers announced; the fields received so far; whether the response has ended on
+        # the wire all the same (a file body).
+        self._trailers = False
+        self._trailer_fields: list[tuple[bytes, bytes]] = []
+        self._wire_ended = False
         self._body_event: trio.Event | None = None
         self._app_scope: trio.CancelScope | None = None
         self._disconnect_scope: trio.CancelScope | None = None
@@ -256,8 +274,13 @@ class RequestCycle:
                     "ASGI application returned without completing a response (%s %s)", *_what(scope)
                 )
             raise RequestRefused(500, "Internal Server Error")
-        if self.state is ResponseState.STREAMING and not failed and not self.disconnected:
-            # Started but unfinished: the client must not take a truncated body for a whole one.
+        if (
+            self.state in (ResponseState.STREAMING, ResponseState.TRAILERS)
+            and not failed
+            and not self.disconnected
+        ):
+            # Started but unfinished (a body, or its trailers): the client must not take a
+            # truncated response for a whole one.
             error_log.error(
                 "ASGI application returned before finishing its response (%s %s)", *_what(scope)
             )
@@ -375,13 +398,15 @@ class RequestCycle:
                 raise RuntimeError(_out_of_order(message_type, state))
             body = message.get("body", b"")
             end = not message.get("more_body", False)
+            # With trailers to come, the body's end goes out with them.
+            wire_end = end and not self._trailers
             try:
                 if state is ResponseState.STARTED:
                     sent = await self._exchange.send_response(
-                        self.status, self._headers, body, end=end
+                        self.status, self._headers, body, end=wire_end
                     )
                 else:
-                    sent = await self._exchange.send_body(body, end=end)
+                    sent = await self._exchange.send_body(body, end=wire_end)
             except ClientDisconnected:
                 # The state stays as it was: a client gone before the head went out is a 499.
                 self._client_gone()
@@ -394,6 +419,7 @@ class RequestCycle:
             self.state = ResponseState.STARTED
             self.status = message["status"]
             self._headers = message.get("headers", _NO_HEADERS)
+            self._trailers = bool(message.get("trailers", False))
         elif message_type == "http.response.pathsend":
             if state is not ResponseState.STARTED:
                 raise RuntimeError(_out_of_order(message_type, state))
@@ -404,15 +430,32 @@ class RequestCycle:
             except ClientDisconnected:
                 self._client_gone()
                 raise
+            self._wire_ended = True  # a file body ends with the file: its trailers are dropped
             self._finish(True)
+        elif message_type == "http.response.trailers":
+            if state is not ResponseState.TRAILERS:
+                raise RuntimeError(_out_of_order(message_type, state))
+            self._trailer_fields.extend(message.get("headers", _NO_HEADERS))
+            if message.get("more_trailers", False):
+                return
+            if not self._wire_ended:
+                try:
+                    await self._exchange.send_trailers(self._trailer_fields)
+                except ClientDisconnected:
+                    self._client_gone()
+                    raise
+            self._finish(True, trailers_sent=True)
         elif message_type.startswith("trioserve.fault.") and self._config.fault_injection:
             await self._fault(message)
         else:
             raise RuntimeError(f"Unexpected ASGI message {message_type!r} for an HTTP request")
 
-    def _finish(self, end: bool) -> None:
+    def _finish(self, end: bool, *, trailers_sent: bool = False) -> None:
         if not end:
             self.state = ResponseState.STREAMING
+            return
+        if self._trailers and not trailers_sent:
+            self.state = ResponseState.TRAILERS
             return
         self.state = ResponseState.DONE
         if self._disconnect_scope is not None:
@@ -524,6 +567,12 @@ def _out_of_order(message_type: str, state: ResponseState) -> str:
         return f"ASGI app sent {message_type!r} after a trioserve.fault took over the connection"
     if message_type == "http.response.start":
         return "ASGI app sent 'http.response.start' twice"
+    if message_type == "http.response.trailers":
+        if state is ResponseState.DONE:
+            return "ASGI app sent 'http.response.trailers' without announcing trailers"
+        return "ASGI app sent 'http.response.trailers' before the end of the response body"
     if state is ResponseState.STREAMING:
         return f"ASGI app sent {message_type!r} while the response body was being sent"
+    if state is ResponseState.TRAILERS:
+        return f"ASGI app sent {message_type!r} where its trailers were due"
     return f"ASGI app sent {message_type!r} after the response was complete"

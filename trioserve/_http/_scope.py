@@ -101,7 +101,7 @@ def build_scope(
     if "%" in path:
         path = unquote(path)
     root_path = config.root_path
-    extensions: dict[str, Any] = {"http.response.pathsend": {}}
+    extensions: dict[str, Any] = {"http.response.pathsend": {}, "http.response.trailers": {}}
     if info.tls is not None:
         extensions["tls"] = info.tls
     if config.fault_injection:

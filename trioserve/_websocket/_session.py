@@ -1,13 +1,15 @@
-"""ASGI websockets over wsproto, for a connection whose request asked for an upgrade.
+"""ASGI websockets over wsproto, whatever carries them (an HTTP/1.1 upgrade, an HTTP/2 stream).
 
 Theory of operation
 -------------------
-The connection task parsed the upgrade request with h11 and hands the stream over here (a
-websocket never goes back to HTTP). A :class:`WebSocketSession` runs in a small nursery of its
-own:
+The connection parsed the request that asks for a websocket and hands it over here with a
+:class:`WebSocketWire` (see ``_wire.py``): an HTTP/1.1 connection's transport after an upgrade
+request (a websocket never goes back to HTTP), or an HTTP/2 stream opened by an extended CONNECT
+(RFC 8441). The wire answers the handshake; the frames are wsproto's either way. A
+:class:`WebSocketSession` runs in a small nursery of its own:
 
 * the app, called in the connection's task with a ``websocket`` scope;
-* a reader task that feeds the socket to wsproto, answers pings, assembles fragmented messages
+* a reader task that feeds the wire's bytes to wsproto, answers pings, assembles fragmented messages
   (refusing those over ``ws_max_message_size`` with close code 1009) and queues
   ``websocket.receive`` / ``websocket.disconnect`` messages for the app's ``receive()``;
 * with ``ws_ping_interval``, a task that pings the client and closes with 1011 when a pong does
@@ -22,42 +24,31 @@ read before the bad frame are still delivered: the close frame follows once the 
 and asks for more, so its answers to them go out first.
 
 Before the app accepts, ``websocket.close`` is answered with HTTP 403, a crash with 500, and the
-``websocket.http.response`` extension sends any HTTP response the app likes. A handshake wsproto
-refuses (or cannot decode) is a :class:`WebSocketHandshakeError`, which the connection answers
-with 400.
+``websocket.http.response`` extension sends any HTTP response the app likes. A handshake the
+wire refuses (or cannot decode) is a :class:`WebSocketHandshakeError`, which the connection
+answers with 400.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 import trio
-from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
-from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import Extension
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ._config import Config
-from ._errors import ClientDisconnected, only_disconnects
-from ._transport import Transport
-from ._types import Message
+from .._config import Config
+from .._errors import ClientDisconnected, only_disconnects
+from .._transport import Transport
+from .._types import Message
+from ._wire import FrameConnection, H11Wire, PerMessageDeflateOnce, WebSocketWire
 
-__all__ = ["WebSocketHandshakeError", "WebSocketSession"]
+__all__ = ["WebSocketSession"]
 
 error_log = logging.getLogger("trioserve.error")
 
@@ -82,35 +73,10 @@ _INTERNAL_ERROR = 1011
 _ABNORMAL = 1006  # never sent on the wire: "the connection went away without a close frame"
 
 
-class _PerMessageDeflate(PerMessageDeflate):
-    """wsproto's permessage-deflate, negotiating one offer as RFC 7692 section 5 asks.
-
-    wsproto calls ``accept`` for every offer in the request and keeps the parameters of all of
-    them in one object, while its response names only the last: a first offer with
-    ``client_max_window_bits=9`` followed by a plain one leaves a 9-bit decompressor for a client
-    told it may use 15 bits. Here the first acceptable offer wins, and a declined offer (an
-    unsupported or invalid parameter value, which section 7 says to decline) changes nothing.
-    """
-
-    def accept(self, offer: str) -> bool | str | None:
-        if self.enabled():
-            return None
-        trial = copy.copy(self)  # wsproto sets parameters before it finds a bad one
-        try:
-            accepted = PerMessageDeflate.accept(trial, offer)
-        except ValueError:  # a parameter value that is not a number
-            return None
-        if accepted is not None:
-            vars(self).update(vars(trial))
-        return accepted
-
-
-class WebSocketHandshakeError(Exception):
-    """The upgrade request is not a valid websocket handshake."""
-
-
 class WebSocketSession:
     """One websocket from upgrade request to close.
+
+    Made for an HTTP/1.1 upgrade request, or by :meth:`on_wire` for any other wire.
 
     Args:
         transport: The connection's bytes (plain or TLS).
@@ -119,6 +85,10 @@ class WebSocketSession:
         headers: The upgrade request's headers.
         target: The upgrade request's target.
         buffered: Bytes the client sent after the upgrade request.
+        draining: Whether the server is shutting down (a websocket accepted then closes at once).
+
+    Raises:
+        WebSocketHandshakeError: not a valid upgrade request.
     """
 
     def __init__(
@@ -132,28 +102,39 @@ class WebSocketSession:
         *,
         draining: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._transport = transport
+        self._setup(H11Wire(transport, headers, target, buffered), config, scope, draining)
+
+    @classmethod
+    def on_wire(
+        cls,
+        wire: WebSocketWire,
+        config: Config,
+        scope: MutableMapping[str, Any],
+        *,
+        draining: Callable[[], bool] = lambda: False,
+    ) -> WebSocketSession:
+        """A websocket over ``wire`` (whose handshake request has been checked)."""
+        session = cls.__new__(cls)
+        session._setup(wire, config, scope, draining)
+        return session
+
+    def _setup(
+        self,
+        wire: WebSocketWire,
+        config: Config,
+        scope: MutableMapping[str, Any],
+        draining: Callable[[], bool],
+    ) -> None:
+        self._wire = wire
         self._config = config
         self._draining = draining
         self._queued_bytes = 0
         self._drained: trio.Event | None = None
         self._reader_blocked = False
-        self._ws = WSConnection(ConnectionType.SERVER)
-        self._request: Request | None = None
-        try:
-            self._ws.initiate_upgrade_connection(headers, target)
-            for event in self._ws.events():
-                if isinstance(event, Request):
-                    self._request = event
-        except RemoteProtocolError as exc:
-            raise WebSocketHandshakeError(str(exc)) from None
-        except UnicodeError as exc:
-            # wsproto decodes the Connection, Host, Sec-WebSocket-* tokens and the target as
-            # ASCII (the host as IDNA) and lets the codec's error out: a client error all the same.
-            raise WebSocketHandshakeError(f"undecodable handshake header: {exc}") from None
-        scope["subprotocols"] = [] if self._request is None else list(self._request.subprotocols)
+        # wsproto's frame layer, once the app has accepted.
+        self._ws: FrameConnection | None = None
+        scope["subprotocols"] = list(wire.subprotocols)
         self.scope = scope
-        self._buffered = buffered
         self._send_lock = trio.StrictFIFOLock()
         self._inbox_send, self._inbox = trio.open_memory_channel[Message](_QUEUE)
         self._connect_delivered = False
@@ -213,6 +194,7 @@ class WebSocketSession:
         return None
 
     _deny_status = 0
+    _denial_sent = False  # the whole HTTP response that denied the websocket is out
 
     def shut_down(self) -> None:
         """Server shutdown: close with 1001 and tell the app (it gets ``websocket.disconnect``)."""
@@ -283,7 +265,8 @@ class WebSocketSession:
             self._response_started = True  # sent with the first body message
             self._pending_response = (message["status"], list(message.get("headers", ())))
         elif message_type == "websocket.http.response.body":
-            if not self._response_started or self._denied:
+            if not self._response_started or self._denial_sent:
+                # Fixed: a body in several messages (more_body) was refused after its first.
                 raise RuntimeError("ASGI app sent 'websocket.http.response.body' out of order")
             status, headers = self._pending_response
             await self._deny(
@@ -300,14 +283,14 @@ class WebSocketSession:
     async def _accept(self, message: Message) -> None:
         extensions: list[Extension] = []
         if self._config.ws_per_message_deflate:
-            extensions.append(_PerMessageDeflate())
+            extensions.append(PerMessageDeflateOnce())
         headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
-        event = AcceptConnection(
-            subprotocol=message.get("subprotocol"),
-            extensions=extensions,
-            extra_headers=headers,
-        )
-        await self._send_event(event)
+        subprotocol = message.get("subprotocol")
+
+        async def accept() -> None:
+            self._ws = await self._wire.accept(subprotocol, extensions, headers)
+
+        await self._write(accept)
         self._accepted = True
         assert self._nursery is not None
         self._nursery.start_soon(self._read_loop)
@@ -327,20 +310,16 @@ class WebSocketSession:
         if not self._denied:
             self._denied = True
             self._deny_status = status
-            headers = list(headers or [])
-            has_body = bool(body) or more
-            framed = any(name.lower() == b"content-length" for name, _ in headers)
-            if has_body and not more and not framed:
-                headers.append((b"content-length", b"%d" % len(body)))
-            await self._send_event(
-                RejectConnection(status_code=status, headers=headers, has_body=has_body)
-            )
-            if not has_body:
-                self._inbox_send.close()  # receive() now says websocket.disconnect (1006)
-                return
-        await self._send_event(RejectData(data=body, body_finished=not more))
+            fields = list(headers or [])
+            framed = any(name.lower() == b"content-length" for name, _ in fields)
+            if body and not more and not framed:
+                fields.append((b"content-length", b"%d" % len(body)))
+            await self._write(lambda: self._wire.send_rejection(status, fields, body, end=not more))
+        else:
+            await self._write(lambda: self._wire.send_rejection_body(body, end=not more))
         if not more:
-            self._inbox_send.close()
+            self._denial_sent = True
+            self._inbox_send.close()  # receive() now says websocket.disconnect (1006)
 
     async def _close(self, code: int, reason: str) -> None:
         if self._close_started:
@@ -351,7 +330,7 @@ class WebSocketSession:
         self._close_started = True
         self._closed = True
         try:
-            if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            if not self._open():
                 return
             try:
                 await self._send_event(CloseConnection(code=code, reason=reason or None))
@@ -364,21 +343,35 @@ class WebSocketSession:
         finally:
             self._close_done.set()
 
+    def _open(self) -> bool:
+        """Whether frames may still be sent (accepted, and no close frame sent yet)."""
+        ws = self._ws
+        return ws is not None and ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
+
     async def _send_event(self, event: Any) -> None:
-        async with self._send_lock:
+        async def send_frame() -> None:
             # Frames are produced under the lock (permessage-deflate's context must see them
-            # in wire order) and written whole: the write is shielded from the caller's
-            # cancellation, since half a frame would corrupt the stream, and bounded instead.
-            try:
-                data = self._ws.send(event)
-            except LocalProtocolError as exc:
-                raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
+            # in wire order).
+            assert self._ws is not None
+            data = self._ws.send(event)
             if isinstance(event, CloseConnection):
                 self._close_sent.set()
-            # The transport bounds the write by write_timeout.
+            await self._wire.send(data)
+
+        await self._write(send_frame)
+
+    async def _write(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run one write to the wire: one at a time, and whole.
+
+        The write is shielded from the caller's cancellation, since half a frame would corrupt
+        the stream; the wire bounds it by ``write_timeout`` instead.
+        """
+        async with self._send_lock:
             with trio.CancelScope(shield=True):
                 try:
-                    await self._transport.send(data)
+                    await action()
+                except LocalProtocolError as exc:
+                    raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
                 except ClientDisconnected:
                     self._gone(_ABNORMAL)
                     raise
@@ -404,20 +397,17 @@ class WebSocketSession:
         limit = self._config.ws_max_message_size
         parts: list[bytes | str] = []
         size = 0
-        data: bytes | bytearray = self._buffered
+        ws = self._ws
+        assert ws is not None
         try:
             while True:
-                if data:
-                    self._ws.receive_data(bytes(data))
-                else:
-                    data = await self._transport.receive(_READ_SIZE)
-                    if not data:
-                        self._ws.receive_data(None)
-                        self._gone(_ABNORMAL)
-                        return
-                    continue
-                data = b""
-                for event in self._ws.events():
+                data = await self._wire.receive(_READ_SIZE)
+                if not data:
+                    ws.receive_data(None)
+                    self._gone(_ABNORMAL)
+                    return
+                ws.receive_data(data)
+                for event in ws.events():
                     if isinstance(event, TextMessage | BytesMessage):
                         raw = event.data
                         size += len(raw.encode()) if isinstance(raw, str) else len(raw)
@@ -436,7 +426,7 @@ class WebSocketSession:
                     elif isinstance(event, Pong):
                         self._pong.set()
                     elif isinstance(event, CloseConnection):
-                        if self._ws.state is ConnectionState.OPEN:
+                        if ws.state is ConnectionState.OPEN:
                             # wsproto reports a bad frame (invalid UTF-8, reserved bits or
                             # opcodes, a bad close frame, ...) as a close event without a change
                             # of state: the close frame is ours to send (1002 or 1007).
@@ -444,7 +434,7 @@ class WebSocketSession:
                             return
                         self._close_code = int(event.code)
                         self._close_reason = event.reason or ""
-                        if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                        if ws.state is ConnectionState.REMOTE_CLOSING:
                             await self._send_quietly(event.response())
                         self._gone(int(event.code))
                         return
@@ -492,7 +482,7 @@ class WebSocketSession:
 
     async def _send_close_quietly(self, code: int, reason: str) -> None:
         self._closed = True
-        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+        if self._open():
             await self._send_quietly(CloseConnection(code=code, reason=reason))
 
     async def _keepalive(self, interval: float) -> None:
