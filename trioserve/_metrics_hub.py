@@ -65,6 +65,8 @@ class _Worker:
     path: str
     last: list[Sample] = field(default_factory=list)
     retired: bool = False
+    #: Set once its long poll has ended (and it is retired).
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 class MetricsHub:
@@ -184,6 +186,7 @@ class MetricsHub:
         if worker.retired:
             return
         worker.retired = True
+        worker.done.set()
         self._workers.pop(worker.path, None)
         kept = [sample for sample in worker.last if is_cumulative(sample[0])]
         self._retired = sum_samples(self._retired, kept)
@@ -196,16 +199,19 @@ class MetricsHub:
         return sum_samples(self._retired, *(w.last for w in self._workers.values()))
 
     async def _refresh(self, worker: _Worker) -> None:
-        try:
-            with trio.move_on_after(_FETCH_TIMEOUT):
+        with trio.move_on_after(_FETCH_TIMEOUT):
+            try:
                 stream = await trio.open_unix_socket(worker.path)
                 async with stream:
                     await stream.send_all(_request(SNAPSHOT_PATH))
                     samples = decode_samples(await _read_response(stream))
-                if not worker.retired:  # its final figures may have come meanwhile
-                    worker.last = samples
-        except (OSError, trio.BrokenResourceError, ValueError) as exc:
-            error_log.debug("No metrics from worker socket %s: %s", worker.path, exc)
+            except (OSError, trio.BrokenResourceError, ValueError) as exc:
+                error_log.debug("No metrics from worker socket %s: %s", worker.path, exc)
+                # Gone, most likely: its final figures are on their way (or it crashed).
+                await worker.done.wait()
+                return
+            if not worker.retired:  # its final figures may have come meanwhile
+                worker.last = samples
 
 
 def _request(target: str) -> bytes:
