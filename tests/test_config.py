@@ -204,6 +204,7 @@ SAMPLES = {
     "uds": "/run/app.sock",
     "binds": "127.0.0.1:9443",
     "insecure_binds": "127.0.0.1:9080",
+    "metrics_bind": "127.0.0.1:9100",
     "uds_mode": "600",
     "keep_alive_timeout": "7.5",
     "header_timeout": "3",

@@ -47,7 +47,7 @@ from ._proxy import MAX_PROXY_HEADER, ProxyHeaderError, parse_proxy_header
 from ._tls import tls_extension
 from ._transport import READ_SIZE, Transport, map_disconnects
 
-__all__ = ["Acceptor"]
+__all__ = ["Acceptor", "connection_protocol"]
 
 error_log = logging.getLogger("trioserve.error")
 tls_log = logging.getLogger("trioserve.error.tls")
@@ -228,10 +228,12 @@ class Acceptor:
         tls = self._config.tls
         assert context is not None
         assert tls is not None
+        counts = self._state.tls_handshakes
         with trio.move_on_after(tls.handshake_timeout) as handshaking:
             try:
                 with map_disconnects():
                     if not await _looks_like_tls(stream):
+                        counts["plain-http"] = counts.get("plain-http", 0) + 1
                         await _refuse_plain_http(stream, self._config)
                         return None
                     # https_compatible=False: closing sends close_notify (bounded by the
@@ -245,11 +247,24 @@ class Acceptor:
                 if reason is not None and reason.__cause__ is not None:
                     reason = reason.__cause__
                 tls_log.debug("TLS handshake from %s failed: %s", format_address(client), reason)
+                counts["failed"] = counts.get("failed", 0) + 1
                 return None
         if handshaking.cancelled_caught:
             tls_log.debug("TLS handshake from %s timed out", format_address(client))
+            counts["timeout"] = counts.get("timeout", 0) + 1
             return None
+        counts["ok"] = counts.get("ok", 0) + 1
         return ssl_stream, tls_extension(ssl_stream, context)
+
+
+def connection_protocol(connection: object) -> str:
+    """The protocol of one of the server's connections, as metrics label it."""
+    if isinstance(connection, H11Connection):
+        # A cleartext connection that opened with the HTTP/2 preface was handed over.
+        return "HTTP/1.1" if connection._h2 is None else "HTTP/2"
+    if isinstance(connection, H2Connection):
+        return "HTTP/2"
+    return "setup"  # a PROXY header or a TLS handshake under way
 
 
 def _address(sockname: object) -> Address:

@@ -168,6 +168,13 @@ class Config:
         kind="flag",
         help="plain listeners answer every request with a 308 redirect to the same URL on HTTPS",
     )
+    metrics_bind: str | None = setting(
+        None,
+        group=LISTEN,
+        metavar="ADDRESS",
+        help="serve Prometheus metrics at /metrics on their own listener, HOST:PORT or "
+        "unix:PATH (plain HTTP; with --workers, summed over the workers)",
+    )
     backlog: int = 1024
     # -- limits and timeouts
     keep_alive_timeout: float = _seconds(5.0, "idle time before closing a keep-alive connection")
@@ -428,6 +435,11 @@ class Config:
                 parse_bind(bind)
             except ValueError as exc:
                 raise ConfigError(f"bind: {exc}") from None
+        if self.metrics_bind is not None:
+            try:
+                parse_bind(self.metrics_bind)
+            except ValueError as exc:
+                raise ConfigError(f"metrics_bind: {exc}") from None
         if self.redirect_to_https and (self.tls is None or not self.insecure_binds):
             raise ConfigError("redirect_to_https needs TLS and at least one insecure bind")
         if self.proxy_headers not in ("off", "x-forwarded", "forwarded"):

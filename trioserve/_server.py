@@ -23,17 +23,18 @@ one bad client or one failing request never reaches the listener's nursery.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
-from ._accept import Acceptor
+from ._accept import Acceptor, connection_protocol
 from ._aio import AsyncioApp, asyncio_loop
 from ._asgi import as_asgi, is_wsgi
 from ._config import Config
@@ -42,6 +43,7 @@ from ._eviction import Evictor
 from ._http._state import ServerState
 from ._lifespan import Lifespan, LifespanFailure
 from ._listeners import ACCEPT_BATCH, accept_loop, close_listener, open_listeners
+from ._metrics import Metrics, MetricsApp, current_metrics
 from ._tls import (
     DevCertificate,
     TLSConfig,
@@ -142,6 +144,10 @@ class Server:
         self._ssl_context: ssl.SSLContext | None = None
         if config.tls is not None:
             self._ssl_context = self._build_ssl_context(config.tls)
+        if config.metrics_bind is not None:
+            self.state.metrics = Metrics(self.state, connection_protocol)
+        #: Where metrics are served, once serving (``--metrics-bind``).
+        self.metrics_bound: Address | None = None
         self._slots = trio.Semaphore(config.max_connections)
         self._acceptor = Acceptor(self.state, self._slots.release)
         self._acceptor.ssl_context = self._ssl_context
@@ -264,12 +270,47 @@ class Server:
         )
         if self.config.redirect_to_https:
             self._acceptor.redirect_port = https_port
+        # Every task this server starts finds its metrics here (the request cycle counts).
+        current_metrics.set(self.state.metrics)
         with trio.CancelScope(shield=True) as core:
             self._core_scope = core
-            async with trio.open_nursery() as nursery:
+            async with self._serving_metrics(), trio.open_nursery() as nursery:
                 for listener, secure in listeners:
                     await nursery.start(self._serve_listener, listener, secure)
                 task_status.started(addresses)
+
+    @contextlib.asynccontextmanager
+    async def _serving_metrics(self) -> AsyncIterator[None]:
+        """With ``metrics_bind``: serve the metrics on their own listener, and on until this
+        server's last connection has closed (so the final figures can still be read)."""
+        metrics = self.state.metrics
+        if metrics is None or self.config.metrics_bind is None:
+            yield
+            return
+        server = Server(
+            MetricsApp(metrics.collect, metrics.finished),
+            Config(
+                binds=(self.config.metrics_bind,),
+                access_log=False,
+                lifespan="off",
+                interface="asgi",
+                graceful_timeout=self.config.graceful_timeout,
+            ),
+        )
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(server.serve)
+            self.metrics_bound = bound[0]
+            where = format_url(self.metrics_bound)
+            error_log.log(
+                logging.DEBUG if isinstance(self.metrics_bound, str) else logging.INFO,
+                "Metrics at %s/metrics",
+                where,
+            )
+            try:
+                yield
+            finally:
+                metrics.finished.set()
+                server.begin_shutdown()
 
     async def _serve_listener(
         self, listener: socket.socket, secure: bool, *, task_status: trio.TaskStatus[None]

@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from ._config import Config
 from ._listeners import close_listener, open_listeners
+from ._metrics_hub import MetricsHub
 from ._notify import Notifier
 
 __all__ = ["Supervisor", "inherited_listeners", "supervise"]
@@ -64,6 +65,7 @@ class _Worker:
     started: float
     ready: bool = False
     retiring: bool = False
+    metrics_bind: str | None = None
 
 
 @dataclass
@@ -82,6 +84,8 @@ class Supervisor:
         self.count = count
         self.argv = list(argv)
         self.listeners = open_listeners(config)
+        #: With --metrics-bind: the figures of every worker, summed (see _metrics_hub).
+        self.metrics = None if config.metrics_bind is None else MetricsHub(config.metrics_bind)
         self.state = _State()
         self.signals: list[int] = []
         self.restart_at: list[float] = []
@@ -103,11 +107,13 @@ class Supervisor:
         fds = ",".join(
             f"{sock.fileno()}:{'tls' if secure else 'plain'}" for sock, secure in self.listeners
         )
+        metrics = [] if self.metrics is None else ["--metrics-bind", self.metrics.worker_bind()]
         command = [
             sys.executable,
             "-m",
             "trioserve",
             *self.argv,
+            *metrics,
             "--worker-fds",
             fds,
             "--worker-ready-fd",
@@ -118,7 +124,9 @@ class Supervisor:
         # systemd) reach the workers only through the supervisor, once.
         process = subprocess.Popen(command, pass_fds=keep, start_new_session=True)
         os.close(write_fd)
-        return _Worker(process, read_fd, time.monotonic())
+        return _Worker(
+            process, read_fd, time.monotonic(), metrics_bind=metrics[-1] if metrics else None
+        )
 
     def _check_ready(self, timeout: float) -> None:
         waiting = {w.ready_read: w for w in self.state.workers if not w.ready and w.ready_read >= 0}
@@ -130,6 +138,8 @@ class Supervisor:
             worker = waiting[fd]
             if os.read(fd, 1):
                 worker.ready = True
+                if self.metrics is not None and worker.metrics_bind is not None:
+                    self.metrics.watch(worker.metrics_bind)
                 self.state.early_failures = 0
                 self.state.backoff = _FIRST_BACKOFF
             os.close(fd)
@@ -180,6 +190,8 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
         try:
+            if self.metrics is not None:
+                self.metrics.start()
             for _ in range(self.count):
                 self.state.workers.append(self._spawn())
             while True:
@@ -211,6 +223,8 @@ class Supervisor:
         finally:
             for sock, _ in self.listeners:
                 close_listener(sock)
+            if self.metrics is not None:
+                self.metrics.stop()
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals.append(signum)

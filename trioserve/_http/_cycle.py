@@ -44,6 +44,7 @@ from sniffio import AsyncLibraryNotFoundError
 from .._accesslog import AccessRecord
 from .._config import Config
 from .._errors import ClientDisconnected, RequestRefused, only_disconnects
+from .._metrics import current_metrics
 from .._types import ASGIApp, Message, Scope
 from ._events import RequestHead
 from ._scope import ConnectionInfo, format_address
@@ -232,14 +233,32 @@ class RequestCycle:
     # -- running the app ---------------------------------------------------------------------
 
     async def run(self, app: ASGIApp) -> None:
-        """Run ``app`` for this request; write the access record.
+        """Run ``app`` for this request; write the access record (and count it in metrics).
 
         Raises:
             RequestRefused: the server must answer with this error (a refused body, or a 500
                 for an app that failed or returned before starting its response).
         """
-        scope = self.scope
         started = time.perf_counter()
+        metrics = current_metrics.get()
+        if metrics is None:
+            await self._run(app, started)
+            return
+        metrics.in_flight += 1
+        status = 0
+        try:
+            await self._run(app, started)
+        except RequestRefused as exc:
+            status = exc.status  # the server answers for the app
+            raise
+        finally:
+            metrics.in_flight -= 1
+            status = status or self.status
+            if status:  # else cancelled (shutdown) before any response: nothing was answered
+                metrics.record(self.scope, status, self.bytes_sent, time.perf_counter() - started)
+
+    async def _run(self, app: ASGIApp, started: float) -> None:
+        scope = self.scope
         failed = False
         try:
             if self._config.cancel_on_disconnect:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._config import Config
 from .._eviction import Reason, Snapshot
 from .._proxy import TrustedPeers
 from .._types import ASGIApp
+
+if TYPE_CHECKING:
+    from .._metrics import Metrics
 
 __all__ = ["ServerState", "Stoppable"]
 
@@ -45,11 +48,13 @@ class ServerState:
         "draining",
         "evictions",
         "lifespan_state",
+        "metrics",
         "on_request_limit",
         "refusals",
         "request_limit",
         "requests",
         "soft_drain",
+        "tls_handshakes",
         "trusted",
         "websockets",
     )
@@ -63,6 +68,10 @@ class ServerState:
         #: "slow-head"), and new ones refused over a cap ("per-ip", "websockets").
         self.evictions: dict[str, int] = {}
         self.refusals: dict[str, int] = {}
+        #: For metrics: TLS handshakes by result ("ok", "failed", "timeout", "plain-http").
+        self.tls_handshakes: dict[str, int] = {}
+        #: The server's metrics (``--metrics-bind``), or ``None``.
+        self.metrics: Metrics | None = None
         #: Websockets open now (capped by max_websockets).
         self.websockets = 0
         #: A soft drain leaves idle connections open for their next request.
