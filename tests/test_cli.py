@@ -17,7 +17,7 @@ import pytest
 import sniffio
 
 from trioserve._cli import main
-from trioserve._http._cycle import _needs_asyncio
+from trioserve._http._access import needs_asyncio as _needs_asyncio
 
 from ._helpers import ServerProcess
 

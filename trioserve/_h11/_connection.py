@@ -38,8 +38,9 @@ import trio
 from .._errors import ClientDisconnected, RequestRefused
 from .._eviction import Kind, Reason, Snapshot
 from .._h2._connection import H2Connection
+from .._http._access import log_access, log_error_response
 from .._http._builtin import answer_health, answer_redirect
-from .._http._cycle import RequestCycle, log_access, log_error_response
+from .._http._cycle import RequestCycle
 from .._http._date import http_date
 from .._http._events import (
     CLIENT_CLOSED,

@@ -52,6 +52,13 @@ import h2.stream
 from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
+from ._scanner import (
+    DEFAULT_LIMITS,
+    FLOOD_WINDOW,
+    MAX_HEADER_BLOCK_FRAMES,
+    FloodLimits,
+    FrameScanner,
+)
 from ._server_connection import ServerConnection
 
 __all__ = [
@@ -67,40 +74,12 @@ __all__ = [
 ]
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_FRAME_HEADER: Final = 9
-# Frame types (RFC 9113 section 6).
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS = 0, 1, 2, 3, 4
-_PING, _WINDOW_UPDATE, _CONTINUATION = 6, 8, 9
-_END_STREAM, _END_HEADERS, _ACK = 0x1, 0x4, 0x1
-
-# The window over which resets and control frames are counted.
-FLOOD_WINDOW: Final = 10.0
-# HEADERS plus CONTINUATIONs in one header block: a real client needs one or two (16 KiB each
-# by default); h2 itself allows 64.
-MAX_HEADER_BLOCK_FRAMES: Final = 16
 # How much of a stream's body is credited to the client ahead of the app reading it: 64 KiB
 # (the RFC's default window, less one byte) keeps a fast upload flowing and bounds what one
 # stream can make us buffer; 100 streams at once hold at most 6.4 MiB.
 STREAM_WINDOW: Final = 65_535
 # The connection window is credited back in steps of this size, not per frame.
 _CONNECTION_CREDIT_STEP: Final = 32 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class FloodLimits:
-    """Per-connection budgets over :data:`FLOOD_WINDOW` seconds; past one: ENHANCE_YOUR_CALM.
-
-    The defaults are far above what browsers and API clients send (a page load resets a few
-    streams, pings once or twice, sends a handful of SETTINGS and PRIORITY frames) and far below
-    what the published attacks need (tens of thousands of frames per second).
-    """
-
-    #: RST_STREAMs received plus resets the client provoked.
-    resets: int = 200
-    #: PING, SETTINGS, PRIORITY and empty DATA frames without END_STREAM.
-    control_frames: int = 1000
-    #: WINDOW_UPDATE frames (a large download legitimately brings many).
-    window_updates: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +160,7 @@ class H2Protocol:
         max_concurrent_streams: int = 100,
         max_header_block: int = 64 * 1024,
         max_headers: int | None = 100,
-        limits: FloodLimits = FloodLimits(),
+        limits: FloodLimits = DEFAULT_LIMITS,
     ) -> None:
         self._conn = ServerConnection(config=_CONFIG)
         self._conn.local_settings = h2.settings.Settings(
@@ -201,16 +180,7 @@ class H2Protocol:
         self._limits = limits
         self._max_header_block = max_header_block
         self._max_headers = max_headers
-        # The frame scanner: preface bytes still to skip, a partial frame header, payload bytes
-        # of the current frame still to skip, and the header block being received.
-        self._preface_left = len(PREFACE)
-        self._partial = b""
-        self._skip = 0
-        self._block_bytes = 0
-        self._block_frames = 0
-        self._window_start = clock()
-        # Flood counters over the current window: "resets", "controls", "window_updates".
-        self._counts: dict[str, int] = {}
+        self._scanner = FrameScanner(clock, limits, max_header_block, skip=len(PREFACE))
         self._uncredited = 0
         self._ended = False
         # The StreamEnded event h2 attached to the last request or DATA event (reported there).
@@ -226,7 +196,7 @@ class H2Protocol:
         """Feed bytes read from the client; returns what they mean."""
         if self._ended:
             return []
-        verdict = self._scan(data)
+        verdict = self._scanner.scan(data)
         if verdict is not None:
             code, reason = verdict
             self._ended = True
@@ -248,7 +218,7 @@ class H2Protocol:
         # Fixed: counting StreamReset events missed the resets h2 makes without one (DATA on a
         # stream we had reset: RST_STREAM STREAM_CLOSED), so MadeYouReset went uncounted there.
         provoked = conn.provoked - before
-        if provoked and self._count("resets", provoked, self._limits.resets):
+        if provoked and self._scanner.count("resets", provoked, self._limits.resets):
             events.append(self._end_calm("too many streams reset"))
         return events
 
@@ -339,80 +309,6 @@ class H2Protocol:
             # A stream that has ended meanwhile has no window to open.
             with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 self._conn.increment_flow_control_window(length, stream_id)
-
-    # -- the frame scanner -------------------------------------------------------------------
-
-    def _scan(self, data: bytes) -> tuple[int, str] | None:
-        """Walk the frame headers in ``data``; an error code and reason to end the connection,
-        or ``None``."""
-        view = memoryview(data)
-        position = 0
-        if self._preface_left:
-            taken = min(self._preface_left, len(view))
-            self._preface_left -= taken
-            position = taken
-        end = len(view)
-        while position < end:
-            if self._skip:
-                taken = min(self._skip, end - position)
-                self._skip -= taken
-                position += taken
-                continue
-            need = _FRAME_HEADER - len(self._partial)
-            piece = bytes(view[position : position + need])
-            position += len(piece)
-            if len(piece) < need:
-                self._partial += piece
-                break
-            header = self._partial + piece
-            self._partial = b""
-            length = int.from_bytes(header[0:3], "big")
-            self._skip = length
-            kind, flags = header[3], header[4]
-            if kind == _SETTINGS and flags & _ACK and length:
-                # Fixed: RFC 9113 section 6.5 makes this a FRAME_SIZE_ERROR (h2: PROTOCOL_ERROR).
-                return h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"
-            verdict = self._check_frame(kind, flags, length)
-            if verdict is not None:
-                return h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, verdict
-        return None
-
-    def _check_frame(self, kind: int, flags: int, length: int) -> str | None:
-        limits = self._limits
-        if kind in (_HEADERS, _CONTINUATION):
-            if kind == _HEADERS:
-                self._block_bytes = 0
-                self._block_frames = 0
-            self._block_bytes += length
-            self._block_frames += 1
-            if self._block_bytes > self._max_header_block:
-                return "header block too large"
-            if self._block_frames > MAX_HEADER_BLOCK_FRAMES:
-                return "too many CONTINUATION frames"
-            return None
-        if kind == _RST_STREAM:
-            return "too many streams reset" if self._count("resets", 1, limits.resets) else None
-        if kind == _WINDOW_UPDATE:
-            flooded = self._count("window_updates", 1, limits.window_updates)
-            return "WINDOW_UPDATE flood" if flooded else None
-        control = (
-            kind in (_PING, _PRIORITY)
-            or (kind == _SETTINGS and not flags & _ACK)
-            or (kind == _DATA and length == 0 and not flags & _END_STREAM)
-        )
-        if control and self._count("controls", 1, limits.control_frames):
-            return "control frame flood"
-        return None
-
-    def _count(self, counter: str, amount: int, budget: int) -> bool:
-        """Add ``amount`` to a flood counter; whether its budget is exceeded."""
-        now = self._clock()
-        counts = self._counts
-        if now - self._window_start >= FLOOD_WINDOW:
-            self._window_start = now
-            counts.clear()
-        value = counts[counter] = counts.get(counter, 0) + amount
-        return value > budget
 
     def _end_calm(self, reason: str) -> ConnectionEnded:
         self._ended = True

@@ -23,7 +23,7 @@ from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import LocalProtocolError
 
 from .._errors import ClientDisconnected, RequestRefused
-from .._http._cycle import log_access
+from .._http._access import log_access
 from .._http._events import RequestHead
 from .._http._scope import websocket_scope
 from .._websocket import FrameConnection, WebSocketHandshakeError, WebSocketSession
