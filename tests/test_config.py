@@ -225,6 +225,7 @@ SAMPLES = {
     "root_path": "/api/",
     "lifespan": "off",
     "interface": "wsgi",
+    "http_parser": "h11",
     "wsgi_threads": "4",
     "proxy_headers": "forwarded",
     "forwarded_allow_ips": "10.0.0.0/8",
