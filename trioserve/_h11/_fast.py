@@ -250,14 +250,15 @@ class FastProtocol(ServerProtocol):
                 )
         if hosts > 1 or (hosts == 0 and version == b"1.1"):
             raise _FallBack  # h11's own refusal, word for word
-        self._buf = buf[end:]  # consumed, as h11 consumes a head it then hands over
-        head = self._check_request(
-            match.group("method"), match.group("target"), version, fields, raw
-        )
+        # The head is consumed and its state set before the server's rules, as h11 has done
+        # by the time they run on its Request.
+        self._buf = buf[end:]
         self._stage = _BODY
         self._left = self._length = length
         self._expect = expect and version == b"1.1"
-        return head
+        return self._check_request(
+            match.group("method"), match.group("target"), version, fields, raw
+        )
 
     def _body_event(self) -> Event:
         left = self._left
