@@ -8,10 +8,13 @@ refuse at the same point with the same status and reason, and end the same way.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioserve._h11._fast import FastProtocol
+from trioserve._h11 import _fast
+from trioserve._h11._fast import FastProtocol, protocol_class
+from trioserve._h11._protocol import ServerProtocol
 
 from .test_h11_fuzz import PROFILE, VALID_REQUESTS, byte_streams, drive, mutated_requests, split_at
 
@@ -100,3 +103,30 @@ def test_every_edge_request_is_compared() -> None:
     for data in EDGE_REQUESTS:
         same_decisions([data], eof=True)
         same_decisions([data[:n] for n in range(1, 2)] + [data[1:]], eof=False)
+
+
+def test_auto_picks_httptools_when_installed_and_h11_stays_selectable() -> None:
+    assert protocol_class("auto") is FastProtocol
+    assert protocol_class("httptools") is FastProtocol
+    assert protocol_class("h11") is ServerProtocol
+
+
+def test_plain_requests_never_reach_h11_and_chunked_ones_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The suites run on both parsers for real: the httptools path is not h11 in disguise."""
+
+    def no_h11(*args: object, **kwargs: object) -> None:
+        raise AssertionError("h11 was asked to parse")
+
+    monkeypatch.setattr(_fast.h11, "Connection", no_h11)
+    plain = [
+        b"GET /a?b HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET / HTTP/1.0\r\n\r\n",
+    ]
+    outcome, _ = drive([b"".join(plain)], parser=FastProtocol)
+    assert [head[1] for head in outcome.heads] == [b"/a?b", b"/p", b"/"]
+    assert outcome.bodies == [b"", b"hello", b""]
+    with pytest.raises(AssertionError, match="h11 was asked"):
+        drive([VALID_REQUESTS[6]], parser=FastProtocol)
