@@ -2,11 +2,14 @@
 
 Theory of operation
 -------------------
-h11 parses the requests; this module (the only one that imports h11) adds what a server needs,
-frames the responses itself, and does no I/O: bytes go in through ``receive_data``, the neutral
-events of ``_http/_events.py`` come out of ``next_event``, every ``send_*`` method returns the
-bytes to write. The connection task (``_connection.py``) owns the socket; the clock (``Date``)
-is passed in.
+h11 parses the requests; this module (with ``_fast.py``, the only ones that import h11) adds
+what a server needs, frames the responses itself, and does no I/O: bytes go in through
+``receive_data``, the neutral events of ``_http/_events.py`` come out of ``next_event``, every
+``send_*`` method returns the bytes to write. The connection task (``_connection.py``) owns the
+socket; the clock (``Date``) is passed in.
+
+``_fast.py`` subclasses it (``FastProtocol``, ``--http-parser httptools``): plain requests parsed
+by httptools, the same rules (``_check_request``), and h11 here for anything else.
 
 What it adds to h11, all of it policy that h11 leaves to the server:
 
