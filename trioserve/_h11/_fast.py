@@ -101,7 +101,16 @@ class FastProtocol(ServerProtocol):
     method is the base class's; otherwise the received bytes wait in ``_buf``.
     """
 
-    __slots__ = ("_buf", "_eof", "_expect", "_left", "_length", "_received", "_stage")
+    __slots__ = (
+        "_buf",
+        "_eof",
+        "_expect",
+        "_left",
+        "_length",
+        "_received",
+        "_scanned",
+        "_stage",
+    )
 
     def __init__(
         self,
@@ -129,6 +138,7 @@ class FastProtocol(ServerProtocol):
         self._stage = _IDLE
         self._left = self._length = 0
         self._expect = False
+        self._scanned = 0
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -205,11 +215,15 @@ class FastProtocol(ServerProtocol):
         if buf[0] < 0x21:
             # A leading empty line, space or control character: h11 refuses it at once.
             raise _FallBack
-        blank = _BLANK_LINE.search(buf)
+        # Only the bytes not searched yet (less the two that may start a blank line), as h11
+        # does: a head that arrives a byte at a time is not scanned again and again.
+        blank = _BLANK_LINE.search(buf, self._scanned)
         if blank is None:
             if self._eof or len(buf) > self._max_header_size:
                 raise _FallBack  # h11 says how it ends (431, 414, 400)
+            self._scanned = max(0, len(buf) - 2)
             return NEED_DATA
+        self._scanned = 0
         end = blank.end()
         if end - blank.start() != 3 or buf[blank.start() - 1] != 13:
             raise _FallBack  # LF-only line ends
@@ -312,6 +326,7 @@ class FastProtocol(ServerProtocol):
             self._received = self._eof = False
             self._stage = _IDLE
             self._expect = False
+            self._scanned = 0
             return super().start_next_cycle()
         if (
             self._closing
