@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark trioserve against hypercorn (trio worker), uvicorn (h11), nginx, and for HTTP/2
-anycorn (trio) and granian.
+"""Benchmark trioserve against hypercorn (trio worker), uvicorn (h11; httptools + uvloop), nginx,
+and for HTTP/2 anycorn (trio) and granian.
 
 Run from anywhere (the servers are started with the repository root as working directory)::
 
@@ -93,8 +93,10 @@ LARGE_SIZE = 10 * 1024 * 1024
 SERVERS: tuple[str, ...] = (
     "trioserve",
     "trioserve-base",
+    "trioserve-h11",
     "hypercorn-trio",
     "uvicorn-h11",
+    "uvicorn-httptools",
     "nginx",
     "anycorn-trio",
     "granian",
@@ -131,7 +133,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-keepalive",
         "hello",
         "/",
-        ("trioserve", "trioserve-base", "hypercorn-trio", "uvicorn-h11"),
+        (
+            "trioserve",
+            "trioserve-h11",
+            "trioserve-base",
+            "hypercorn-trio",
+            "uvicorn-h11",
+            "uvicorn-httptools",
+        ),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         description="ASGI hello world, keep-alive connections",
@@ -140,7 +149,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-close",
         "hello",
         "/",
-        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        ("trioserve", "trioserve-h11", "hypercorn-trio", "uvicorn-h11", "uvicorn-httptools"),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         close=True,
@@ -150,7 +159,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-tls",
         "hello",
         "/",
-        ("trioserve", "trioserve-base", "hypercorn-trio", "uvicorn-h11"),
+        (
+            "trioserve",
+            "trioserve-h11",
+            "trioserve-base",
+            "hypercorn-trio",
+            "uvicorn-h11",
+            "uvicorn-httptools",
+        ),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         tls=True,
@@ -160,7 +176,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-workers",
         "hello",
         "/",
-        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        ("trioserve", "trioserve-h11", "hypercorn-trio", "uvicorn-h11", "uvicorn-httptools"),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         workers=2,
@@ -446,9 +462,13 @@ def server_command(
             raise ValueError("nginx rows run one worker (master_process off)")
         conf = write_nginx_conf(workdir, port, static_dir)
         return ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], env
-    if server in ("trioserve", "trioserve-base"):
+    if server in ("trioserve", "trioserve-h11", "trioserve-base"):
+        # "trioserve" is the default install's parser choice (auto: httptools when the
+        # speedups extra is there, as in the bench extra); "trioserve-h11" the pure-Python one.
         cmd = [PYTHON, "-m", "trioserve"]
-        if server == "trioserve-base":
+        if server == "trioserve-h11":
+            cmd += ["--http-parser", "h11"]
+        elif server == "trioserve-base":
             # The same command, importing trioserve from the --baseline checkout first (the
             # apps still come from this repository's scripts/).
             baseline = os.environ["BENCH_BASELINE"]
@@ -509,8 +529,10 @@ def server_command(
         if tls is not None:
             cmd += ["--ssl-certificate", str(tls.cert), "--ssl-keyfile", str(tls.key_pkcs8)]
         return [*cmd, app], env
-    if server == "uvicorn-h11":
-        cmd = [PYTHON, "-m", "uvicorn", "--http", "h11", "--loop", "asyncio", "--no-access-log"]
+    if server in ("uvicorn-h11", "uvicorn-httptools"):
+        # uvicorn-httptools is uvicorn's fastest setup (its default install with uvloop).
+        http, loop = ("h11", "asyncio") if server == "uvicorn-h11" else ("httptools", "uvloop")
+        cmd = [PYTHON, "-m", "uvicorn", "--http", http, "--loop", loop, "--no-access-log"]
         cmd += ["--host", HOST, "--port", str(port)]
         if idle:
             cmd += ["--timeout-keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
@@ -1158,6 +1180,8 @@ def machine_info() -> dict[str, Any]:
             "h11": _version("h11"),
             "hypercorn": _version("hypercorn"),
             "uvicorn": _version("uvicorn"),
+            "httptools": _version("httptools"),
+            "uvloop": _version("uvloop"),
             "granian": _version("granian"),
             "starlette": _version("starlette"),
             "h2": _version("h2"),
@@ -1187,7 +1211,11 @@ def aggregate(runs: Sequence[RunResult], key: str) -> RunResult:
 
 
 def _label(scenario: Scenario, server: str) -> str:
-    if scenario.kind == "static" and server in ("hypercorn-trio", "uvicorn-h11"):
+    if scenario.kind == "static" and server in (
+        "hypercorn-trio",
+        "uvicorn-h11",
+        "uvicorn-httptools",
+    ):
         return f"{server} + Starlette"
     return server
 

@@ -2,7 +2,8 @@
 
     python scripts/bench_protocol.py [CYCLES]
 
-Times CYCLES keep-alive request/response cycles of ``ServerProtocol`` (no I/O): one GET with
+Times CYCLES keep-alive request/response cycles of ``ServerProtocol`` (h11) and of
+``FastProtocol`` (httptools; the chunked POST takes its h11 fallback) (no I/O): one GET with
 typical browser-ish headers, a small response with a known length, then ``start_next_cycle``.
 Also one chunked POST body per cycle in the second figure. Prints cycles per second (best of
 5, in CPU time of this process, so that other load on the machine counts less).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
+from trioserve._h11._fast import FastProtocol
 from trioserve._h11._protocol import ServerProtocol
 from trioserve._http._events import END_OF_BODY, NEED_DATA
 
@@ -28,8 +30,8 @@ HEADERS = [(b"content-type", b"text/plain")]
 BODY = b"hello, world"
 
 
-def run(request: bytes, cycles: int) -> float:
-    proto = ServerProtocol(max_header_size=16384, max_body_size=1 << 20, date=lambda: b"x")
+def run(request: bytes, cycles: int, parser: type[ServerProtocol]) -> float:
+    proto = parser(max_header_size=16384, max_body_size=1 << 20, date=lambda: b"x")
     start = time.process_time()
     for _ in range(cycles):
         proto.receive_data(request)
@@ -46,9 +48,11 @@ def run(request: bytes, cycles: int) -> float:
 
 def main() -> None:
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    for name, request in (("GET", GET), ("chunked POST", POST)):
-        best = min(run(request, cycles) for _ in range(5))
-        print(f"{name:>13}: {cycles} cycles in {best:.3f} s ({cycles / best:,.0f}/s)")
+    for parser, cls in (("h11", ServerProtocol), ("httptools", FastProtocol)):
+        for name, request in (("GET", GET), ("chunked POST", POST)):
+            best = min(run(request, cycles, cls) for _ in range(5))
+            label = f"{parser} {name}"
+            print(f"{label:>22}: {cycles} cycles in {best:.3f} s ({cycles / best:,.0f}/s)")
 
 
 if __name__ == "__main__":

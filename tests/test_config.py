@@ -63,6 +63,7 @@ from trioserve._settings import KiB, MiB, Option, format_size, parse_size
         ({"server_header": "caf\u00e9"}, "server_header"),
         ({"root_path": "api"}, "root_path"),
         ({"root_path": "/api/"}, "root_path"),
+        ({"http_parser": "picohttpparser"}, "http_parser"),
     ],
 )
 def test_each_invalid_value_raises_config_error_naming_the_setting(
@@ -70,6 +71,14 @@ def test_each_invalid_value_raises_config_error_naming_the_setting(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(named)):
         Config(**changes)
+
+
+def test_http_parser_httptools_needs_the_speedups_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Config(http_parser="httptools").http_parser == "httptools"
+    monkeypatch.setattr("trioserve._config.find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"http_parser httptools: pip install"):
+        Config(http_parser="httptools")
+    assert Config(http_parser="auto").http_parser == "auto"  # falls back to h11 at run time
 
 
 def test_max_headers_defaults_to_apaches_limit_and_accepts_one() -> None:
@@ -226,6 +235,7 @@ SAMPLES = {
     "root_path": "/api/",
     "lifespan": "off",
     "interface": "wsgi",
+    "http_parser": "h11",
     "wsgi_threads": "4",
     "proxy_headers": "forwarded",
     "forwarded_allow_ips": "10.0.0.0/8",

@@ -23,6 +23,9 @@ from trioserve import ClientDisconnected, Config
 
 from .conftest import connection, header, hello_app
 
+# Every test here runs on both HTTP/1.1 parsers (h11 and httptools).
+pytestmark = pytest.mark.usefixtures("http_parser")
+
 # -- keep-alive, pipelining, framing ---------------------------------------------------------
 
 

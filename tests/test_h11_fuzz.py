@@ -56,12 +56,14 @@ class Outcome:
     closed: bool = False
 
 
-def drive(pieces: list[bytes], *, eof: bool = True) -> tuple[Outcome, ServerProtocol]:
+def drive(
+    pieces: list[bytes], *, eof: bool = True, parser: type[ServerProtocol] = ServerProtocol
+) -> tuple[Outcome, ServerProtocol]:
     """Feed ``pieces`` one at a time, as a connection does, answering every complete request.
 
     Anything raised but :class:`RequestRefused` fails the test that drives.
     """
-    proto = ServerProtocol(max_header_size=1024, max_body_size=64, max_headers=20)
+    proto = parser(max_header_size=1024, max_body_size=64, max_headers=20)
     out = Outcome()
     in_body = False
     feed = [*pieces, b""] if eof else pieces

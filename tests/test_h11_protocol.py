@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ from trioserve._h11._protocol import (
 )
 from trioserve._http._date import http_date
 from trioserve._http._events import CLIENT_CLOSED, END_OF_BODY, NEED_DATA, BodyChunk, RequestHead
+
+
+@pytest.fixture(autouse=True)
+def _both_parsers(http_parser: type[ServerProtocol], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on both parsers: ``ServerProtocol`` below is each in turn."""
+    monkeypatch.setattr(sys.modules[__name__], "ServerProtocol", http_parser)
 
 
 def make(max_body_size: int | None = 1000, **kwargs: object) -> ServerProtocol:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from importlib.util import find_spec
 from typing import Literal
 
 from ._accesslog import ATOMS, check_format
@@ -331,6 +332,15 @@ class Config:
         help="what kind of app APP is: told from the callable (auto: app(environ, "
         "start_response) is WSGI), ASGI 3 or 2, or WSGI (PEP 3333: Flask, Django's WSGI app)",
     )
+    # http_parser: h11 is the reference and always installed; httptools (the speedups extra)
+    # parses the plain requests in C with exactly the same rules (trioserve/_h11/_fast.py).
+    http_parser: Literal["auto", "h11", "httptools"] = setting(
+        "auto",
+        group=SERVE,
+        choices=("auto", "h11", "httptools"),
+        help="HTTP/1.1 request parser: httptools in C (pip install 'trioserve[speedups]'), "
+        "h11 in pure Python, or auto (httptools when it is installed)",
+    )
     wsgi_threads: int = setting(
         DEFAULT_WSGI_THREADS,
         group=SERVE,
@@ -416,6 +426,12 @@ class Config:
             )
         if self.interface not in ("auto", "asgi", "wsgi"):
             raise ConfigError(f"interface must be auto, asgi or wsgi, not {self.interface!r}")
+        if self.http_parser not in ("auto", "h11", "httptools"):
+            raise ConfigError(
+                f"http_parser must be auto, h11 or httptools, not {self.http_parser!r}"
+            )
+        if self.http_parser == "httptools" and find_spec("httptools") is None:
+            raise ConfigError("http_parser httptools: pip install 'trioserve[speedups]'")
         if self.wsgi_threads < 1:
             raise ConfigError(f"wsgi_threads must be at least 1, not {self.wsgi_threads}")
         if self.max_headers < 1:

@@ -53,6 +53,7 @@ from .._http._state import ServerState
 from .._transport import Transport
 from .._websocket import WebSocketHandshakeError, WebSocketSession
 from ._exchange import H11Exchange
+from ._fast import protocol_class
 from ._protocol import ServerProtocol
 
 __all__ = ["H11Connection"]
@@ -115,7 +116,7 @@ class H11Connection:
         self._info = connection_info(state, client, server, scheme, tls)
         self._on_close = on_close
         self._redirect = redirect_https_port
-        self._proto = ServerProtocol(
+        self._proto: ServerProtocol = protocol_class(config.http_parser)(
             max_header_size=config.max_header_size,
             max_body_size=config.max_body_size,
             max_headers=config.max_headers,

@@ -2,11 +2,14 @@
 
 Theory of operation
 -------------------
-h11 parses the requests; this module (the only one that imports h11) adds what a server needs,
-frames the responses itself, and does no I/O: bytes go in through ``receive_data``, the neutral
-events of ``_http/_events.py`` come out of ``next_event``, every ``send_*`` method returns the
-bytes to write. The connection task (``_connection.py``) owns the socket; the clock (``Date``)
-is passed in.
+h11 parses the requests; this module (with ``_fast.py``, the only ones that import h11) adds
+what a server needs, frames the responses itself, and does no I/O: bytes go in through
+``receive_data``, the neutral events of ``_http/_events.py`` come out of ``next_event``, every
+``send_*`` method returns the bytes to write. The connection task (``_connection.py``) owns the
+socket; the clock (``Date``) is passed in.
+
+``_fast.py`` subclasses it (``FastProtocol``, ``--http-parser httptools``): plain requests parsed
+by httptools, the same rules (``_check_request``), and h11 here for anything else.
 
 What it adds to h11, all of it policy that h11 leaves to the server:
 
@@ -187,6 +190,10 @@ class ServerProtocol:
             except RequestRefused as exc:
                 self._refused = self._refused or exc
                 raise
+        self._feed(data)
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Hand received bytes to the parser (the httptools path overrides this)."""
         conn = self._conn
         if conn is None:
             conn = self._conn = h11.Connection(
@@ -195,6 +202,10 @@ class ServerProtocol:
         conn.receive_data(data)  # type: ignore[arg-type]  # bytearray works too
         if self._chunks is not None:
             self._chunks.feed(data)
+
+    def _has_request(self) -> bool:
+        """Whether any bytes of the current cycle's request have been received."""
+        return self._conn is not None
 
     def receive_pipelined(self, data: bytes | bytearray) -> bool:
         """Feed bytes that arrived while a response is pending (the next pipelined requests).
@@ -278,7 +289,10 @@ class ServerProtocol:
             if kind is h11.EndOfMessage:
                 return END_OF_BODY
             if kind is h11.Request:
-                return self._check_request(event, raw_head)  # type: ignore[arg-type]
+                request: h11.Request = event  # type: ignore[assignment]
+                return self._check_request(
+                    request.method, request.target, request.http_version, request.headers, raw_head
+                )
             if kind is h11.ConnectionClosed:
                 return CLIENT_CLOSED
             return NEED_DATA  # NEED_DATA or PAUSED
@@ -287,18 +301,26 @@ class ServerProtocol:
             self._refused = exc
             raise
 
-    def _check_request(self, request: h11.Request, raw_head: bytes) -> RequestHead:
+    def _check_request(
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        raw_head: bytes,
+    ) -> RequestHead:
+        """The server's rules on a parsed request head (both parsers run them)."""
         self.head = RequestHead(
-            request.method,
-            request.target,
-            HTTP_VERSIONS.get(request.http_version) or request.http_version.decode("latin-1"),
-            request.headers,
+            method,
+            target,
+            HTTP_VERSIONS.get(http_version) or http_version.decode("latin-1"),
+            headers,
         )
-        self._head_request = request.method == b"HEAD"
-        head, body_start = check_raw_head(raw_head, request.target, self._max_header_size)
-        if self._max_headers is not None and len(request.headers) > self._max_headers:
+        self._head_request = method == b"HEAD"
+        head, body_start = check_raw_head(raw_head, target, self._max_header_size)
+        if self._max_headers is not None and len(headers) > self._max_headers:
             raise RequestRefused(431, "Too many request header fields.")
-        version = HTTP_VERSIONS.get(request.http_version)
+        version = HTTP_VERSIONS.get(http_version)
         if version is None:
             raise RequestRefused(505, "Only HTTP/1.x is supported.")
         content_length: int | None = None
@@ -306,7 +328,7 @@ class ServerProtocol:
         client_closes = False
         hosts = 0
         self.trailers_accepted = False
-        for name, value in request.headers:
+        for name, value in headers:
             if name == b"host":
                 hosts += 1
                 if value != self._valid_host:
@@ -320,7 +342,7 @@ class ServerProtocol:
             elif name == b"connection":
                 client_closes = client_closes or b"close" in value.lower()
             elif name == b"upgrade" and value.lower() == b"websocket":
-                self.websocket = request.method == b"GET"
+                self.websocket = method == b"GET"
             elif name == b"te" and b"trailers" in _TE_TOKENS.findall(value.lower()):
                 self.trailers_accepted = True
         # HTTP/1.0 clients get one response per connection (as h11 has it): no keep-alive.
@@ -334,7 +356,7 @@ class ServerProtocol:
         self._client_closes = client_closes or not self._client_http11
         if content_length is not None:
             check_content_length(head, content_length, has_transfer_encoding, self._body_limit)
-        if request.method == b"CONNECT":
+        if method == b"CONNECT":
             raise RequestRefused(405, "CONNECT is not supported: this is not a proxy.")
         if has_transfer_encoding:
             # h11 refused any coding but chunked: follow the chunked framing from the bytes
@@ -427,7 +449,7 @@ class ServerProtocol:
             said_close
             or writer is UNTIL_CLOSE
             or self._client_closes
-            or self._conn is None
+            or not self._has_request()
             or (not self.request_complete and self.waiting_for_100_continue)
         ):
             # The client asked to close, or it still holds back a body we never asked for.
@@ -537,10 +559,14 @@ class ServerProtocol:
             self.receive_data(data)
         if closed:
             self.receive_data(b"")
+        self._reset_cycle()
+        return True
+
+    def _reset_cycle(self) -> None:
+        """Forget the finished request/response cycle's state."""
         self._head_request = False
         self.websocket = False
         self.head = None
         self._bodyless = False
         self._discarded = 0
         self._writer = NOT_STARTED
-        return True

@@ -1,0 +1,132 @@
+"""Differential property tests: the httptools parser decides exactly as the h11 one does.
+
+The same byte streams (valid requests, mutated ones, and the server's known refusals, whole and
+cut into pieces) go to both :class:`ServerProtocol` (h11) and :class:`FastProtocol`
+(httptools); both must serve the same requests (method, target, version, header fields, body),
+refuse at the same point with the same status and reason, and end the same way.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioserve._h11 import _fast
+from trioserve._h11._fast import FastProtocol, protocol_class
+from trioserve._h11._protocol import ServerProtocol
+
+from .test_h11_fuzz import PROFILE, VALID_REQUESTS, byte_streams, drive, mutated_requests, split_at
+
+# Requests at the edges of the server's rules (each refused or served by a rule of its own).
+EDGE_REQUESTS = [
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \xe9t\xe9\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: a\n\n",
+    b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+    b"GET /#f HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET http://a/p?q HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nExpect: foo, 100-Continue\r\nContent-Length: 1\r\n\r\nx",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /" + b"a" * 1100 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + b"b" * 1100 + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 25 + b"\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"\x16\x03\x01\x00",
+    b"GET / HTTP/1.1\x00\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nab",
+]
+
+streams = st.one_of(
+    byte_streams,
+    st.sampled_from(EDGE_REQUESTS),
+    st.builds(bytes.__add__, st.sampled_from(EDGE_REQUESTS), st.sampled_from(VALID_REQUESTS)),
+    mutated_requests(),
+)
+
+
+def same_decisions(pieces: list[bytes], *, eof: bool) -> None:
+    reference, ref_proto = drive(pieces, eof=eof)
+    fast, fast_proto = drive(pieces, eof=eof, parser=FastProtocol)
+    assert fast.heads == reference.heads
+    assert fast.bodies == reference.bodies
+    assert fast.closed == reference.closed
+    if reference.refusal is None:
+        assert fast.refusal is None, fast.refusal
+    else:
+        assert fast.refusal is not None, reference.refusal
+        assert (fast.refusal.status, fast.refusal.reason) == (
+            reference.refusal.status,
+            reference.refusal.reason,
+        )
+    assert fast_proto.waiting_for_100_continue == ref_proto.waiting_for_100_continue
+    assert fast_proto.will_close == ref_proto.will_close
+    assert fast_proto.take_buffered() == ref_proto.take_buffered()
+
+
+@PROFILE
+@given(streams, st.booleans())
+def test_both_parsers_decide_the_same_on_whole_streams(data: bytes, eof: bool) -> None:
+    same_decisions([data], eof=eof)
+
+
+@PROFILE
+@given(streams, st.lists(st.integers(0), max_size=12), st.booleans())
+def test_both_parsers_decide_the_same_on_split_streams(
+    data: bytes, cuts: list[int], eof: bool
+) -> None:
+    same_decisions(split_at(data, cuts), eof=eof)
+
+
+def test_every_edge_request_is_compared() -> None:
+    for data in EDGE_REQUESTS:
+        same_decisions([data], eof=True)
+        same_decisions([data[:n] for n in range(1, 2)] + [data[1:]], eof=False)
+
+
+def test_auto_picks_httptools_when_installed_and_h11_stays_selectable() -> None:
+    assert protocol_class("auto") is FastProtocol
+    assert protocol_class("httptools") is FastProtocol
+    assert protocol_class("h11") is ServerProtocol
+
+
+def test_plain_requests_never_reach_h11_and_chunked_ones_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The suites run on both parsers for real: the httptools path is not h11 in disguise."""
+
+    def no_h11(*args: object, **kwargs: object) -> None:
+        raise AssertionError("h11 was asked to parse")
+
+    monkeypatch.setattr(_fast.h11, "Connection", no_h11)
+    plain = [
+        b"GET /a?b HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET / HTTP/1.0\r\n\r\n",
+    ]
+    outcome, _ = drive([b"".join(plain)], parser=FastProtocol)
+    assert [head[1] for head in outcome.heads] == [b"/a?b", b"/p", b"/"]
+    assert outcome.bodies == [b"", b"hello", b""]
+    with pytest.raises(AssertionError, match="h11 was asked"):
+        drive([VALID_REQUESTS[6]], parser=FastProtocol)

@@ -1,0 +1,348 @@
+"""HTTP/1.1 request parsing on httptools (llhttp, in C): the optional fast path.
+
+Theory of operation
+-------------------
+:class:`FastProtocol` is a :class:`~._protocol.ServerProtocol` (the same interface, events and
+response framing; ``_connection.py`` and ``_exchange.py`` cannot tell them apart) that parses
+the common request in C: a complete head with CRLF line ends and a body that is absent or
+framed by one Content-Length. It is exactly as strict as the h11 path by construction:
+
+1. The head must match h11's own grammar (the request line and header field patterns of
+   ``h11._abnf``, reused, joined by CRLF): what h11 would not parse the same way never takes
+   the fast path.
+2. httptools splits the header fields. Where it refuses something h11 accepts (llhttp knows a
+   fixed set of methods, for one) the request takes the h11 path.
+3. The server's own rules (``_check_request`` with the ``_strict.py`` checks: control
+   characters, fragments, 414/431, Host validity, 505, CONNECT, Content-Length rules, the body
+   limit) run on what was parsed, the very same code as on the h11 path.
+4. Anything else goes to h11 for the rest of the request/response cycle ("falls back"): a
+   chunked body or any Transfer-Encoding, a repeated or odd Content-Length, a missing or
+   repeated Host, a version other than 1.0 and 1.1, LF-only line ends or a leading empty line,
+   a head that outgrows the limit before it ends, a client that closes mid-head. The h11 path
+   then refuses or accepts it exactly as it always has; the next cycle is parsed fast again.
+
+So every refusal that needs judgement is h11's or ``_strict.py``'s; this module only decides
+when a request is plain enough to skip h11, and frames a Content-Length body as h11 would
+(``BodyChunk`` of what is buffered, up to the declared length, then ``END_OF_BODY``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+import h11
+from h11._abnf import header_field, request_line
+
+from .._errors import RequestRefused
+from .._http._date import http_date
+from .._http._events import (
+    CLIENT_CLOSED,
+    END_OF_BODY,
+    HTTP2_PREFACE,
+    NEED_DATA,
+    BodyChunk,
+    Event,
+)
+from ._protocol import ServerProtocol
+from ._strict import H2_PREFACE, parse_refusal
+from ._writers import COMPLETE, NOT_STARTED
+
+try:
+    import httptools
+except ImportError:  # pragma: no cover - the speedups extra is not installed
+    httptools = None  # type: ignore[assignment]
+
+__all__ = ["HTTPTOOLS_AVAILABLE", "FastProtocol", "protocol_class"]
+
+#: Whether the httptools parser can be used (``pip install 'trioserve[speedups]'``).
+HTTPTOOLS_AVAILABLE: Final = httptools is not None
+
+# h11 ends a head at the first LF, optional CR, LF; the fast path takes only CRLF CRLF.
+_BLANK_LINE: Final = re.compile(rb"\n\r?\n")
+# A head h11 parses line by line, as one pattern over CRLF-ended lines (h11's own pieces).
+_HEAD: Final = re.compile(
+    b"%s(?:\r\n%s)*\r\n\r\n" % (request_line.encode("ascii"), header_field.encode("ascii"))
+)
+# h11 reads Content-Length as [0-9]+ of at most 20 digits; longer ones take the h11 path.
+_LENGTH: Final = re.compile(rb"[0-9]{1,18}")
+_FAST_VERSIONS: Final = (b"1.1", b"1.0")
+# What h11 sends for InformationalResponse(100) with no headers.
+_CONTINUE: Final = b"HTTP/1.1 100 \r\n\r\n"
+
+# Where the current cycle is, on the fast path.
+_IDLE: Final = 0  # waiting for (the rest of) a head
+_BODY: Final = 1  # head parsed; _left body bytes to come, then END_OF_BODY
+_DONE: Final = 2  # END_OF_BODY given
+
+
+class _Fields:
+    """httptools' callback target: collects the header fields of one head."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # h11 lowercases names and strips the optional whitespace around a value.
+        self.fields.append((name.lower(), value.strip(b" \t")))
+
+
+class _FallBack(Exception):
+    """The request is not plain enough for the fast path: h11 parses this cycle."""
+
+
+class FastProtocol(ServerProtocol):
+    """:class:`ServerProtocol` with the plain request parsed by httptools (same arguments).
+
+    While ``_conn`` (an ``h11.Connection``) is set, the current cycle is h11's and every
+    method is the base class's; otherwise the received bytes wait in ``_buf``.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_eof",
+        "_expect",
+        "_left",
+        "_length",
+        "_received",
+        "_scanned",
+        "_stage",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_header_size: int,
+        max_body_size: int | None,
+        max_headers: int | None = None,
+        server_header: bytes | None = None,
+        date: Callable[[], bytes] | None = http_date,
+        h2c: bool = False,
+    ) -> None:
+        if httptools is None:
+            raise RuntimeError("httptools is not installed: pip install 'trioserve[speedups]'")
+        super().__init__(
+            max_header_size=max_header_size,
+            max_body_size=max_body_size,
+            max_headers=max_headers,
+            server_header=server_header,
+            date=date,
+            h2c=h2c,
+        )
+        self._buf = b""
+        self._eof = False
+        self._received = False
+        self._stage = _IDLE
+        self._left = self._length = 0
+        self._expect = False
+        self._scanned = 0
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        if self._conn is not None:
+            super()._feed(data)
+            return
+        self._received = True
+        if not data:
+            self._eof = True
+        elif self._buf:
+            self._buf += data
+        else:
+            self._buf = bytes(data)
+
+    def _has_request(self) -> bool:
+        return self._conn is not None or self._received
+
+    @property
+    def has_buffered_data(self) -> bool:
+        if self._conn is not None:
+            return bool(self._conn.trailing_data[0])
+        return bool(self._buf)
+
+    def take_buffered(self) -> bytes:
+        if self._conn is not None:
+            return super().take_buffered()
+        return self._buf
+
+    @property
+    def buffered_size(self) -> int:
+        if self._conn is not None:
+            return len(self._conn.trailing_data[0])
+        return len(self._buf)
+
+    @property
+    def waiting_for_100_continue(self) -> bool:
+        if self._conn is not None:
+            return bool(self._conn.they_are_waiting_for_100_continue)
+        return self._expect
+
+    def next_event(self) -> Event:
+        if self._conn is not None or not self._received:
+            return super().next_event()
+        if self._refused is not None:
+            raise self._refused
+        if self._sniffed is H2_PREFACE:
+            return HTTP2_PREFACE
+        stage = self._stage
+        if stage == _BODY:
+            return self._body_event()
+        if stage == _DONE:
+            return NEED_DATA
+        buf = self._buf
+        if not buf:
+            return CLIENT_CLOSED if self._eof else NEED_DATA
+        try:
+            return self._head_event(buf)
+        except _FallBack:
+            conn = self._conn = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self._max_header_size
+            )
+            conn.receive_data(buf)
+            if self._eof:
+                conn.receive_data(b"")
+            self._buf = b""
+            return super().next_event()
+        except RequestRefused as exc:
+            self._closing = True
+            self._refused = exc
+            raise
+
+    def _head_event(self, buf: bytes) -> Event:
+        if buf[0] < 0x21:
+            # A leading empty line, space or control character: h11 refuses it at once.
+            raise _FallBack
+        # Only the bytes not searched yet (less the two that may start a blank line), as h11
+        # does: a head that arrives a byte at a time is not scanned again and again.
+        blank = _BLANK_LINE.search(buf, self._scanned)
+        if blank is None:
+            if self._eof or len(buf) > self._max_header_size:
+                raise _FallBack  # h11 says how it ends (431, 414, 400)
+            self._scanned = max(0, len(buf) - 2)
+            return NEED_DATA
+        self._scanned = 0
+        end = blank.end()
+        if end - blank.start() != 3 or buf[blank.start() - 1] != 13:
+            raise _FallBack  # LF-only line ends
+        match = _HEAD.fullmatch(buf, 0, end)
+        if match is None:
+            raise _FallBack
+        version = match.group("http_version")
+        if version not in _FAST_VERSIONS:
+            raise _FallBack
+        raw = buf[:end]
+        collector = _Fields()
+        assert httptools is not None
+        try:
+            httptools.HttpRequestParser(collector).feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            pass  # Upgrade or CONNECT: the head is parsed; the server's rules decide
+        except httptools.HttpParserError:
+            raise _FallBack from None
+        fields = collector.fields
+        length = 0
+        seen_length = False
+        hosts = 0
+        expect = False
+        for name, value in fields:
+            if name == b"content-length":
+                if seen_length or _LENGTH.fullmatch(value) is None:
+                    raise _FallBack
+                seen_length = True
+                length = int(value)
+            elif name == b"transfer-encoding":
+                raise _FallBack
+            elif name == b"host":
+                hosts += 1
+            elif name == b"expect":
+                # As h11: any comma-separated element, case-insensitive, HTTP/1.1 only.
+                expect = expect or any(
+                    part.strip().lower() == b"100-continue" for part in value.split(b",")
+                )
+        if hosts > 1 or (hosts == 0 and version == b"1.1"):
+            raise _FallBack  # h11's own refusal, word for word
+        # The head is consumed and its state set before the server's rules, as h11 has done
+        # by the time they run on its Request.
+        self._buf = buf[end:]
+        self._stage = _BODY
+        self._left = self._length = length
+        self._expect = expect and version == b"1.1"
+        return self._check_request(
+            match.group("method"), match.group("target"), version, fields, raw
+        )
+
+    def _body_event(self) -> Event:
+        left = self._left
+        if not left:
+            self._stage = _DONE
+            self._expect = False
+            return END_OF_BODY
+        buf = self._buf
+        if buf:
+            if len(buf) <= left:
+                self._buf = b""
+            else:
+                buf, self._buf = buf[:left], buf[left:]
+            self._left = left - len(buf)
+            self._expect = False
+            return BodyChunk(buf)
+        if self._eof:
+            # h11's words for it (ContentLengthReader.read_eof).
+            received = self._length - left
+            exc = parse_refusal(
+                400,
+                "peer closed connection without sending complete message body "
+                f"(received {received} bytes, expected {self._length})",
+                b"",
+                self._max_header_size,
+            )
+            self._closing = True
+            self._refused = exc
+            raise exc
+        return NEED_DATA
+
+    # -- sending and the cycle ---------------------------------------------------------------
+
+    def continue_response(self) -> bytes:
+        if self._conn is not None:
+            return super().continue_response()
+        if not self._expect or self._writer is not NOT_STARTED:
+            return b""
+        self._expect = False
+        return _CONTINUE
+
+    @property
+    def request_complete(self) -> bool:
+        if self._conn is not None:
+            return super().request_complete
+        return self._bodyless or self._stage == _DONE
+
+    def start_next_cycle(self) -> bool:
+        if self._conn is not None:
+            # An h11 cycle: the base class hands what follows to _feed, fast again.
+            self._received = self._eof = False
+            self._stage = _IDLE
+            self._expect = False
+            self._scanned = 0
+            return super().start_next_cycle()
+        if (
+            self._closing
+            or self._writer is not COMPLETE
+            or not (self._bodyless or self._stage == _DONE)
+        ):
+            return False
+        self._received = bool(self._buf) or self._eof
+        self._stage = _IDLE
+        self._expect = False
+        self._reset_cycle()
+        return True
+
+
+def protocol_class(parser: str) -> type[ServerProtocol]:
+    """The protocol class for ``--http-parser`` (auto: httptools when it is installed)."""
+    if parser == "httptools" or (parser == "auto" and HTTPTOOLS_AVAILABLE):
+        return FastProtocol
+    return ServerProtocol
