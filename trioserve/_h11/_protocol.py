@@ -36,7 +36,7 @@ What it adds to h11, all of it policy that h11 leaves to the server:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence, Sized
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import h11
@@ -53,6 +53,7 @@ from .._http._events import (
     Event,
     RequestHead,
 )
+from ._responding import ResponseSide
 from ._strict import (
     H2_PREFACE,
     HTTP_VERSIONS,
@@ -65,15 +66,10 @@ from ._strict import (
 )
 from ._writers import (
     COMPLETE,
-    LAST_CHUNK,
-    NO_BODY,
     NOT_STARTED,
-    UNTIL_CLOSE,
     BodyWriter,
     ResponseError,
     error_response,
-    frame_response,
-    render_fields,
 )
 
 __all__ = [
@@ -87,7 +83,6 @@ __all__ = [
 # The client's states after a request that allow another one, and all those once its request
 # has arrived (MIGHT_SWITCH_PROTOCOL: it asked for an Upgrade, which this server never grants).
 _NEXT_CYCLE_STATES: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
-_REQUEST_COMPLETE_STATES: Final = (*_NEXT_CYCLE_STATES, h11.MUST_CLOSE)
 
 # Bytes of an unread request body the server reads and discards to keep the connection alive:
 # enough for a typical form or small upload that an app chose not to read, small enough that a
@@ -101,7 +96,7 @@ PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
 _TE_TOKENS: Final = re.compile(rb"(?:^|,)\s*([!#$%&'*+.^_`|~0-9a-z-]+)")
 
 
-class ServerProtocol:
+class ServerProtocol(ResponseSide):
     """The HTTP/1.1 state of one server connection: bytes in, events out, bytes to write.
 
     Args:
@@ -121,7 +116,6 @@ class ServerProtocol:
         "_chunks",
         "_client_closes",
         "_client_http11",
-        "_closing",
         "_conn",
         "_date",
         "_discarded",
@@ -133,7 +127,6 @@ class ServerProtocol:
         "_server",
         "_sniffed",
         "_valid_host",
-        "_writer",
         "head",
         "trailers_accepted",
         "websocket",
@@ -245,12 +238,6 @@ class ServerProtocol:
     def buffered_size(self) -> int:
         """How many received bytes wait to be parsed."""
         return 0 if self._conn is None else len(self._conn.trailing_data[0])
-
-    @property
-    def waiting_for_100_continue(self) -> bool:
-        """Whether the client sent ``Expect: 100-continue`` and waits for our go-ahead."""
-        conn = self._conn
-        return conn is not None and bool(conn.they_are_waiting_for_100_continue)
 
     def next_event(self) -> Event:
         """The next event parsed from the received bytes.
@@ -390,138 +377,6 @@ class ServerProtocol:
             elif event is not END_OF_BODY:
                 return False
         return True
-
-    # -- sending -----------------------------------------------------------------------------
-
-    def continue_response(self) -> bytes:
-        """``100 Continue`` when the client waits for it and no response has started; else b"".
-
-        Called when the app first reads the body: the interim response is sent lazily, so
-        an app that answers without reading never invites the body.
-        """
-        conn = self._conn
-        if conn is None or not conn.they_are_waiting_for_100_continue:
-            return b""
-        if self._writer is not NOT_STARTED:
-            return b""
-        return conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
-
-    def close_after_response(self) -> None:
-        """Make the current response the connection's last (it says ``Connection: close``)."""
-        self._closing = True
-
-    @property
-    def will_close(self) -> bool:
-        """Whether the connection ends after the current response."""
-        return self._closing
-
-    def send_response(
-        self,
-        status: int,
-        headers: Iterable[Sequence[bytes]],
-        *,
-        body_length: int | None = None,
-        length_is_resource_size: bool = False,
-    ) -> bytes:
-        """The response head; body bytes follow through :meth:`send_data`.
-
-        The framing is picked by :func:`~._writers.frame_response` (``body_length``: the whole
-        body's length when known; ``length_is_resource_size``: a HEAD response carries it too).
-
-        Raises:
-            ResponseError: the status or headers are invalid.
-        """
-        if self._writer is not NOT_STARTED:
-            raise ResponseError("the response has already started")
-        date = self._date
-        lines, writer, said_close = frame_response(
-            status,
-            headers,
-            None if date is None else b"date: " + date() + b"\r\n",
-            self._server,
-            self._head_request,
-            self._client_http11,
-            body_length,
-            length_is_resource_size,
-        )
-        self._writer = writer
-        if (
-            said_close
-            or writer is UNTIL_CLOSE
-            or self._client_closes
-            or not self._has_request()
-            or (not self.request_complete and self.waiting_for_100_continue)
-        ):
-            # The client asked to close, or it still holds back a body we never asked for.
-            self._closing = True
-        if self._closing and not said_close:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
-
-    def send_data(self, data: bytes) -> bytes:
-        """A piece of the response body, framed (for chunked responses) as needed.
-
-        Raises:
-            ResponseError: more bytes than the declared Content-Length, or no head yet.
-        """
-        return self._writer.data(data)
-
-    def send_data_passthrough(self, data: Sized) -> list[object]:
-        """Like :meth:`send_data` for a body piece that is not bytes (a file range for sendfile).
-
-        ``data`` needs only ``len()``; it is returned in place among the framing bytes.
-        """
-        return self._writer.passthrough(data)
-
-    def send_end(self, trailers: Iterable[Sequence[bytes]] = ()) -> bytes:
-        """The end of the response body, with ``trailers`` as trailer fields where they can go
-        (a chunked body, to a client that said ``TE: trailers``; elsewhere they are dropped).
-
-        Raises:
-            ResponseError: fewer bytes than the declared Content-Length were sent, or an
-                invalid trailer field.
-        """
-        end = self._writer.end()
-        if trailers and self.trailers_accepted and end == LAST_CHUNK:
-            end = b"0\r\n" + render_fields(trailers) + b"\r\n"
-        self._writer = COMPLETE
-        return end
-
-    def error_response(self, status: int, reason: str) -> bytes:
-        """A complete plain-text error response that ends the connection (any state)."""
-        self._closing = True
-        self._writer = COMPLETE
-        return error_response(
-            status,
-            reason,
-            head_only=self._head_request,
-            date=self._date,
-            server=None if self._server is None else self._server[8:-2],
-        )
-
-    @property
-    def head_request(self) -> bool:
-        """Whether the current request is a HEAD request."""
-        return self._head_request
-
-    @property
-    def response_started(self) -> bool:
-        """Whether the current response's head has been produced."""
-        return self._writer is not NOT_STARTED
-
-    @property
-    def discards_body(self) -> bool:
-        """Whether the current response must carry no body (HEAD, 204, 304)."""
-        return self._writer is NO_BODY
-
-    @property
-    def request_complete(self) -> bool:
-        """Whether the whole current request, body included, has been received."""
-        if self._bodyless:
-            return True
-        conn = self._conn
-        return conn is not None and conn.their_state in _REQUEST_COMPLETE_STATES
 
     @property
     def request_bodyless(self) -> bool:

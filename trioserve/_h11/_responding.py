@@ -1,0 +1,198 @@
+"""The response side of :class:`~._protocol.ServerProtocol`: framing, closing, 100-continue.
+
+A base class of ``ServerProtocol`` (which owns the state: the slots are declared there) so that
+each half of the HTTP/1.1 protocol reads on its own: what comes in (``_protocol.py``) and what
+goes out (here). No I/O: every method returns the bytes to write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence, Sized
+from typing import Final
+
+import h11
+
+from ._writers import (
+    COMPLETE,
+    LAST_CHUNK,
+    NO_BODY,
+    NOT_STARTED,
+    UNTIL_CLOSE,
+    BodyWriter,
+    ResponseError,
+    error_response,
+    frame_response,
+    render_fields,
+)
+
+__all__ = ["REQUEST_COMPLETE_STATES", "ResponseSide"]
+
+# The client's states once its whole request has arrived (MIGHT_SWITCH_PROTOCOL: it asked for an
+# Upgrade, which this server never grants).
+REQUEST_COMPLETE_STATES: Final = (
+    h11.DONE,
+    h11.MIGHT_SWITCH_PROTOCOL,  # type: ignore[attr-defined]
+    h11.MUST_CLOSE,
+)
+
+
+class ResponseSide:
+    """What the server sends on one HTTP/1.1 connection (see ``ServerProtocol``)."""
+
+    # The response's framing, and whether the connection ends after it (the other state is
+    # ServerProtocol's, in its slots).
+    __slots__ = ("_closing", "_writer")
+
+    _closing: bool
+    _writer: BodyWriter
+    # Set by ServerProtocol.
+    _conn: h11.Connection | None
+    _date: Callable[[], bytes] | None
+    _server: bytes | None
+    _head_request: bool
+    _client_http11: bool
+    _client_closes: bool
+    _bodyless: bool
+    trailers_accepted: bool
+
+    @property
+    def waiting_for_100_continue(self) -> bool:
+        """Whether the client sent ``Expect: 100-continue`` and waits for our go-ahead."""
+        conn = self._conn
+        return conn is not None and bool(conn.they_are_waiting_for_100_continue)
+
+    def _has_request(self) -> bool:
+        """Whether a request is under way (ServerProtocol knows, from its parser)."""
+        raise NotImplementedError
+
+    @property
+    def request_complete(self) -> bool:
+        """Whether the whole current request, body included, has been received."""
+        if self._bodyless:
+            return True
+        conn = self._conn
+        return conn is not None and conn.their_state in REQUEST_COMPLETE_STATES
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def continue_response(self) -> bytes:
+        """``100 Continue`` when the client waits for it and no response has started; else b"".
+
+        Called when the app first reads the body: the interim response is sent lazily, so
+        an app that answers without reading never invites the body.
+        """
+        conn = self._conn
+        if conn is None or not conn.they_are_waiting_for_100_continue:
+            return b""
+        if self._writer is not NOT_STARTED:
+            return b""
+        return conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+
+    def close_after_response(self) -> None:
+        """Make the current response the connection's last (it says ``Connection: close``)."""
+        self._closing = True
+
+    @property
+    def will_close(self) -> bool:
+        """Whether the connection ends after the current response."""
+        return self._closing
+
+    def send_response(
+        self,
+        status: int,
+        headers: Iterable[Sequence[bytes]],
+        *,
+        body_length: int | None = None,
+        length_is_resource_size: bool = False,
+    ) -> bytes:
+        """The response head; body bytes follow through :meth:`send_data`.
+
+        The framing is picked by :func:`~._writers.frame_response` (``body_length``: the whole
+        body's length when known; ``length_is_resource_size``: a HEAD response carries it too).
+
+        Raises:
+            ResponseError: the status or headers are invalid.
+        """
+        if self._writer is not NOT_STARTED:
+            raise ResponseError("the response has already started")
+        date = self._date
+        lines, writer, said_close = frame_response(
+            status,
+            headers,
+            None if date is None else b"date: " + date() + b"\r\n",
+            self._server,
+            self._head_request,
+            self._client_http11,
+            body_length,
+            length_is_resource_size,
+        )
+        self._writer = writer
+        if (
+            said_close
+            or writer is UNTIL_CLOSE
+            or self._client_closes
+            or not self._has_request()
+            or (not self.request_complete and self.waiting_for_100_continue)
+        ):
+            # The client asked to close, or it still holds back a body we never asked for.
+            self._closing = True
+        if self._closing and not said_close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def send_data(self, data: bytes) -> bytes:
+        """A piece of the response body, framed (for chunked responses) as needed.
+
+        Raises:
+            ResponseError: more bytes than the declared Content-Length, or no head yet.
+        """
+        return self._writer.data(data)
+
+    def send_data_passthrough(self, data: Sized) -> list[object]:
+        """Like :meth:`send_data` for a body piece that is not bytes (a file range for sendfile).
+
+        ``data`` needs only ``len()``; it is returned in place among the framing bytes.
+        """
+        return self._writer.passthrough(data)
+
+    def send_end(self, trailers: Iterable[Sequence[bytes]] = ()) -> bytes:
+        """The end of the response body, with ``trailers`` as trailer fields where they can go
+        (a chunked body, to a client that said ``TE: trailers``; elsewhere they are dropped).
+
+        Raises:
+            ResponseError: fewer bytes than the declared Content-Length were sent, or an
+                invalid trailer field.
+        """
+        end = self._writer.end()
+        if trailers and self.trailers_accepted and end == LAST_CHUNK:
+            end = b"0\r\n" + render_fields(trailers) + b"\r\n"
+        self._writer = COMPLETE
+        return end
+
+    def error_response(self, status: int, reason: str) -> bytes:
+        """A complete plain-text error response that ends the connection (any state)."""
+        self._closing = True
+        self._writer = COMPLETE
+        return error_response(
+            status,
+            reason,
+            head_only=self._head_request,
+            date=self._date,
+            server=None if self._server is None else self._server[8:-2],
+        )
+
+    @property
+    def head_request(self) -> bool:
+        """Whether the current request is a HEAD request."""
+        return self._head_request
+
+    @property
+    def response_started(self) -> bool:
+        """Whether the current response's head has been produced."""
+        return self._writer is not NOT_STARTED
+
+    @property
+    def discards_body(self) -> bool:
+        """Whether the current response must carry no body (HEAD, 204, 304)."""
+        return self._writer is NO_BODY
