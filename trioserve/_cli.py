@@ -43,15 +43,20 @@ from ._settings import (
     Setting,
     UsageError,
     add_options,
+    format_size,
     given,
     load_toml,
     options_for,
     options_of,
     parse_seconds,
+    parse_size,
     setting,
     show_seconds,
 )
 from ._static import StaticFiles
+from ._static._codecs import DEFAULT_CACHE_BYTES
+from ._static._encoding import DEFAULT_COMPRESS_MIN_SIZE
+from ._static._headers import parse_cache_control_rule
 from ._supervisor import inherited_listeners, supervise
 from ._tls import TLSConfig
 from ._types import ASGIApp
@@ -69,6 +74,16 @@ def _mount(text: str) -> tuple[str, str]:
     if prefix == "/":
         raise argparse.ArgumentTypeError(f"the prefix must not be '/' (use --root): {text!r}")
     return prefix, directory
+
+
+def _error_page(text: str) -> tuple[int, str]:
+    status, sep, path = text.partition("=")
+    if not sep or not path.strip() or not status.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected STATUS=PATH, got {text!r}")
+    code = int(status)
+    if not 400 <= code <= 599:
+        raise argparse.ArgumentTypeError(f"the status must be 400 to 599: {text!r}")
+    return code, path.strip()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,8 +117,58 @@ class _CommandLine:
     dotfiles: Literal["deny", "allow"] = setting(
         "deny", group=FILES, choices=("deny", "allow"), help="serve names starting with a dot?"
     )
-    cache_control: str | None = setting(
-        None, group=FILES, metavar="VALUE", help="Cache-Control for file responses"
+    cache_control: tuple[tuple[str, str], ...] = setting(
+        (),
+        group=FILES,
+        kind="list",
+        parse=parse_cache_control_rule,
+        metavar="[PATTERN=]VALUE",
+        help="Cache-Control for the files whose URL path matches the glob PATTERN ('*.html', "
+        "'/assets/*'; repeatable, the first match wins); a bare VALUE is for every file",
+    )
+    compress: bool = setting(
+        True,
+        group=FILES,
+        kind="switch",
+        help="compress text files (HTML, CSS, JS, JSON, SVG, ...) on the fly for clients that "
+        "accept it: zstd, br or gzip (zstd and br need 'trioserve[compression]')",
+    )
+    # 1 KiB and 16 MiB: StaticFiles' own defaults, explained in trioserve/_static/_encoding.py
+    # (below 1 KiB the saving is under a TCP segment) and _codecs.py (a site's text assets fit).
+    compress_min_size: int = setting(
+        DEFAULT_COMPRESS_MIN_SIZE,
+        group=FILES,
+        parse=parse_size,
+        show=format_size,
+        metavar="BYTES",
+        help="files smaller than this are never compressed on the fly",
+    )
+    compress_cache_size: int = setting(
+        DEFAULT_CACHE_BYTES,
+        group=FILES,
+        parse=parse_size,
+        show=format_size,
+        metavar="BYTES",
+        help="memory kept for compressed files, so repeated requests are not compressed again "
+        "(0: no cache)",
+    )
+    error_pages: tuple[tuple[int, str], ...] = setting(
+        (),
+        group=FILES,
+        flag="--error-page",
+        kind="list",
+        parse=_error_page,
+        metavar="STATUS=PATH",
+        help="serve the file PATH (under the root) with STATUS in place of the built-in error "
+        "body, to browsers (not to clients preferring JSON or text), e.g. 404=404.html "
+        "(repeatable)",
+    )
+    spa_fallback: str | None = setting(
+        None,
+        group=FILES,
+        metavar="PATH",
+        help="single-page apps: answer a GET for a missing extensionless path (/users/7) from a "
+        "client that accepts HTML with the file PATH (under the root) and 200",
     )
     workers: int = setting(
         1,
@@ -284,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command.reload and worker_fds is None:
             return _reload(command, config, list(argv if argv is not None else sys.argv[1:]))
         app, description = _build_app(command, config)
+        if worker_fds is None:  # once, from the process the user started
+            _first_run_hint(command)
         server = Server(app, config)
         if config.max_requests is not None and workers < 2 and worker_fds is None:
             raise ConfigError(
@@ -417,6 +484,19 @@ def _tls_config(command: _CommandLine, tls_values: dict[str, Any]) -> TLSConfig 
     return TLSConfig(**tls_values)
 
 
+def _first_run_hint(command: _CommandLine) -> None:
+    """Serving a directory with no index.html and no listing: say why / will answer 404."""
+    if command.app is not None or command.autoindex:
+        return
+    root = command.root if command.root is not None else "."
+    if os.path.isdir(root) and not os.path.isfile(os.path.join(root, "index.html")):
+        print(
+            f"trioserve: {os.path.abspath(root)} has no index.html, so / answers 404; "
+            "add --autoindex to list its files",
+            file=sys.stderr,
+        )
+
+
 def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
     def files(directory: str) -> StaticFiles:
         return StaticFiles(
@@ -424,6 +504,11 @@ def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
             autoindex=command.autoindex,
             dotfiles=command.dotfiles,
             cache_control=command.cache_control,
+            compress=command.compress,
+            compress_min_size=command.compress_min_size,
+            compress_cache_size=command.compress_cache_size,
+            error_pages=dict(command.error_pages),
+            spa_fallback=command.spa_fallback,
         )
 
     app: ASGIApp
