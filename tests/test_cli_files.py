@@ -22,7 +22,7 @@ CSS = "body { color: #333; margin: 0 auto; }\n" * 200  # ~7.6 KB, compressible
 
 
 def start_collecting(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str, list[str]]:
-    """Start ``python -m trioserve``; the process, its URL and the lines printed before it."""
+    """Start ``python -m trioserve``; the process, its URL and its lines up to the banner."""
     process = subprocess.Popen(
         [sys.executable, "-m", "trioserve", "--port", "0", *args],
         cwd=cwd,
@@ -38,7 +38,7 @@ def start_collecting(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str],
             break
         match = re.search(r"serving .* on (http://\S+) \(Ctrl-C to stop\)", line)
         if match:
-            return process, match.group(1), before
+            return process, match.group(1), [*before, line]
         before.append(line)
     process.kill()
     process.wait(10)
@@ -150,15 +150,15 @@ def test_no_compress_and_the_threshold(site: Path) -> None:
 
 def test_first_run_without_index_html_says_how_to_list_the_files(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x\n")
-    process, url, before = start_collecting(["--root", str(tmp_path)], cwd=tmp_path)
+    process, url, lines = start_collecting(["--root", str(tmp_path)], cwd=tmp_path)
     try:
         assert httpx.get(url + "/", timeout=10).status_code == 404
     finally:
         stop(process, signal.SIGINT)
-    hints = [line for line in before if "index.html" in line]
-    assert hints == [
-        f"trioserve: {tmp_path} has no index.html, so / answers 404; "
-        "add --autoindex to list its files\n"
+    # In the banner line, printed once listening works (never before a usage error).
+    assert lines == [
+        f"trioserve: serving the files in {tmp_path} (no index.html, so / answers 404: "
+        f"add --autoindex to list the files) on {url} (Ctrl-C to stop)\n"
     ]
 
 
@@ -169,9 +169,17 @@ def test_no_first_run_hint_with_an_index_or_a_listing(tmp_path: Path, present: s
         (tmp_path / "index.html").write_text("hi\n")
     else:
         args.append(present)
-    process, url, before = start_collecting(args, cwd=tmp_path)
+    process, url, lines = start_collecting(args, cwd=tmp_path)
     try:
         assert httpx.get(url + "/", timeout=10).status_code == 200
     finally:
         stop(process, signal.SIGINT)
-    assert not [line for line in before if "index.html" in line]
+    assert lines == [f"trioserve: serving the files in {tmp_path} on {url} (Ctrl-C to stop)\n"]
+
+
+def test_the_hint_is_not_printed_before_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = main(["--root", str(tmp_path), "--workers", "0"])
+    assert status == 2
+    assert capsys.readouterr().err == "trioserve: error: --workers must be at least 1, not 0\n"

@@ -349,8 +349,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command.reload and worker_fds is None:
             return _reload(command, config, list(argv if argv is not None else sys.argv[1:]))
         app, description = _build_app(command, config)
-        if worker_fds is None:  # once, from the process the user started
-            _first_run_hint(command)
         server = Server(app, config)
         if config.max_requests is not None and workers < 2 and worker_fds is None:
             raise ConfigError(
@@ -484,17 +482,11 @@ def _tls_config(command: _CommandLine, tls_values: dict[str, Any]) -> TLSConfig 
     return TLSConfig(**tls_values)
 
 
-def _first_run_hint(command: _CommandLine) -> None:
-    """Serving a directory with no index.html and no listing: say why / will answer 404."""
-    if command.app is not None or command.autoindex:
-        return
-    root = command.root if command.root is not None else "."
-    if os.path.isdir(root) and not os.path.isfile(os.path.join(root, "index.html")):
-        print(
-            f"trioserve: {os.path.abspath(root)} has no index.html, so / answers 404; "
-            "add --autoindex to list its files",
-            file=sys.stderr,
-        )
+def _first_run_hint(command: _CommandLine, root: str) -> str:
+    """Serving a directory with no index.html and no listing: the banner says why / is 404."""
+    if command.autoindex or os.path.isfile(os.path.join(root, "index.html")):
+        return ""
+    return " (no index.html, so / answers 404: add --autoindex to list the files)"
 
 
 def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
@@ -529,7 +521,7 @@ def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
         if not os.path.isdir(root):
             raise ValueError(f"--root {root!r} is not a directory")
         app = files(root)
-        description = f"the files in {os.path.abspath(root)}"
+        description = f"the files in {os.path.abspath(root)}" + _first_run_hint(command, root)
     if command.static:
         mounts: list[tuple[str, ASGIApp]] = []
         for prefix, directory in command.static:
