@@ -22,6 +22,7 @@ from typing import Any, Literal, NoReturn
 import trio
 
 from ._asgi import Mounts, load_app
+from ._compress_app import CompressApps
 from ._config import Config
 from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
@@ -151,6 +152,13 @@ class _CommandLine:
         metavar="BYTES",
         help="memory kept for compressed files, so repeated requests are not compressed again "
         "(0: no cache)",
+    )
+    compress_apps: bool = setting(
+        False,
+        group=FILES,
+        kind="flag",
+        help="compress APP's responses too, as files are (not ones with a Content-Encoding, "
+        "text/event-stream, ranges, or bodies under --compress-min-size)",
     )
     error_pages: tuple[tuple[int, str], ...] = setting(
         (),
@@ -515,11 +523,15 @@ def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
             wsgi_threads=config.wsgi_threads,
         )
         kind = "WSGI" if isinstance(app, WSGIApp) else "ASGI"
+        if command.compress_apps:
+            app = CompressApps(app, min_size=command.compress_min_size)
         description = f"the {kind} app {command.app}"
     else:
         root = command.root if command.root is not None else "."
         if not os.path.isdir(root):
             raise ValueError(f"--root {root!r} is not a directory")
+        if command.compress_apps:
+            raise ValueError("--compress-apps compresses an APP's responses (files: --compress)")
         app = files(root)
         description = f"the files in {os.path.abspath(root)}" + _first_run_hint(command, root)
     if command.static:
