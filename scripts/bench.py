@@ -183,14 +183,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         "static-css",
         "static",
         "/style.css",
-        ("trioserve",),
+        ("trioserve", "nginx"),
+        reference="nginx",
         description=f"GET /style.css ({CSS_SIZE // 1024} KiB stylesheet), no Accept-Encoding",
     ),
     Scenario(
         "static-css-gzip",
         "static",
         "/style.css",
-        ("trioserve",),
+        ("trioserve", "nginx"),
+        reference="nginx",
         headers=("Accept-Encoding: gzip",),
         encoding="gzip",
         description=f"GET /style.css ({CSS_SIZE // 1024} KiB stylesheet) with Accept-Encoding:"
@@ -439,6 +441,14 @@ http {{
     access_log off;
     sendfile on;
     default_type application/octet-stream;
+    # static-css*: the stylesheet as text/css, gzipped on the fly for clients that accept it
+    # (nginx's defaults otherwise: level 1, no cache of compressed bodies). Nothing else here is
+    # text/css, so the other scenarios are unaffected.
+    types {{ text/css css; }}
+    gzip on;
+    gzip_types text/css;
+    gzip_min_length 1024;
+    gzip_vary on;
     client_body_temp_path {workdir}/client_body;
     proxy_temp_path {workdir}/proxy;
     fastcgi_temp_path {workdir}/fastcgi;
