@@ -172,8 +172,7 @@ def test_address_in_use_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        # --autoindex: no first-run hint about index.html before the error
-        status, err = run_main(capsys, "--port", str(port), "--root", ".", "--autoindex")
+        status, err = run_main(capsys, "--port", str(port), "--root", ".")
     assert status == 1
     assert err == f"trioserve: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
 
