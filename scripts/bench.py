@@ -89,6 +89,7 @@ IDLE_KEEPALIVE_TIMEOUT = 60  # seconds; must exceed the idle-memory measurement 
 IDLE_SETTLE = 1.0  # seconds to wait before reading RSS
 SMALL_SIZE = 1024
 LARGE_SIZE = 10 * 1024 * 1024
+CSS_SIZE = 30 * 1024  # a typical site stylesheet; gzip makes it about a sixth of that
 
 SERVERS: tuple[str, ...] = (
     "trioserve",
@@ -125,6 +126,8 @@ class Scenario:
     connections: int | None = None  # wrk connections; None: --connections
     http2: bool = False  # h2load (hello/static) or the h2 idle client instead of wrk / HTTP/1.1
     streams: int = 1  # h2load -m: concurrent streams per connection
+    headers: tuple[str, ...] = ()  # extra request headers ("Name: value"), for wrk -H
+    encoding: str | None = None  # the Content-Encoding every response must have (checked once)
     description: str = ""
 
 
@@ -192,6 +195,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         reference="hypercorn-trio",
         second_reference="nginx",
         description="GET /small.bin (1 KiB static file), keep-alive",
+    ),
+    Scenario(
+        "static-css",
+        "static",
+        "/style.css",
+        ("trioserve", "nginx"),
+        reference="nginx",
+        description=f"GET /style.css ({CSS_SIZE // 1024} KiB stylesheet), no Accept-Encoding",
+    ),
+    Scenario(
+        "static-css-gzip",
+        "static",
+        "/style.css",
+        ("trioserve", "nginx"),
+        reference="nginx",
+        headers=("Accept-Encoding: gzip",),
+        encoding="gzip",
+        description=f"GET /style.css ({CSS_SIZE // 1024} KiB stylesheet) with Accept-Encoding:"
+        " gzip, compressed on the fly (cache warmed by one request before the run)",
     ),
     Scenario(
         "static-10m",
@@ -341,10 +363,27 @@ def raise_nofile(minimum: int) -> str | None:
     return None
 
 
+def make_css(size: int) -> str:
+    """``size`` bytes of stylesheet: varied selectors and values, as compressible as real CSS."""
+    rules: list[str] = []
+    total, i = 0, 0
+    while total < size:
+        rule = (
+            f".c{i:04d} > .item-{i * 7 % 97} {{ margin: {i % 13}px {i % 5}em; "
+            f"color: #{i * 2654435761 % 0xFFFFFF:06x}; padding: {i % 11}px; "
+            f"font-size: {12 + i % 9}px; }}\n"
+        )
+        rules.append(rule)
+        total += len(rule)
+        i += 1
+    return "".join(rules)[:size]
+
+
 def make_static_dir(parent: Path) -> Path:
     static = parent / "static"
     static.mkdir()
     (static / "small.bin").write_bytes(os.urandom(SMALL_SIZE))
+    (static / "style.css").write_text(make_css(CSS_SIZE))
     chunk = os.urandom(1024 * 1024)
     with (static / "large.bin").open("wb") as f:
         for _ in range(LARGE_SIZE // len(chunk)):
@@ -419,6 +458,14 @@ http {{
     access_log off;
     sendfile on;
     default_type application/octet-stream;
+    # static-css*: the stylesheet as text/css, gzipped on the fly for clients that accept it
+    # (nginx's defaults otherwise: level 1, no cache of compressed bodies). Nothing else here is
+    # text/css, so the other scenarios are unaffected.
+    types {{ text/css css; }}
+    gzip on;
+    gzip_types text/css;
+    gzip_min_length 1024;
+    gzip_vary on;
     client_body_temp_path {workdir}/client_body;
     proxy_temp_path {workdir}/proxy;
     fastcgi_temp_path {workdir}/fastcgi;
@@ -770,12 +817,15 @@ def run_wrk(
     timeout_s: int | None,
     cpu: int | str | None,
     threads: int = 1,
+    headers: Sequence[str] = (),
 ) -> WrkStats:
     cmd = [*pin(cpu), "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
     if timeout_s is not None:
         cmd.append(f"--timeout={timeout_s}s")
     if close:
         cmd += ["-H", "Connection: close"]
+    for header in headers:
+        cmd += ["-H", header]
     cmd.append(url)
     try:
         done = subprocess.run(
@@ -1043,10 +1093,29 @@ def _note_worker_cpu(result: RunResult, duration: int) -> None:
         )
 
 
+def _check_encoding(scenario: Scenario, port: int) -> None:
+    """One request with the scenario's headers: the response must have its Content-Encoding."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", scenario.path, headers=dict(h.split(": ", 1) for h in scenario.headers))
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    got = response.getheader("content-encoding")
+    if response.status != 200 or got != scenario.encoding:
+        raise BenchError(
+            f"{scenario.path}: {response.status} with Content-Encoding {got!r}, "
+            f"not 200 with {scenario.encoding!r}"
+        )
+
+
 def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult) -> None:
     connections = _wrk_connections(scenario, ctx)
     scheme = "https" if scenario.tls else "http"
     multi = scenario.workers > 1
+    if scenario.encoding is not None:
+        _check_encoding(scenario, port)  # and warms the server's cache of compressed bodies
     stats = run_wrk(
         f"{scheme}://{HOST}:{port}{scenario.path}",
         connections,
@@ -1055,6 +1124,7 @@ def _measure_wrk(scenario: Scenario, port: int, ctx: Context, result: RunResult)
         max(10, ctx.duration) if scenario.large else None,
         ctx.shared_cpus if multi else ctx.client_cpu,
         scenario.wrk_threads,
+        scenario.headers,
     )
     result.connections = connections
     result.wrk_threads = scenario.wrk_threads
@@ -1348,6 +1418,23 @@ def _row(
     return float(value) if value is not None else None
 
 
+def compression_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
+    """trioserve's compressed-CSS req/s against the uncompressed rows (issue 11: within 30%)."""
+    rps = "requests_per_sec"
+    gzip_rps = _row(final, "static-css-gzip", "trioserve", rps)
+    lines = []
+    for scenario in ("static-css", "static-1k"):
+        other = _row(final, scenario, "trioserve", rps)
+        if gzip_rps is None or not other:
+            continue
+        ratio = gzip_rps / other
+        met = "met" if ratio >= 0.7 else "NOT met"
+        lines.append(
+            f"static-css-gzip / {scenario}, trioserve req/s: {ratio:.2f}x (target >=0.70x: {met})"
+        )
+    return lines
+
+
 def h2_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
     """The HTTP/2 figures of this run against their targets (issue 10), one line each."""
 
@@ -1609,6 +1696,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n## HTTP/2 targets (issue 10)")
         for line in summary:
             print(f"  {line}")
+    compression = compression_summary(final)
+    if compression:
+        print("\n## Compression on the fly (issue 11)")
+        for line in compression:
+            print(f"  {line}")
 
     if args.markdown:
         print("\n---- Markdown ----\n")
@@ -1624,11 +1716,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("**HTTP/2 targets** (issue 10):\n")
             print("\n".join(f"- {line}" for line in summary))
             print()
+        if compression:
+            print("**Compression on the fly** (issue 11):\n")
+            print("\n".join(f"- {line}" for line in compression))
+            print()
 
     if args.json:
         payload = {
             "machine": info,
             "h2_summary": summary,
+            "compression_summary": compression,
             "config": {
                 "duration_s": args.duration,
                 "connections": args.connections,

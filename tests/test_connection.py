@@ -340,7 +340,9 @@ async def test_app_exception_before_response_gets_500(caplog: pytest.LogCaptureF
         await client.request()
         response, body = await client.response()
     assert response.status_code == 500
-    assert body == b"Internal Server Error\n"
+    assert (b"content-type", b"text/plain; charset=utf-8") in response.headers
+    assert (b"vary", b"Accept") in response.headers
+    assert body == b"500 Internal Server Error\n"
     assert "Exception in ASGI application" in caplog.text
     assert "ValueError: boom" in caplog.text
 

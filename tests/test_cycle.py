@@ -435,8 +435,15 @@ class H2TestClient:
         refusal = None
         if not self.spy.head_out and seen.status is not None:
             # The server answered in the app's stead: its error response is the refusal.
-            reason = b"".join(seen.body).decode().removesuffix("\n")
-            refusal = RequestRefused(seen.status, reason)
+            # Its plain-text body is "413 Content Too Large: <reason>" (no Accept was sent), or
+            # just "500 Internal Server Error" when the reason is the status's own title.
+            text = b"".join(seen.body).decode().removesuffix("\n")
+            assert seen.headers is not None
+            assert (b"content-type", b"text/plain; charset=utf-8") in seen.headers
+            assert (b"vary", b"Accept") in seen.headers
+            title, colon, detail = text.partition(": ")
+            assert title.startswith(f"{seen.status} ")
+            refusal = RequestRefused(seen.status, detail if colon else title[4:])
             seen = Sent(stream_reset=seen.stream_reset)
         return Outcome(
             sent=seen,
@@ -1390,7 +1397,8 @@ async def test_h2_a_body_over_max_body_size_is_refused_with_413_and_logged(
     assert (outcome.refusal.status, outcome.refusal.reason) == (413, "Request body too large.")
     [line] = access_lines(caplog)
     # The access format of every response: method, target, version, status, body bytes, time.
-    assert re.fullmatch(r'127\.0\.0\.1:5000 - "POST /up HTTP/2" 413 24 \d+\.\dms', line), line
+    sent = len(b"413 Content Too Large: Request body too large.\n")
+    assert re.fullmatch(rf'127\.0\.0\.1:5000 - "POST /up HTTP/2" 413 {sent} \d+\.\dms', line), line
     assert outcome.status == 413
 
 

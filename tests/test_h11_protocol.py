@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 from pathlib import Path
@@ -259,14 +260,35 @@ def test_error_response_is_complete_and_closes() -> None:
     assert head.startswith(b"HTTP/1.1 413 Request Entity Too Large")
     assert b"\r\nconnection: close" in head
     assert b"\r\nserver: x" in head
-    assert body == b"Request body too large.\n"
+    assert b"\r\nvary: Accept" in head
+    assert b"\r\ncontent-type: text/plain; charset=utf-8" in head
+    assert body == b"413 Content Too Large: Request body too large.\n"
     assert f"content-length: {len(body)}".encode() in head
+
+
+def test_error_response_follows_accept() -> None:
+    data = error_response(413, "Request body too large.", accept=b"application/json")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: application/problem+json\r\n" in head
+    assert b"\r\nvary: Accept\r\n" in head
+    assert json.loads(body) == {
+        "type": "about:blank",
+        "title": "Content Too Large",
+        "status": 413,
+        "detail": "Request body too large.",
+    }
+    assert f"content-length: {len(body)}".encode() in head
+    page = error_response(404, "No such thing.", accept=b"text/html,*/*;q=0.8")
+    head, _, body = page.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: text/html; charset=utf-8\r\n" in head
+    assert b"<h1>404 Not Found</h1>" in body
+    assert b"<p>No such thing.</p>" in body
 
 
 def test_error_response_for_head_has_no_body() -> None:
     data = error_response(500, "boom", head_only=True)
     assert data.endswith(b"\r\n\r\n")
-    assert b"content-length: 5" in data
+    assert b"content-length: %d" % len(b"500 Internal Server Error: boom\n") in data
 
 
 def test_http_date_is_cached_within_a_second() -> None:

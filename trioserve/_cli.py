@@ -22,6 +22,7 @@ from typing import Any, Literal, NoReturn
 import trio
 
 from ._asgi import Mounts, load_app
+from ._compress_app import CompressApps
 from ._config import Config
 from ._errors import AppLoadError, ConfigError
 from ._lifespan import LifespanFailure
@@ -43,15 +44,20 @@ from ._settings import (
     Setting,
     UsageError,
     add_options,
+    format_size,
     given,
     load_toml,
     options_for,
     options_of,
     parse_seconds,
+    parse_size,
     setting,
     show_seconds,
 )
 from ._static import StaticFiles
+from ._static._codecs import DEFAULT_CACHE_BYTES
+from ._static._encoding import DEFAULT_COMPRESS_MIN_SIZE
+from ._static._headers import parse_cache_control_rule
 from ._supervisor import inherited_listeners, supervise
 from ._tls import TLSConfig
 from ._types import ASGIApp
@@ -69,6 +75,16 @@ def _mount(text: str) -> tuple[str, str]:
     if prefix == "/":
         raise argparse.ArgumentTypeError(f"the prefix must not be '/' (use --root): {text!r}")
     return prefix, directory
+
+
+def _error_page(text: str) -> tuple[int, str]:
+    status, sep, path = text.partition("=")
+    if not sep or not path.strip() or not status.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected STATUS=PATH, got {text!r}")
+    code = int(status)
+    if not 400 <= code <= 599:
+        raise argparse.ArgumentTypeError(f"the status must be 400 to 599: {text!r}")
+    return code, path.strip()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,8 +118,65 @@ class _CommandLine:
     dotfiles: Literal["deny", "allow"] = setting(
         "deny", group=FILES, choices=("deny", "allow"), help="serve names starting with a dot?"
     )
-    cache_control: str | None = setting(
-        None, group=FILES, metavar="VALUE", help="Cache-Control for file responses"
+    cache_control: tuple[tuple[str, str], ...] = setting(
+        (),
+        group=FILES,
+        kind="list",
+        parse=parse_cache_control_rule,
+        metavar="[PATTERN=]VALUE",
+        help="Cache-Control for the files whose URL path matches the glob PATTERN ('*.html', "
+        "'/assets/*'; repeatable, the first match wins); a bare VALUE is for every file",
+    )
+    compress: bool = setting(
+        True,
+        group=FILES,
+        kind="switch",
+        help="compress text files (HTML, CSS, JS, JSON, SVG, ...) on the fly for clients that "
+        "accept it: zstd, br or gzip (zstd and br need 'trioserve[compression]')",
+    )
+    # 1 KiB and 16 MiB: StaticFiles' own defaults, explained in trioserve/_static/_encoding.py
+    # (below 1 KiB the saving is under a TCP segment) and _codecs.py (a site's text assets fit).
+    compress_min_size: int = setting(
+        DEFAULT_COMPRESS_MIN_SIZE,
+        group=FILES,
+        parse=parse_size,
+        show=format_size,
+        metavar="BYTES",
+        help="files smaller than this are never compressed on the fly",
+    )
+    compress_cache_size: int = setting(
+        DEFAULT_CACHE_BYTES,
+        group=FILES,
+        parse=parse_size,
+        show=format_size,
+        metavar="BYTES",
+        help="memory kept for compressed files, so repeated requests are not compressed again "
+        "(0: no cache)",
+    )
+    compress_apps: bool = setting(
+        False,
+        group=FILES,
+        kind="flag",
+        help="compress APP's responses too, as files are (not ones with a Content-Encoding, "
+        "text/event-stream, ranges, or bodies under --compress-min-size)",
+    )
+    error_pages: tuple[tuple[int, str], ...] = setting(
+        (),
+        group=FILES,
+        flag="--error-page",
+        kind="list",
+        parse=_error_page,
+        metavar="STATUS=PATH",
+        help="serve the file PATH (under the root) with STATUS in place of the built-in error "
+        "body, to browsers (not to clients preferring JSON or text), e.g. 404=404.html "
+        "(repeatable)",
+    )
+    spa_fallback: str | None = setting(
+        None,
+        group=FILES,
+        metavar="PATH",
+        help="single-page apps: answer a GET for a missing extensionless path (/users/7) from a "
+        "client that accepts HTML with the file PATH (under the root) and 200",
     )
     workers: int = setting(
         1,
@@ -417,6 +490,13 @@ def _tls_config(command: _CommandLine, tls_values: dict[str, Any]) -> TLSConfig 
     return TLSConfig(**tls_values)
 
 
+def _first_run_hint(command: _CommandLine, root: str) -> str:
+    """Serving a directory with no index.html and no listing: the banner says why / is 404."""
+    if command.autoindex or os.path.isfile(os.path.join(root, "index.html")):
+        return ""
+    return " (no index.html, so / answers 404: add --autoindex to list the files)"
+
+
 def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
     def files(directory: str) -> StaticFiles:
         return StaticFiles(
@@ -424,6 +504,11 @@ def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
             autoindex=command.autoindex,
             dotfiles=command.dotfiles,
             cache_control=command.cache_control,
+            compress=command.compress,
+            compress_min_size=command.compress_min_size,
+            compress_cache_size=command.compress_cache_size,
+            error_pages=dict(command.error_pages),
+            spa_fallback=command.spa_fallback,
         )
 
     app: ASGIApp
@@ -438,13 +523,17 @@ def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
             wsgi_threads=config.wsgi_threads,
         )
         kind = "WSGI" if isinstance(app, WSGIApp) else "ASGI"
+        if command.compress_apps:
+            app = CompressApps(app, min_size=command.compress_min_size)
         description = f"the {kind} app {command.app}"
     else:
         root = command.root if command.root is not None else "."
         if not os.path.isdir(root):
             raise ValueError(f"--root {root!r} is not a directory")
+        if command.compress_apps:
+            raise ValueError("--compress-apps compresses an APP's responses (files: --compress)")
         app = files(root)
-        description = f"the files in {os.path.abspath(root)}"
+        description = f"the files in {os.path.abspath(root)}" + _first_run_hint(command, root)
     if command.static:
         mounts: list[tuple[str, ASGIApp]] = []
         for prefix, directory in command.static:

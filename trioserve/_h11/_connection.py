@@ -398,7 +398,7 @@ class H11Connection:
         if status >= 500 or status == 408:
             error_log.debug("Answering %d to %s: %s", status, self._peer(), reason)
         if self._state.access_log:
-            body_bytes = 0 if proto.head_request else len(reason.encode()) + 1
+            body_bytes = len(data) - (data.index(b"\r\n\r\n") + 4)  # 0 for a HEAD
             duration = trio.current_time() - self._since
             log_error_response(self._config, self._info, proto.head, status, body_bytes, duration)
         try:

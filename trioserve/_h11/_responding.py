@@ -12,6 +12,7 @@ from typing import Final
 
 import h11
 
+from .._http._events import RequestHead
 from ._writers import (
     COMPLETE,
     LAST_CHUNK,
@@ -54,6 +55,7 @@ class ResponseSide:
     _client_closes: bool
     _bodyless: bool
     trailers_accepted: bool
+    head: RequestHead | None
 
     @property
     def waiting_for_100_continue(self) -> bool:
@@ -171,12 +173,21 @@ class ResponseSide:
         return end
 
     def error_response(self, status: int, reason: str) -> bytes:
-        """A complete plain-text error response that ends the connection (any state)."""
+        """A complete error response that ends the connection (any state).
+
+        Its body follows the refused request's ``Accept`` when its head arrived (``head``),
+        and is plain text otherwise.
+        """
         self._closing = True
         self._writer = COMPLETE
+        accept = None
+        if self.head is not None:
+            values = [value for name, value in self.head.headers if name == b"accept"]
+            accept = b", ".join(values) if values else None
         return error_response(
             status,
             reason,
+            accept=accept,
             head_only=self._head_request,
             date=self._date,
             server=None if self._server is None else self._server[8:-2],

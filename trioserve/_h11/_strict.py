@@ -126,7 +126,18 @@ def parse_refusal(
         return too_large(raw_head, max_header_size)
     if status == 501:
         return RequestRefused(501, "Unsupported Transfer-Encoding: only chunked is supported.")
-    return RequestRefused(status, f"Malformed request: {message}.")
+    return RequestRefused(status, f"Malformed request: {_client_safe(message)}.")
+
+
+# h11 ends some messages with the offending bytes' repr ("illegal request line:
+# bytearray(b'GARBAGE')", "Illegal header value b'...'"): the client sent them, and a Python
+# repr means nothing to it, so the words before it are all that is kept.
+_REPR = re.compile(r":?\s*(?:bytearray\(|b'|b\")")
+
+
+def _client_safe(message: str) -> str:
+    match = _REPR.search(message)
+    return (message[: match.start()] if match else message).strip() or "unparsable"
 
 
 def check_raw_head(raw: bytes, target: bytes, max_header_size: int) -> tuple[bytes, int]:

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Final
 
 from .._http._date import http_date
+from .._http._problem import VARY, negotiate_error
 
 __all__ = [
     "CHUNKED",
@@ -285,17 +286,20 @@ def error_response(
     status: int,
     reason: str,
     *,
+    accept: bytes | None = None,
     head_only: bool = False,
     extra_headers: Headers | None = None,
     date: Callable[[], bytes] | None = http_date,
     server: bytes | None = None,
 ) -> bytes:
-    """The bytes of a complete plain-text error response that closes the connection.
+    """The bytes of a complete error response that closes the connection.
 
-    Built by hand rather than through h11 so that it can be written whatever state h11 is in
+    The body is in the form the request's ``accept`` prefers (problem+json, HTML or text; see
+    ``_http._problem``), with ``Vary: Accept``; ``reason`` is its client-safe detail. Built by
+    hand rather than through h11 so that it can be written whatever state h11 is in
     (typically ERROR, after a request that could not be parsed).
     """
-    body = (reason + "\n").encode("utf-8")
+    content_type, body = negotiate_error(status, reason, accept)
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
@@ -305,8 +309,9 @@ def error_response(
         lines.append(b"date: " + date())
     if server is not None:
         lines.append(b"server: " + server)
-    lines.append(b"content-type: text/plain; charset=utf-8")
+    lines.append(b"content-type: " + content_type)
     lines.append(b"content-length: %d" % len(body))
+    lines.append(b"vary: " + VARY)
     lines.append(b"connection: close")
     lines.extend(name + b": " + value for name, value in extra_headers or ())
     head = b"\r\n".join(lines) + b"\r\n\r\n"

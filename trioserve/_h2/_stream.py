@@ -22,6 +22,7 @@ from .._http._access import log_error_response
 from .._http._builtin import answer_health
 from .._http._cycle import RequestCycle
 from .._http._events import RequestHead
+from .._http._problem import VARY, negotiate_error
 from .._http._scope import build_scope
 from ._websocket import serve_websocket
 
@@ -163,8 +164,9 @@ class H2Stream:
     async def _answer_error(self, status: int, reason: str) -> None:
         if self._written or self._gone.is_set():
             return
-        body = (reason + "\n").encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        accept = [value for name, value in self._head.headers if name == b"accept"]
+        content_type, body = negotiate_error(status, reason, b", ".join(accept) or None)
+        headers = [(b"content-type", content_type), (b"vary", VARY)]
         sent = await self.send_response(status, headers, body, end=True)
         if self._connection.state.access_log:
             # Refusals and 500s, in the access format of every other response.
