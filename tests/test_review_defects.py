@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+from typing import Any
 
 import pytest
 import trio
@@ -42,3 +44,40 @@ async def test_h2c_client_that_stops_reading_is_no_unexpected_error(
                 await trio.sleep(1)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert conn not in state.connections
+
+
+async def test_a_large_body_to_a_slow_but_reading_client_is_not_cut_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # write_timeout bounds how long a write may *stall*; a client that reads steadily, if
+    # slowly, gets the whole of a body that takes longer than write_timeout to go out.
+    body = b"x" * (1024 * 1024)
+
+    async def app(scope: dict[str, object], receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    # A real socket pair (the transport's fast path), with small buffers: the body goes out
+    # only as fast as the client reads it.
+    left, right = trio.socket.socketpair()
+    for sock in (left, right):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    client, server = trio.SocketStream(left), trio.SocketStream(right)
+    state = ServerState(app, Config(access_log=False, write_timeout=10))
+    conn = H11Connection(server, state, client=("127.0.0.1", 5000), server=("127.0.0.1", 8000))
+    received = b""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while True:
+            # 16 KiB a second: the body takes 64 s (write_timeout is 10), but it never stalls.
+            data = await client.receive_some(16 * 1024)
+            if not data:
+                break
+            received += data
+            await trio.sleep(1)
+        await client.aclose()
+    head, _, got = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(got) == len(body)
