@@ -15,6 +15,9 @@ from trioserve._h11._connection import H11Connection
 from trioserve._http._state import ServerState
 
 from .conftest import hello_app
+from .h2_helpers import h2_connection, request
+
+INTERNAL_ERROR = 0x2
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -81,3 +84,27 @@ async def test_a_large_body_to_a_slow_but_reading_client_is_not_cut_off(
     head, _, got = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert len(got) == len(body)
+
+
+async def test_an_h2_error_answer_that_cannot_go_out_resets_its_stream_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The client keeps every stream's window shut (SETTINGS_INITIAL_WINDOW_SIZE 0): the body of
+    # a 500 cannot go out, and the stream is reset after write_timeout. The other stream on
+    # the connection lives on (it used to be cancelled: the disconnect escaped the stream's
+    # task from its error handler and took the whole connection down).
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/fail":
+            raise RuntimeError("boom")
+        await trio.sleep(20)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = Config(access_log=False, write_timeout=5)
+    async with h2_connection(app, config, settings={"INITIAL_WINDOW_SIZE": 0}) as (client, _, _):
+        slow = await client.request(request(b"GET", b"/slow"))
+        failing = await client.request(request(b"GET", b"/fail"))
+        failed = await client.response(failing)
+        answered = await client.response(slow)
+    assert failed.reset == INTERNAL_ERROR
+    assert (answered.status, answered.reset) == (204, None)

@@ -128,7 +128,13 @@ class H2Stream:
             if cycle.status != 499:
                 state.count_request()
         except RequestRefused as exc:
-            await self._answer_error(exc.status, exc.reason)
+            # Fixed (review): a disconnect while answering (the stream's window kept shut past
+            # write_timeout, the stream reset) escaped this handler, and the task, and took
+            # every other stream of the connection down with it.
+            try:
+                await self._answer_error(exc.status, exc.reason)
+            except ClientDisconnected:
+                error_log.debug("HTTP/2 stream %d: the client left", self.stream_id)
         except ClientDisconnected:
             error_log.debug("HTTP/2 stream %d: the client left", self.stream_id)
         except Exception:
