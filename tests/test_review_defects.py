@@ -11,11 +11,14 @@ import trio
 import trio.testing
 
 from trioserve import Config
+from trioserve._h2._connection import H2Connection
 from trioserve._h11._connection import H11Connection
+from trioserve._http._scope import connection_info
 from trioserve._http._state import ServerState
+from trioserve._transport import Transport
 
 from .conftest import hello_app
-from .h2_helpers import h2_connection, request
+from .h2_helpers import RawClient, h2_connection, request
 
 INTERNAL_ERROR = 0x2
 
@@ -108,3 +111,34 @@ async def test_an_h2_error_answer_that_cannot_go_out_resets_its_stream_only(
         answered = await client.response(slow)
     assert failed.reset == INTERNAL_ERROR
     assert (answered.status, answered.reset) == (204, None)
+
+
+async def test_a_cancelled_h2_connection_to_a_stalled_client_closes_promptly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Shutdown past its grace period cancels the connection. A stream cancelled while its
+    # response is stuck in a write (the client stopped reading) must not then wait, shielded,
+    # for write_timeout to write its RST_STREAM: the connection is going away anyway.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 60_000, "more_body": True})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    left, right = trio.socket.socketpair()
+    for sock in (left, right):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client_stream = trio.SocketStream(left)
+    state = ServerState(app, Config(access_log=False, write_timeout=30))
+    info = connection_info(state, ("127.0.0.1", 5000), ("127.0.0.1", 8000), "http", None)
+    conn = H2Connection(Transport(trio.SocketStream(right), 30), state, info)
+    raw = RawClient()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await client_stream.send_all(raw.preface() + raw.headers(1))
+        # The client reads nothing more; the server's writes stall. Then the grace period ends.
+        await trio.sleep(1)
+        nursery.cancel_scope.deadline = trio.current_time()
+        cancelled_at = trio.current_time()
+    assert trio.current_time() - cancelled_at < 5
+    await client_stream.aclose()

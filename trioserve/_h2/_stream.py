@@ -142,7 +142,7 @@ class H2Stream:
                 "Unexpected error on an HTTP/2 stream from %s", connection.describe()
             )
         finally:
-            with trio.CancelScope(shield=True):
+            try:
                 if self._proto.stream_open(self.stream_id) and not self._gone.is_set():
                     # An unfinished response must not pass for a whole one (INTERNAL_ERROR);
                     # after a whole one, the client may stop sending (NO_ERROR, RFC 9113
@@ -151,9 +151,14 @@ class H2Stream:
                         self._proto.reset(self.stream_id, code=_NO_ERROR)
                     else:
                         self._proto.reset(self.stream_id)
+                    # Fixed (review): not shielded. A stream is cancelled only when its
+                    # connection is going away (the grace period over, the client gone), and a
+                    # shielded write to a client that stopped reading held shutdown for another
+                    # write_timeout past the grace period.
                     with contextlib.suppress(ClientDisconnected):
                         await connection.flush()
-            connection.stream_done(self)
+            finally:
+                connection.stream_done(self)
 
     def _declares_too_large(self) -> bool:
         """A declared Content-Length over max_body_size: refused before the app runs (as on
