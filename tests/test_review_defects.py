@@ -142,3 +142,28 @@ async def test_a_cancelled_h2_connection_to_a_stalled_client_closes_promptly(
         cancelled_at = trio.current_time()
     assert trio.current_time() - cancelled_at < 5
     await client_stream.aclose()
+
+
+async def test_fault_close_with_cancel_on_disconnect_is_no_app_error(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    # trioserve.fault.close closes the socket while cancel_on_disconnect's watcher waits on it:
+    # the watcher sees the end of the stream, not an "Exception in ASGI application".
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await trio.sleep(1)
+        await send({"type": "trioserve.fault.close", "reset": False})
+
+    caplog.set_level(logging.DEBUG, logger="trioserve")
+    left, right = trio.socket.socketpair()
+    client = trio.SocketStream(left)
+    config = Config(access_log=False, fault_injection=True, cancel_on_disconnect=True)
+    state = ServerState(app, config)
+    conn = H11Connection(
+        trio.SocketStream(right), state, client=("127.0.0.1", 5000), server=("127.0.0.1", 8000)
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await client.receive_some() == b""  # closed, nothing written
+    await client.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -126,7 +126,14 @@ class Transport:
                 self.gone = True
             return data
         while True:
-            await trio.lowlevel.wait_readable(fd)
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError:
+                # Fixed (review): another task closed the connection meanwhile (a fault
+                # injection's close while cancel_on_disconnect's watcher, or HTTP/2's reader,
+                # waits here): the end of the stream, not an error with a traceback.
+                self.gone = True
+                return b""
             got = self.read_nowait(max_bytes)
             if got is not None:
                 return got
