@@ -167,3 +167,35 @@ async def test_fault_close_with_cancel_on_disconnect_is_no_app_error(
         assert await client.receive_some() == b""  # closed, nothing written
     await client.aclose()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_redirect_to_https_is_not_bypassed_by_cleartext_http2(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # --redirect-to-https: plain listeners answer *every* request with a redirect. A client
+    # speaking HTTP/2 with prior knowledge was handed over to HTTP/2 and served by the app,
+    # in cleartext.
+    called: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        called.append(scope["path"])
+        await hello_app(scope, receive, send)
+
+    client, server = trio.testing.memory_stream_pair()
+    state = ServerState(app, Config(access_log=False, http2=True))
+    conn = H11Connection(
+        server,
+        state,
+        client=("127.0.0.1", 5000),
+        server=("127.0.0.1", 8000),
+        redirect_https_port=8443,
+    )
+    raw = RawClient()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await client.send_all(raw.preface() + raw.headers(1))
+        received = await client.receive_some()
+        await trio.sleep(1)  # (virtual) time for the app to be called, were it to be
+        nursery.cancel_scope.cancel()
+    assert called == []
+    assert received.startswith(b"HTTP/1.1 ")  # not an HTTP/2 SETTINGS frame
