@@ -199,3 +199,32 @@ async def test_redirect_to_https_is_not_bypassed_by_cleartext_http2(
         nursery.cancel_scope.cancel()
     assert called == []
     assert received.startswith(b"HTTP/1.1 ")  # not an HTTP/2 SETTINGS frame
+
+
+@pytest.mark.parametrize(
+    ("pieces", "status", "reset"),
+    [
+        ([b"12345"], 500, None),  # one message: answered 500, as on HTTP/1.1
+        ([b"123456789012"], 500, None),
+        ([b"123", b"45"], 200, INTERNAL_ERROR),  # the head went out: the stream is reset
+        ([b"12345", b"678901"], 200, INTERNAL_ERROR),
+    ],
+)
+async def test_h2_body_contradicting_its_content_length_is_not_sent_as_whole(
+    pieces: list[bytes], status: int, reset: int | None, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Content-Length 10, and a body of another length: the response ended with END_STREAM
+    # all the same, a malformed response (RFC 9113 section 8.1.1) that h2 clients reject by
+    # ending the whole connection.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"10")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index, piece in enumerate(pieces):
+            more = index < len(pieces) - 1
+            await send({"type": "http.response.body", "body": piece, "more_body": more})
+
+    async with h2_connection(app) as (client, _, _):
+        response = await client.get(request(b"GET", b"/"))
+        assert (response.status, response.reset) == (status, reset)
+        # The connection lives on.
+        assert (await client.get(request(b"HEAD", b"/"))).status == 200

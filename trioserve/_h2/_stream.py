@@ -68,6 +68,9 @@ class H2Stream:
         self._gone = trio.Event()
         self._written = False
         self._no_body = False
+        # The Content-Length the app declared, and the body bytes it has sent so far.
+        self._declared: int | None = None
+        self._body_sent = 0
         #: The websocket this stream carries (an extended CONNECT), once its app runs.
         self.websocket: WebSocketSession | None = None
 
@@ -245,6 +248,9 @@ class H2Stream:
         extra = self._connection.response_extras()
         if end and not no_body and not _has(headers, b"content-length"):
             extra.append((b"content-length", b"%d" % len(body)))
+        if not no_body:
+            self._declared = _content_length(headers)
+            self._count_body(len(body), end)
         self._check_open()
         ended = no_body or (end and not body)
         self._proto.send_headers(self.stream_id, status, headers, end_stream=ended, extra=extra)
@@ -261,8 +267,25 @@ class H2Stream:
     async def send_body(self, body: bytes, *, end: bool) -> int:
         if self._no_body:
             return 0
+        self._count_body(len(body), end)
         await self._send_data(body, end)
         return len(body)
+
+    def _count_body(self, size: int, end: bool) -> None:
+        """Fixed (review): a body that contradicts its declared Content-Length is the app's
+        error (as on HTTP/1.1: a 500 before the head, else a reset stream), not a malformed
+        response that the client must reject (RFC 9113 section 8.1.1)."""
+        declared = self._declared
+        if declared is None:
+            return
+        self._body_sent += size
+        if self._body_sent > declared:
+            raise RuntimeError("response body longer than its Content-Length")
+        if end and self._body_sent < declared:
+            raise RuntimeError(
+                f"response body shorter than its Content-Length ({declared - self._body_sent} "
+                "missing)"
+            )
 
     async def send_file(
         self, status: int, headers: Sequence[tuple[bytes, bytes]], path: str
@@ -360,6 +383,14 @@ class H2Stream:
             await self._connection.flush()
             if not view:
                 return
+
+
+def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length the app declared (``None``: none, or not a number h2 checks)."""
+    for key, value in headers:
+        if key.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def _has(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bool:
