@@ -51,6 +51,10 @@ READ_SIZE: Final = 64 * 1024
 # not answer the client's in-flight bytes with a reset that destroys our response (nginx's
 # "lingering close"). Both bounds are small: it is a courtesy, not a service.
 LINGER_SECONDS: Final = 2.0
+# A write that does not fit the socket's buffer goes out in pieces of this size, each with its
+# own write_timeout: 64 KiB is about what a socket's send buffer takes at once, so a client
+# reading at all makes progress within every piece's deadline.
+_WRITE_PIECE: Final = 64 * 1024
 LINGER_BYTES: Final = 1024 * 1024
 
 # OS errors that mean "the peer is gone", as opposed to a bug or a resource problem.
@@ -122,7 +126,14 @@ class Transport:
                 self.gone = True
             return data
         while True:
-            await trio.lowlevel.wait_readable(fd)
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError:
+                # Fixed (review): another task closed the connection meanwhile (a fault
+                # injection's close while cancel_on_disconnect's watcher, or HTTP/2's reader,
+                # waits here): the end of the stream, not an error with a traceback.
+                self.gone = True
+                return b""
             got = self.read_nowait(max_bytes)
             if got is not None:
                 return got
@@ -168,9 +179,16 @@ class Transport:
             if sent == len(data):
                 return
             data = data[sent:]
-        with trio.move_on_after(self._write_timeout) as writing:
+        # Fixed (review): write_timeout bounds a *stall*, not the whole write: one deadline for
+        # all of ``data`` cut off a large body going steadily to a slow client. The data goes
+        # out in pieces, and each piece that goes out buys another write_timeout.
+        view = memoryview(data)
+        with trio.CancelScope() as writing:
             try:
-                await self._stream.send_all(data)
+                while view:
+                    writing.deadline = trio.current_time() + self._write_timeout
+                    await self._stream.send_all(view[:_WRITE_PIECE])
+                    view = view[_WRITE_PIECE:]
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 gone = disconnected(exc)
                 if gone is None:

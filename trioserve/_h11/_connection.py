@@ -122,7 +122,9 @@ class H11Connection:
             max_headers=config.max_headers,
             server_header=None if config.server_header is None else config.server_header.encode(),
             date=http_date if config.date_header else None,
-            h2c=config.http2 and scheme == "http",
+            # Fixed (review): not with redirect_https_port, whose listener redirects every
+            # request: a prior-knowledge HTTP/2 client was served by the app, in cleartext.
+            h2c=config.http2 and scheme == "http" and redirect_https_port is None,
         )
         self._accepted_at = trio.current_time()
         # One cancel scope for the connection's own waits (the request head, keep-alive idle):

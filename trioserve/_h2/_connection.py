@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import trio
 
-from .._errors import only_disconnects
+from .._errors import ClientDisconnected, only_disconnects
 from .._eviction import Kind, Reason, Snapshot
 from .._http._date import http_date
 from .._http._scope import ConnectionInfo, format_address
@@ -147,6 +147,13 @@ class H2Connection:
                         stream.client_gone()
                 # Otherwise (shutdown, idle): let the streams in flight finish (the server
                 # bounds that with its grace period), then close.
+        except BaseExceptionGroup as group:
+            # Fixed (review): a disconnect found by the reader comes out of the nursery in a
+            # group, which HTTP/1.1's prior-knowledge hand-over (it catches ClientDisconnected)
+            # logged as an unexpected error with a traceback: raise what the docstring says.
+            if only_disconnects(group):
+                raise ClientDisconnected("the client disconnected") from group
+            raise
         finally:
             for stream in self._streams.values():
                 stream.client_gone()

@@ -69,6 +69,9 @@ class H2Stream:
         self._gone = trio.Event()
         self._written = False
         self._no_body = False
+        # The Content-Length the app declared, and the body bytes it has sent so far.
+        self._declared: int | None = None
+        self._body_sent = 0
         #: The websocket this stream carries (an extended CONNECT), once its app runs.
         self.websocket: WebSocketSession | None = None
 
@@ -129,7 +132,13 @@ class H2Stream:
             if cycle.status != 499:
                 state.count_request()
         except RequestRefused as exc:
-            await self._answer_error(exc.status, exc.reason)
+            # Fixed (review): a disconnect while answering (the stream's window kept shut past
+            # write_timeout, the stream reset) escaped this handler, and the task, and took
+            # every other stream of the connection down with it.
+            try:
+                await self._answer_error(exc.status, exc.reason)
+            except ClientDisconnected:
+                error_log.debug("HTTP/2 stream %d: the client left", self.stream_id)
         except ClientDisconnected:
             error_log.debug("HTTP/2 stream %d: the client left", self.stream_id)
         except Exception:
@@ -137,7 +146,7 @@ class H2Stream:
                 "Unexpected error on an HTTP/2 stream from %s", connection.describe()
             )
         finally:
-            with trio.CancelScope(shield=True):
+            try:
                 if self._proto.stream_open(self.stream_id) and not self._gone.is_set():
                     # An unfinished response must not pass for a whole one (INTERNAL_ERROR);
                     # after a whole one, the client may stop sending (NO_ERROR, RFC 9113
@@ -146,9 +155,14 @@ class H2Stream:
                         self._proto.reset(self.stream_id, code=_NO_ERROR)
                     else:
                         self._proto.reset(self.stream_id)
+                    # Fixed (review): not shielded. A stream is cancelled only when its
+                    # connection is going away (the grace period over, the client gone), and a
+                    # shielded write to a client that stopped reading held shutdown for another
+                    # write_timeout past the grace period.
                     with contextlib.suppress(ClientDisconnected):
                         await connection.flush()
-            connection.stream_done(self)
+            finally:
+                connection.stream_done(self)
 
     def _declares_too_large(self) -> bool:
         """A declared Content-Length over max_body_size: refused before the app runs (as on
@@ -236,6 +250,9 @@ class H2Stream:
         extra = self._connection.response_extras()
         if end and not no_body and not _has(headers, b"content-length"):
             extra.append((b"content-length", b"%d" % len(body)))
+        if not no_body:
+            self._declared = _content_length(headers)
+            self._count_body(len(body), end)
         self._check_open()
         ended = no_body or (end and not body)
         self._proto.send_headers(self.stream_id, status, headers, end_stream=ended, extra=extra)
@@ -252,8 +269,25 @@ class H2Stream:
     async def send_body(self, body: bytes, *, end: bool) -> int:
         if self._no_body:
             return 0
+        self._count_body(len(body), end)
         await self._send_data(body, end)
         return len(body)
+
+    def _count_body(self, size: int, end: bool) -> None:
+        """Fixed (review): a body that contradicts its declared Content-Length is the app's
+        error (as on HTTP/1.1: a 500 before the head, else a reset stream), not a malformed
+        response that the client must reject (RFC 9113 section 8.1.1)."""
+        declared = self._declared
+        if declared is None:
+            return
+        self._body_sent += size
+        if self._body_sent > declared:
+            raise RuntimeError("response body longer than its Content-Length")
+        if end and self._body_sent < declared:
+            raise RuntimeError(
+                f"response body shorter than its Content-Length ({declared - self._body_sent} "
+                "missing)"
+            )
 
     async def send_file(
         self, status: int, headers: Sequence[tuple[bytes, bytes]], path: str
@@ -351,6 +385,14 @@ class H2Stream:
             await self._connection.flush()
             if not view:
                 return
+
+
+def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The Content-Length the app declared (``None``: none, or not a number h2 checks)."""
+    for key, value in headers:
+        if key.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def _has(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bool:
