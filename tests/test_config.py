@@ -192,6 +192,7 @@ SAMPLES = {
     "app_dir": "src",
     "dotfiles": "allow",
     "cache_control": "no-cache",
+    "static_cache_valid": "0",
     "workers": "3",
     "reload_dirs": "src",
     "reload_include": "*.html",

@@ -105,6 +105,16 @@ class _CommandLine:
     cache_control: str | None = setting(
         None, group=FILES, metavar="VALUE", help="Cache-Control for file responses"
     )
+    # 1 s: a change to a file is seen within a second, and the lookup it saves is paid once per
+    # second per path instead of once per request (see trioserve/_static/_filecache.py).
+    static_cache_valid: float = setting(
+        1.0,
+        group=FILES,
+        parse=parse_seconds,
+        show=show_seconds,
+        metavar="S",
+        help="seconds a file's lookup (and a small file's bytes) are trusted; 0: no cache",
+    )
     workers: int = setting(
         1,
         group=PROCESSES,
@@ -424,6 +434,7 @@ def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
             autoindex=command.autoindex,
             dotfiles=command.dotfiles,
             cache_control=command.cache_control,
+            cache_valid=command.static_cache_valid,
         )
 
     app: ASGIApp
