@@ -182,11 +182,17 @@ class StaticFiles:
         return plan
 
     def _cache_key(self, request: StaticRequest) -> str | None:
-        # Files only: a path ending in "/" names a directory (or is a 404).
-        if self.file_cache is None or request.route_path.endswith("/"):
+        # Files only: a path ending in "/" names a directory (or is a 404). The key is the path
+        # without dot segments, "/a/b"; a path already in that form is its own key (the common
+        # case, without splitting it). Only what a lookup of the path found is ever cached, so a
+        # path that safety refuses has no entry under any key.
+        path = request.route_path
+        if self.file_cache is None or path.endswith("/"):
             return None
-        segments = split_path(request.route_path, allow_dotfiles=self.allow_dotfiles)
-        return None if not segments else "/".join(segments)
+        if path.startswith("/") and "/." not in path and "//" not in path:
+            return path
+        segments = split_path(path, allow_dotfiles=self.allow_dotfiles)
+        return None if not segments else "/" + "/".join(segments)
 
     def _load(self, route_path: str) -> Resource | None:
         return load_resource(
