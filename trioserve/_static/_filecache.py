@@ -69,7 +69,7 @@ MAX_BODY_SIZE = 64 * 1024
 MAX_PLANS = 8
 
 #: (method, Accept-Encoding value or None): what a plan without preconditions depends on.
-PlanKey = tuple[str, str | None]
+PlanKey = tuple[str, bytes | None]
 
 
 @dataclass(slots=True)

@@ -53,15 +53,14 @@ class StaticRequest:
     headers: Headers = ()
     root_path: str = ""
     query_string: bytes = b""
-    #: Each header's values joined with ", " (latin-1), by name: one pass over the headers,
-    #: instead of one per header the decision asks for.
-    fields: dict[bytes, str] = field(init=False, repr=False, compare=False)
+    #: Each header's values joined with ", ", by name: one pass over the headers, instead of
+    #: one per header the decision asks for; decoded only when asked for.
+    fields: dict[bytes, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        fields: dict[bytes, str] = {}
+        fields: dict[bytes, bytes] = {}
         for name, value in self.headers:
-            text = value.decode("latin-1")
-            fields[name] = f"{fields[name]}, {text}" if name in fields else text
+            fields[name] = fields[name] + b", " + value if name in fields else value
         object.__setattr__(self, "fields", fields)
 
     @classmethod
@@ -70,16 +69,19 @@ class StaticRequest:
         return cls(
             method=scope["method"],
             route_path=get_route_path(scope),
-            headers=tuple((bytes(name).lower(), bytes(value)) for name, value in scope["headers"]),
+            headers=tuple(
+                [(bytes(name).lower(), bytes(value)) for name, value in scope["headers"]]
+            ),
             root_path=scope.get("root_path", ""),
             query_string=bytes(scope.get("query_string", b"")),
         )
 
     def header(self, name: bytes) -> str | None:
         """All values of header `name` joined with ", " (latin-1), or None if absent."""
-        return self.fields.get(name)
+        value = self.fields.get(name)
+        return None if value is None else value.decode("latin-1")
 
-    def plan_key(self) -> tuple[str, str | None] | None:
+    def plan_key(self) -> tuple[str, bytes | None] | None:
         """What a file's plan depends on when no precondition or range is asked for.
 
         None when the request has a precondition or a Range: its plan is decided afresh.
