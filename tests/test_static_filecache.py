@@ -145,6 +145,8 @@ def site(tmp_path: Path) -> Path:
     write(root / "small.txt", b"small file\n")
     write(root / "big.bin", bytes(range(256)) * 400)  # 100 KiB: opened for every request
     write(root / "site.css", b"body { color: red }\n" * 20)
+    write(root / "index.html", b"<p>home</p>\n")
+    write(root / "docs" / "index.html", b"<p>docs</p>\n")
     write(tmp_path / "outside.txt", b"secret outside the root\n")
     return root
 
@@ -178,6 +180,25 @@ async def test_a_cache_hit_answers_as_a_cold_request_does(
     assert cold.status == 200
     same(first, cold)
     same(hit, cold)
+
+
+@pytest.mark.parametrize("path", ["/", "/docs/", "/docs", "/.", "/docs/.", "/docs/./"])
+async def test_directory_urls_answer_as_cold_requests_do_in_any_order(
+    site: Path, app: StaticFiles, path: str
+) -> None:
+    # "/docs/" (the index) and "/docs" (a redirect) must not share an entry's plans.
+    cold = StaticFiles(site, cache_valid=0)
+    for other in ["/", "/docs/", "/docs", "/.", "/docs/.", "/docs/./", path]:
+        same(await call(app, other), await call(cold, other))
+
+
+async def test_an_index_file_removed_is_404_once_the_interval_is_over(
+    site: Path, app: StaticFiles, clock: FakeClock
+) -> None:
+    assert (await call(app, "/docs/")).body == b"<p>docs</p>\n"
+    (site / "docs" / "index.html").unlink()
+    clock.now += 1
+    assert (await call(app, "/docs/")).status == 404
 
 
 async def test_a_small_file_is_served_from_memory_once_cached(

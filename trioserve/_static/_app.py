@@ -182,17 +182,22 @@ class StaticFiles:
         return plan
 
     def _cache_key(self, request: StaticRequest) -> str | None:
-        # Files only: a path ending in "/" names a directory (or is a 404). The key is the path
-        # without dot segments, "/a/b"; a path already in that form is its own key (the common
-        # case, without splitting it). Only what a lookup of the path found is ever cached, so a
-        # path that safety refuses has no entry under any key.
+        # The path without dot segments: "/a/b" for a file, "/", "/a/" for a directory's index
+        # file (the trailing "/" is part of the key: "/a" is a redirect, "/a/" the index). A
+        # path already in that form is its own key (the common case, without splitting it).
+        # Only what a lookup of the path itself found is cached, so a path that safety refuses
+        # has no entry under any key.
         path = request.route_path
-        if self.file_cache is None or path.endswith("/"):
+        if self.file_cache is None:
             return None
         if path.startswith("/") and "/." not in path and "//" not in path:
             return path
         segments = split_path(path, allow_dotfiles=self.allow_dotfiles)
-        return None if not segments else "/" + "/".join(segments)
+        if segments is None:
+            return None
+        if path.endswith("/"):
+            return "/" + "".join(segment + "/" for segment in segments)
+        return "/" + "/".join(segments) if segments else None
 
     def _load(self, route_path: str) -> Resource | None:
         return load_resource(
@@ -210,7 +215,7 @@ class StaticFiles:
                     key, partial(self._load, request.route_path)
                 )
                 plan_key = request.plan_key()
-                if plans is not None and isinstance(resource, StaticFile) and plan_key:
+                if plans is not None and plan_key:
                     plan = plans.get(plan_key)
                     if plan is None:
                         plan = self._decide_file(request, resource)

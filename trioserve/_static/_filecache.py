@@ -7,7 +7,8 @@
 # lies inside the root, then one lstat per precompressed sibling), and the decision recomputes
 # the same ETag, Last-Modified and Content-Type every time. The cache keeps, per request path
 # (after dot-segment removal, so "/a/../b" and "/b" share an entry), what that lookup found: the
-# `StaticFile` (real paths, the stat identity of the file and of each precompressed sibling) and
+# `StaticFile` (real paths, the stat identity of the file and of each precompressed sibling; for
+# a directory URL, the `Directory` with its index file) and
 # the plans decided for requests without preconditions or ranges (which then differ only by
 # method and Accept-Encoding), whose headers hold the ETag, Last-Modified and Content-Type.
 #
@@ -34,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._paths import Representation, Resource, StaticFile
+from ._paths import Directory, Representation, Resource
 from ._plan import ResponsePlan
 
 __all__ = [
@@ -72,9 +73,16 @@ MAX_PLANS = 8
 PlanKey = tuple[str, bytes | None]
 
 
+def _cacheable(found: Resource) -> bool:
+    # A file, or a directory's index file; not a listing (it changes with every entry added).
+    if isinstance(found, Directory):
+        return found.index is not None and found.entries is None
+    return True
+
+
 @dataclass(slots=True)
 class _Entry:
-    file: StaticFile
+    file: Resource
     checked: float
     plans: dict[PlanKey, ResponsePlan] = field(default_factory=dict)
 
@@ -125,8 +133,9 @@ class FileCache:
         """What is at `key`: from the cache while fresh, else from `load()` (then cached).
 
         Returns:
-            What was found (a `StaticFile` is cached; anything else is not, and drops the
-            entry), and the plans kept for it (None when it is not cached).
+            What was found (a `StaticFile`, or a `Directory` with its index file, is cached;
+            anything else is not, and drops the entry), and the plans kept for it (None when
+            it is not cached).
         """
         entry = self._entries.get(key)
         now = self._clock()
@@ -134,7 +143,7 @@ class FileCache:
             self._entries.move_to_end(key)
             return entry.file, entry.plans
         found = load()
-        if not isinstance(found, StaticFile):
+        if found is None or not _cacheable(found):
             if entry is not None:
                 del self._entries[key]
             return found, None
