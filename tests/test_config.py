@@ -205,6 +205,7 @@ SAMPLES = {
     "compress_cache_size": "1048576",
     "error_pages": "404=404.html",
     "spa_fallback": "index.html",
+    "static_cache_valid": "0",
     "workers": "3",
     "reload_dirs": "src",
     "reload_include": "*.html",

@@ -178,6 +178,16 @@ class _CommandLine:
         help="single-page apps: answer a GET for a missing extensionless path (/users/7) from a "
         "client that accepts HTML with the file PATH (under the root) and 200",
     )
+    # 1 s: a change to a file is seen within a second, and the lookup it saves is paid once per
+    # second per path instead of once per request (see trioserve/_static/_filecache.py).
+    static_cache_valid: float = setting(
+        1.0,
+        group=FILES,
+        parse=parse_seconds,
+        show=show_seconds,
+        metavar="S",
+        help="seconds a file's lookup (and a small file's bytes) are trusted; 0: no cache",
+    )
     workers: int = setting(
         1,
         group=PROCESSES,
@@ -509,6 +519,7 @@ def _build_app(command: _CommandLine, config: Config) -> tuple[ASGIApp, str]:
             compress_cache_size=command.compress_cache_size,
             error_pages=dict(command.error_pages),
             spa_fallback=command.spa_fallback,
+            cache_valid=command.static_cache_valid,
         )
 
     app: ASGIApp

@@ -27,11 +27,12 @@ from ._codecs import DEFAULT_CACHE_BYTES, CompressionCache, available_codings
 from ._decide import ALLOWED_METHODS, decide, spa_fallback_plan
 from ._encoding import DEFAULT_COMPRESS_MIN_SIZE, Compression
 from ._fallback import error_page_plan, wants_error_page, wants_spa_fallback
+from ._filecache import DEFAULT_VALID, MAX_BODY_SIZE, MAX_PLANS, FileCache
 from ._headers import DEFAULT_MAX_RANGES, CacheRules, parse_cache_control_rule
 from ._listing import list_directory
-from ._paths import Directory, DirEntry, StaticFile, is_inside, load_resource, split_path
-from ._plan import ResponsePlan, StaticRequest
-from ._send import CHUNK_SIZE, open_verified, run_in_thread, send_plan
+from ._paths import Directory, DirEntry, Resource, StaticFile, is_inside, load_resource, split_path
+from ._plan import ResponsePlan, StaticRequest, WholeFile
+from ._send import CHUNK_SIZE, open_verified, read_whole, run_in_thread, send_plan
 
 if TYPE_CHECKING:
     from .._types import Receive, Scope, Send
@@ -72,6 +73,9 @@ class StaticFiles:
         spa_fallback: Path of a file under the root (a single-page app's "index.html") served
             with 200 to a GET or HEAD that matches nothing, whose last path segment has no
             extension, from a client that accepts HTML. Never for paths safety refuses.
+        cache_valid: Seconds a lookup is trusted per path (an open-file cache, as nginx's
+            `open_file_cache`; see `_filecache`): a change to a file is seen at most this long
+            after it happens. Files up to 64 KiB are then served from memory. 0: no cache.
 
     Raises:
         ValueError: If `directory` is not an existing directory, or another argument is invalid.
@@ -91,6 +95,7 @@ class StaticFiles:
         compress_cache_size: int = DEFAULT_CACHE_BYTES,
         error_pages: Mapping[int, str] | None = None,
         spa_fallback: str | None = None,
+        cache_valid: float = DEFAULT_VALID,
     ) -> None:
         root = os.path.realpath(directory)
         if not os.path.isdir(root):
@@ -142,6 +147,9 @@ class StaticFiles:
                 raise ValueError(f"error page must be a path under the root, not {page!r}")
         if spa_fallback is not None and not split_path(spa_fallback, allow_dotfiles=True):
             raise ValueError(f"spa_fallback must be a path under the root, not {spa_fallback!r}")
+        if not cache_valid >= 0:
+            raise ValueError(f"cache_valid must be >= 0 seconds, not {cache_valid!r}")
+        self.file_cache = FileCache(cache_valid) if cache_valid > 0 else None
         self.error_pages = pages
         self.spa_fallback = spa_fallback
         self.compression = Compression(codings, compress_min_size) if codings else None
@@ -173,15 +181,47 @@ class StaticFiles:
                 plan = error_page_plan(request, plan, page)
         return plan
 
+    def _cache_key(self, request: StaticRequest) -> str | None:
+        # The path without dot segments: "/a/b" for a file, "/", "/a/" for a directory's index
+        # file (the trailing "/" is part of the key: "/a" is a redirect, "/a/" the index). A
+        # path already in that form is its own key (the common case, without splitting it).
+        # Only what a lookup of the path itself found is cached, so a path that safety refuses
+        # has no entry under any key.
+        path = request.route_path
+        if self.file_cache is None:
+            return None
+        if path.startswith("/") and "/." not in path and "//" not in path:
+            return path
+        segments = split_path(path, allow_dotfiles=self.allow_dotfiles)
+        if segments is None:
+            return None
+        if path.endswith("/"):
+            return "/" + "".join(segment + "/" for segment in segments)
+        return "/" + "/".join(segments) if segments else None
+
+    def _load(self, route_path: str) -> Resource | None:
+        return load_resource(
+            self.directory, route_path, allow_dotfiles=self.allow_dotfiles, index=self.index
+        )
+
     async def _decide(self, request: StaticRequest) -> ResponsePlan:
         resource = None
         if request.method in ALLOWED_METHODS:
-            resource = load_resource(
-                self.directory,
-                request.route_path,
-                allow_dotfiles=self.allow_dotfiles,
-                index=self.index,
-            )
+            key = self._cache_key(request)
+            if key is None or self.file_cache is None:
+                resource = self._load(request.route_path)
+            else:
+                resource, plans = self.file_cache.lookup(
+                    key, partial(self._load, request.route_path)
+                )
+                plan_key = request.plan_key()
+                if plans is not None and plan_key:
+                    plan = plans.get(plan_key)
+                    if plan is None:
+                        plan = self._decide_file(request, resource)
+                        if len(plans) < MAX_PLANS:
+                            plans[plan_key] = plan
+                    return plan
             if (
                 self.autoindex
                 and isinstance(resource, Directory)
@@ -216,6 +256,9 @@ class StaticFiles:
                         max_ranges=self.max_ranges,
                         compression=self.compression,
                     )
+        return self._decide_file(request, resource)
+
+    def _decide_file(self, request: StaticRequest, resource: Resource | None) -> ResponsePlan:
         return decide(
             request,
             resource,
@@ -247,16 +290,35 @@ class StaticFiles:
 
     async def _serve(self, scope: Scope, send: Send) -> None:
         request = StaticRequest.from_scope(scope)
+        cache = self.file_cache
         fd = None
         # A file replaced between its stat and its open (a deploy renaming over it) is looked
         # up once more; if it keeps changing, or cannot be opened, the answer is 404.
         for _attempt in range(2):
             plan = await self._plan(request)
-            if plan.file is None:
+            file = plan.file
+            if file is None:
                 break
-            fd = open_verified(plan.file)
+            body = plan.body
+            small = type(body) is WholeFile and body.size <= MAX_BODY_SIZE
+            if small and cache is not None:
+                data = cache.body(file)
+                if data is not None:  # a fresh entry named this very file: no system call
+                    await _send_whole(send, plan, data)
+                    return
+            fd = open_verified(file)
             if fd is not None:
+                if small and cache is not None:
+                    try:
+                        data = read_whole(fd, file.info.size)
+                    finally:
+                        os.close(fd)
+                    cache.keep_body(file, data)
+                    await _send_whole(send, plan, data)
+                    return
                 break
+            if cache is not None and (key := self._cache_key(request)) is not None:
+                cache.forget(key)
         else:
             plan = decide(request, None)
         extensions = scope.get("extensions") or {}
@@ -271,3 +333,10 @@ class StaticFiles:
         finally:
             if fd is not None:
                 os.close(fd)
+
+
+async def _send_whole(send: Send, plan: ResponsePlan, data: bytes) -> None:
+    await send(
+        {"type": "http.response.start", "status": plan.status, "headers": list(plan.headers)}
+    )
+    await send({"type": "http.response.body", "body": data, "more_body": False})

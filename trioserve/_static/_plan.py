@@ -5,7 +5,7 @@ Frozen values only; no I/O, no trioserve import at runtime (nor trio).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 from ._headers import ByteRange
@@ -30,6 +30,11 @@ __all__ = [
 
 Headers: TypeAlias = tuple[tuple[bytes, bytes], ...]
 
+# The request headers that make a file's plan depend on more than method and Accept-Encoding.
+_CONDITIONAL = frozenset(
+    {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range"}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StaticRequest:
@@ -48,6 +53,15 @@ class StaticRequest:
     headers: Headers = ()
     root_path: str = ""
     query_string: bytes = b""
+    #: Each header's values joined with ", ", by name: one pass over the headers, instead of
+    #: one per header the decision asks for; decoded only when asked for.
+    fields: dict[bytes, bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields: dict[bytes, bytes] = {}
+        for name, value in self.headers:
+            fields[name] = fields[name] + b", " + value if name in fields else value
+        object.__setattr__(self, "fields", fields)
 
     @classmethod
     def from_scope(cls, scope: Scope) -> StaticRequest:
@@ -55,15 +69,27 @@ class StaticRequest:
         return cls(
             method=scope["method"],
             route_path=get_route_path(scope),
-            headers=tuple((bytes(name).lower(), bytes(value)) for name, value in scope["headers"]),
+            headers=tuple(
+                [(bytes(name).lower(), bytes(value)) for name, value in scope["headers"]]
+            ),
             root_path=scope.get("root_path", ""),
             query_string=bytes(scope.get("query_string", b"")),
         )
 
     def header(self, name: bytes) -> str | None:
         """All values of header `name` joined with ", " (latin-1), or None if absent."""
-        values = [value.decode("latin-1") for key, value in self.headers if key == name]
-        return ", ".join(values) if values else None
+        value = self.fields.get(name)
+        return None if value is None else value.decode("latin-1")
+
+    def plan_key(self) -> tuple[str, bytes | None] | None:
+        """What a file's plan depends on when no precondition or range is asked for.
+
+        None when the request has a precondition or a Range: its plan is decided afresh.
+        """
+        fields = self.fields
+        if _CONDITIONAL.isdisjoint(fields):
+            return self.method, fields.get(b"accept-encoding")
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from ._plan import CompressedFile, EmptyBody, FileRange, InlineBody, ResponsePla
 if TYPE_CHECKING:
     from .._types import Send
 
-__all__ = ["CHUNK_SIZE", "open_verified", "run_in_thread", "send_plan"]
+__all__ = ["CHUNK_SIZE", "open_verified", "read_whole", "run_in_thread", "send_plan"]
 
 _T = TypeVar("_T")
 
@@ -64,6 +64,14 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
         os.lseek(fd, offset, os.SEEK_SET)
         return os.read(fd, size)
     return os.pread(fd, size, offset)
+
+
+def read_whole(fd: int, size: int) -> bytes:
+    """The `size` bytes of a small file, read at once from the file already open and verified."""
+    data = _pread(fd, size, 0)
+    if len(data) != size:
+        raise RuntimeError("static file shrank while it was being sent")
+    return data
 
 
 def open_verified(representation: Representation) -> int | None:
@@ -187,9 +195,7 @@ async def send_plan(
         if body.size <= CHUNK_SIZE:
             # A small file is read here, at once, from the file already open and verified:
             # cheaper than any hand-over, and one message lets the server send it with the head.
-            data = _pread(fd, body.size, 0)
-            if len(data) != body.size:
-                raise RuntimeError("static file shrank while it was being sent")
+            data = read_whole(fd, body.size)
             await send({"type": "http.response.body", "body": data, "more_body": False})
         elif pathsend:
             await send({"type": "http.response.pathsend", "path": body.path})
