@@ -90,8 +90,17 @@ def find_python2() -> str:
         return str(candidates[-1])
     found = shutil.which("python2.7")
     if found is None:
-        sys.exit("autobahn.py: no Python 2.7 found; pass --python2 /path/to/python2.7")
+        sys.exit(
+            "autobahn.py: no Python 2.7 found (~/.pyenv/versions/2.7*, python2.7 on the PATH);"
+            " install one (pyenv install 2.7.18) or pass --python2 /path/to/python2.7"
+        )
     return found
+
+
+def _run_step(what: str, command: list[str]) -> None:
+    """Run one install step; on failure, exit with one line saying which (its output above)."""
+    if subprocess.run(command, stdin=subprocess.DEVNULL).returncode != 0:
+        sys.exit(f"autobahn.py: {what} failed: {' '.join(command)}")
 
 
 def ensure_wstest(cache: Path, python2: str | None) -> Path:
@@ -100,19 +109,27 @@ def ensure_wstest(cache: Path, python2: str | None) -> Path:
     wstest = env / "bin" / "wstest"
     if wstest.exists():
         return wstest
+    interpreter = python2 or find_python2()
+    # A pyenv shim or a broken install is found but cannot run: say so in one line.
+    probe = subprocess.run(
+        [interpreter, "-c", "import sys; assert sys.version_info[:2] == (2, 7)"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        sys.exit(f"autobahn.py: {interpreter} is not a working Python 2.7; pass --python2")
     tools = cache / "tools"
     virtualenv = tools / "bin" / "virtualenv"
     if not virtualenv.exists():
         print(f"autobahn.py: creating {tools} (virtualenv<20.22)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)
+        _run_step("creating the tools venv", [sys.executable, "-m", "venv", str(tools)])
         pip = [str(tools / "bin" / "python"), "-m", "pip", "install", "-q"]
-        subprocess.run([*pip, "virtualenv<20.22"], check=True)
-    interpreter = python2 or find_python2()
+        _run_step("installing virtualenv", [*pip, "virtualenv<20.22"])
     print(f"autobahn.py: creating {env} with {interpreter}, installing {AUTOBAHN_REQUIREMENT}")
-    subprocess.run([str(virtualenv), "-q", "-p", interpreter, str(env)], check=True)
-    subprocess.run(
+    _run_step("creating the Python 2.7 env", [str(virtualenv), "-q", "-p", interpreter, str(env)])
+    _run_step(
+        f"installing {AUTOBAHN_REQUIREMENT}",
         [str(env / "bin" / "python"), "-m", "pip", "install", "-q", AUTOBAHN_REQUIREMENT],
-        check=True,
     )
     return wstest
 
