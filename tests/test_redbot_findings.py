@@ -1,7 +1,7 @@
 """What REDbot (scripts/redbot.py) reports as BAD about trioserve's static files, one test each.
 
-Each test states, over a real socket, the behaviour REDbot asks for; the ones marked xfail are
-findings still open (xfail_strict: a fix turns them into failures until the mark goes).
+Each test states, over a real socket, the behaviour REDbot asks for (scripts/redbot.py runs
+REDbot itself over a served site).
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ def raw_get(url: str, headers: dict[str, str]) -> httpx.Response:
         return response
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REDbot RANGE_NEG_MISMATCH (BAD): a gzip 200 says Accept-Ranges: bytes, but a Range"
-    " request with the same Accept-Encoding gets a 206 of the identity bytes",
-)
 @pytest.mark.parametrize("path", ["/style.css", "/app.js"], ids=["on-the-fly", "precompressed"])
 def test_ranges_advertised_on_a_compressed_response_are_of_that_coding(
     server: HarnessServer, path: str

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 import trio
 
@@ -132,11 +133,16 @@ def report_unready(server: Server) -> None:
     server.state.soft_drain = True
 
 
+# The process's parent when this module was imported, at the very start of a worker (before the
+# app is imported or its lifespan runs): a supervisor that dies while its worker starts must not
+# become invisible by the time the watch begins (the worker's parent would already be init).
+_PARENT_AT_START: Final = os.getppid()
+
+
 async def _watch_parent(server: Server) -> None:
     """A worker whose supervisor died (SIGKILL) drains instead of serving on as an orphan."""
-    parent = os.getppid()
     # No event announces a parent's death portably: look once a second (a cheap syscall).
-    while os.getppid() == parent:  # noqa: ASYNC110
+    while os.getppid() == _PARENT_AT_START:  # noqa: ASYNC110
         await trio.sleep(1)
     error_log.warning("The supervisor is gone: draining")
     server.begin_shutdown(soft=True)

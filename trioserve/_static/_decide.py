@@ -303,10 +303,13 @@ def _file_plan(
 
     if coding is not None:
         # No Content-Length: the sender adds it when the compressed body is in its cache.
+        # No Accept-Ranges on a coded representation: a Range request is answered from the
+        # identity file (ranges of a compressed body are useless to clients), and advertising
+        # ranges here would promise ranges of this coding (REDbot's RANGE_NEG_MISMATCH; nginx
+        # does the same for its gzip filter).
         headers = (
             (b"content-type", content_type.encode("latin-1")),
             (b"content-encoding", coding.encode("latin-1")),
-            (b"accept-ranges", b"bytes"),
             *validators,
         )
         compressed = CompressedFile(identity.path, info.size, coding, head=head)
@@ -314,7 +317,9 @@ def _file_plan(
     encoding: Headers = (
         () if chosen.encoding is None else ((b"content-encoding", chosen.encoding.encode()),)
     )
-    trailer: Headers = ((b"accept-ranges", b"bytes"), *validators)
+    # Ranges are advertised for the identity representation only (see above).
+    ranges_header: Headers = () if chosen.encoding is not None else ((b"accept-ranges", b"bytes"),)
+    trailer: Headers = (*ranges_header, *validators)
     if ranges is None:
         headers = (
             (b"content-type", content_type.encode("latin-1")),
