@@ -190,6 +190,21 @@ class H11Connection:
             keep_open = False
         except Exception:
             error_log.exception("Unexpected error on the connection from %s", self._peer())
+        except BaseExceptionGroup as group:
+            # Cancellations mixed with disconnects (from HTTP/2's nursery): the cancellations
+            # go on to their scopes, the disconnects end here; nothing else may reach the
+            # listener's nursery.
+            keep_open = False
+            cancelled = group.subgroup(trio.Cancelled)
+            rest = group.subgroup(
+                lambda exc: not isinstance(exc, trio.Cancelled | ClientDisconnected)
+            )
+            if rest is not None:
+                error_log.error(
+                    "Unexpected error on the connection from %s", self._peer(), exc_info=rest
+                )
+            if cancelled is not None:
+                raise cancelled from None
         finally:
             connections.discard(self)
             try:

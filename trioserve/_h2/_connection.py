@@ -128,11 +128,18 @@ class H2Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self.flush()
-                if self._received:
-                    await self._feed(self._received)
-                    self._received = b""
-                await self._read_loop()
+                try:
+                    await self.flush()
+                    if self._received:
+                        await self._feed(self._received)
+                        self._received = b""
+                    await self._read_loop()
+                except ClientDisconnected:
+                    # The reader's own writes found the client gone: end here, in this task,
+                    # so that the disconnect never leaves the nursery in a group (mixed with
+                    # the streams' cancellations, it escaped the connection's handlers).
+                    error_log.debug("HTTP/2 client %s left", self._peer())
+                    self._failed = True
                 if self._failed:
                     # A protocol error or a flood: nothing more can be sent on this connection
                     # (h2 has closed it), so the streams' apps are cancelled, not waited for.
