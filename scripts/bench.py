@@ -542,23 +542,14 @@ def server_command(
     app = STATIC_APP if kind == "static" else HELLO_APP
     if kind == "static":
         env["BENCH_STATIC_DIR"] = str(static_dir)
-    if server == "hypercorn-trio":
+    if server in ("hypercorn-trio", "anycorn-trio"):
         # Hypercorn's access log is off unless --access-logfile is given. The default single
         # worker runs in a spawned child of a supervisor process, which inherits the CPU pin,
         # turns our SIGINT into a clean shutdown and is counted in the RSS (tree_rss_kib).
-        # With -w N the supervisor spawns N such workers.
-        cmd = [PYTHON, "-m", "hypercorn", "-k", "trio"]
-        if workers > 1:
-            cmd += ["-w", str(workers)]
-        cmd += ["--bind", f"{HOST}:{port}"]
-        if idle:
-            cmd += ["--keep-alive", str(IDLE_KEEPALIVE_TIMEOUT)]
-        if tls is not None:
-            cmd += ["--certfile", str(tls.cert), "--keyfile", str(tls.key)]
-        return [*cmd, app], env
-    if server == "anycorn-trio":
-        # Hypercorn's fork on AnyIO, with its trio worker; the same flags as hypercorn's.
-        cmd = [PYTHON, "-m", "anycorn", "-k", "trio"]
+        # With -w N the supervisor spawns N such workers. anycorn is hypercorn's fork on AnyIO,
+        # with its trio worker and the same flags.
+        module = "hypercorn" if server == "hypercorn-trio" else "anycorn"
+        cmd = [PYTHON, "-m", module, "-k", "trio"]
         if workers > 1:
             cmd += ["-w", str(workers)]
         cmd += ["--bind", f"{HOST}:{port}"]
