@@ -105,13 +105,13 @@ class H11Exchange:
             proto.close_after_response()
         if end:
             # The whole body in one message: say how long it is rather than chunk it.
-            out = proto.send_response(status, headers, body_length=len(body))
-            out += proto.send_data(body) + proto.send_end()
+            out, sent = proto.send_whole_response(status, headers, body)
         else:
             out = proto.send_response(status, headers) + proto.send_data(body)
+            sent = 0 if proto.discards_body else len(body)
         self.written = True
         await self._transport.send(out)
-        return 0 if proto.discards_body else len(body)
+        return sent
 
     async def send_body(self, body: bytes, *, end: bool) -> int:
         proto = self._proto

@@ -20,6 +20,7 @@ from ._writers import (
     NOT_STARTED,
     UNTIL_CLOSE,
     BodyWriter,
+    ContentLengthWriter,
     ResponseError,
     error_response,
     frame_response,
@@ -142,6 +143,27 @@ class ResponseSide:
             lines.append(b"connection: close\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
+
+    def send_whole_response(
+        self, status: int, headers: Iterable[Sequence[bytes]], body: bytes
+    ) -> tuple[bytes, int]:
+        """A complete response whose body is ``body``: the bytes to write, and how many of
+        them are body bytes (0 for HEAD, 204, 304).
+
+        The same as :meth:`send_response` with ``body_length``, :meth:`send_data` and
+        :meth:`send_end`, in one call (most responses are a single ``http.response.body``).
+
+        Raises:
+            ResponseError: the status or headers are invalid, or the app's Content-Length is
+                not the body's length.
+        """
+        head = self.send_response(status, headers, body_length=len(body))
+        writer = self._writer
+        if type(writer) is ContentLengthWriter and writer.remaining == len(body):
+            self._writer = COMPLETE
+            return head + body, len(body)
+        sent = 0 if writer is NO_BODY else len(body)
+        return head + writer.data(body) + self.send_end(), sent
 
     def send_data(self, data: bytes) -> bytes:
         """A piece of the response body, framed (for chunked responses) as needed.

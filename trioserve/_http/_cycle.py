@@ -119,6 +119,7 @@ class ResponseState(enum.Enum):
 
 
 _HEAD_NOT_WRITTEN: Final = (ResponseState.WAITING, ResponseState.STARTED)
+_UNFINISHED: Final = (ResponseState.STREAMING, ResponseState.TRAILERS)
 
 
 class RequestCycle:
@@ -182,7 +183,7 @@ class RequestCycle:
         # Trailers announced; the fields received so far; whether the response has ended on
         # the wire all the same (a file body).
         self._trailers = False
-        self._trailer_fields: list[tuple[bytes, bytes]] = []
+        self._trailer_fields: list[tuple[bytes, bytes]] | None = None  # made when they come
         self._wire_ended = False
         self._body_event: trio.Event | None = None
         self._app_scope: trio.CancelScope | None = None
@@ -199,75 +200,81 @@ class RequestCycle:
     async def run(self, app: ASGIApp) -> None:
         """Run ``app`` for this request; write the access record (and count it in metrics).
 
+        One coroutine for the whole cycle (metrics included): every await of the request
+        resumes through each frame of the stack, so a wrapper frame costs on every request.
+
         Raises:
             RequestRefused: the server must answer with this error (a refused body, or a 500
                 for an app that failed or returned before starting its response).
         """
-        started = time.perf_counter()
         metrics = current_metrics.get()
-        if metrics is None:
-            await self._run(app, started)
-            return
-        metrics.in_flight += 1
-        status = 0
+        timed = metrics is not None or self._config.access_log
+        started = time.perf_counter() if timed else 0.0
+        if metrics is not None:
+            metrics.in_flight += 1
+        refused = 0
         try:
-            await self._run(app, started)
+            failed = False
+            try:
+                if self._config.cancel_on_disconnect:
+                    await self._run_cancellable(app)
+                else:
+                    await app(self.scope, self.receive, self.send)
+            except Exception as exc:
+                failed = self._app_failed(exc)
+            if self.state is not ResponseState.DONE:
+                self._unfinished(failed)
         except RequestRefused as exc:
-            status = exc.status  # the server answers for the app
+            refused = exc.status  # the server answers for the app
             raise
         finally:
-            metrics.in_flight -= 1
-            status = status or self.status
-            if status:  # else cancelled (shutdown) before any response: nothing was answered
-                metrics.record(self.scope, status, self.bytes_sent, time.perf_counter() - started)
+            if metrics is not None:
+                metrics.in_flight -= 1
+                status = refused or self.status
+                if status:  # else cancelled (shutdown) before any response: nothing answered
+                    duration = time.perf_counter() - started
+                    metrics.record(self.scope, status, self.bytes_sent, duration)
+        if self._config.access_log:
+            self._log(started)
 
-    async def _run(self, app: ASGIApp, started: float) -> None:
-        scope = self.scope
-        failed = False
-        try:
-            if self._config.cancel_on_disconnect:
-                await self._run_cancellable(app)
-            else:
-                await app(scope, self.receive, self.send)
-        except Exception as exc:
-            if only_disconnects(exc):
-                # send() said the client had gone and the app let that propagate (possibly
-                # out of a task group): the ordinary end of a request whose client left.
-                error_log.debug("Client %s left during %s %s", self._peer(), *_what(scope))
-            else:
-                failed = True
-                if self.refusal is None:
-                    error_log.exception(
-                        "Exception in ASGI application (%s %s from %s)",
-                        *_what(scope),
-                        self._peer(),
-                    )
-                    if not self._config.asyncio_app and needs_asyncio(exc):
-                        error_log.warning(ASYNCIO_HINT)
+    def _app_failed(self, exc: Exception) -> bool:
+        """Log what the app raised; whether it failed (a client that left is no failure)."""
+        if only_disconnects(exc):
+            # send() said the client had gone and the app let that propagate (possibly out of a
+            # task group): the ordinary end of a request whose client left.
+            error_log.debug("Client %s left during %s %s", self._peer(), *_what(self.scope))
+            return False
+        if self.refusal is None:
+            error_log.exception(
+                "Exception in ASGI application (%s %s from %s)", *_what(self.scope), self._peer()
+            )
+            if not self._config.asyncio_app and needs_asyncio(exc):
+                error_log.warning(ASYNCIO_HINT)
+        return True
+
+    def _unfinished(self, failed: bool) -> None:
+        """The app returned before its response was done: raise the answer the server owes,
+        note a client that left (499), or log a truncated response."""
         if self.state in _HEAD_NOT_WRITTEN:
             if self.disconnected and self.refusal is None:
                 # Nobody to answer; logged like nginx's 499 "client closed request".
                 self.status = 499
-                self._log(started)
                 return
             if self.refusal is not None:
                 raise self.refusal
             if not failed:
                 error_log.error(
-                    "ASGI application returned without completing a response (%s %s)", *_what(scope)
+                    "ASGI application returned without completing a response (%s %s)",
+                    *_what(self.scope),
                 )
             raise RequestRefused(500, "Internal Server Error")
-        if (
-            self.state in (ResponseState.STREAMING, ResponseState.TRAILERS)
-            and not failed
-            and not self.disconnected
-        ):
+        if self.state in _UNFINISHED and not failed and not self.disconnected:
             # Started but unfinished (a body, or its trailers): the client must not take a
             # truncated response for a whole one.
             error_log.error(
-                "ASGI application returned before finishing its response (%s %s)", *_what(scope)
+                "ASGI application returned before finishing its response (%s %s)",
+                *_what(self.scope),
             )
-        self._log(started)
 
     async def _run_cancellable(self, app: ASGIApp) -> None:
         """Run the app in a cancel scope that a disconnect of its client cancels.
@@ -292,16 +299,15 @@ class RequestCycle:
             error_log.debug("Cancelled %s %s: the client disconnected", *_what(self.scope))
 
     def _log(self, started: float) -> None:
-        if self._config.access_log:
-            log_access(
-                self._config,
-                self.scope,
-                self._target,
-                self.status,
-                self.bytes_sent,
-                time.perf_counter() - started,
-                self._headers,
-            )
+        log_access(
+            self._config,
+            self.scope,
+            self._target,
+            self.status,
+            self.bytes_sent,
+            time.perf_counter() - started,
+            self._headers,
+        )
 
     # -- ASGI receive ------------------------------------------------------------------------
 
@@ -395,7 +401,10 @@ class RequestCycle:
                 self._client_gone()
                 raise
             self.bytes_sent += sent
-            self._finish(end)
+            if wire_end and self._disconnect_scope is None:
+                self.state = ResponseState.DONE  # the common case of _finish(), inlined
+            else:
+                self._finish(end)
         elif message_type == "http.response.start":
             if state is not ResponseState.WAITING:
                 raise RuntimeError(_out_of_order(message_type, state))
@@ -418,12 +427,15 @@ class RequestCycle:
         elif message_type == "http.response.trailers":
             if state is not ResponseState.TRAILERS:
                 raise RuntimeError(_out_of_order(message_type, state))
-            self._trailer_fields.extend(message.get("headers", _NO_HEADERS))
+            fields = self._trailer_fields
+            if fields is None:
+                fields = self._trailer_fields = []
+            fields.extend(message.get("headers", _NO_HEADERS))
             if message.get("more_trailers", False):
                 return
             if not self._wire_ended:
                 try:
-                    await self._exchange.send_trailers(self._trailer_fields)
+                    await self._exchange.send_trailers(fields)
                 except ClientDisconnected:
                     self._client_gone()
                     raise
