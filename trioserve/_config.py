@@ -9,15 +9,11 @@ parse function; the parser and the file loader are generated from these declarat
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from importlib.util import find_spec
 from typing import Literal
 
-from ._accesslog import ATOMS, check_format
-from ._errors import ConfigError
-from ._listeners import parse_bind
-from ._proxy import TrustedPeers
+from ._accesslog import ATOMS
+from ._config_checks import check_config
 from ._settings import (
     HTTP2,
     LIMITS,
@@ -395,104 +391,7 @@ class Config:
     )
 
     def __post_init__(self) -> None:
-        if not self.host:
-            raise ConfigError("host must not be empty")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
-        if self.backlog < 1:
-            raise ConfigError(f"backlog must be at least 1, not {self.backlog}")
-        if self.lifespan not in ("auto", "on", "off"):
-            raise ConfigError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
-        for name in (
-            "lifespan_startup_timeout",
-            "lifespan_shutdown_timeout",
-            "keep_alive_timeout",
-            "header_timeout",
-            "body_timeout",
-            "write_timeout",
-            "graceful_timeout",
-            "shutdown_delay",
-            "min_head_rate_after",
-        ):
-            value = getattr(self, name)
-            if not (value >= 0 and not math.isnan(value)):
-                raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
-        if self.max_header_size < 1 * KiB:
-            raise ConfigError(f"max_header_size must be at least 1024, not {self.max_header_size}")
-        if self.h2_max_concurrent_streams < 1:
-            raise ConfigError(
-                "h2_max_concurrent_streams must be at least 1, not "
-                f"{self.h2_max_concurrent_streams}"
-            )
-        if self.interface not in ("auto", "asgi", "wsgi"):
-            raise ConfigError(f"interface must be auto, asgi or wsgi, not {self.interface!r}")
-        if self.http_parser not in ("auto", "h11", "httptools"):
-            raise ConfigError(
-                f"http_parser must be auto, h11 or httptools, not {self.http_parser!r}"
-            )
-        if self.http_parser == "httptools" and find_spec("httptools") is None:
-            raise ConfigError("http_parser httptools: pip install 'trioserve[speedups]'")
-        if self.wsgi_threads < 1:
-            raise ConfigError(f"wsgi_threads must be at least 1, not {self.wsgi_threads}")
-        if self.max_headers < 1:
-            raise ConfigError(f"max_headers must be at least 1, not {self.max_headers}")
-        if self.max_body_size is not None and self.max_body_size < 0:
-            raise ConfigError(f"max_body_size must be >= 0, not {self.max_body_size}")
-        if self.ws_max_message_size < 1:
-            raise ConfigError(f"ws_max_message_size must be >= 1, not {self.ws_max_message_size}")
-        if self.ws_ping_interval is not None and not self.ws_ping_interval > 0:
-            raise ConfigError(
-                f"ws_ping_interval must be > 0 seconds or None, not {self.ws_ping_interval!r}"
-            )
-        if not self.ws_ping_timeout > 0:
-            raise ConfigError(f"ws_ping_timeout must be > 0 seconds, not {self.ws_ping_timeout!r}")
-        for bind in (*self.binds, *self.insecure_binds):
-            try:
-                parse_bind(bind)
-            except ValueError as exc:
-                raise ConfigError(f"bind: {exc}") from None
-        if self.metrics_bind is not None:
-            try:
-                parse_bind(self.metrics_bind)
-            except ValueError as exc:
-                raise ConfigError(f"metrics_bind: {exc}") from None
-        if self.redirect_to_https and (self.tls is None or not self.insecure_binds):
-            raise ConfigError("redirect_to_https needs TLS and at least one insecure bind")
-        if self.proxy_headers not in ("off", "x-forwarded", "forwarded"):
-            raise ConfigError(
-                f"proxy_headers must be off, x-forwarded or forwarded, not {self.proxy_headers!r}"
-            )
-        try:
-            TrustedPeers(self.forwarded_allow_ips)
-        except ValueError as exc:
-            raise ConfigError(f"forwarded_allow_ips: {exc}") from None
-        if self.max_requests is not None and self.max_requests < 1:
-            raise ConfigError(f"max_requests must be at least 1, not {self.max_requests}")
-        if self.max_requests_jitter < 0:
-            raise ConfigError(f"max_requests_jitter must be >= 0, not {self.max_requests_jitter}")
-        if self.access_log_format is not None:
-            try:
-                check_format(self.access_log_format)
-            except ValueError as exc:
-                raise ConfigError(f"access_log_format: {exc}") from None
-        if self.health_path is not None and not self.health_path.startswith("/"):
-            raise ConfigError(f"health_path must start with '/', not {self.health_path!r}")
-        if self.max_connections < 1:
-            raise ConfigError(f"max_connections must be at least 1, not {self.max_connections}")
-        if self.max_connections_per_ip is not None and self.max_connections_per_ip < 1:
-            raise ConfigError(
-                f"max_connections_per_ip must be at least 1, not {self.max_connections_per_ip}"
-            )
-        if self.max_websockets is not None and self.max_websockets < 0:
-            raise ConfigError(f"max_websockets must be >= 0, not {self.max_websockets}")
-        if self.min_head_rate < 0:
-            raise ConfigError(f"min_head_rate must be >= 0, not {self.min_head_rate}")
-        if self.server_header is not None and not _is_header_text(self.server_header):
-            raise ConfigError("server_header must be printable ASCII")
-        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
-            raise ConfigError(
-                f"root_path must start with '/' and not end with one, not {self.root_path!r}"
-            )
+        check_config(self)
 
     @property
     def scheme(self) -> str:
@@ -509,7 +408,3 @@ class Config:
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-def _is_header_text(value: str) -> bool:
-    return value.isascii() and value.isprintable()
