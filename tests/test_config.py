@@ -75,7 +75,7 @@ def test_each_invalid_value_raises_config_error_naming_the_setting(
 
 def test_http_parser_httptools_needs_the_speedups_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Config(http_parser="httptools").http_parser == "httptools"
-    monkeypatch.setattr("trioserve._config.find_spec", lambda name: None)
+    monkeypatch.setattr("trioserve._config_checks.find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"http_parser httptools: pip install"):
         Config(http_parser="httptools")
     assert Config(http_parser="auto").http_parser == "auto"  # falls back to h11 at run time
