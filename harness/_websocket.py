@@ -181,10 +181,11 @@ class WebSocketRoute:
                 session.pending = None
                 return
             elif step.kind == "drop":
-                session.close_code = ABNORMAL_CLOSE
                 await send({"type": "trioserve.fault.raw", "data": _frame_start(step)})
-                await send({"type": "trioserve.fault.close"})
+                # Recorded before the drop, so that a client that sees it sees the record too.
+                session.close_code = ABNORMAL_CLOSE
                 session.pending = None
+                await send({"type": "trioserve.fault.close"})
                 return
             else:
                 message = await receive()

@@ -128,7 +128,8 @@ async def test_raw_bytes_before_the_accept_are_refused_with_500(
 
 async def test_close_with_reset_sends_a_tcp_reset_on_a_real_socket() -> None:
     log: list[Any] = []
-    app = dropping(log, {"type": "trioserve.fault.close", "reset": True})
+    done = trio.Event()
+    app = dropping(log, {"type": "trioserve.fault.close", "reset": True}, done=done)
     async with serving(app, fault_injection=True) as (_, address):
         host, port = address.rsplit(":", 1)
 
@@ -145,6 +146,8 @@ async def test_close_with_reset_sends_a_tcp_reset_on_a_real_socket() -> None:
                 return received, None
 
         received, error = await in_thread(client)
+        with trio.fail_after(5):
+            await done.wait()
     assert received.endswith(b"\r\n\r\n" + ONE)  # the 101 response, then "one"
     assert error is ConnectionResetError
     assert log == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
