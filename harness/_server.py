@@ -200,7 +200,8 @@ class HarnessServer:
 
     def expect_websocket(self, path: str, *, times: int | None = 1) -> WebSocketRoute:
         """Expect a websocket connection to ``path``; script it with the returned route's
-        ``send``, ``send_json``, ``expect_message``, ``expect_json``, ``close``, ``deny``."""
+        ``send``, ``send_json``, ``expect_message``, ``expect_json``, ``close``,
+        ``drop_mid_message``, ``deny``."""
         return self.stub.expect_websocket(path, times=times)
 
     def expect_no_requests(self) -> None:

@@ -1,12 +1,13 @@
 """Websocket stubs: a script of sends, expected messages and a close, run for each connection.
 
 ``srv.expect_websocket(path)`` returns a :class:`WebSocketRoute`; its builder methods append
-steps to a script (``send``, ``send_json``, ``expect_message``, ``expect_json``, ``close``) or
-refuse the handshake (``deny``). Every websocket connection to the path runs the script from
-the start: it accepts, then takes the steps in order, each expected message compared with what
-the client sent. A message that does not match ends the script: the connection is closed with
-1008 (policy violation) and the difference is kept for the report. Once the script is done
-without a close, the server keeps reading (messages are recorded) until the client closes.
+steps to a script (``send``, ``send_json``, ``expect_message``, ``expect_json``, ``close``,
+``drop_mid_message``) or refuse the handshake (``deny``). Every websocket connection to the
+path runs the script from the start: it accepts, then takes the steps in order, each expected
+message compared with what the client sent. A message that does not match ends the script:
+the connection is closed with 1008 (policy violation) and the difference is kept for the
+report. Once the script is done without a close, the server keeps reading (messages are
+recorded) until the client closes.
 
 What makes a strict test fail: a websocket route used fewer times than ``times``, a script
 step that was never reached because the client left, and a message that did not match.
@@ -27,6 +28,13 @@ __all__ = ["WebSocketRoute", "WebSocketSession"]
 
 # Close code for a client message the script did not expect (RFC 6455: policy violation).
 MISMATCH_CLOSE: Final = 1008
+# What a session records for a connection dropped without a close frame (RFC 6455 7.1.5: the
+# code a client reports then; it never travels on the wire).
+ABNORMAL_CLOSE: Final = 1006
+# RFC 6455 5.2: the FIN bit, and the opcodes of a text and a binary frame.
+_FIN: Final = 0x80
+_TEXT: Final = 0x1
+_BINARY: Final = 0x2
 
 
 @dataclass
@@ -45,13 +53,17 @@ class WebSocketSession:
 
 @dataclass(frozen=True)
 class _Step:
-    kind: str  # "send", "expect", "close"
+    kind: str  # "send", "expect", "close", "drop"
     payload: Any = None
     reason: str = ""
+    after: int = 0
+    fragmented: bool = False
 
     def describe(self) -> str:
         if self.kind == "close":
             return f"close({self.payload})"
+        if self.kind == "drop":
+            return f"drop_mid_message({self.payload!r}, after={self.after})"
         return f"{'send' if self.kind == 'send' else 'expect_message'}({self.payload!r})"
 
 
@@ -90,6 +102,28 @@ class WebSocketRoute:
     def close(self, code: int = 1000, reason: str = "") -> WebSocketRoute:
         """Close the connection with ``code`` (the script ends here)."""
         self._steps.append(_Step("close", code, reason))
+        return self
+
+    def drop_mid_message(
+        self, message: str | bytes, *, after: int | None = None, fragmented: bool = False
+    ) -> WebSocketRoute:
+        """Start sending ``message``, then drop the connection without a close frame.
+
+        The client gets a frame header announcing the whole message and only its first
+        ``after`` payload bytes (half of them by default) before the TCP connection closes
+        (over HTTP/2, the stream is reset), so it sees the connection end in the middle of a
+        message: a 1006 abnormal closure. With ``fragmented=True`` the first ``after`` bytes
+        go out as a complete first fragment (FIN clear) whose continuation never comes. The
+        script ends here. Needs the server's fault injection (harness servers have it on).
+        """
+        size = len(message.encode() if isinstance(message, str) else message)
+        cut = size // 2 if after is None else after
+        if not 0 <= cut <= size or (cut == size and not fragmented):
+            raise ValueError(
+                f"after={cut} must leave part of the {size}-byte message unsent "
+                "(0 <= after < size; after == size only with fragmented=True)"
+            )
+        self._steps.append(_Step("drop", message, after=cut, fragmented=fragmented))
         return self
 
     def deny(self, status: int = 403) -> WebSocketRoute:
@@ -146,6 +180,13 @@ class WebSocketRoute:
                 await send({"type": "websocket.close", "code": step.payload, "reason": step.reason})
                 session.pending = None
                 return
+            elif step.kind == "drop":
+                await send({"type": "trioserve.fault.raw", "data": _frame_start(step)})
+                # Recorded before the drop, so that a client that sees it sees the record too.
+                session.close_code = ABNORMAL_CLOSE
+                session.pending = None
+                await send({"type": "trioserve.fault.close"})
+                return
             else:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
@@ -191,6 +232,24 @@ def _outgoing(payload: str | bytes) -> Message:
     if isinstance(payload, str):
         return {"type": "websocket.send", "text": payload}
     return {"type": "websocket.send", "bytes": payload}
+
+
+def _frame_start(step: _Step) -> bytes:
+    """The start of an unmasked server frame (RFC 6455 5.2) carrying ``step.payload``: a header
+    announcing the whole payload and its first ``step.after`` bytes; or, ``fragmented``, a whole
+    first fragment of ``step.after`` bytes with FIN clear."""
+    message = step.payload
+    opcode = _TEXT if isinstance(message, str) else _BINARY
+    payload = message.encode() if isinstance(message, str) else bytes(message)
+    length = step.after if step.fragmented else len(payload)
+    first = opcode if step.fragmented else _FIN | opcode
+    if length < 126:
+        header = bytes([first, length])
+    elif length < 1 << 16:
+        header = bytes([first, 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([first, 127]) + length.to_bytes(8, "big")
+    return header + payload[: step.after]
 
 
 def _payload(message: Message) -> str | bytes:

@@ -1,4 +1,4 @@
-"""The examples/ folder is a downstream project's test suite: it must pass as one."""
+"""The examples/ folder holds downstream projects' test suites: each must pass as one."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.slow  # a whole pytest run in a subprocess
-def test_downstream_example_project_passes() -> None:
-    project = EXAMPLES / "downstream"
+def run_example(name: str) -> str:
+    """Run ``examples/name``'s suite with its own pytest.ini in a subprocess; its output."""
+    project = EXAMPLES / name
     result = subprocess.run(
         [sys.executable, "-m", "pytest", str(project), "-c", str(project / "pytest.ini"), "-q"],
         capture_output=True,
@@ -21,4 +21,16 @@ def test_downstream_example_project_passes() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow  # a whole pytest run in a subprocess
+def test_downstream_example_project_passes() -> None:
+    assert "4 passed" in run_example("downstream")
+
+
+@pytest.mark.slow  # a whole pytest run in a subprocess
+def test_http_client_suite_modelled_on_httpx_passes() -> None:
+    # tinyhttp's suite: httpx's conftest shape (a session-wide ASGI app over HTTP and over TLS
+    # with a trustme CA), with harness fixtures in place of uvicorn in a thread.
+    assert "25 passed" in run_example("httpclient_suite")

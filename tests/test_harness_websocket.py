@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
 import harness
@@ -85,3 +85,50 @@ def test_an_unused_websocket_expectation_fails_the_check() -> None:
         harness.serving() as srv,
     ):
         srv.expect_websocket("/feed").send("x")
+
+
+@pytest.mark.parametrize(
+    ("message", "after", "fragmented"),
+    [
+        ("a long goodbye, cut short", None, False),
+        (b"\x00" * 70_000, 1_000, False),  # a 64-bit length in the header
+        ("first fragment, never finished", 5, True),
+    ],
+    ids=["text-half", "binary-large", "fragmented"],
+)
+def test_drop_mid_message_is_an_abnormal_closure_after_the_complete_messages(
+    message: str | bytes, after: int | None, fragmented: bool
+) -> None:
+    with harness.serving() as srv:
+        feed = (
+            srv.expect_websocket("/feed")
+            .send("one")
+            .send(b"two")
+            .drop_mid_message(message, after=after, fragmented=fragmented)
+        )
+        with connect(ws_url(srv, "/feed")) as client:
+            assert client.recv(timeout=10) == "one"
+            assert client.recv(timeout=10) == b"two"
+            with pytest.raises(ConnectionClosedError) as dropped:
+                client.recv(timeout=10)
+        # No close frame either way: the client reports 1006 (abnormal closure).
+        assert (dropped.value.rcvd, dropped.value.sent) == (None, None)
+        assert "no close frame received or sent" in str(dropped.value)
+        if not fragmented:
+            # The frame header announced more payload than came before the end of the stream.
+            assert isinstance(dropped.value.__cause__, EOFError)
+        [session] = feed.sessions
+        assert session.sent == ["one", b"two"]
+        assert session.close_code == 1006
+        assert session.pending is None
+
+
+def test_drop_mid_message_needs_part_of_the_message_left_unsent() -> None:
+    route = harness.WebSocketRoute("/feed", times=None, name="#ws1")
+    with pytest.raises(ValueError, match=r"after=3 must leave part of the 3-byte message"):
+        route.drop_mid_message("abc", after=3)
+    with pytest.raises(ValueError, match=r"after=-1 must leave part"):
+        route.drop_mid_message(b"abc", after=-1)
+    # A whole first fragment is still an unfinished message.
+    route.drop_mid_message("abc", after=3, fragmented=True)
+    assert route.describe() == "WEBSOCKET /feed: drop_mid_message('abc', after=3)"

@@ -101,6 +101,11 @@ class H2Wire:
     async def receive(self, max_bytes: int) -> bytes:
         return await self._stream.receive_data(max_bytes)
 
+    async def abort(self, *, reset: bool) -> None:
+        # The connection carries other streams: dropping this websocket resets its stream
+        # (RST_STREAM, whatever ``reset`` says), which is what the stream's send_raw does.
+        await self._stream.send_raw(b"")
+
 
 def _tokens(value: bytes) -> list[str]:
     return [token for piece in value.split(b",") if (token := piece.decode("ascii").strip())]

@@ -145,6 +145,8 @@ def websocket_scope(
     scope["extensions"] = {"websocket.http.response": {}}
     if info.tls is not None:
         scope["extensions"]["tls"] = info.tls
+    if config.fault_injection:
+        scope["extensions"]["trioserve.fault"] = {"connection_id": info.connection_id}
     return scope
 
 

@@ -15,7 +15,8 @@ request (a websocket never goes back to HTTP), or an HTTP/2 stream opened by an 
 * with ``ws_ping_interval``, a task that pings the client and closes with 1011 when a pong does
   not come back in time.
 
-Writes from these tasks go through one lock, each bounded by ``write_timeout``. Close codes:
+Writes from these tasks go through one :class:`Sender` (``_sender.py``: one lock, each write
+bounded by ``write_timeout``; the ``trioserve.fault`` extension lives there too). Close codes:
 the app's own (``websocket.close``), 1000 when the app returns without closing, 1011 when it
 crashes, 1001 when the server shuts down (within the grace period), 1009 for an oversized
 message, 1002 or 1007 for a frame that breaks the protocol (wsproto reports those as a close event
@@ -33,20 +34,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Final
 
 import trio
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.utilities import RemoteProtocolError
 
 from .._config import Config
 from .._errors import ClientDisconnected, only_disconnects
 from .._transport import Transport
 from .._types import Message
-from ._wire import FrameConnection, H11Wire, PerMessageDeflateOnce, WebSocketWire
+from ._sender import ABNORMAL as _ABNORMAL
+from ._sender import Sender
+from ._wire import H11Wire, PerMessageDeflateOnce, WebSocketWire
 
 __all__ = ["WebSocketSession"]
 
@@ -70,7 +73,6 @@ _NORMAL = 1000
 _GOING_AWAY = 1001
 _TOO_BIG = 1009
 _INTERNAL_ERROR = 1011
-_ABNORMAL = 1006  # never sent on the wire: "the connection went away without a close frame"
 
 
 class WebSocketSession:
@@ -131,11 +133,9 @@ class WebSocketSession:
         self._queued_bytes = 0
         self._drained: trio.Event | None = None
         self._reader_blocked = False
-        # wsproto's frame layer, once the app has accepted.
-        self._ws: FrameConnection | None = None
+        self._out = Sender(wire, self._gone)
         scope["subprotocols"] = list(wire.subprotocols)
         self.scope = scope
-        self._send_lock = trio.StrictFIFOLock()
         self._inbox_send, self._inbox = trio.open_memory_channel[Message](_QUEUE)
         self._connect_delivered = False
         self._accepted = False
@@ -151,7 +151,6 @@ class WebSocketSession:
         self._close_started = False
         self._close_done = trio.Event()
         self._failure: tuple[int, str] | None = None  # the close to send after a protocol error
-        self._close_sent = trio.Event()
 
     @property
     def accepted(self) -> bool:
@@ -173,25 +172,29 @@ class WebSocketSession:
                     error_log.exception(
                         "Exception in ASGI application (websocket %s)", self.scope["path"]
                     )
-                    if self._accepted:
-                        await self._close(_INTERNAL_ERROR, "")
-                    elif not self._denied:
-                        # Nothing is on the wire yet (a denial is sent whole): answer 500.
-                        await self._deny(500, b"Internal Server Error\n")
+                    await self._finish(_INTERNAL_ERROR)
             else:
-                if self._accepted:
-                    await self._close(self._final_code, "")
-                elif not self._denied:
+                if not (self._accepted or self._denied or self._out.taken):
                     error_log.error(
                         "ASGI application returned without accepting or closing the websocket (%s)",
                         self.scope["path"],
                     )
-                    await self._deny(500, b"Internal Server Error\n")
+                await self._finish(self._final_code)
             nursery.cancel_scope.cancel()
         self._inbox_send.close()
         if self._denied:
             return self._deny_status
         return None
+
+    async def _finish(self, code: int) -> None:
+        """The app is done: close with ``code``, drop a wire a fault took over, or answer 500
+        if nothing is on the wire yet (a denial is sent whole)."""
+        if self._out.taken:
+            await self._out.drop()
+        elif self._accepted:
+            await self._close(code, "")
+        elif not self._denied:
+            await self._deny(500, b"Internal Server Error\n")
 
     _deny_status = 0
     _denial_sent = False  # the whole HTTP response that denied the websocket is out
@@ -237,16 +240,11 @@ class WebSocketSession:
                 raise RuntimeError("ASGI app sent 'websocket.send' before 'websocket.accept'")
             if self._closed:
                 raise ClientDisconnected("the websocket is closed")
-            text = message.get("text")
-            data = message.get("bytes")
-            event: TextMessage | BytesMessage
-            if text is not None and data is None:
-                event = TextMessage(data=str(text))
-            elif data is not None and text is None:
-                event = BytesMessage(data=bytes(data))
-            else:
-                raise RuntimeError("'websocket.send' needs exactly one of 'text' and 'bytes'")
-            await self._send_event(event)
+            if self._out.taken:
+                raise RuntimeError(
+                    "ASGI app sent 'websocket.send' after a trioserve.fault took over the wire"
+                )
+            await self._out.send_event(_outgoing(message))
         elif message_type == "websocket.accept":
             if self._accepted or self._denied or self._response_started:
                 raise RuntimeError("ASGI app sent 'websocket.accept' out of order")
@@ -275,6 +273,8 @@ class WebSocketSession:
                 headers=headers,
                 more=message.get("more_body", False),
             )
+        elif message_type.startswith("trioserve.fault.") and self._config.fault_injection:
+            await self._out.fault(message)
         else:
             raise RuntimeError(f"Unexpected ASGI message {message_type!r} for a websocket")
 
@@ -288,9 +288,9 @@ class WebSocketSession:
         subprotocol = message.get("subprotocol")
 
         async def accept() -> None:
-            self._ws = await self._wire.accept(subprotocol, extensions, headers)
+            self._out.ws = await self._wire.accept(subprotocol, extensions, headers)
 
-        await self._write(accept)
+        await self._out.write(accept)
         self._accepted = True
         assert self._nursery is not None
         self._nursery.start_soon(self._read_loop)
@@ -314,9 +314,11 @@ class WebSocketSession:
             framed = any(name.lower() == b"content-length" for name, _ in fields)
             if body and not more and not framed:
                 fields.append((b"content-length", b"%d" % len(body)))
-            await self._write(lambda: self._wire.send_rejection(status, fields, body, end=not more))
+            await self._out.write(
+                lambda: self._wire.send_rejection(status, fields, body, end=not more)
+            )
         else:
-            await self._write(lambda: self._wire.send_rejection_body(body, end=not more))
+            await self._out.write(lambda: self._wire.send_rejection_body(body, end=not more))
         if not more:
             self._denial_sent = True
             self._inbox_send.close()  # receive() now says websocket.disconnect (1006)
@@ -330,10 +332,10 @@ class WebSocketSession:
         self._close_started = True
         self._closed = True
         try:
-            if not self._open():
+            if not self._out.open():
                 return
             try:
-                await self._send_event(CloseConnection(code=code, reason=reason or None))
+                await self._out.send_event(CloseConnection(code=code, reason=reason or None))
             except ClientDisconnected:
                 return
             # Give the client a moment to answer with its own close frame (the reader consumes
@@ -342,39 +344,6 @@ class WebSocketSession:
                 await self._peer_closed.wait()
         finally:
             self._close_done.set()
-
-    def _open(self) -> bool:
-        """Whether frames may still be sent (accepted, and no close frame sent yet)."""
-        ws = self._ws
-        return ws is not None and ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING)
-
-    async def _send_event(self, event: Any) -> None:
-        async def send_frame() -> None:
-            # Frames are produced under the lock (permessage-deflate's context must see them
-            # in wire order).
-            assert self._ws is not None
-            data = self._ws.send(event)
-            if isinstance(event, CloseConnection):
-                self._close_sent.set()
-            await self._wire.send(data)
-
-        await self._write(send_frame)
-
-    async def _write(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Run one write to the wire: one at a time, and whole.
-
-        The write is shielded from the caller's cancellation, since half a frame would corrupt
-        the stream; the wire bounds it by ``write_timeout`` instead.
-        """
-        async with self._send_lock:
-            with trio.CancelScope(shield=True):
-                try:
-                    await action()
-                except LocalProtocolError as exc:
-                    raise ClientDisconnected(f"the websocket cannot send now: {exc}") from exc
-                except ClientDisconnected:
-                    self._gone(_ABNORMAL)
-                    raise
 
     def _gone(self, code: int) -> None:
         self._closed = True
@@ -397,7 +366,7 @@ class WebSocketSession:
         limit = self._config.ws_max_message_size
         parts: list[bytes | str] = []
         size = 0
-        ws = self._ws
+        ws = self._out.ws
         assert ws is not None
         try:
             while True:
@@ -422,7 +391,7 @@ class WebSocketSession:
                             if not self._closed:
                                 await self._deliver(message, message_size)
                     elif isinstance(event, Ping):
-                        await self._send_quietly(event.response())
+                        await self._out.send_quietly(event.response())
                     elif isinstance(event, Pong):
                         self._pong.set()
                     elif isinstance(event, CloseConnection):
@@ -435,7 +404,7 @@ class WebSocketSession:
                         self._close_code = int(event.code)
                         self._close_reason = event.reason or ""
                         if ws.state is ConnectionState.REMOTE_CLOSING:
-                            await self._send_quietly(event.response())
+                            await self._out.send_quietly(event.response())
                         self._gone(int(event.code))
                         return
         except RemoteProtocolError as exc:
@@ -458,7 +427,7 @@ class WebSocketSession:
         self._close_code = code  # what the app's websocket.disconnect says
         self._inbox_send.close()
         with trio.move_on_after(_FAIL_GRACE):
-            await self._close_sent.wait()
+            await self._out.close_sent.wait()
         await self._send_close_quietly(code, reason)
         self._gone(code)
 
@@ -476,14 +445,10 @@ class WebSocketSession:
         finally:
             self._reader_blocked = False
 
-    async def _send_quietly(self, event: Any) -> None:
-        with contextlib.suppress(ClientDisconnected):
-            await self._send_event(event)
-
     async def _send_close_quietly(self, code: int, reason: str) -> None:
         self._closed = True
-        if self._open():
-            await self._send_quietly(CloseConnection(code=code, reason=reason))
+        if self._out.open():
+            await self._out.send_quietly(CloseConnection(code=code, reason=reason))
 
     async def _keepalive(self, interval: float) -> None:
         timeout = self._config.ws_ping_timeout
@@ -492,7 +457,7 @@ class WebSocketSession:
             if self._closed:
                 return
             self._pong = trio.Event()
-            await self._send_quietly(Ping(payload=b"trioserve"))
+            await self._out.send_quietly(Ping(payload=b"trioserve"))
             with trio.move_on_after(timeout) as waiting:
                 await self._pong.wait()
             if not waiting.cancelled_caught or self._reader_blocked:
@@ -502,6 +467,17 @@ class WebSocketSession:
             await self._send_close_quietly(_INTERNAL_ERROR, "keepalive ping timeout")
             self._gone(_INTERNAL_ERROR)
             return
+
+
+def _outgoing(message: Message) -> TextMessage | BytesMessage:
+    """The frames' event for a ``websocket.send`` message."""
+    text = message.get("text")
+    data = message.get("bytes")
+    if text is not None and data is None:
+        return TextMessage(data=str(text))
+    if data is not None and text is None:
+        return BytesMessage(data=bytes(data))
+    raise RuntimeError("'websocket.send' needs exactly one of 'text' and 'bytes'")
 
 
 def _joined(parts: list[bytes | str], *, text: bool) -> Message:

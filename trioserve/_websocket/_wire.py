@@ -85,6 +85,10 @@ class WebSocketWire(Protocol):
     async def receive(self, max_bytes: int) -> bytes:
         """At most ``max_bytes`` of the client's frames; ``b""`` once it has no more to say."""
 
+    async def abort(self, *, reset: bool) -> None:
+        """Drop the websocket without a close frame (fault injection): close the connection
+        (with a TCP reset if ``reset``), or reset the HTTP/2 stream."""
+
 
 class H11Wire:
     """A websocket upgraded from an HTTP/1.1 request, over the connection's transport.
@@ -157,6 +161,13 @@ class H11Wire:
             data, self._buffered = self._buffered, b""
             return data
         return bytes(await self._transport.receive(max_bytes))
+
+    async def abort(self, *, reset: bool) -> None:
+        if reset:
+            await self._transport.reset()
+        else:
+            self._transport.gone = True
+            await self._transport.close()
 
 
 class PerMessageDeflateOnce(PerMessageDeflate):
