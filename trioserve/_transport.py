@@ -182,13 +182,17 @@ class Transport:
         # Fixed (review): write_timeout bounds a *stall*, not the whole write: one deadline for
         # all of ``data`` cut off a large body going steadily to a slow client. The data goes
         # out in pieces, and each piece that goes out buys another write_timeout.
-        view = memoryview(data)
-        with trio.CancelScope() as writing:
+        with trio.CancelScope(deadline=trio.current_time() + self._write_timeout) as writing:
             try:
-                while view:
-                    writing.deadline = trio.current_time() + self._write_timeout
-                    await self._stream.send_all(view[:_WRITE_PIECE])
-                    view = view[_WRITE_PIECE:]
+                if len(data) <= _WRITE_PIECE:
+                    # One piece (every small response over TLS): no view, no slicing.
+                    await self._stream.send_all(data)
+                else:
+                    view = memoryview(data)
+                    while view:
+                        writing.deadline = trio.current_time() + self._write_timeout
+                        await self._stream.send_all(view[:_WRITE_PIECE])
+                        view = view[_WRITE_PIECE:]
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 gone = disconnected(exc)
                 if gone is None:
