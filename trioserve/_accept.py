@@ -98,7 +98,19 @@ class Acceptor:
         secure = secure and self.ssl_context is not None
         limit = self._config.max_connections_per_ip
         if limit is None or peer_address is None:
-            nursery.start_soon(self._serve, stream, peer_address, server, secure)
+            if not secure and not self._config.proxy_protocol:
+                # Nothing to set up: the connection's own task is the whole task (one frame
+                # fewer on the stack of every idle connection, and of every request).
+                try:
+                    connection = self._plain(stream, peer_address, server)
+                except Exception:  # pragma: no cover - a bug; never into the accept loop
+                    error_log.exception("Could not set up the connection from %s", peer_address)
+                    stream.socket.close()
+                    self._release()
+                    return
+                nursery.start_soon(connection.run)
+            else:
+                nursery.start_soon(self._serve, stream, peer_address, server, secure)
             return
         host = peer_address[0]
         held = self._per_ip.get(host, 0)
@@ -169,17 +181,18 @@ class Acceptor:
                     connection_info(self._state, client, server, "https", tls),
                     on_close=self._release,
                 )
-            else:
+            elif secure:
                 connection = H11Connection(
                     connected,
                     self._state,
                     client=client,
                     server=server,
-                    scheme="https" if secure else "http",
+                    scheme="https",
                     tls=tls,
                     on_close=self._release,
-                    redirect_https_port=None if secure else self.redirect_port,
                 )
+            else:
+                connection = self._plain(connected, client, server)
             handed_over = True
             # The connection handles every exception of its own: nothing reaches the nursery.
             await connection.run()
@@ -192,6 +205,19 @@ class Acceptor:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
                 self._release()
+
+    def _plain(
+        self, stream: trio.abc.Stream, client: Address | None, server: Address | None
+    ) -> H11Connection:
+        """The connection for a cleartext socket (HTTP/1.1, or HTTP/2 by prior knowledge)."""
+        return H11Connection(
+            stream,
+            self._state,
+            client=client,
+            server=server,
+            on_close=self._release,
+            redirect_https_port=self.redirect_port,
+        )
 
     async def _read_proxy_header(
         self, stream: trio.SocketStream, client: Address | None

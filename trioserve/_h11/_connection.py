@@ -82,7 +82,6 @@ class H11Connection:
         "_evicted",
         "_exchange",
         "_h2",
-        "_head",
         "_head_bytes",
         "_idle",
         "_info",
@@ -90,6 +89,7 @@ class H11Connection:
         "_proto",
         "_reading_head",
         "_redirect",
+        "_served",
         "_since",
         "_state",
         "_timer",
@@ -138,7 +138,9 @@ class H11Connection:
         self._since = self._accepted_at
         self._head_bytes = 0
         self._evicted = False
-        self._head: RequestHead | None = None
+        # Whether a request has arrived (an idle wait before the first one is the head's); a
+        # flag, not the last head: an idle connection keeps none of its last request.
+        self._served = False
         self._websocket: WebSocketSession | None = None
         # The HTTP/2 connection this one became (cleartext with prior knowledge), if it did.
         self._h2: H2Connection | None = None
@@ -162,7 +164,7 @@ class H11Connection:
                         if head is None:
                             break
                         first = False
-                        self._head = head
+                        self._served = True
                         if proto.websocket:
                             # A websocket never goes back to HTTP: the connection ends with it.
                             await self._serve_websocket(head)
@@ -177,6 +179,9 @@ class H11Connection:
                         if not proto.start_next_cycle():
                             break
                         self._exchange.written = False
+                        # Not kept through the idle wait: an idle connection holds nothing of
+                        # its last request.
+                        head = None
                 self._reading_head = False
                 if self._timer.cancelled_caught and not self._idle:
                     if self._evicted:
@@ -242,7 +247,7 @@ class H11Connection:
             return self._h2.snapshot()
         if self._idle:
             # Before the first request, the wait for its first byte is the head's.
-            if self._head is None:
+            if not self._served:
                 return Snapshot(Kind.HEAD, self._since, 0)
             return Snapshot(Kind.IDLE, self._since)
         if self._reading_head:
