@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``fuzz``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``fuzz``, ``autobahn``.
 
 CI (``.ci/run``) runs the same commands as these sessions, in a plain virtual environment.
 """
@@ -56,3 +56,11 @@ def fuzz(session: nox.Session) -> None:
         *session.posargs,
         env={"TRIOSERVE_FUZZ": "1"},
     )
+
+
+@nox.session
+def autobahn(session: nox.Session) -> None:
+    """Autobahn|Testsuite's websocket cases (default 1-7 and 10, as in CI; ``-- 12 13`` for
+    permessage-deflate, about 16 minutes on 2 cores). Needs a Python 2.7 (see the README)."""
+    session.install("-e", ".")
+    session.run("python", "scripts/autobahn.py", *session.posargs)
