@@ -321,6 +321,7 @@ class RunResult:
     wrk_threads: int | None = None
     workers: int | None = None
     worker_cpu_s: list[float] = field(default_factory=list)  # per worker, during the wrk run
+    server_cpu_s: float | None = None  # one-process rows: the server's CPU during the wrk run
     duration_s: float | None = None
     requests: int | None = None
     requests_per_sec: float | None = None
@@ -873,6 +874,28 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid`` and its live descendants (a server that runs its worker in a
+    child process counts whole), or ``None`` if ``pid`` is gone."""
+    total = cpu_seconds(pid)
+    if total is None:
+        return None
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                seconds = cpu_seconds(child)
+                if seconds is not None:
+                    total += seconds
+                    pending.append(child)
+    return total
+
+
 def group_cpu_seconds(pgid: int) -> dict[int, float]:
     """CPU seconds of every live (non-zombie) member of process group ``pgid``."""
     times = {}
@@ -1013,7 +1036,11 @@ def run_row(scenario: Scenario, server: str, round_no: int, ctx: Context) -> Run
                         result.worker_cpu_s.append(end - start)
                 _note_worker_cpu(result, ctx.duration)
             else:
+                before_cpu = tree_cpu_seconds(proc.pid)
                 _measure_wrk(scenario, port, ctx, result)
+                after_cpu = tree_cpu_seconds(proc.pid)
+                if before_cpu is not None and after_cpu is not None:
+                    result.server_cpu_s = after_cpu - before_cpu
     except (BenchError, H2BenchError) as exc:
         result.ok = False
         result.error = str(exc)
@@ -1300,6 +1327,18 @@ def _errors(row: RunResult) -> str:
     return ", ".join(parts) or "0"
 
 
+def requests_per_cpu_second(row: RunResult) -> float | None:
+    """Requests per CPU-second the server used (its process tree) during the wrk run."""
+    if not row.server_cpu_s or not row.requests:
+        return None
+    return row.requests / row.server_cpu_s
+
+
+def _per_cpu_second(row: RunResult) -> str:
+    value = requests_per_cpu_second(row)
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _worker_cpu(row: RunResult) -> str:
     if not row.worker_cpu_s:
         return "-"
@@ -1346,6 +1385,9 @@ def scenario_table(
         multi = scenario.workers > 1
         if multi:
             header.append("worker CPU")
+        per_cpu = not multi and not scenario.http2
+        if per_cpu:
+            header.append("req/CPU-s")
         header.append("errors")
         for server, row in rows.items():
             cells = [_label(scenario, server)]
@@ -1367,6 +1409,8 @@ def scenario_table(
                 cells += [_fmt_ms(row.latency_p50_ms), _fmt_ms(row.latency_p99_ms)]
             if multi:
                 cells.append(_worker_cpu(row))
+            if per_cpu:
+                cells.append(_per_cpu_second(row))
             cells.append(_errors(row))
             body.append(cells)
         conns = {row.connections for row in rows.values() if row.connections}
@@ -1426,17 +1470,82 @@ def compression_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
     return lines
 
 
+def check(label: str, ours: float | None, theirs: float | None, target: str) -> str:
+    """One summary line: the ratio ``ours / theirs`` against ``target`` (">=2x", "<=1.5x")."""
+    if ours is None or theirs is None or not theirs:
+        return f"{label}: not measured in this run (target {target})"
+    ratio = ours / theirs
+    limit = float(target[2:].rstrip("x"))
+    met = ratio >= limit if target.startswith(">=") else ratio <= limit
+    return f"{label}: {ratio:.2f}x (target {target}: {'met' if met else 'NOT met'})"
+
+
+def _per_cpu(final: dict[str, dict[str, RunResult]], scenario: str, server: str) -> float | None:
+    row = final.get(scenario, {}).get(server)
+    return requests_per_cpu_second(row) if row is not None and row.ok else None
+
+
+def speed_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
+    """HTTP/1.1 figures against the speed targets (issue 14) and, with a baseline, against the
+    code before the connection split (issue 9: not slower)."""
+    rps = "requests_per_sec"
+    hello, tls, static = "hello-keepalive", "hello-tls", "static-1k"
+    fastest = "uvicorn-httptools"
+    pairs = [
+        (f"{hello}, trioserve / {fastest} req/s", hello, "trioserve", hello, fastest, ">=1.0x"),
+        (
+            f"{hello}, trioserve-h11 / uvicorn-h11 req/s",
+            hello,
+            "trioserve-h11",
+            hello,
+            "uvicorn-h11",
+            ">=1.5x",
+        ),
+        (f"{tls}, trioserve / {fastest} req/s", tls, "trioserve", tls, fastest, ">=1.0x"),
+        (
+            f"{static} / {hello}, trioserve req/s",
+            static,
+            "trioserve",
+            hello,
+            "trioserve",
+            ">=0.75x",
+        ),
+        (
+            f"{static}, trioserve / {fastest} + Starlette req/s",
+            static,
+            "trioserve",
+            static,
+            fastest,
+            ">=3x",
+        ),
+    ]
+    lines = [
+        check(label, _row(final, s1, a, rps), _row(final, s2, b, rps), target)
+        for label, s1, a, s2, b, target in pairs
+    ]
+    lines.append(
+        check(
+            f"{hello}, trioserve / {fastest} requests per server CPU-second",
+            _per_cpu(final, hello, "trioserve"),
+            _per_cpu(final, hello, fastest),
+            ">=1.0x",
+        )
+    )
+    lines.extend(
+        check(
+            f"{scenario}, trioserve-h11 / trioserve-base (before the split) req/s",
+            _row(final, scenario, "trioserve-h11", rps),
+            _row(final, scenario, "trioserve-base", rps),
+            ">=0.95x",
+        )
+        for scenario in (hello, tls, static)
+        if _row(final, scenario, "trioserve-base", rps) is not None
+    )
+    return lines
+
+
 def h2_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
     """The HTTP/2 figures of this run against their targets (issue 10), one line each."""
-
-    def check(label: str, ours: float | None, theirs: float | None, target: str) -> str:
-        if ours is None or theirs is None or not theirs:
-            return f"{label}: not measured in this run (target {target})"
-        ratio = ours / theirs
-        limit = float(target[2:].rstrip("x"))
-        met = ratio >= limit if target.startswith(">=") else ratio <= limit
-        return f"{label}: {ratio:.2f}x (target {target}: {'met' if met else 'NOT met'})"
-
     rps = "requests_per_sec"
     lines = [
         check(
@@ -1687,6 +1796,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n## HTTP/2 targets (issue 10)")
         for line in summary:
             print(f"  {line}")
+    speed = speed_summary(final)
+    if any("not measured" not in line for line in speed):
+        print("\n## HTTP/1.1 speed targets (issues 9 and 14)")
+        for line in speed:
+            print(f"  {line}")
     compression = compression_summary(final)
     if compression:
         print("\n## Compression on the fly (issue 11)")
@@ -1707,6 +1821,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("**HTTP/2 targets** (issue 10):\n")
             print("\n".join(f"- {line}" for line in summary))
             print()
+        if any("not measured" not in line for line in speed):
+            print("**HTTP/1.1 speed targets** (issues 9 and 14):\n")
+            print("\n".join(f"- {line}" for line in speed))
+            print()
         if compression:
             print("**Compression on the fly** (issue 11):\n")
             print("\n".join(f"- {line}" for line in compression))
@@ -1716,6 +1834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {
             "machine": info,
             "h2_summary": summary,
+            "speed_summary": speed,
             "compression_summary": compression,
             "config": {
                 "duration_s": args.duration,
