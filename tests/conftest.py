@@ -121,9 +121,19 @@ async def connection(
         server_stream, state, client=("127.0.0.1", 5000), server=("127.0.0.1", 8000)
     )
     async with trio.open_nursery() as nursery:
+        # The server's keep-alive timer, as a running server has it (sleep_until/sleep: the
+        # autojump clock drives it like any other timeout).
+        timing = trio.CancelScope()
+        nursery.start_soon(_run_in, timing, state.idle_timer.run)
         nursery.start_soon(conn.run)
         yield ScriptedClient(client_stream), state
         await client_stream.aclose()
+        timing.cancel()
+
+
+async def _run_in(scope: trio.CancelScope, run: Any) -> None:
+    with scope:
+        await run()
 
 
 async def hello_app(scope: Any, receive: Any, send: Any) -> None:

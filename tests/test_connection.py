@@ -20,6 +20,8 @@ import trio
 import trio.testing
 
 from trioserve import ClientDisconnected, Config
+from trioserve._h11._connection import H11Connection
+from trioserve._http._state import ServerState
 
 from .conftest import connection, header, hello_app
 
@@ -492,6 +494,43 @@ async def test_idle_keep_alive_connection_closes_after_keep_alive_timeout(
     async with connection(hello_app, config) as (client, _):
         await client.request()
         await client.response()
+        start = trio.current_time()
+        assert await client.read_until_eof() == b""
+        assert 5 <= trio.current_time() - start < 6
+
+
+async def test_keep_alive_timeout_holds_without_the_servers_idle_timer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A connection run on its own (no server running the IdleTimer) times its keep-alive wait
+    # with its own deadline.
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    state = ServerState(hello_app, Config(access_log=False, keep_alive_timeout=5))
+    conn = H11Connection(server_stream, state, client=("127.0.0.1", 5000), server=None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await client_stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await client_stream.receive_some(65536)
+        assert response.startswith(b"HTTP/1.1 200 ")
+        start = trio.current_time()
+        assert await client_stream.receive_some(65536) == b""
+        assert 5 <= trio.current_time() - start < 6
+    assert not state.idle_timer.running
+
+
+async def test_a_request_just_before_the_keep_alive_timeout_is_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(access_log=False, keep_alive_timeout=5)
+    async with connection(hello_app, config) as (client, _):
+        await client.request()
+        await client.response()
+        await trio.sleep(4.9)
+        await client.request(target="/again")
+        response, body = await client.response()
+        assert response.status_code == 200
+        assert body.startswith(b"GET /again")
+        # ...and the next idle wait gets a whole timeout of its own.
         start = trio.current_time()
         assert await client.read_until_eof() == b""
         assert 5 <= trio.current_time() - start < 6

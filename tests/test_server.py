@@ -63,6 +63,30 @@ async def test_address_in_use_raises_oserror() -> None:
             await trioserve.serve(hello_app, Config(port=port))
 
 
+async def test_idle_keep_alive_connections_close_after_the_timeout_on_a_real_server() -> None:
+    # The server's IdleTimer ends keep-alive waits; a connection that sends its next request
+    # in time is served, and the timer's task ends with the server.
+    config = Config(port=0, access_log=False, keep_alive_timeout=0.3, lifespan="off")
+    server = Server(hello_app, config)
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        streams = [await trio.open_tcp_stream(*address) for _ in range(3)]
+        request = b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n"
+        for stream in streams:
+            await stream.send_all(request)
+            assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+        assert server.state.idle_timer.running
+        started = trio.current_time()
+        with trio.fail_after(10):
+            for stream in streams:
+                assert await stream.receive_some(65536) == b""  # closed, no response
+        assert trio.current_time() - started >= 0.3
+        for stream in streams:
+            await stream.aclose()
+        server.begin_shutdown()
+    assert not server.state.idle_timer.running
+
+
 async def flaky_app(scope: Any, receive: Any, send: Any) -> None:
     if scope["path"] == "/boom":
         raise RuntimeError("this request fails")

@@ -274,10 +274,14 @@ class Server:
         current_metrics.set(self.state.metrics)
         with trio.CancelScope(shield=True) as core:
             self._core_scope = core
-            async with self._serving_metrics(), trio.open_nursery() as nursery:
-                for listener, secure in listeners:
-                    await nursery.start(self._serve_listener, listener, secure)
-                task_status.started(addresses)
+            async with self._serving_metrics(), trio.open_nursery() as timing:
+                timing.start_soon(self.state.idle_timer.run)
+                async with trio.open_nursery() as nursery:
+                    for listener, secure in listeners:
+                        await nursery.start(self._serve_listener, listener, secure)
+                    task_status.started(addresses)
+                # Every listener and connection is done: no idle wait is left to time.
+                timing.cancel_scope.cancel()
 
     @contextlib.asynccontextmanager
     async def _serving_metrics(self) -> AsyncIterator[None]:

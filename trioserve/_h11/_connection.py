@@ -212,6 +212,7 @@ class H11Connection:
                 raise cancelled from None
         finally:
             connections.discard(self)
+            self._state.idle_timer.done(self)
             try:
                 # Linger only to protect a response we wrote from a reset caused by unread
                 # input.
@@ -256,6 +257,11 @@ class H11Connection:
             return Snapshot(Kind.WEBSOCKET, self._accepted_at)
         return Snapshot(Kind.BUSY, self._since)
 
+    def idle_expired(self) -> None:
+        """The server's IdleTimer: the keep-alive timeout passed while idle; close quietly."""
+        if self._idle:
+            self._timer.cancel()
+
     def evict(self, reason: Reason) -> None:
         """Eviction: close now (idle), or answer 408 and close (a head that came too slowly)."""
         if self._h2 is not None:
@@ -276,6 +282,11 @@ class H11Connection:
             timer = self._timer
             transport = self._transport
             self._head_bytes = 0
+            # The keep-alive wait is timed by the server's IdleTimer (cheaper than moving the
+            # timer's deadline twice per request); the others, and a connection served without
+            # a server's timer running (tests), by the timer's deadline.
+            swept = False
+            idle_timer = self._state.idle_timer
             if first:
                 self._since = self._accepted_at
                 timer.deadline = self._accepted_at + config.header_timeout
@@ -285,7 +296,11 @@ class H11Connection:
                 timer.deadline = self._since + config.header_timeout
             else:
                 self._since = trio.current_time()
-                timer.deadline = self._since + config.keep_alive_timeout
+                if idle_timer.running:
+                    idle_timer.wait(self, self._since)
+                    swept = True
+                else:
+                    timer.deadline = self._since + config.keep_alive_timeout
             if not proto.has_buffered_data:
                 # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
                 # when the deadline passes the timer's cancellation ends the connection quietly.
@@ -306,6 +321,8 @@ class H11Connection:
                             data = got
                             break
                 self._idle = False
+                if swept:
+                    idle_timer.done(self)
                 if not data:
                     return None
                 proto.receive_data(data)
@@ -314,6 +331,7 @@ class H11Connection:
                     # Only a head that did not arrive whole needs its own deadline.
                     self._since = trio.current_time()
                     timer.deadline = self._since + config.header_timeout
+                    swept = False
                 self._head_bytes = len(data)
             # Part of a head has arrived: the rest must follow before the deadline (else 408).
             self._reading_head = True
@@ -323,7 +341,8 @@ class H11Connection:
                 proto.receive_data(data)
                 event = proto.next_event()
             self._reading_head = False
-            timer.deadline = math.inf
+            if not swept:
+                timer.deadline = math.inf
             if timer.cancel_called:
                 # The keep-alive deadline or a shutdown fired just as the request arrived: it
                 # cannot be served under a cancelled scope, so close as if it came a moment

@@ -10,6 +10,7 @@ from .._config import Config
 from .._eviction import Reason, Snapshot
 from .._proxy import TrustedPeers
 from .._types import ASGIApp
+from ._idle import IdleTimer
 
 if TYPE_CHECKING:
     from .._metrics import Metrics
@@ -47,6 +48,7 @@ class ServerState:
         "connections",
         "draining",
         "evictions",
+        "idle_timer",
         "lifespan_state",
         "metrics",
         "on_request_limit",
@@ -63,6 +65,8 @@ class ServerState:
         self.app = app
         self.config = config
         self.connections: set[Stoppable] = set()
+        #: Keep-alive timeouts of idle HTTP/1.1 connections (the server runs it; see _idle).
+        self.idle_timer = IdleTimer(config.keep_alive_timeout)
         self.draining = False
         #: For metrics: connections closed to make room for new clients, by reason ("idle",
         #: "slow-head"), and new ones refused over a cap ("per-ip", "websockets").

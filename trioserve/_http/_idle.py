@@ -1,0 +1,79 @@
+"""The keep-alive timeout of every idle HTTP/1.1 connection, kept by one task per server.
+
+Why not a deadline on each connection's cancel scope: moving a trio deadline costs a context
+manager and a heap operation (about 3-5 us), and a keep-alive connection moved its deadline
+twice per request (set when it went idle, cleared when the next request arrived): a measurable
+part of a small request. Here going idle is a dict insert and leaving idleness a dict delete.
+
+Every idle wait has the same timeout (``keep_alive_timeout``), so the dict's insertion order is
+deadline order: the task sleeps until the oldest deadline, ends the waits that are due, and
+sleeps again. With nothing waiting it sleeps a whole timeout (nothing added meanwhile can be due
+sooner), so adding never has to wake it. (The first request's wait has its own timeout,
+``header_timeout``, and stays on the connection's cancel scope: once per connection.)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+
+__all__ = ["IdleTimer", "Sleeper"]
+
+# Expired waits ended in a row before the task lets others run (a burst of expiries after a
+# flood of idle connections must not hold the event loop).
+_BATCH = 100
+
+
+class Sleeper(Protocol):
+    """A connection whose idle wait the timer can end."""
+
+    def idle_expired(self) -> None:
+        """The keep-alive timeout passed while it was idle: close quietly."""
+
+
+class IdleTimer:
+    """Ends idle keep-alive waits once ``timeout`` seconds have passed (see the module)."""
+
+    __slots__ = ("_timeout", "_waiting", "running")
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._waiting: dict[Sleeper, float] = {}
+        #: Whether :meth:`run` is running; without it, connections keep their own deadlines.
+        self.running = False
+
+    def wait(self, sleeper: Sleeper, since: float) -> None:
+        """``sleeper`` went idle at ``since``; it is told when its timeout has passed."""
+        waiting = self._waiting
+        # Re-inserted at the end (a dict keeps a re-assigned key where it was).
+        waiting.pop(sleeper, None)
+        waiting[sleeper] = since + self._timeout
+
+    def done(self, sleeper: Sleeper) -> None:
+        """``sleeper`` is no longer idle (a request came, or it closed)."""
+        self._waiting.pop(sleeper, None)
+
+    async def run(self) -> None:
+        """End due waits until cancelled (the server runs this for as long as it serves)."""
+        waiting = self._waiting
+        self.running = True
+        try:
+            while True:
+                now = trio.current_time()
+                ended = 0
+                while waiting and ended < _BATCH:
+                    sleeper, deadline = next(iter(waiting.items()))
+                    if deadline > now:
+                        break
+                    del waiting[sleeper]
+                    sleeper.idle_expired()
+                    ended += 1
+                if ended == _BATCH:
+                    await trio.lowlevel.checkpoint()
+                elif waiting:
+                    await trio.sleep_until(next(iter(waiting.values())))
+                else:
+                    await trio.sleep(self._timeout)
+        finally:
+            self.running = False
