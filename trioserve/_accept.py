@@ -45,6 +45,7 @@ from ._http._scope import connection_info, format_address
 from ._http._state import ServerState
 from ._proxy import MAX_PROXY_HEADER, ProxyHeaderError, parse_proxy_header
 from ._tls import tls_extension
+from ._tls_stream import TLSStream
 from ._transport import READ_SIZE, Transport, map_disconnects
 
 __all__ = ["Acceptor", "connection_protocol"]
@@ -174,7 +175,7 @@ class Acceptor:
                 if setup.scope.cancelled_caught:
                     return  # evicted
             connection: H11Connection | H2Connection
-            if isinstance(connected, trio.SSLStream) and connected.selected_alpn_protocol() == "h2":
+            if isinstance(connected, TLSStream) and connected.selected_alpn_protocol() == "h2":
                 connection = H2Connection(
                     Transport(connected, self._config.write_timeout),
                     self._state,
@@ -248,7 +249,7 @@ class Acceptor:
 
     async def _handshake(
         self, stream: trio.SocketStream, client: Address | None
-    ) -> tuple[trio.SSLStream[trio.SocketStream], dict[str, Any]] | None:
+    ) -> tuple[TLSStream, dict[str, Any]] | None:
         """The TLS handshake (bounded); ``None`` when it did not happen (logged at debug)."""
         context = self.ssl_context
         tls = self._config.tls
@@ -262,10 +263,9 @@ class Acceptor:
                         counts["plain-http"] = counts.get("plain-http", 0) + 1
                         await _refuse_plain_http(stream, self._config)
                         return None
-                    # https_compatible=False: closing sends close_notify (bounded by the
-                    # connection's close); a client's missing close_notify reads as a
-                    # disconnect, as it should.
-                    ssl_stream = trio.SSLStream(stream, context, server_side=True)
+                    # Closing sends close_notify (bounded by the connection's close); a
+                    # client's missing close_notify reads as a disconnect, as it should.
+                    ssl_stream = TLSStream(stream, context)
                     await ssl_stream.do_handshake()
             except ClientDisconnected as exc:
                 # Garbage, a wrong version, an unknown CA, a reset: the client's problem.
@@ -280,7 +280,7 @@ class Acceptor:
             counts["timeout"] = counts.get("timeout", 0) + 1
             return None
         counts["ok"] = counts.get("ok", 0) + 1
-        return ssl_stream, tls_extension(ssl_stream, context)
+        return ssl_stream, tls_extension(ssl_stream.ssl_object, context)
 
 
 def connection_protocol(connection: object) -> str:

@@ -31,6 +31,7 @@ from typing import Final
 import trio
 
 from ._errors import ClientDisconnected
+from ._tls_stream import TLSStream
 
 __all__ = [
     "LINGER_BYTES",
@@ -98,12 +99,14 @@ class Transport:
         write_timeout: Seconds a write may make no progress before the client is given up on.
     """
 
-    __slots__ = ("_socket", "_stream", "_write_timeout", "fd", "gone")
+    __slots__ = ("_socket", "_stream", "_tls", "_write_timeout", "fd", "gone")
 
     def __init__(self, stream: trio.abc.Stream, write_timeout: float) -> None:
         self._stream = stream
         self._write_timeout = write_timeout
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        # Our own TLS stream has a write that does not wait (TLS's fast path).
+        self._tls = stream if isinstance(stream, TLSStream) else None
         #: The socket's descriptor for the plain-TCP fast path, or -1 (use the stream API).
         self.fd = -1 if self._socket is None else self._socket.fileno()
         #: Set once a read or write has found the client gone (or the connection was reset).
@@ -163,6 +166,7 @@ class Transport:
         if self.gone:
             raise ClientDisconnected("the client disconnected")
         fd = self.fd
+        tls_queued = False
         if fd >= 0:
             # Fast path: the socket's send buffer almost always has room for the whole response.
             # (A plain try, not map_disconnects(): this runs for every response.)
@@ -179,13 +183,28 @@ class Transport:
             if sent == len(data):
                 return
             data = data[sent:]
+        elif self._tls is not None and len(data) <= _WRITE_PIECE:
+            # TLS fast path: encrypted and written at once when the socket has room.
+            try:
+                if self._tls.send_nowait(data):
+                    return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                gone = disconnected(exc)
+                if gone is None:
+                    raise
+                self.gone = True
+                raise gone from exc
+            tls_queued = True  # encrypted already: what is left goes out with the flush below
         # Fixed (review): write_timeout bounds a *stall*, not the whole write: one deadline for
         # all of ``data`` cut off a large body going steadily to a slow client. The data goes
         # out in pieces, and each piece that goes out buys another write_timeout.
         with trio.CancelScope(deadline=trio.current_time() + self._write_timeout) as writing:
             try:
-                if len(data) <= _WRITE_PIECE:
-                    # One piece (every small response over TLS): no view, no slicing.
+                if tls_queued:
+                    assert self._tls is not None
+                    await self._tls.flush()
+                elif len(data) <= _WRITE_PIECE:
+                    # One piece (a small response): no view, no slicing.
                     await self._stream.send_all(data)
                 else:
                     view = memoryview(data)
@@ -277,7 +296,9 @@ class Transport:
         self.gone = True
         stream = self._stream
         sock = self._socket
-        if sock is None and isinstance(stream, trio.SSLStream):
+        if sock is None and isinstance(stream, TLSStream):
+            sock = stream.transport_stream.socket
+        elif sock is None and isinstance(stream, trio.SSLStream):
             inner = stream.transport_stream
             if isinstance(inner, trio.SocketStream):
                 sock = inner.socket

@@ -1,0 +1,249 @@
+"""A server-side TLS stream on a socket, lean enough for the per-request path.
+
+Why not ``trio.SSLStream``: it is general (either side, renegotiation, any transport stream,
+concurrent callers detected and coordinated with locks), and it pays for that on every call: a
+small TLS request spent most of its extra time over plain HTTP in its Python, not in OpenSSL.
+This stream serves one case, the server side of a TLS connection on a socket, and does the same
+work in a few calls:
+
+- receiving: decrypt what is buffered (``SSLObject.read``); only when OpenSSL wants more, read
+  the socket (``os.read``, waiting with ``wait_readable`` when the kernel has nothing);
+- sending: encrypt into the outgoing memory BIO and write it out with ``os.write``, waiting with
+  ``wait_writable`` only when the socket's buffer is full. Writers take turns through a lock only
+  then (bytes of two records must never interleave); the common write never touches it.
+
+Errors follow trio's stream contract, so the :class:`~._transport.Transport` maps them like any
+stream's: a vanished client or a TLS error is ``trio.BrokenResourceError`` (its cause says
+which), use after :meth:`aclose` is ``trio.ClosedResourceError``, and the client's
+``close_notify`` is the end of the stream (``b""``). A client that closes TCP without
+``close_notify`` (a truncation attack, or a careless client) is a broken stream, as with
+``trio.SSLStream(https_compatible=False)``. A send cancelled half-way leaves the stream broken
+(part of a record may be on the wire).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import ssl
+from typing import Final
+
+import trio
+
+__all__ = ["TLSStream"]
+
+# Bytes read from the socket at once: a TLS record is at most 16 KiB plus overhead, and one read
+# takes several when a client pipelines or uploads.
+_READ_SIZE: Final = 64 * 1024
+# Plaintext handed out by one receive_some() when the caller gives no limit.
+_DEFAULT_RECEIVE: Final = 64 * 1024
+
+_GONE_ERRNOS: Final = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT}
+)
+
+
+def _broken(exc: BaseException) -> trio.BrokenResourceError:
+    broken = trio.BrokenResourceError(f"TLS connection broken: {exc!r}")
+    broken.__cause__ = exc
+    return broken
+
+
+class TLSStream(trio.abc.Stream):
+    """The server side of TLS over ``transport_stream`` (see the module docstring).
+
+    Args:
+        transport_stream: The accepted TCP connection.
+        context: The server's TLS context.
+    """
+
+    def __init__(self, transport_stream: trio.SocketStream, context: ssl.SSLContext) -> None:
+        self.transport_stream = transport_stream
+        self._socket = transport_stream.socket
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        #: The TLS state (peer certificate, cipher, version, ALPN are read from it).
+        self.ssl_object = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._send_lock = trio.Lock()
+        # Encrypted bytes the socket did not take, to go out before anything else.
+        self._pending: memoryview | None = None
+        self._closed = False
+        self._broken: BaseException | None = None
+
+    # -- the handshake -------------------------------------------------------------------------
+
+    async def do_handshake(self) -> None:
+        """Run the TLS handshake.
+
+        Raises:
+            trio.BrokenResourceError: the client left, or the handshake failed (its cause is the
+                ``ssl.SSLError``; an alert for the client has been sent where there was one).
+        """
+        ssl_object = self.ssl_object
+        while True:
+            try:
+                ssl_object.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self.flush()
+                await self._fill()
+            except ssl.SSLError as exc:
+                # Tell the client why (the alert OpenSSL queued), if it still listens.
+                self._write_nowait(self._outgoing.read())
+                self._broken = _broken(exc)
+                raise self._broken from exc
+        await self.flush()
+
+    def selected_alpn_protocol(self) -> str | None:
+        """The protocol agreed by ALPN (``"h2"``, ``"http/1.1"``), or ``None``."""
+        return self.ssl_object.selected_alpn_protocol()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """The next plaintext from the client; ``b""`` after its ``close_notify``."""
+        self._check()
+        ssl_object = self.ssl_object
+        size = max_bytes or _DEFAULT_RECEIVE
+        while True:
+            try:
+                data = ssl_object.read(size)
+            except ssl.SSLWantReadError:
+                if self._outgoing.pending:
+                    await self.flush()  # a post-handshake message OpenSSL answered
+                await self._fill()
+                continue
+            except ssl.SSLZeroReturnError:
+                return b""
+            except ssl.SSLError as exc:
+                self._broken = _broken(exc)
+                raise self._broken from exc
+            if self._outgoing.pending:
+                await self.flush()
+            return data
+
+    async def _fill(self) -> None:
+        """Read ciphertext from the socket into the incoming BIO (waiting for some)."""
+        sock = self._socket
+        fd = sock.fileno()
+        while True:
+            try:
+                data = os.read(fd, _READ_SIZE)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                self._check()
+            except OSError as exc:
+                if exc.errno not in _GONE_ERRNOS:
+                    raise
+                self._broken = _broken(exc)
+                raise self._broken from exc
+        if data:
+            self._incoming.write(data)
+        else:
+            # OpenSSL reads this as an EOF without close_notify: SSLEOFError from read().
+            self._incoming.write_eof()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt ``data`` and write all of it."""
+        if not self.send_nowait(data):
+            await self.flush()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Encrypt ``data`` and write what the socket takes now, without waiting.
+
+        Returns:
+            Whether all of it went out; if not, :meth:`flush` writes the rest (in order).
+        """
+        self._check()
+        try:
+            self.ssl_object.write(data)
+        except ssl.SSLError as exc:
+            self._broken = _broken(exc)
+            raise self._broken from exc
+        return self._flush_nowait()
+
+    async def flush(self) -> None:
+        """Write out everything encrypted so far, in order, whoever else is writing."""
+        if self._flush_nowait():
+            return
+        async with self._send_lock:
+            try:
+                pending = self._pending
+                if pending is not None:
+                    self._pending = None
+                    await self._write_all(pending)
+                # What others (or we) queued meanwhile goes out behind it, still in order.
+                out = self._outgoing.read()
+                if out:
+                    await self._write_all(memoryview(out))
+            except BaseException as exc:
+                if self._broken is None:
+                    self._broken = _broken(exc)
+                raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        self._check()
+        await trio.lowlevel.wait_writable(self._socket)
+
+    def _flush_nowait(self) -> bool:
+        """Write the outgoing BIO if nobody is waiting to write and the socket takes it all
+        (the common case); else keep what is left for :meth:`flush` and return ``False``."""
+        if self._pending is not None or self._send_lock.locked():
+            return False
+        out = self._outgoing.read()
+        if not out:
+            return True
+        sent = self._write_nowait(out)
+        if sent == len(out):
+            return True
+        self._pending = memoryview(out)[sent:]
+        return False
+
+    def _write_nowait(self, data: bytes | memoryview) -> int:
+        if not data:
+            return 0
+        try:
+            return os.write(self._socket.fileno(), data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno not in _GONE_ERRNOS and exc.errno != errno.EBADF:
+                raise
+            self._broken = _broken(exc)
+            raise self._broken from exc
+
+    async def _write_all(self, view: memoryview) -> None:
+        while view:
+            sent = self._write_nowait(view)
+            view = view[sent:]
+            if view:
+                await trio.lowlevel.wait_writable(self._socket)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Send ``close_notify`` if the socket takes it at once, then close (no waiting for
+        the client's own ``close_notify``, as with ``trio.SSLStream(https_compatible=False)``)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._broken is None and self._pending is None and not self._send_lock.locked():
+                # SSLWantReadError: it waits for the client's close_notify, which we do not do.
+                with contextlib.suppress(ssl.SSLError):
+                    self.ssl_object.unwrap()
+                self._write_nowait(self._outgoing.read())
+        except (trio.BrokenResourceError, OSError):
+            pass  # the client is gone: nothing to tell it
+        finally:
+            await self.transport_stream.aclose()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this TLS stream was closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError("this TLS stream is broken") from self._broken
