@@ -52,6 +52,7 @@ import h2.stream
 from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
+from ._fields import CONNECTION_SPECIFIC
 from ._scanner import (
     DEFAULT_LIMITS,
     FLOOD_WINDOW,
@@ -129,17 +130,19 @@ class ConnectionEnded:
 
 
 # One configuration for every connection (h2 only reads it): server side, bytes for header
-# names and values (no decoding), h2's own validation of what clients send.
+# names and values (no decoding). h2's checks and rewrites of header fields are off: a received
+# block is checked once by ServerConnection (``_fields.py``), cookies are joined in
+# H2Protocol._request, and what we send is ours (built and checked by the request cycle).
 _CONFIG: Final = h2.config.H2Configuration(
-    client_side=False, header_encoding=None, validate_inbound_headers=True
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
 )
 
 Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
-
-# Connection-specific header fields (RFC 9113 section 8.2.2) that a request must not carry.
-_CONNECTION_SPECIFIC: Final = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 class H2Protocol:
@@ -270,15 +273,22 @@ class H2Protocol:
         headers: list[tuple[bytes, bytes]] = []
         host: bytes | None = None
         count = 0
+        cookies: list[bytes] = []
         for name, value in event.headers or ():
-            name_b, value_b = bytes(name), bytes(value)
-            if name_b[:1] == b":":
-                pseudo[name_b] = value_b
+            if name[:1] == b":":
+                pseudo[name] = value
                 continue
             count += 1
-            if name_b == b"host":
-                host = value_b
-            headers.append((name_b, value_b))
+            if name == b"host":
+                host = value
+            elif name == b"cookie":
+                cookies.append(value)
+                continue
+            headers.append((name, value))
+        if cookies:
+            # A client may split Cookie into several fields (RFC 9113 section 8.2.3): one field
+            # again, for the app (counted as the client sent them).
+            headers.append((b"cookie", b"; ".join(cookies)))
         authority = pseudo.get(b":authority")
         if host is None and authority is not None:
             # ASGI apps (and the proxy-header rules) read the authority from Host.
@@ -341,11 +351,7 @@ class H2Protocol:
         if type(status) is not int or not 200 <= status <= 599:
             raise ValueError(f"invalid status for a final response: {status!r}")
         fields: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
-        for name, value in headers:
-            name_b = _as_bytes(name).lower()
-            if name_b in _CONNECTION_SPECIFIC:
-                continue  # HTTP/1.1 framing; meaningless (and forbidden) in HTTP/2
-            fields.append((name_b, _as_bytes(value)))
+        _add_fields(fields, headers)
         fields.extend(extra)
         try:
             self._conn.send_headers(stream_id, fields, end_stream=end_stream)
@@ -360,11 +366,7 @@ class H2Protocol:
             ValueError: a pseudo-header or an invalid field (the app's fault).
         """
         fields: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            name_b = _as_bytes(name).lower()
-            if name_b in _CONNECTION_SPECIFIC:
-                continue
-            fields.append((name_b, _as_bytes(value)))
+        _add_fields(fields, headers)
         try:
             self._conn.send_headers(stream_id, fields, end_stream=True)
         except h2.exceptions.ProtocolError as exc:
@@ -448,6 +450,26 @@ class H2Protocol:
     def ended(self) -> bool:
         """Whether the connection is over (GOAWAY said or heard, or a fatal error)."""
         return self._ended
+
+
+def _add_fields(fields: list[tuple[bytes, bytes]], headers: Iterable[Sequence[bytes]]) -> None:
+    """Append an app's header fields as HTTP/2 sends them (what h2's outbound checks and
+    rewrites, turned off in ``_CONFIG``, did): names in lowercase, values without surrounding
+    whitespace, HTTP/1.1's connection-specific fields dropped.
+
+    Raises:
+        ValueError: a pseudo-header field, or TE other than ``trailers``.
+    """
+    for name, value in headers:
+        name_b = _as_bytes(name).lower()
+        if name_b in CONNECTION_SPECIFIC:
+            continue  # HTTP/1.1 framing; meaningless (and forbidden) in HTTP/2
+        value_b = _as_bytes(value).strip()
+        if name_b[:1] == b":":
+            raise ValueError(f"pseudo-header field {name_b!r} among an app's headers")
+        if name_b == b"te" and value_b.lower() != b"trailers":
+            raise ValueError("TE other than trailers in a response")
+        fields.append((name_b, value_b))
 
 
 def _as_bytes(value: object) -> bytes:
