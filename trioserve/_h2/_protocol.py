@@ -38,6 +38,7 @@ stalls its own stream only.
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -81,6 +82,10 @@ PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STREAM_WINDOW: Final = 65_535
 # The connection window is credited back in steps of this size, not per frame.
 _CONNECTION_CREDIT_STEP: Final = 32 * 1024
+# A DATA frame's header (RFC 9113 section 4.1): 24-bit length (in two fields), type 0, flags,
+# stream id.
+_DATA_HEADER: Final = struct.Struct(">BHBBL")
+_END_STREAM: Final = 0x1
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +193,11 @@ class H2Protocol:
         self._ended = False
         # The StreamEnded event h2 attached to the last request or DATA event (reported there).
         self._reported_end: h2.events.StreamEnded | None = None
-        # The last stream named by our graceful GOAWAY (None: not said), and frames we
-        # serialise ourselves (that GOAWAY), sent after h2's.
+        # The last stream named by our graceful GOAWAY (None: not said).
         self._goaway_last: int | None = None
-        self._own_frames = b""
+        # What to write, in order: h2's frames (taken whenever we add ours), and the frames we
+        # write ourselves (DATA, with the body's bytes as they came; our GOAWAY).
+        self._out: list[bytes | bytearray | memoryview] = []
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -329,10 +335,19 @@ class H2Protocol:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (frames queued by everything above)."""
-        data = self._conn.data_to_send()
-        if self._own_frames:
-            data, self._own_frames = data + self._own_frames, b""
+        out = self._out
+        if not out:
+            return bytes(self._conn.take_data_to_send())
+        self._take_h2_frames()
+        data = b"".join(out)
+        out.clear()
         return data
+
+    def _take_h2_frames(self) -> None:
+        """Move h2's queued frames to ours, before we add one (keeping the order)."""
+        pending = self._conn.take_data_to_send()
+        if pending:
+            self._out.append(pending)
 
     def send_headers(
         self,
@@ -380,21 +395,31 @@ class H2Protocol:
             How many bytes were queued (0 when a window is shut).
         """
         conn = self._conn
-        frame_size = conn.max_outbound_frame_size
+        size = len(data)
         try:
-            allowed = min(conn.local_flow_control_window(stream_id), len(data))
+            allowed = min(conn.local_flow_control_window(stream_id), size)
         except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
             return 0
-        if allowed <= 0 and data:
+        if allowed <= 0 and size:
             return 0
-        view = memoryview(data)
+        end = end_stream and allowed == size
+        conn.account_data(stream_id, allowed, end_stream=end)
+        # The frames, written here: a 9-byte header and a slice of the body (no copy until
+        # data_to_send() joins them), instead of h2's frame objects (four copies of a body).
+        self._take_h2_frames()
+        out = self._out
+        frame_size = conn.max_outbound_frame_size
+        view = memoryview(data) if allowed > frame_size else data
         sent = 0
         while True:
-            size = min(frame_size, allowed - sent)
-            last = sent + size >= len(view)
-            conn.send_data(stream_id, view[sent : sent + size], end_stream=end_stream and last)
-            sent += size
-            if last or sent >= allowed:
+            length = min(frame_size, allowed - sent)
+            last = sent + length >= allowed
+            flags = _END_STREAM if end and last else 0
+            out.append(_DATA_HEADER.pack(length >> 16, length & 0xFFFF, 0, flags, stream_id))
+            if length:
+                out.append(view[sent : sent + length] if length < size else data)
+            sent += length
+            if last:
                 return sent
 
     def window(self, stream_id: int) -> int:
@@ -439,7 +464,8 @@ class H2Protocol:
         frame = GoAwayFrame(0)
         frame.last_stream_id = self._goaway_last
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
-        self._own_frames += frame.serialize()
+        self._take_h2_frames()
+        self._out.append(frame.serialize())
 
     @property
     def highest_stream_id(self) -> int:

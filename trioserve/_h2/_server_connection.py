@@ -63,6 +63,28 @@ class ServerConnection(h2.connection.H2Connection):
                 if not isinstance(values, _Values):
                     table[key] = _Values(values)
 
+    def account_data(self, stream_id: int, size: int, *, end_stream: bool) -> None:
+        """Everything h2's ``send_data`` does for ``size`` body bytes of ``stream_id`` but the
+        frames (H2Protocol writes those itself, without copying the body): the connection's
+        and the stream's states (END_STREAM too) and send windows. The caller has checked the
+        windows (``local_flow_control_window``) and the frame sizes.
+        """
+        self.state_machine.process_input(h2.connection.ConnectionInputs.SEND_DATA)
+        stream = self.streams[stream_id]
+        machine = stream.state_machine
+        machine.process_input(h2.stream.StreamInputs.SEND_DATA)
+        if end_stream:
+            machine.process_input(h2.stream.StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+
+    def take_data_to_send(self) -> bytearray:
+        """The frames h2 has queued, handed over without a copy (``data_to_send`` makes one)."""
+        data = self._data_to_send
+        if data:
+            self._data_to_send = bytearray()
+        return data
+
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         if self.receiving:
             self.provoked += sum(type(frame) is RstStreamFrame for frame in frames)
