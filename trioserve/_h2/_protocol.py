@@ -38,7 +38,6 @@ stalls its own stream only.
 from __future__ import annotations
 
 import contextlib
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -61,7 +60,7 @@ from ._scanner import (
     FloodLimits,
     FrameScanner,
 )
-from ._server_connection import ServerConnection
+from ._server_connection import DATA, FRAME_HEADER, ServerConnection
 
 __all__ = [
     "FLOOD_WINDOW",
@@ -82,9 +81,6 @@ PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STREAM_WINDOW: Final = 65_535
 # The connection window is credited back in steps of this size, not per frame.
 _CONNECTION_CREDIT_STEP: Final = 32 * 1024
-# A DATA frame's header (RFC 9113 section 4.1): 24-bit length (in two fields), type 0, flags,
-# stream id.
-_DATA_HEADER: Final = struct.Struct(">BHBBL")
 _END_STREAM: Final = 0x1
 
 
@@ -196,8 +192,10 @@ class H2Protocol:
         # The last stream named by our graceful GOAWAY (None: not said).
         self._goaway_last: int | None = None
         # What to write, in order: h2's frames (taken whenever we add ours), and the frames we
-        # write ourselves (DATA, with the body's bytes as they came; our GOAWAY).
+        # write ourselves (HEADERS; DATA, with the body's bytes as they came).
         self._out: list[bytes | bytearray | memoryview] = []
+        # Our graceful GOAWAY, written after everything else queued with it.
+        self._goaway = b""
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -336,9 +334,12 @@ class H2Protocol:
     def data_to_send(self) -> bytes:
         """The bytes to write now (frames queued by everything above)."""
         out = self._out
-        if not out:
+        if not out and not self._goaway:
             return bytes(self._conn.take_data_to_send())
         self._take_h2_frames()
+        if self._goaway:
+            out.append(self._goaway)
+            self._goaway = b""
         data = b"".join(out)
         out.clear()
         return data
@@ -369,9 +370,11 @@ class H2Protocol:
         _add_fields(fields, headers)
         fields.extend(extra)
         try:
-            self._conn.send_headers(stream_id, fields, end_stream=end_stream)
+            frames = self._conn.header_frames(stream_id, fields, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             raise ValueError(f"invalid response head: {exc}") from exc
+        self._take_h2_frames()
+        self._out.append(frames)
 
     def send_trailers(self, stream_id: int, headers: Iterable[Sequence[bytes]]) -> None:
         """Queue trailer fields that end ``stream_id``'s response (a HEADERS frame with
@@ -383,9 +386,11 @@ class H2Protocol:
         fields: list[tuple[bytes, bytes]] = []
         _add_fields(fields, headers)
         try:
-            self._conn.send_headers(stream_id, fields, end_stream=True)
+            frames = self._conn.header_frames(stream_id, fields, end_stream=True)
         except h2.exceptions.ProtocolError as exc:
             raise ValueError(f"invalid response trailers: {exc}") from exc
+        self._take_h2_frames()
+        self._out.append(frames)
 
     def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool) -> int:
         """Queue as much of ``data`` as the windows allow, in frames of the largest size the
@@ -415,7 +420,7 @@ class H2Protocol:
             length = min(frame_size, allowed - sent)
             last = sent + length >= allowed
             flags = _END_STREAM if end and last else 0
-            out.append(_DATA_HEADER.pack(length >> 16, length & 0xFFFF, 0, flags, stream_id))
+            out.append(FRAME_HEADER.pack(length >> 16, length & 0xFFFF, DATA, flags, stream_id))
             if length:
                 out.append(view[sent : sent + length] if length < size else data)
             sent += length
@@ -464,8 +469,7 @@ class H2Protocol:
         frame = GoAwayFrame(0)
         frame.last_stream_id = self._goaway_last
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
-        self._take_h2_frames()
-        self._out.append(frame.serialize())
+        self._goaway = frame.serialize()
 
     @property
     def highest_stream_id(self) -> int:

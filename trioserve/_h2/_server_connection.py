@@ -6,6 +6,7 @@ tests of each case in tests/test_h2_protocol.py and tests/test_h2_conformance.py
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Final
 
 import h2.connection
@@ -17,7 +18,7 @@ from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
 from ._fields import LiteralEncoder, request_fault, trailers_fault
 
-__all__ = ["ServerConnection"]
+__all__ = ["DATA", "FRAME_HEADER", "ServerConnection"]
 
 
 class _Values(list[int]):
@@ -62,6 +63,44 @@ class ServerConnection(h2.connection.H2Connection):
             for key, values in table.items():
                 if not isinstance(values, _Values):
                     table[key] = _Values(values)
+
+    def header_frames(
+        self, stream_id: int, fields: list[tuple[bytes, bytes]], *, end_stream: bool
+    ) -> bytes:
+        """What h2's ``send_headers`` does for a response head or trailers on ``stream_id``
+        (its states, END_STREAM too), returning the frames: HEADERS, and CONTINUATIONs if the
+        block is larger than a frame. ``fields`` are ready to send (see ``_add_fields`` in
+        ``_protocol.py``); h2's checks and rewrites of them are off anyway (``_CONFIG``).
+
+        Raises:
+            h2.exceptions.ProtocolError: the stream is gone or cannot send this now.
+        """
+        stream = self._get_stream_by_id(stream_id)
+        self.state_machine.process_input(h2.connection.ConnectionInputs.SEND_HEADERS)
+        machine = stream.state_machine
+        machine.process_input(h2.stream.StreamInputs.SEND_HEADERS)
+        if end_stream:
+            machine.process_input(h2.stream.StreamInputs.SEND_END_STREAM)
+        block = self.encoder.encode(fields)
+        size = len(block)
+        frame_size = self.max_outbound_frame_size
+        flags = _END_STREAM if end_stream else 0
+        if size <= frame_size:
+            head = FRAME_HEADER.pack(
+                size >> 16, size & 0xFFFF, _HEADERS, flags | _END_HEADERS, stream_id
+            )
+            return head + block
+        frames: list[bytes] = []
+        kind = _HEADERS
+        for start in range(0, size, frame_size):
+            piece = block[start : start + frame_size]
+            length = len(piece)
+            if start + frame_size >= size:
+                flags |= _END_HEADERS
+            frames.append(FRAME_HEADER.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id))
+            frames.append(piece)
+            kind, flags = _CONTINUATION, 0
+        return b"".join(frames)
 
     def account_data(self, stream_id: int, size: int, *, end_stream: bool) -> None:
         """Everything h2's ``send_data`` does for ``size`` body bytes of ``stream_id`` but the
@@ -161,6 +200,15 @@ class ServerConnection(h2.connection.H2Connection):
         )
         return frames, [event]
 
+
+# A frame's header (RFC 9113 section 4.1): the 24-bit length (as 8 + 16 bits), type, flags,
+# stream id; and the types and flags we write.
+FRAME_HEADER: Final = struct.Struct(">BHBBL")
+DATA: Final = 0x0
+_HEADERS: Final = 0x1
+_CONTINUATION: Final = 0x9
+_END_STREAM: Final = 0x1
+_END_HEADERS: Final = 0x4
 
 # How h2 words an HPACK decoding error (the only way to tell it from a malformed request).
 _DECODING_ERROR: Final = "decoding header block"
