@@ -238,6 +238,8 @@ class H2Connection:
         """A stream's task has ended."""
         self._streams.pop(stream.stream_id, None)
         reading = self._reading
+        if not self._streams:
+            self._proto.idle()
         if not self._streams and reading is not None:
             if self._stopping or self._proto.ended:
                 reading.cancel()  # the reader may stop now

@@ -52,6 +52,7 @@ import h2.stream
 from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
+from ._compact import CompactSettings
 from ._fields import CONNECTION_SPECIFIC
 from ._scanner import (
     DEFAULT_LIMITS,
@@ -167,7 +168,7 @@ class H2Protocol:
         limits: FloodLimits = DEFAULT_LIMITS,
     ) -> None:
         self._conn = ServerConnection(config=_CONFIG)
-        self._conn.local_settings = h2.settings.Settings(
+        self._conn.local_settings = CompactSettings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
@@ -262,7 +263,6 @@ class H2Protocol:
             assert isinstance(event, h2.events.WindowUpdated)
             out.append(WindowOpened(event.stream_id or 0))
         elif kind is h2.events.RemoteSettingsChanged:
-            self._conn.compact_settings()
             # A new initial window may open every stream's window.
             out.append(WindowOpened(0))
         elif kind is h2.events.ConnectionTerminated:
@@ -426,6 +426,11 @@ class H2Protocol:
             sent += length
             if last:
                 return sent
+
+    def idle(self) -> None:
+        """No stream is being served: forget h2's streams that have closed (idle memory)."""
+        if not self._ended:
+            self._conn.forget_closed_streams()
 
     def window(self, stream_id: int) -> int:
         """How many body bytes ``stream_id`` may send now (stream and connection windows)."""

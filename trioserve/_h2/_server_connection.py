@@ -16,18 +16,10 @@ import h2.exceptions
 import h2.stream
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
+from ._compact import CompactSettings, Dispatch, Entries
 from ._fields import LiteralEncoder, request_fault, trailers_fault
 
 __all__ = ["DATA", "FRAME_HEADER", "ServerConnection"]
-
-
-class _Values(list[int]):
-    """A setting's values, oldest first (what h2 keeps in a deque)."""
-
-    __slots__ = ()
-
-    def popleft(self) -> int:
-        return self.pop(0)
 
 
 class ServerConnection(h2.connection.H2Connection):
@@ -45,24 +37,21 @@ class ServerConnection(h2.connection.H2Connection):
     receiving: bool = False
 
     def compact(self) -> None:
-        """Make an idle connection small, once the local settings are set.
+        """Make an idle connection small (once the local settings are set, before any frame).
 
-        h2 keeps each setting's pending values in a ``collections.deque``: 760 bytes each, 14 per
-        connection, most of an idle connection's memory. A list with ``popleft`` (what h2 calls
-        on them) does the same job in a tenth of that. hpack's encoder (a table, a deque, a
-        Huffman coder) gives way to our :class:`LiteralEncoder` (see ``_fields.py``).
+        The remote settings, the frame dispatch table and the HPACK decoder's dynamic table
+        give way to the smaller stand-ins of ``_compact.py``; hpack's encoder (a table, a
+        deque, a Huffman coder) to our :class:`LiteralEncoder` (see ``_fields.py``).
         """
-        self.compact_settings()
+        self.remote_settings = CompactSettings(client=True)
         self.encoder = LiteralEncoder()  # type: ignore[assignment]
+        self.decoder.header_table.dynamic_entries = Entries()  # type: ignore[assignment]
+        self._frame_dispatch_table = Dispatch(self, self._frame_dispatch_table)  # type: ignore[assignment]
 
-    def compact_settings(self) -> None:
-        """Turn the settings' deques into small lists (again after a SETTINGS frame, which may
-        add a setting: h2 gives it a deque)."""
-        for settings in (self.local_settings, self.remote_settings):
-            table: dict[Any, Any] = settings._settings
-            for key, values in table.items():
-                if not isinstance(values, _Values):
-                    table[key] = _Values(values)
+    def forget_closed_streams(self) -> None:
+        """Drop the streams that have closed (h2 does so only when the next one opens: an idle
+        connection kept its last stream, about 700 bytes)."""
+        self._open_streams(1)  # the client's streams (odd); deletes every closed one
 
     def header_frames(
         self, stream_id: int, fields: list[tuple[bytes, bytes]], *, end_stream: bool
