@@ -158,6 +158,21 @@ class H2Protocol:
         limits: The flood budgets.
     """
 
+    __slots__ = (
+        "_clock",
+        "_conn",
+        "_ended",
+        "_goaway",
+        "_goaway_last",
+        "_limits",
+        "_max_header_block",
+        "_max_headers",
+        "_out",
+        "_reported_end",
+        "_scanner",
+        "_uncredited",
+    )
+
     def __init__(
         self,
         *,

@@ -52,6 +52,8 @@ class ServerConnection(h2.connection.H2Connection):
         """Drop the streams that have closed (h2 does so only when the next one opens: an idle
         connection kept its last stream, about 700 bytes)."""
         self._open_streams(1)  # the client's streams (odd); deletes every closed one
+        if not self.streams:
+            self.streams = {}  # a dict that held streams keeps its larger table
 
     def header_frames(
         self, stream_id: int, fields: list[tuple[bytes, bytes]], *, end_stream: bool
