@@ -4,7 +4,8 @@ h2 validates and normalises a received block in seven chained generators per fie
 headers we send in as many again (py-spy put header handling at a third of the CPU of an
 HTTP/2 "hello"). Both are turned off in ``_protocol.py``'s configuration: a received block is
 checked here in one pass, with the rules h2 enforces (RFC 9113 sections 8.2 and 8.3, RFC 8441
-section 4), and what we send is ours (built by the request cycle, which validates apps' headers).
+section 4); what we send is an app's headers as the request cycle passes them, put in HTTP/2's
+form by :func:`add_fields` (what h2's outbound rewrites did, and the checks that matter).
 
 :class:`LiteralEncoder` replaces hpack's encoder: every field goes out as a literal that is never
 added to the dynamic table (RFC 7541 section 6.2.2), its name indexed when the static table has
@@ -21,7 +22,13 @@ from typing import Final
 
 from hpack.table import HeaderTable
 
-__all__ = ["CONNECTION_SPECIFIC", "LiteralEncoder", "request_fault", "trailers_fault"]
+__all__ = [
+    "CONNECTION_SPECIFIC",
+    "LiteralEncoder",
+    "add_fields",
+    "request_fault",
+    "trailers_fault",
+]
 
 # Connection-specific header fields (RFC 9113 section 8.2.2).
 CONNECTION_SPECIFIC: Final = frozenset(
@@ -108,6 +115,36 @@ def trailers_fault(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         if fault is not None:
             return fault
     return None
+
+
+def add_fields(fields: list[tuple[bytes, bytes]], headers: Iterable[Sequence[bytes]]) -> None:
+    """Append an app's header fields as HTTP/2 sends them (what h2's outbound checks and
+    rewrites, turned off in ``_protocol.py``, did): names in lowercase, values without surrounding
+    whitespace, HTTP/1.1's connection-specific fields dropped.
+
+    Raises:
+        ValueError: a pseudo-header field, or TE other than ``trailers``.
+    """
+    for name, value in headers:
+        name_b = _as_bytes(name).lower()
+        if name_b in CONNECTION_SPECIFIC:
+            continue  # HTTP/1.1 framing; meaningless (and forbidden) in HTTP/2
+        value_b = _as_bytes(value).strip()
+        if name_b[:1] == b":":
+            raise ValueError(f"pseudo-header field {name_b!r} among an app's headers")
+        if name_b == b"te" and value_b.lower() != b"trailers":
+            raise ValueError("TE other than trailers in a response")
+        fields.append((name_b, value_b))
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    raise ValueError(f"header names and values must be bytes, not {type(value).__name__}")
 
 
 def _integer(value: int, prefix_bits: int, first: int) -> bytes:

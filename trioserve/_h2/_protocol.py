@@ -29,6 +29,13 @@ header names, a body that contradicts its Content-Length) ``RST_STREAM PROTOCOL_
 the client's. A graceful GOAWAY leaves the streams in flight able to answer, and refuses later
 ones with REFUSED_STREAM (section 6.8).
 
+For speed, h2 keeps the states and the windows but not the header fields' checks or the
+frames we send: a request's header block is checked once by ``_fields.py`` (h2's validators
+are off in ``_CONFIG``), and response HEADERS and DATA frames are written here and in
+:class:`ServerConnection` (``header_frames``, ``account_data``: h2's state machines and windows
+kept in step), a body's bytes sliced, not copied, until :meth:`H2Protocol.data_to_send` joins
+them.
+
 Flow control is tied to consumption: the connection window is credited as DATA arrives (each
 stream's buffer is bounded by its own window, so the total stays bounded), a stream's window
 only as the app reads its body (:meth:`H2Protocol.consumed`): an app that does not read its body
@@ -53,7 +60,7 @@ from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
 from ._compact import CompactSettings
-from ._fields import CONNECTION_SPECIFIC
+from ._fields import add_fields
 from ._scanner import (
     DEFAULT_LIMITS,
     FLOOD_WINDOW,
@@ -382,7 +389,7 @@ class H2Protocol:
         if type(status) is not int or not 200 <= status <= 599:
             raise ValueError(f"invalid status for a final response: {status!r}")
         fields: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
-        _add_fields(fields, headers)
+        add_fields(fields, headers)
         fields.extend(extra)
         try:
             frames = self._conn.header_frames(stream_id, fields, end_stream=end_stream)
@@ -399,7 +406,7 @@ class H2Protocol:
             ValueError: a pseudo-header or an invalid field (the app's fault).
         """
         fields: list[tuple[bytes, bytes]] = []
-        _add_fields(fields, headers)
+        add_fields(fields, headers)
         try:
             frames = self._conn.header_frames(stream_id, fields, end_stream=True)
         except h2.exceptions.ProtocolError as exc:
@@ -500,33 +507,3 @@ class H2Protocol:
     def ended(self) -> bool:
         """Whether the connection is over (GOAWAY said or heard, or a fatal error)."""
         return self._ended
-
-
-def _add_fields(fields: list[tuple[bytes, bytes]], headers: Iterable[Sequence[bytes]]) -> None:
-    """Append an app's header fields as HTTP/2 sends them (what h2's outbound checks and
-    rewrites, turned off in ``_CONFIG``, did): names in lowercase, values without surrounding
-    whitespace, HTTP/1.1's connection-specific fields dropped.
-
-    Raises:
-        ValueError: a pseudo-header field, or TE other than ``trailers``.
-    """
-    for name, value in headers:
-        name_b = _as_bytes(name).lower()
-        if name_b in CONNECTION_SPECIFIC:
-            continue  # HTTP/1.1 framing; meaningless (and forbidden) in HTTP/2
-        value_b = _as_bytes(value).strip()
-        if name_b[:1] == b":":
-            raise ValueError(f"pseudo-header field {name_b!r} among an app's headers")
-        if name_b == b"te" and value_b.lower() != b"trailers":
-            raise ValueError("TE other than trailers in a response")
-        fields.append((name_b, value_b))
-
-
-def _as_bytes(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("latin-1")
-    raise ValueError(f"header names and values must be bytes, not {type(value).__name__}")

@@ -1,7 +1,11 @@
 """h2's server connection, with the stream errors, counts and graceful GOAWAY we need.
 
 Overrides private hooks of ``h2.connection.H2Connection`` (pinned by ``h2>=4.1,<5`` and by the
-tests of each case in tests/test_h2_protocol.py and tests/test_h2_conformance.py).
+tests of each case in tests/test_h2_protocol.py and tests/test_h2_conformance.py), and uses its
+internals where it writes frames itself (:meth:`ServerConnection.header_frames`,
+:meth:`ServerConnection.account_data`: the same state-machine inputs and window arithmetic as
+h2's ``send_headers`` and ``send_data``) or trims an idle connection
+(:meth:`ServerConnection.compact`).
 """
 
 from __future__ import annotations
