@@ -82,7 +82,9 @@ class H2Connection:
             max_headers=config.max_headers,
         )
         self._streams: dict[int, H2Stream] = {}
-        self._write_lock = trio.StrictFIFOLock()
+        # One writer at a time; made on demand and dropped while no stream is served (an
+        # idle connection keeps no lock: about 450 bytes).
+        self._write_lock: trio.StrictFIFOLock | None = None
         # The reader's current wait: its deadline is the idle timeout while no stream is open;
         # stop_idle() cancels it, and so does the last stream's end once stopping.
         self._reading: trio.CancelScope | None = None
@@ -90,9 +92,9 @@ class H2Connection:
         self._goaway_sent = False
         # The connection ended with a protocol error or a flood (not by the client's choice).
         self._failed = False
-        self._server_headers: list[tuple[bytes, bytes]] = []
+        self._server_headers: tuple[tuple[bytes, bytes], ...] = ()
         if config.server_header is not None:
-            self._server_headers.append((b"server", config.server_header.encode()))
+            self._server_headers = ((b"server", config.server_header.encode()),)
 
     # -- the connection's life ---------------------------------------------------------------
 
@@ -238,6 +240,9 @@ class H2Connection:
         """A stream's task has ended."""
         self._streams.pop(stream.stream_id, None)
         reading = self._reading
+        if not self._streams:
+            self._streams = {}  # a dict that held streams keeps its larger table
+            self._proto.idle()
         if not self._streams and reading is not None:
             if self._stopping or self._proto.ended:
                 reading.cancel()  # the reader may stop now
@@ -276,10 +281,16 @@ class H2Connection:
 
     async def flush(self) -> None:
         """Write whatever frames are queued (one writer at a time)."""
-        async with self._write_lock:
+        lock = self._write_lock
+        if lock is None:
+            lock = self._write_lock = trio.StrictFIFOLock()
+        async with lock:
             data = self._proto.data_to_send()
             if data:
                 await self._transport.send(data)
+        if not self._streams and not lock.locked() and self._write_lock is lock:
+            # Free and idle (a waiter would hold it already: the lock is handed over).
+            self._write_lock = None
 
     def _peer(self) -> str:
         return format_address(self._info.client)

@@ -29,6 +29,13 @@ header names, a body that contradicts its Content-Length) ``RST_STREAM PROTOCOL_
 the client's. A graceful GOAWAY leaves the streams in flight able to answer, and refuses later
 ones with REFUSED_STREAM (section 6.8).
 
+For speed, h2 keeps the states and the windows but not the header fields' checks or the
+frames we send: a request's header block is checked once by ``_fields.py`` (h2's validators
+are off in ``_CONFIG``), and response HEADERS and DATA frames are written here and in
+:class:`ServerConnection` (``header_frames``, ``account_data``: h2's state machines and windows
+kept in step), a body's bytes sliced, not copied, until :meth:`H2Protocol.data_to_send` joins
+them.
+
 Flow control is tied to consumption: the connection window is credited as DATA arrives (each
 stream's buffer is bounded by its own window, so the total stays bounded), a stream's window
 only as the app reads its body (:meth:`H2Protocol.consumed`): an app that does not read its body
@@ -52,6 +59,8 @@ import h2.stream
 from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
+from ._compact import CompactSettings
+from ._fields import add_fields
 from ._scanner import (
     DEFAULT_LIMITS,
     FLOOD_WINDOW,
@@ -59,7 +68,7 @@ from ._scanner import (
     FloodLimits,
     FrameScanner,
 )
-from ._server_connection import ServerConnection
+from ._server_connection import DATA, FRAME_HEADER, ServerConnection
 
 __all__ = [
     "FLOOD_WINDOW",
@@ -80,6 +89,7 @@ PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STREAM_WINDOW: Final = 65_535
 # The connection window is credited back in steps of this size, not per frame.
 _CONNECTION_CREDIT_STEP: Final = 32 * 1024
+_END_STREAM: Final = 0x1
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,17 +139,19 @@ class ConnectionEnded:
 
 
 # One configuration for every connection (h2 only reads it): server side, bytes for header
-# names and values (no decoding), h2's own validation of what clients send.
+# names and values (no decoding). h2's checks and rewrites of header fields are off: a received
+# block is checked once by ServerConnection (``_fields.py``), cookies are joined in
+# H2Protocol._request, and what we send is ours (built and checked by the request cycle).
 _CONFIG: Final = h2.config.H2Configuration(
-    client_side=False, header_encoding=None, validate_inbound_headers=True
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
 )
 
 Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
-
-# Connection-specific header fields (RFC 9113 section 8.2.2) that a request must not carry.
-_CONNECTION_SPECIFIC: Final = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 
 
 class H2Protocol:
@@ -153,6 +165,21 @@ class H2Protocol:
         limits: The flood budgets.
     """
 
+    __slots__ = (
+        "_clock",
+        "_conn",
+        "_ended",
+        "_goaway",
+        "_goaway_last",
+        "_limits",
+        "_max_header_block",
+        "_max_headers",
+        "_out",
+        "_reported_end",
+        "_scanner",
+        "_uncredited",
+    )
+
     def __init__(
         self,
         *,
@@ -163,7 +190,7 @@ class H2Protocol:
         limits: FloodLimits = DEFAULT_LIMITS,
     ) -> None:
         self._conn = ServerConnection(config=_CONFIG)
-        self._conn.local_settings = h2.settings.Settings(
+        self._conn.local_settings = CompactSettings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
@@ -185,10 +212,13 @@ class H2Protocol:
         self._ended = False
         # The StreamEnded event h2 attached to the last request or DATA event (reported there).
         self._reported_end: h2.events.StreamEnded | None = None
-        # The last stream named by our graceful GOAWAY (None: not said), and frames we
-        # serialise ourselves (that GOAWAY), sent after h2's.
+        # The last stream named by our graceful GOAWAY (None: not said).
         self._goaway_last: int | None = None
-        self._own_frames = b""
+        # What to write, in order: h2's frames (taken whenever we add ours), and the frames we
+        # write ourselves (HEADERS; DATA, with the body's bytes as they came).
+        self._out: list[bytes | bytearray | memoryview] = []
+        # Our graceful GOAWAY, written after everything else queued with it.
+        self._goaway = b""
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -255,7 +285,6 @@ class H2Protocol:
             assert isinstance(event, h2.events.WindowUpdated)
             out.append(WindowOpened(event.stream_id or 0))
         elif kind is h2.events.RemoteSettingsChanged:
-            self._conn.compact_settings()
             # A new initial window may open every stream's window.
             out.append(WindowOpened(0))
         elif kind is h2.events.ConnectionTerminated:
@@ -270,15 +299,22 @@ class H2Protocol:
         headers: list[tuple[bytes, bytes]] = []
         host: bytes | None = None
         count = 0
+        cookies: list[bytes] = []
         for name, value in event.headers or ():
-            name_b, value_b = bytes(name), bytes(value)
-            if name_b[:1] == b":":
-                pseudo[name_b] = value_b
+            if name[:1] == b":":
+                pseudo[name] = value
                 continue
             count += 1
-            if name_b == b"host":
-                host = value_b
-            headers.append((name_b, value_b))
+            if name == b"host":
+                host = value
+            elif name == b"cookie":
+                cookies.append(value)
+                continue
+            headers.append((name, value))
+        if cookies:
+            # A client may split Cookie into several fields (RFC 9113 section 8.2.3): one field
+            # again, for the app (counted as the client sent them).
+            headers.append((b"cookie", b"; ".join(cookies)))
         authority = pseudo.get(b":authority")
         if host is None and authority is not None:
             # ASGI apps (and the proxy-header rules) read the authority from Host.
@@ -319,10 +355,22 @@ class H2Protocol:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (frames queued by everything above)."""
-        data = self._conn.data_to_send()
-        if self._own_frames:
-            data, self._own_frames = data + self._own_frames, b""
+        out = self._out
+        if not out and not self._goaway:
+            return bytes(self._conn.take_data_to_send())
+        self._take_h2_frames()
+        if self._goaway:
+            out.append(self._goaway)
+            self._goaway = b""
+        data = b"".join(out)
+        out.clear()
         return data
+
+    def _take_h2_frames(self) -> None:
+        """Move h2's queued frames to ours, before we add one (keeping the order)."""
+        pending = self._conn.take_data_to_send()
+        if pending:
+            self._out.append(pending)
 
     def send_headers(
         self,
@@ -341,16 +389,14 @@ class H2Protocol:
         if type(status) is not int or not 200 <= status <= 599:
             raise ValueError(f"invalid status for a final response: {status!r}")
         fields: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
-        for name, value in headers:
-            name_b = _as_bytes(name).lower()
-            if name_b in _CONNECTION_SPECIFIC:
-                continue  # HTTP/1.1 framing; meaningless (and forbidden) in HTTP/2
-            fields.append((name_b, _as_bytes(value)))
+        add_fields(fields, headers)
         fields.extend(extra)
         try:
-            self._conn.send_headers(stream_id, fields, end_stream=end_stream)
+            frames = self._conn.header_frames(stream_id, fields, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             raise ValueError(f"invalid response head: {exc}") from exc
+        self._take_h2_frames()
+        self._out.append(frames)
 
     def send_trailers(self, stream_id: int, headers: Iterable[Sequence[bytes]]) -> None:
         """Queue trailer fields that end ``stream_id``'s response (a HEADERS frame with
@@ -360,15 +406,13 @@ class H2Protocol:
             ValueError: a pseudo-header or an invalid field (the app's fault).
         """
         fields: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            name_b = _as_bytes(name).lower()
-            if name_b in _CONNECTION_SPECIFIC:
-                continue
-            fields.append((name_b, _as_bytes(value)))
+        add_fields(fields, headers)
         try:
-            self._conn.send_headers(stream_id, fields, end_stream=True)
+            frames = self._conn.header_frames(stream_id, fields, end_stream=True)
         except h2.exceptions.ProtocolError as exc:
             raise ValueError(f"invalid response trailers: {exc}") from exc
+        self._take_h2_frames()
+        self._out.append(frames)
 
     def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool) -> int:
         """Queue as much of ``data`` as the windows allow, in frames of the largest size the
@@ -378,22 +422,37 @@ class H2Protocol:
             How many bytes were queued (0 when a window is shut).
         """
         conn = self._conn
-        frame_size = conn.max_outbound_frame_size
+        size = len(data)
         try:
-            allowed = min(conn.local_flow_control_window(stream_id), len(data))
+            allowed = min(conn.local_flow_control_window(stream_id), size)
         except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
             return 0
-        if allowed <= 0 and data:
+        if allowed <= 0 and size:
             return 0
-        view = memoryview(data)
+        end = end_stream and allowed == size
+        conn.account_data(stream_id, allowed, end_stream=end)
+        # The frames, written here: a 9-byte header and a slice of the body (no copy until
+        # data_to_send() joins them), instead of h2's frame objects (four copies of a body).
+        self._take_h2_frames()
+        out = self._out
+        frame_size = conn.max_outbound_frame_size
+        view = memoryview(data) if allowed > frame_size else data
         sent = 0
         while True:
-            size = min(frame_size, allowed - sent)
-            last = sent + size >= len(view)
-            conn.send_data(stream_id, view[sent : sent + size], end_stream=end_stream and last)
-            sent += size
-            if last or sent >= allowed:
+            length = min(frame_size, allowed - sent)
+            last = sent + length >= allowed
+            flags = _END_STREAM if end and last else 0
+            out.append(FRAME_HEADER.pack(length >> 16, length & 0xFFFF, DATA, flags, stream_id))
+            if length:
+                out.append(view[sent : sent + length] if length < size else data)
+            sent += length
+            if last:
                 return sent
+
+    def idle(self) -> None:
+        """No stream is being served: forget h2's streams that have closed (idle memory)."""
+        if not self._ended:
+            self._conn.forget_closed_streams()
 
     def window(self, stream_id: int) -> int:
         """How many body bytes ``stream_id`` may send now (stream and connection windows)."""
@@ -437,7 +496,7 @@ class H2Protocol:
         frame = GoAwayFrame(0)
         frame.last_stream_id = self._goaway_last
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
-        self._own_frames += frame.serialize()
+        self._goaway = frame.serialize()
 
     @property
     def highest_stream_id(self) -> int:
@@ -448,13 +507,3 @@ class H2Protocol:
     def ended(self) -> bool:
         """Whether the connection is over (GOAWAY said or heard, or a fatal error)."""
         return self._ended
-
-
-def _as_bytes(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("latin-1")
-    raise ValueError(f"header names and values must be bytes, not {type(value).__name__}")

@@ -64,6 +64,19 @@ class FrameScanner:
         skip: Bytes to pass over first (the client preface).
     """
 
+    __slots__ = (
+        "_block_bytes",
+        "_block_frames",
+        "_clock",
+        "_counts",
+        "_limits",
+        "_max_header_block",
+        "_partial",
+        "_preface_left",
+        "_skip",
+        "_window_start",
+    )
+
     def __init__(
         self,
         clock: Callable[[], float],

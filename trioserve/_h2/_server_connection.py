@@ -1,11 +1,16 @@
 """h2's server connection, with the stream errors, counts and graceful GOAWAY we need.
 
 Overrides private hooks of ``h2.connection.H2Connection`` (pinned by ``h2>=4.1,<5`` and by the
-tests of each case in tests/test_h2_protocol.py and tests/test_h2_conformance.py).
+tests of each case in tests/test_h2_protocol.py and tests/test_h2_conformance.py), and uses its
+internals where it writes frames itself (:meth:`ServerConnection.header_frames`,
+:meth:`ServerConnection.account_data`: the same state-machine inputs and window arithmetic as
+h2's ``send_headers`` and ``send_data``) or trims an idle connection
+(:meth:`ServerConnection.compact`).
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Final
 
 import h2.connection
@@ -13,26 +18,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.stream
-import hpack
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
-__all__ = ["ServerConnection"]
+from ._compact import CompactSettings, Dispatch, Entries
+from ._fields import LiteralEncoder, request_fault, trailers_fault
 
-
-class _Values(list[int]):
-    """A setting's values, oldest first (what h2 keeps in a deque)."""
-
-    __slots__ = ()
-
-    def popleft(self) -> int:
-        return self.pop(0)
-
-
-class _LiteralEncoder(hpack.Encoder):
-    """HPACK without Huffman coding (see :meth:`ServerConnection.compact`)."""
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        return super().encode(headers, huffman=False)
+__all__ = ["DATA", "FRAME_HEADER", "ServerConnection"]
 
 
 class ServerConnection(h2.connection.H2Connection):
@@ -50,25 +41,83 @@ class ServerConnection(h2.connection.H2Connection):
     receiving: bool = False
 
     def compact(self) -> None:
-        """Make an idle connection small, once the local settings are set.
+        """Make an idle connection small (once the local settings are set, before any frame).
 
-        h2 keeps each setting's pending values in a ``collections.deque``: 760 bytes each, 14 per
-        connection, most of an idle connection's memory. A list with ``popleft`` (what h2 calls
-        on them) does the same job in a tenth of that. h2 also Huffman-codes every header it
-        sends, in pure Python: for the short, mostly static response headers a server sends,
-        the plain (literal) encoding costs far less CPU for a few more bytes.
+        The remote settings, the frame dispatch table and the HPACK decoder's dynamic table
+        give way to the smaller stand-ins of ``_compact.py``; hpack's encoder (a table, a
+        deque, a Huffman coder) to our :class:`LiteralEncoder` (see ``_fields.py``).
         """
-        self.compact_settings()
-        self.encoder = _LiteralEncoder()
+        self.remote_settings = CompactSettings(client=True)
+        self.encoder = LiteralEncoder()  # type: ignore[assignment]
+        self.decoder.header_table.dynamic_entries = Entries()  # type: ignore[assignment]
+        self._frame_dispatch_table = Dispatch(self, self._frame_dispatch_table)  # type: ignore[assignment]
 
-    def compact_settings(self) -> None:
-        """Turn the settings' deques into small lists (again after a SETTINGS frame, which may
-        add a setting: h2 gives it a deque)."""
-        for settings in (self.local_settings, self.remote_settings):
-            table: dict[Any, Any] = settings._settings
-            for key, values in table.items():
-                if not isinstance(values, _Values):
-                    table[key] = _Values(values)
+    def forget_closed_streams(self) -> None:
+        """Drop the streams that have closed (h2 does so only when the next one opens: an idle
+        connection kept its last stream, about 700 bytes)."""
+        self._open_streams(1)  # the client's streams (odd); deletes every closed one
+        if not self.streams:
+            self.streams = {}  # a dict that held streams keeps its larger table
+
+    def header_frames(
+        self, stream_id: int, fields: list[tuple[bytes, bytes]], *, end_stream: bool
+    ) -> bytes:
+        """What h2's ``send_headers`` does for a response head or trailers on ``stream_id``
+        (its states, END_STREAM too), returning the frames: HEADERS, and CONTINUATIONs if the
+        block is larger than a frame. ``fields`` are ready to send (see ``_add_fields`` in
+        ``_protocol.py``); h2's checks and rewrites of them are off anyway (``_CONFIG``).
+
+        Raises:
+            h2.exceptions.ProtocolError: the stream is gone or cannot send this now.
+        """
+        stream = self._get_stream_by_id(stream_id)
+        self.state_machine.process_input(h2.connection.ConnectionInputs.SEND_HEADERS)
+        machine = stream.state_machine
+        machine.process_input(h2.stream.StreamInputs.SEND_HEADERS)
+        if end_stream:
+            machine.process_input(h2.stream.StreamInputs.SEND_END_STREAM)
+        block = self.encoder.encode(fields)
+        size = len(block)
+        frame_size = self.max_outbound_frame_size
+        flags = _END_STREAM if end_stream else 0
+        if size <= frame_size:
+            head = FRAME_HEADER.pack(
+                size >> 16, size & 0xFFFF, _HEADERS, flags | _END_HEADERS, stream_id
+            )
+            return head + block
+        frames: list[bytes] = []
+        kind = _HEADERS
+        for start in range(0, size, frame_size):
+            piece = block[start : start + frame_size]
+            length = len(piece)
+            if start + frame_size >= size:
+                flags |= _END_HEADERS
+            frames.append(FRAME_HEADER.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id))
+            frames.append(piece)
+            kind, flags = _CONTINUATION, 0
+        return b"".join(frames)
+
+    def account_data(self, stream_id: int, size: int, *, end_stream: bool) -> None:
+        """Everything h2's ``send_data`` does for ``size`` body bytes of ``stream_id`` but the
+        frames (H2Protocol writes those itself, without copying the body): the connection's
+        and the stream's states (END_STREAM too) and send windows. The caller has checked the
+        windows (``local_flow_control_window``) and the frame sizes.
+        """
+        self.state_machine.process_input(h2.connection.ConnectionInputs.SEND_DATA)
+        stream = self.streams[stream_id]
+        machine = stream.state_machine
+        machine.process_input(h2.stream.StreamInputs.SEND_DATA)
+        if end_stream:
+            machine.process_input(h2.stream.StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+
+    def take_data_to_send(self) -> bytearray:
+        """The frames h2 has queued, handed over without a copy (``data_to_send`` makes one)."""
+        data = self._data_to_send
+        if data:
+            self._data_to_send = bytearray()
+        return data
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         if self.receiving:
@@ -89,7 +138,7 @@ class ServerConnection(h2.connection.H2Connection):
         stream_id = frame.stream_id
         served = stream_id in self.streams  # trailers (else a new request)
         try:
-            return super()._receive_headers_frame(frame)
+            frames, events = super()._receive_headers_frame(frame)
         except h2.exceptions.TooManyStreamsError:
             return self._refuse(frame)
         except h2.exceptions.ProtocolError as exc:
@@ -99,6 +148,19 @@ class ServerConnection(h2.connection.H2Connection):
                 raise  # HPACK: the compression context is broken, a connection error
             # A malformed request (header validation): a stream error.
             return self._reset_malformed(stream_id, tell=served)
+        # h2's own validation is off (our configuration): one pass of ours instead, at the
+        # same point (after the stream's state has moved on, as h2 raises).
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                fault = request_fault(event.headers or ())
+            elif isinstance(event, h2.events.TrailersReceived):
+                fault = trailers_fault(event.headers or ())
+            else:
+                continue
+            if fault is not None:
+                return self._reset_malformed(stream_id, tell=served)
+            break
+        return frames, events
 
     def _refuse(self, frame: HeadersFrame) -> tuple[list[Any], list[Any]]:
         """Refuse a new stream alone (REFUSED_STREAM), keeping HPACK in step."""
@@ -133,6 +195,15 @@ class ServerConnection(h2.connection.H2Connection):
         )
         return frames, [event]
 
+
+# A frame's header (RFC 9113 section 4.1): the 24-bit length (as 8 + 16 bits), type, flags,
+# stream id; and the types and flags we write.
+FRAME_HEADER: Final = struct.Struct(">BHBBL")
+DATA: Final = 0x0
+_HEADERS: Final = 0x1
+_CONTINUATION: Final = 0x9
+_END_STREAM: Final = 0x1
+_END_HEADERS: Final = 0x4
 
 # How h2 words an HPACK decoding error (the only way to tell it from a malformed request).
 _DECODING_ERROR: Final = "decoding header block"
