@@ -400,11 +400,14 @@ async def h2_connection(
     lockstep: bool = False,
     auto_ack_data: bool = True,
     settings: dict[str, int] | None = None,
+    idle_timer: bool = False,
 ) -> AsyncIterator[tuple[H2Client, H2Connection, ServerState]]:
     """Run one H2Connection over an in-memory stream pair with a started :class:`H2Client`.
 
     Like conftest's ``connection()`` for HTTP/1.1; ``lockstep=True``: no buffer between the two
-    ends, so a client that does not read stalls the server's writes.
+    ends, so a client that does not read stalls the server's writes. ``idle_timer=True``: the
+    server's keep-alive timer runs, as in a running server (else the connection keeps its own
+    idle deadline).
     """
     pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
     client_stream, server_stream = pair()
@@ -413,8 +416,17 @@ async def h2_connection(
     conn = H2Connection(Transport(server_stream, state.config.write_timeout), state, info)
     client = H2Client(client_stream, auto_ack_data=auto_ack_data)
     async with trio.open_nursery() as nursery:
+        timing = trio.CancelScope()
+        if idle_timer:
+            nursery.start_soon(_run_in, timing, state.idle_timer.run)
         nursery.start_soon(conn.run)
         if not lockstep:
             await client.start(**(settings or {}))
         yield client, conn, state
         await client_stream.aclose()
+        timing.cancel()
+
+
+async def _run_in(scope: trio.CancelScope, run: Any) -> None:
+    with scope:
+        await run()

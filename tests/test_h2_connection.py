@@ -315,11 +315,15 @@ async def test_pathsend_of_a_file_larger_than_the_windows(
 # -- GOAWAY: idle timeout and graceful shutdown (RFC 9113 section 6.8) ---------------------------
 
 
+@pytest.mark.parametrize("idle_timer", [True, False], ids=["server-timer", "own-deadline"])
 async def test_idle_connection_gets_goaway_then_close(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, idle_timer: bool
 ) -> None:
     config = Config(access_log=False, keep_alive_timeout=5)
-    async with h2_connection(hello_app, config) as (client, _, _):
+    async with h2_connection(hello_app, config, idle_timer=idle_timer) as (client, _, state):
+        if idle_timer:
+            await trio.testing.wait_all_tasks_blocked()
+            assert state.idle_timer.running
         await client.get()
         served_at = trio.current_time()
         await client.read_until_eof()

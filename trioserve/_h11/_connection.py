@@ -188,6 +188,7 @@ class H11Connection:
                         raise RequestRefused(408, "The request head came too slowly.")
                     raise RequestRefused(408, "Timed out waiting for the request head.")
                 if proto.http2_preface:
+                    del proto  # HTTP/2 may run for hours: let the HTTP/1.1 side go
                     await self._serve_http2()
             except RequestRefused as exc:
                 await self._write_error(exc.status, exc.reason)
@@ -219,12 +220,20 @@ class H11Connection:
                 await self._transport.close(
                     linger=keep_open
                     and not self._evicted  # prompt: a new client waits for this slot
-                    and (proto.response_started or self._exchange.wire_taken)
-                    and (not proto.request_complete or proto.has_buffered_data)
+                    and self._unread_input_after_response()
                 )
             finally:
                 if self._on_close is not None:
                     self._on_close()
+
+    def _unread_input_after_response(self) -> bool:
+        """Whether a response went out while input may still be unread (linger to protect it)."""
+        if self._h2 is not None:
+            return True  # HTTP/2 wrote; its client may still be sending
+        proto = self._proto
+        return (proto.response_started or self._exchange.wire_taken) and (
+            not proto.request_complete or proto.has_buffered_data
+        )
 
     def stop_websocket(self) -> None:
         """Shutdown: close a websocket with 1001 (anything else carries on)."""
@@ -360,11 +369,12 @@ class H11Connection:
 
     async def _serve_http2(self) -> None:
         """Hand the connection over to HTTP/2 (it opened with the preface: prior knowledge)."""
-        self._exchange.wire_taken = True
-        self._h2 = H2Connection(
-            self._transport, self._state, self._info, received=self._proto.take_buffered()
-        )
-        await self._h2.serve()
+        received = self._proto.take_buffered()
+        h2 = self._h2 = H2Connection(self._transport, self._state, self._info, received=received)
+        # Nothing of HTTP/1.1 is needed again (every other method looks at _h2 first): an idle
+        # HTTP/2 connection must not carry an HTTP/1.1 parser and exchange too.
+        del self._proto, self._exchange
+        await h2.serve()
 
     async def _respond(self, head: RequestHead) -> bool:
         """Answer one request; whether the connection may serve another."""
@@ -431,6 +441,8 @@ class H11Connection:
     # -- errors ------------------------------------------------------------------------------
 
     async def _write_error(self, status: int, reason: str) -> None:
+        if self._h2 is not None:
+            return  # HTTP/2 answers its own errors
         proto = self._proto
         exchange = self._exchange
         if exchange.written or exchange.wire_taken or self._transport.gone:

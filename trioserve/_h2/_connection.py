@@ -88,6 +88,8 @@ class H2Connection:
         # The reader's current wait: its deadline is the idle timeout while no stream is open;
         # stop_idle() cancels it, and so does the last stream's end once stopping.
         self._reading: trio.CancelScope | None = None
+        # Since when no stream has been open (eviction's idle clock).
+        self._idle_since = 0.0
         self._stopping = False
         self._goaway_sent = False
         # The connection ended with a protocol error or a flood (not by the client's choice).
@@ -164,6 +166,7 @@ class H2Connection:
                 raise ClientDisconnected("the client disconnected") from group
             raise
         finally:
+            self._state.idle_timer.done(self)
             for stream in self._streams.values():
                 stream.client_gone()
 
@@ -180,9 +183,10 @@ class H2Connection:
                     # GOAWAY; stream_done() ends the reading after the last stream.
                     reading.cancel()
                 elif not self._streams:
-                    reading.deadline = trio.current_time() + self._config.keep_alive_timeout
+                    self._go_idle(reading)
                 data = await transport.receive()
             self._reading = None
+            self._state.idle_timer.done(self)
             if reading.cancelled_caught:
                 # Idle past the keep-alive timeout, or shutting down: GOAWAY (once), and stop
                 # reading as soon as no stream is left.
@@ -247,8 +251,22 @@ class H2Connection:
             if self._stopping or self._proto.ended:
                 reading.cancel()  # the reader may stop now
             else:
-                # Restart the idle clock.
-                reading.deadline = trio.current_time() + self._config.keep_alive_timeout
+                self._go_idle(reading)  # start the idle clock
+
+    def _go_idle(self, reading: trio.CancelScope) -> None:
+        """No stream is open: the keep-alive timeout runs, on the server's IdleTimer (as for
+        HTTP/1.1: no deadline to move per request) or, without one running, on ``reading``."""
+        now = self._idle_since = trio.current_time()
+        idle_timer = self._state.idle_timer
+        if idle_timer.running:
+            idle_timer.wait(self, now)
+        else:
+            reading.deadline = now + self._config.keep_alive_timeout
+
+    def idle_expired(self) -> None:
+        """The server's IdleTimer: idle past the keep-alive timeout (GOAWAY, then close)."""
+        if self._reading is not None and not self._streams:
+            self._reading.cancel()
 
     def stop_idle(self) -> None:
         """Shutdown: GOAWAY now; websockets close with 1001; streams in flight finish; then
@@ -270,7 +288,7 @@ class H2Connection:
             return None
         if self._streams or self._reading is None:
             return Snapshot(Kind.BUSY, 0.0)
-        return Snapshot(Kind.IDLE, self._reading.deadline - self._config.keep_alive_timeout)
+        return Snapshot(Kind.IDLE, self._idle_since)
 
     def evict(self, reason: Reason) -> None:
         """Eviction (idle only): GOAWAY and close, as at shutdown."""
