@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import h2.settings
 import hpack
 import pytest
 
+from trioserve._h2._compact import ClosedStreams, CompactSettings
 from trioserve._h2._fields import LiteralEncoder, request_fault, trailers_fault
 
 GET = [
@@ -120,3 +122,22 @@ def test_a_table_size_change_is_signalled_in_the_next_block() -> None:
     decoder.decode(block)
     assert decoder.header_table_size == 1024
     assert encoder.encode([(b":status", b"200")]) == b"\x88"
+
+
+def test_closed_streams_keep_only_the_newest_up_to_the_limit() -> None:
+    closed = ClosedStreams(3)
+    for stream_id in (1, 3, 5, 7, 9):
+        closed[stream_id] = stream_id
+    assert list(closed) == [5, 7, 9]
+    assert 1 not in closed
+    assert closed[9] == 9
+
+
+def test_equal_settings_share_one_dict_and_an_acknowledged_change_does_not_leak() -> None:
+    first, second = CompactSettings(client=True), CompactSettings(client=True)
+    assert first._settings is second._settings  # shared while equal
+    first[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 7
+    first.acknowledge()
+    assert first.max_concurrent_streams == 7
+    with pytest.raises(KeyError):
+        second[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS]  # untouched

@@ -16,12 +16,13 @@ from typing import Any
 import h2.exceptions
 import h2.settings
 
-__all__ = ["CompactSettings", "Dispatch", "Entries"]
+__all__ = ["ClosedStreams", "CompactSettings", "Dispatch", "Entries"]
 
 
 class CompactSettings(h2.settings.Settings):
-    """h2's settings with plain values: a dict of the current values, and the values sent or
-    received but not yet acknowledged (usually none) apart.
+    """h2's settings with plain values: a dict of the current values (shared with every other
+    connection's equal one, and never changed in place), and the values sent or received but not
+    yet acknowledged (usually none) apart.
 
     Same behaviour as h2's (its properties go through ``__getitem__``): a value set is pending
     until :meth:`acknowledge`, which applies the oldest pending value of each setting; a setting
@@ -32,9 +33,9 @@ class CompactSettings(h2.settings.Settings):
         super().__init__(client=client, initial_values=initial_values)
         # The same attribute as h2's, holding the current values themselves.
         deques: dict[Any, Any] = self._settings
-        self._settings: dict[Any, int | None] = {  # type: ignore[assignment]
-            key: values[0] for key, values in deques.items()
-        }
+        self._settings: dict[Any, int | None] = _shared(  # type: ignore[assignment]
+            {key: values[0] for key, values in deques.items()}
+        )
         self._pending: dict[Any, list[int]] | None = None
 
     def acknowledge(self) -> dict[Any, h2.settings.ChangedSetting]:
@@ -42,13 +43,15 @@ class CompactSettings(h2.settings.Settings):
         pending = self._pending
         if not pending:
             return changed
+        current = dict(self._settings)  # the current dict may be shared: change a copy
         for key, values in list(pending.items()):
-            old = self._settings.get(key)
+            old = current.get(key)
             new = values.pop(0)
-            self._settings[key] = new
+            current[key] = new
             changed[key] = h2.settings.ChangedSetting(key, old, new)
             if not values:
                 del pending[key]
+        self._settings = _shared(current)
         if not pending:
             self._pending = None
         return changed
@@ -65,13 +68,16 @@ class CompactSettings(h2.settings.Settings):
             raise h2.exceptions.InvalidSettingsValueError(
                 f"Setting {key} has invalid value {value}", error_code=invalid
             )
-        self._settings.setdefault(key, None)
+        if key not in self._settings:
+            self._settings = _shared({**self._settings, key: None})
         if self._pending is None:
             self._pending = {}
         self._pending.setdefault(key, []).append(value)
 
     def __delitem__(self, key: Any) -> None:
-        del self._settings[key]
+        current = dict(self._settings)
+        del current[key]
+        self._settings = _shared(current)
         if self._pending is not None:
             self._pending.pop(key, None)
 
@@ -87,6 +93,24 @@ class CompactSettings(h2.settings.Settings):
         return NotImplemented
 
     __hash__ = h2.settings.Settings.__hash__
+
+
+# The current-values dicts in use, one per distinct content: every connection's own settings
+# are the same, and clients of one kind send the same ones, so most connections share both.
+# Bounded (past it, a dict is simply not shared): a few dozen kinds of client at most.
+_SHARED_MAX = 256
+_shared_settings: dict[tuple[tuple[Any, int | None], ...], dict[Any, int | None]] = {}
+
+
+def _shared(values: dict[Any, int | None]) -> dict[Any, int | None]:
+    """The shared dict equal to ``values`` (never changed in place once shared)."""
+    key = tuple(values.items())
+    found = _shared_settings.get(key)
+    if found is not None:
+        return found
+    if len(_shared_settings) < _SHARED_MAX:
+        _shared_settings[key] = values
+    return values
 
 
 class Dispatch:
@@ -123,3 +147,22 @@ class Entries(list[tuple[bytes, bytes]]):
 
     def appendleft(self, entry: tuple[bytes, bytes]) -> None:
         self.insert(0, entry)
+
+
+class ClosedStreams(dict[int, Any]):
+    """h2's record of recently closed streams (``SizeLimitDict``, an ``OrderedDict`` of about
+    430 bytes even empty) in a plain dict: the oldest entry goes once ``limit`` is passed. h2
+    sets items, tests ``in`` and reads them back; nothing else."""
+
+    __slots__ = ("_limit",)
+
+    def __init__(self, limit: int | None) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        super().__setitem__(key, value)
+        limit = self._limit
+        if limit is not None:
+            while len(self) > limit:
+                del self[next(iter(self))]

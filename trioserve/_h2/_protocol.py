@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import h2.config
@@ -60,6 +59,14 @@ from hyperframe.frame import GoAwayFrame
 
 from .._http._events import RequestHead
 from ._compact import CompactSettings
+from ._events import (
+    BodyData,
+    ConnectionEnded,
+    Event,
+    StreamOpened,
+    StreamReset,
+    WindowOpened,
+)
 from ._fields import add_fields
 from ._scanner import (
     DEFAULT_LIMITS,
@@ -75,6 +82,7 @@ __all__ = [
     "MAX_HEADER_BLOCK_FRAMES",
     "BodyData",
     "ConnectionEnded",
+    "Event",
     "FloodLimits",
     "H2Protocol",
     "StreamOpened",
@@ -92,52 +100,6 @@ _CONNECTION_CREDIT_STEP: Final = 32 * 1024
 _END_STREAM: Final = 0x1
 
 
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """A new request on ``stream_id``; ``end_stream``: it has no body."""
-
-    stream_id: int
-    head: RequestHead
-    end_stream: bool
-    #: A reason to refuse it with this status (a request the server will not serve).
-    refusal: tuple[int, str] | None = None
-    #: An extended CONNECT with ``:protocol websocket`` (RFC 8441): the stream is a websocket.
-    websocket: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class BodyData:
-    """Body bytes (possibly none) of ``stream_id``'s request; ``end_stream``: the body ends."""
-
-    stream_id: int
-    data: bytes
-    end_stream: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReset:
-    """The stream is gone (the client reset it, or we did)."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class WindowOpened:
-    """The client opened a send window: of a stream, or of the connection (``stream_id`` 0)."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionEnded:
-    """The connection is over: the client said GOAWAY, broke the protocol, or flooded us."""
-
-    reason: str
-    calm: bool = False
-    #: The client ended it with a GOAWAY (not a protocol error or a flood).
-    by_client: bool = False
-
-
 # One configuration for every connection (h2 only reads it): server side, bytes for header
 # names and values (no decoding). h2's checks and rewrites of header fields are off: a received
 # block is checked once by ServerConnection (``_fields.py``), cookies are joined in
@@ -150,8 +112,6 @@ _CONFIG: Final = h2.config.H2Configuration(
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
 )
-
-Event = StreamOpened | BodyData | StreamReset | WindowOpened | ConnectionEnded
 
 
 class H2Protocol:

@@ -20,7 +20,7 @@ import h2.exceptions
 import h2.stream
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
-from ._compact import CompactSettings, Dispatch, Entries
+from ._compact import ClosedStreams, CompactSettings, Dispatch, Entries
 from ._fields import LiteralEncoder, request_fault, trailers_fault
 
 __all__ = ["DATA", "FRAME_HEADER", "ServerConnection"]
@@ -43,14 +43,16 @@ class ServerConnection(h2.connection.H2Connection):
     def compact(self) -> None:
         """Make an idle connection small (once the local settings are set, before any frame).
 
-        The remote settings, the frame dispatch table and the HPACK decoder's dynamic table
-        give way to the smaller stand-ins of ``_compact.py``; hpack's encoder (a table, a
-        deque, a Huffman coder) to our :class:`LiteralEncoder` (see ``_fields.py``).
+        The remote settings, the frame dispatch table, the record of closed streams and the
+        HPACK decoder's dynamic table give way to the smaller stand-ins of ``_compact.py``;
+        hpack's encoder (a table, a deque, a Huffman coder) to our :class:`LiteralEncoder`
+        (see ``_fields.py``).
         """
         self.remote_settings = CompactSettings(client=True)
         self.encoder = LiteralEncoder()  # type: ignore[assignment]
         self.decoder.header_table.dynamic_entries = Entries()  # type: ignore[assignment]
         self._frame_dispatch_table = Dispatch(self, self._frame_dispatch_table)  # type: ignore[assignment]
+        self._closed_streams = ClosedStreams(self._closed_streams._size_limit)  # type: ignore[attr-defined]
 
     def forget_closed_streams(self) -> None:
         """Drop the streams that have closed (h2 does so only when the next one opens: an idle
