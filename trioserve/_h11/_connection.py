@@ -38,7 +38,7 @@ import trio
 from .._errors import ClientDisconnected, RequestRefused
 from .._eviction import Kind, Reason, Snapshot
 from .._h2._connection import H2Connection
-from .._http._access import log_access, log_error_response
+from .._http._access import log_access
 from .._http._builtin import answer_health, answer_redirect
 from .._http._cycle import RequestCycle, ResponseState
 from .._http._date import http_date
@@ -174,7 +174,7 @@ class H11Connection:
                             break
                         if proto.will_close or self._exchange.wire_taken:
                             break
-                        if not proto.request_complete and not await self._drain_body():
+                        if not proto.request_complete and not await self._exchange.drain_body():
                             break
                         if not proto.start_next_cycle():
                             break
@@ -191,7 +191,10 @@ class H11Connection:
                     del proto  # HTTP/2 may run for hours: let the HTTP/1.1 side go
                     await self._serve_http2()
             except RequestRefused as exc:
-                await self._write_error(exc.status, exc.reason)
+                if self._h2 is None:  # HTTP/2 answers its own errors
+                    await self._exchange.write_error(
+                        exc.status, exc.reason, self._info, self._since
+                    )
         except ClientDisconnected:
             keep_open = False
         except Exception:
@@ -439,45 +442,6 @@ class H11Connection:
             )
 
     # -- errors ------------------------------------------------------------------------------
-
-    async def _write_error(self, status: int, reason: str) -> None:
-        if self._h2 is not None:
-            return  # HTTP/2 answers its own errors
-        proto = self._proto
-        exchange = self._exchange
-        if exchange.written or exchange.wire_taken or self._transport.gone:
-            return
-        data = proto.error_response(status, reason)
-        if status >= 500 or status == 408:
-            error_log.debug("Answering %d to %s: %s", status, self._peer(), reason)
-        if self._state.access_log:
-            body_bytes = len(data) - (data.index(b"\r\n\r\n") + 4)  # 0 for a HEAD
-            duration = trio.current_time() - self._since
-            log_error_response(self._config, self._info, proto.head, status, body_bytes, duration)
-        try:
-            await self._transport.send(data)
-        except ClientDisconnected:
-            error_log.debug("%s left before its %d answer was written", self._peer(), status)
-
-    async def _drain_body(self) -> bool:
-        """Read and discard what is left of a request body the app did not read.
-
-        Returns:
-            Whether the body was drained (so the connection can be kept alive).
-        """
-        proto = self._proto
-        # Usually the rest (often just the end of a GET) is already here: no waiting.
-        drained = proto.drain_body()
-        if drained is not None:
-            return drained
-        with trio.move_on_after(self._config.body_timeout):
-            while drained is None:
-                data = await self._transport.receive()
-                if not data:
-                    return False
-                proto.receive_data(data)
-                drained = proto.drain_body()
-        return bool(drained)
 
     def _peer(self) -> str:
         return format_address(self._info.client)

@@ -7,19 +7,24 @@ the response, and writes through the transport, head and a small body in one wri
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
 import trio
 
 from .._errors import ClientDisconnected, RequestRefused
+from .._http._access import log_error_response
 from .._http._events import END_OF_BODY, NEED_DATA, BodyChunk
+from .._http._scope import ConnectionInfo, format_address
 from .._http._state import ServerState
 from .._transport import Transport
 from ._files import open_file, write_file
 from ._protocol import ServerProtocol
 
 __all__ = ["H11Exchange"]
+
+error_log = logging.getLogger("trioserve.error")
 
 
 class H11Exchange:
@@ -155,3 +160,45 @@ class H11Exchange:
         else:
             self._transport.gone = True
             await self._transport.close()
+
+    async def drain_body(self) -> bool:
+        """Read and discard what is left of a request body the app did not read.
+
+        Returns:
+            Whether the body was drained (so the connection can be kept alive).
+        """
+        proto = self._proto
+        # Usually the rest (often just the end of a GET) is already here: no waiting.
+        drained = proto.drain_body()
+        if drained is not None:
+            return drained
+        with trio.move_on_after(self._body_timeout):
+            while drained is None:
+                data = await self._transport.receive()
+                if not data:
+                    return False
+                proto.receive_data(data)
+                drained = proto.drain_body()
+        return bool(drained)
+
+    async def write_error(
+        self, status: int, reason: str, info: ConnectionInfo, since: float
+    ) -> None:
+        """Answer a refused request with ``status`` (unless a response or something else took
+        the wire already), and log it; ``since``: when the request began, for the log."""
+        if self.written or self.wire_taken or self._transport.gone:
+            return
+        proto = self._proto
+        data = proto.error_response(status, reason)
+        peer = format_address(info.client)
+        if status >= 500 or status == 408:
+            error_log.debug("Answering %d to %s: %s", status, peer, reason)
+        state = self._state
+        if state.access_log:
+            body_bytes = len(data) - (data.index(b"\r\n\r\n") + 4)  # 0 for a HEAD
+            duration = trio.current_time() - since
+            log_error_response(state.config, info, proto.head, status, body_bytes, duration)
+        try:
+            await self._transport.send(data)
+        except ClientDisconnected:
+            error_log.debug("%s left before its %d answer was written", peer, status)
