@@ -141,3 +141,16 @@ def test_equal_settings_share_one_dict_and_an_acknowledged_change_does_not_leak(
     assert first.max_concurrent_streams == 7
     with pytest.raises(KeyError):
         second[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS]  # untouched
+
+
+def test_closed_streams_past_the_limit_drop_the_oldest_eighth_at_once() -> None:
+    # One by one, each deletion from a dict's front slowed every later one (a plain dict is
+    # a poor FIFO); dropping a batch at once keeps a stream's close cheap past the limit.
+    closed = ClosedStreams(16)
+    for stream_id in range(1, 35, 2):  # 17 streams: one past the limit
+        closed[stream_id] = stream_id
+    # The one past the limit and two more (16 // 8) went together.
+    assert list(closed) == list(range(7, 35, 2))
+    closed[35] = 35
+    assert len(closed) == 15  # no eviction until the limit is passed again
+    assert 35 in closed

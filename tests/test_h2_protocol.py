@@ -10,7 +10,7 @@ import h2.connection
 import h2.events
 import hpack
 import pytest
-from hyperframe.frame import GoAwayFrame, RstStreamFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, RstStreamFrame, WindowUpdateFrame
 
 from trioserve._h2._protocol import (
     FLOOD_WINDOW,
@@ -459,3 +459,20 @@ def test_response_headers_are_encoded_without_huffman_and_decode() -> None:
     decoded = hpack.Decoder().decode(headers.data, raw=True)
     assert (b":status", b"200") in decoded
     assert (b"content-type", b"text/plain") in decoded
+
+
+def test_the_end_of_a_body_goes_out_when_the_client_shrank_the_window_below_zero() -> None:
+    # RFC 9113 section 6.9.2: a smaller SETTINGS_INITIAL_WINDOW_SIZE may leave a stream's
+    # window negative; an empty DATA frame is not flow controlled, so the body still ends.
+    side = server()
+    side.send(side.client.headers(1))
+    side.proto.send_headers(1, 200, [], end_stream=False)
+    assert side.proto.send_data(1, b"x" * 1000, end_stream=False) == 1000
+    side.frames()
+    side.send(RawClient.settings(INITIAL_WINDOW_SIZE=0))
+    shrunk = side.proto.window(1)
+    assert shrunk < 0
+    assert side.proto.send_data(1, b"", end_stream=True) == 0
+    data = [f for f in side.frames() if isinstance(f, DataFrame)]
+    assert [(len(f.data), "END_STREAM" in f.flags) for f in data] == [(0, True)]
+    assert side.proto.window(1) == shrunk  # nothing was taken from (or given to) the window

@@ -86,3 +86,16 @@ async def test_a_burst_of_expiries_is_ended_in_batches(
     steps = [after - before for before, after in itertools.pairwise(seen)]
     assert len(seen) > 5
     assert max(steps) <= 200
+
+
+async def test_a_zero_timeout_leaves_the_waits_to_the_connections_and_does_not_spin() -> None:
+    # keep_alive_timeout=0 is valid; the timer must not spin on sleep(0) while nothing waits.
+    timer = IdleTimer(0.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timer.run)
+        # A spinning task is never blocked: this bound (real time) is only the failure case.
+        with trio.move_on_after(5) as waiting:
+            await trio.testing.wait_all_tasks_blocked()
+        assert not waiting.cancelled_caught
+        assert not timer.running  # connections use their own deadlines (closing at once)
+        nursery.cancel_scope.cancel()

@@ -172,3 +172,35 @@ async def test_a_send_cancelled_half_way_leaves_the_stream_broken(ca: trustme.CA
                 await server.send_all(b"x" * (32 << 20))  # the client never reads: it blocks
         with pytest.raises(trio.BrokenResourceError):
             await server.send_all(b"more")
+
+
+async def test_a_read_the_kernel_answers_at_once_still_lets_other_tasks_run(
+    ca: trustme.CA,
+) -> None:
+    # A client that uploads faster than we decrypt keeps the socket readable: a read that
+    # need not wait must still be a schedule point, or one upload starves every other
+    # connection (and is never cancelled).
+    async with tls_pair(ca) as (server, client):
+        await client.send_all(b"x" * 10_000)  # one record, small enough for any socket buffer
+        await trio.testing.wait_all_tasks_blocked()  # it is in the kernel's buffer now
+        with trio.testing.assert_checkpoints(), trio.fail_after(5):
+            assert await server.receive_some(65536) == b"x" * 10_000
+
+
+async def test_a_cancelled_read_loses_no_bytes(ca: trustme.CA) -> None:
+    async with tls_pair(ca) as (server, client):
+        await client.send_all(b"hello")
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await server.receive_some()  # reads the record, then the checkpoint cancels
+        assert scope.cancelled_caught
+        with trio.fail_after(5):
+            assert await server.receive_some() == b"hello"
+
+
+async def test_a_write_the_socket_takes_at_once_is_a_checkpoint(ca: trustme.CA) -> None:
+    async with tls_pair(ca) as (server, client):
+        with trio.testing.assert_checkpoints():
+            await server.send_all(b"small")
+        assert await read_exactly(client, 5) == b"small"

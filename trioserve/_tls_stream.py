@@ -124,15 +124,22 @@ class TLSStream(trio.abc.Stream):
             return data
 
     async def _fill(self) -> None:
-        """Read ciphertext from the socket into the incoming BIO (waiting for some)."""
+        """Read ciphertext from the socket into the incoming BIO (waiting for some).
+
+        Always a checkpoint: a read the kernel answers at once still lets other tasks run
+        (fixed (review): a client uploading faster than we decrypt kept the socket readable,
+        and a body read without a single schedule point starved every other connection and
+        never saw a cancellation)."""
         sock = self._socket
         fd = sock.fileno()
+        waited = False
         while True:
             try:
                 data = os.read(fd, _READ_SIZE)
                 break
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
+                waited = True
                 self._check()
             except OSError as exc:
                 if exc.errno not in _GONE_ERRNOS:
@@ -144,12 +151,19 @@ class TLSStream(trio.abc.Stream):
         else:
             # OpenSSL reads this as an EOF without close_notify: SSLEOFError from read().
             self._incoming.write_eof()
+        if not waited:
+            # The bytes are in the BIO already: a cancellation here loses nothing.
+            await trio.lowlevel.checkpoint()
+            self._check()
 
     # -- sending -----------------------------------------------------------------------------
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt ``data`` and write all of it."""
-        if not self.send_nowait(data):
+        """Encrypt ``data`` and write all of it (a checkpoint, as trio's streams are: a large
+        body written in pieces to a fast reader must still let other tasks run)."""
+        if self.send_nowait(data):
+            await trio.lowlevel.checkpoint()
+        else:
             await self.flush()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:

@@ -387,8 +387,14 @@ class H2Protocol:
             allowed = min(conn.local_flow_control_window(stream_id), size)
         except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
             return 0
-        if allowed <= 0 and size:
-            return 0
+        if allowed <= 0:
+            if size:
+                return 0
+            # Fixed (review): a client's smaller SETTINGS_INITIAL_WINDOW_SIZE can leave a window
+            # below zero (RFC 9113 section 6.9.2); the empty END_STREAM frame, not flow
+            # controlled, was then accounted as a negative size (the windows grew) and its
+            # frame header failed to pack.
+            allowed = 0
         end = end_stream and allowed == size
         conn.account_data(stream_id, allowed, end_stream=end)
         # The frames, written here: a 9-byte header and a slice of the body (no copy until

@@ -57,6 +57,11 @@ class IdleTimer:
     async def run(self) -> None:
         """End due waits until cancelled (the server runs this for as long as it serves)."""
         waiting = self._waiting
+        if self._timeout <= 0:
+            # Fixed (review): keep_alive_timeout=0 (valid: no keep-alive wait at all) made the
+            # empty timer sleep(0) in a loop, a core spent spinning. Nothing to time then: the
+            # connections keep their own (immediate) deadlines, as without a timer.
+            await trio.sleep_forever()
         self.running = True
         try:
             while True:
