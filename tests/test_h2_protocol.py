@@ -476,3 +476,16 @@ def test_the_end_of_a_body_goes_out_when_the_client_shrank_the_window_below_zero
     data = [f for f in side.frames() if isinstance(f, DataFrame)]
     assert [(len(f.data), "END_STREAM" in f.flags) for f in data] == [(0, True)]
     assert side.proto.window(1) == shrunk  # nothing was taken from (or given to) the window
+
+
+def test_a_mutable_body_is_copied_when_queued() -> None:
+    # DATA frames are queued by reference until written: an app that reuses its bytearray after
+    # send() returned (or was cancelled) must not change what goes out.
+    side = server()
+    side.send(side.client.headers(1))
+    side.proto.send_headers(1, 200, [], end_stream=False)
+    body = bytearray(b"first")
+    assert side.proto.send_data(1, body, end_stream=True) == 5
+    body[:] = b"XXXXX"
+    data = [f for f in side.frames() if isinstance(f, DataFrame)]
+    assert [bytes(f.data) for f in data] == [b"first"]

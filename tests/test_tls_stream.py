@@ -204,3 +204,35 @@ async def test_a_write_the_socket_takes_at_once_is_a_checkpoint(ca: trustme.CA) 
         with trio.testing.assert_checkpoints():
             await server.send_all(b"small")
         assert await read_exactly(client, 5) == b"small"
+
+
+async def test_a_writer_waiting_behind_a_cancelled_one_writes_nothing(ca: trustme.CA) -> None:
+    # The first writer is cancelled half-way through a record: whatever the next one wrote
+    # after it would be garbage to the client, so it fails instead.
+    async with tls_pair(ca) as (server, _client):
+        outcome: list[str] = []
+        first_scope = trio.CancelScope()
+
+        async def first() -> None:
+            with first_scope:
+                await server.send_all(b"x" * (32 << 20))  # blocks: the client never reads
+
+        async def second() -> None:
+            try:
+                await server.send_all(b"after")
+                outcome.append("written")
+            except trio.BrokenResourceError:
+                outcome.append("broken")
+
+        with trio.fail_after(10), trio.CancelScope() as everything:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()  # first holds the write lock
+                nursery.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()  # second waits for it
+                first_scope.cancel()
+                # Without the check, second would write behind the torn record and block on
+                # the full socket: end it so that the assertion below reports the failure.
+                await trio.testing.wait_all_tasks_blocked()
+                everything.cancel()
+        assert outcome == ["broken"]

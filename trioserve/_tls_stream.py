@@ -120,7 +120,10 @@ class TLSStream(trio.abc.Stream):
                 self._broken = _broken(exc)
                 raise self._broken from exc
             if self._outgoing.pending:
-                await self.flush()
+                # An answer OpenSSL queued (a KeyUpdate's): sent now if the socket takes it,
+                # else ahead of our next write (RFC 8446 section 4.6.3 asks no more). Never a
+                # wait here: a cancelled wait would lose the plaintext just decrypted.
+                self._flush_nowait()
             return data
 
     async def _fill(self) -> None:
@@ -185,6 +188,8 @@ class TLSStream(trio.abc.Stream):
         if self._flush_nowait():
             return
         async with self._send_lock:
+            # A writer before us may have been cancelled half-way: then nothing more may go out.
+            self._check()
             try:
                 pending = self._pending
                 if pending is not None:

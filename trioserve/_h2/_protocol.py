@@ -374,7 +374,9 @@ class H2Protocol:
         self._take_h2_frames()
         self._out.append(frames)
 
-    def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool) -> int:
+    def send_data(
+        self, stream_id: int, data: bytes | bytearray | memoryview, *, end_stream: bool
+    ) -> int:
         """Queue as much of ``data`` as the windows allow, in frames of the largest size the
         client accepts; END_STREAM on the last frame when ``end_stream`` and all of it fits.
 
@@ -382,6 +384,10 @@ class H2Protocol:
             How many bytes were queued (0 when a window is shut).
         """
         conn = self._conn
+        if type(data) is bytearray:
+            # Queued by reference until written: an app may reuse its buffer once send() returns
+            # (or was cancelled), so a mutable body is copied.
+            data = bytes(data)
         size = len(data)
         try:
             allowed = min(conn.local_flow_control_window(stream_id), size)
