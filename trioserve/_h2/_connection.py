@@ -303,9 +303,9 @@ class H2Connection:
         if lock is None:
             lock = self._write_lock = trio.StrictFIFOLock()
         async with lock:
-            data = self._proto.data_to_send()
-            if data:
-                await self._transport.send(data)
+            pieces = self._proto.pieces_to_send()
+            if pieces:
+                await self._transport.send_pieces(pieces)
         if not self._streams and not lock.locked() and self._write_lock is lock:
             # Free and idle (a waiter would hold it already: the lock is handed over).
             self._write_lock = None

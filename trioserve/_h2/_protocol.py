@@ -315,16 +315,21 @@ class H2Protocol:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (frames queued by everything above)."""
+        return b"".join(self.pieces_to_send())
+
+    def pieces_to_send(self) -> list[bytes | bytearray | memoryview]:
+        """:meth:`data_to_send` in the pieces it is made of (frame headers, slices of bodies),
+        for a gathering write: a large body is never copied into one buffer."""
         out = self._out
         if not out and not self._goaway:
-            return bytes(self._conn.take_data_to_send())
+            data = self._conn.take_data_to_send()
+            return [data] if data else []
         self._take_h2_frames()
         if self._goaway:
             out.append(self._goaway)
             self._goaway = b""
-        data = b"".join(out)
-        out.clear()
-        return data
+        self._out = []
+        return out
 
     def _take_h2_frames(self) -> None:
         """Move h2's queued frames to ours, before we add one (keeping the order)."""
