@@ -95,6 +95,7 @@ SERVERS: tuple[str, ...] = (
     "trioserve",
     "trioserve-base",
     "trioserve-h11",
+    "trioserve-python",
     "hypercorn-trio",
     "uvicorn-h11",
     "uvicorn-httptools",
@@ -138,6 +139,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "/",
         (
             "trioserve",
+            "trioserve-python",
             "trioserve-h11",
             "trioserve-base",
             "hypercorn-trio",
@@ -165,6 +167,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "/",
         (
             "trioserve",
+            "trioserve-python",
             "trioserve-h11",
             "trioserve-base",
             "hypercorn-trio",
@@ -512,12 +515,15 @@ def server_command(
             raise ValueError("nginx rows run one worker (master_process off)")
         conf = write_nginx_conf(workdir, port, static_dir)
         return ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], env
-    if server in ("trioserve", "trioserve-h11", "trioserve-base"):
+    if server in ("trioserve", "trioserve-h11", "trioserve-python", "trioserve-base"):
         # "trioserve" is the default install's parser choice (auto: httptools when the
         # speedups extra is there, as in the bench extra); "trioserve-h11" the pure-Python one.
         cmd = [PYTHON, "-m", "trioserve"]
         if server == "trioserve-h11":
             cmd += ["--http-parser", "h11"]
+        elif server == "trioserve-python":
+            # What the default install (no speedups extra) runs: the fast path in Python.
+            cmd += ["--http-parser", "python"]
         elif server == "trioserve-base":
             # The same command, importing trioserve from the --baseline checkout first (the
             # apps still come from this repository's scripts/).
@@ -1495,6 +1501,14 @@ def speed_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
     fastest = "uvicorn-httptools"
     pairs = [
         (f"{hello}, trioserve / {fastest} req/s", hello, "trioserve", hello, fastest, ">=1.0x"),
+        (
+            f"{hello}, trioserve-python (no speedups) / uvicorn-h11 req/s",
+            hello,
+            "trioserve-python",
+            hello,
+            "uvicorn-h11",
+            ">=1.5x",
+        ),
         (
             f"{hello}, trioserve-h11 / uvicorn-h11 req/s",
             hello,

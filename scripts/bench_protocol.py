@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
-from trioserve._h11._fast import FastProtocol
+from trioserve._h11._fast import FastProtocol, PythonProtocol
 from trioserve._h11._protocol import ServerProtocol
 from trioserve._http._events import END_OF_BODY, NEED_DATA
 
@@ -48,7 +48,11 @@ def run(request: bytes, cycles: int, parser: type[ServerProtocol]) -> float:
 
 def main() -> None:
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    for parser, cls in (("h11", ServerProtocol), ("httptools", FastProtocol)):
+    for parser, cls in (
+        ("h11", ServerProtocol),
+        ("httptools", FastProtocol),
+        ("python", PythonProtocol),
+    ):
         for name, request in (("GET", GET), ("chunked POST", POST)):
             best = min(run(request, cycles, cls) for _ in range(5))
             label = f"{parser} {name}"

@@ -14,19 +14,21 @@ import trio.testing
 from trioserve import Config
 from trioserve._h11 import _connection
 from trioserve._h11._connection import H11Connection
-from trioserve._h11._fast import FastProtocol
+from trioserve._h11._fast import FastProtocol, PythonProtocol
 from trioserve._h11._protocol import ServerProtocol
 from trioserve._http._state import ServerState
 
 pytest_plugins = ["pytester"]
 
 
-@pytest.fixture(params=["h11", "httptools"])
+@pytest.fixture(params=["h11", "httptools", "python"])
 def http_parser(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> type[ServerProtocol]:
     """Each HTTP/1.1 parser in turn (the protocol class); connections use it too."""
-    cls = FastProtocol if request.param == "httptools" else ServerProtocol
+    cls = {"h11": ServerProtocol, "httptools": FastProtocol, "python": PythonProtocol}[
+        request.param
+    ]
     monkeypatch.setattr(_connection, "protocol_class", lambda _parser: cls)
     return cls
 

@@ -1,4 +1,4 @@
-"""Differential property tests: the httptools parser decides exactly as the h11 one does.
+"""Differential property tests: the fast parsers (httptools, python) decide exactly as h11 does.
 
 The same byte streams (valid requests, mutated ones, and the server's known refusals, whole and
 cut into pieces) go to both :class:`ServerProtocol` (h11) and :class:`FastProtocol`
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trioserve._h11 import _fast
-from trioserve._h11._fast import FastProtocol, protocol_class
+from trioserve._h11._fast import FastProtocol, PythonProtocol, protocol_class
 from trioserve._h11._protocol import ServerProtocol
 
 from .test_h11_fuzz import PROFILE, VALID_REQUESTS, byte_streams, drive, mutated_requests, split_at
@@ -67,8 +67,13 @@ streams = st.one_of(
 
 
 def same_decisions(pieces: list[bytes], *, eof: bool) -> None:
+    for parser in (FastProtocol, PythonProtocol):
+        same_decisions_as_h11(pieces, eof=eof, parser=parser)
+
+
+def same_decisions_as_h11(pieces: list[bytes], *, eof: bool, parser: type[ServerProtocol]) -> None:
     reference, ref_proto = drive(pieces, eof=eof)
-    fast, fast_proto = drive(pieces, eof=eof, parser=FastProtocol)
+    fast, fast_proto = drive(pieces, eof=eof, parser=parser)
     assert fast.heads == reference.heads
     assert fast.bodies == reference.bodies
     assert fast.closed == reference.closed
@@ -108,13 +113,25 @@ def test_every_edge_request_is_compared() -> None:
 def test_auto_picks_httptools_when_installed_and_h11_stays_selectable() -> None:
     assert protocol_class("auto") is FastProtocol
     assert protocol_class("httptools") is FastProtocol
+    assert protocol_class("python") is PythonProtocol
     assert protocol_class("h11") is ServerProtocol
 
 
+def test_auto_without_httptools_is_the_python_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fast, "HTTPTOOLS_AVAILABLE", False)
+    monkeypatch.setattr(_fast, "httptools", None)
+    assert protocol_class("auto") is PythonProtocol
+    outcome, _ = drive([b"GET /x HTTP/1.1\r\nHost: a\r\nX-Y:  z \r\n\r\n"], parser=PythonProtocol)
+    assert outcome.heads[0][1] == b"/x"
+    with pytest.raises(RuntimeError, match="speedups"):
+        FastProtocol(max_header_size=16384, max_body_size=None)
+
+
+@pytest.mark.parametrize("parser", [FastProtocol, PythonProtocol])
 def test_plain_requests_never_reach_h11_and_chunked_ones_do(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, parser: type[ServerProtocol]
 ) -> None:
-    """The suites run on both parsers for real: the httptools path is not h11 in disguise."""
+    """The suites run on every parser for real: the fast paths are not h11 in disguise."""
 
     def no_h11(*args: object, **kwargs: object) -> None:
         raise AssertionError("h11 was asked to parse")
@@ -125,8 +142,8 @@ def test_plain_requests_never_reach_h11_and_chunked_ones_do(
         b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
         b"GET / HTTP/1.0\r\n\r\n",
     ]
-    outcome, _ = drive([b"".join(plain)], parser=FastProtocol)
+    outcome, _ = drive([b"".join(plain)], parser=parser)
     assert [head[1] for head in outcome.heads] == [b"/a?b", b"/p", b"/"]
     assert outcome.bodies == [b"", b"hello", b""]
     with pytest.raises(AssertionError, match="h11 was asked"):
-        drive([VALID_REQUESTS[6]], parser=FastProtocol)
+        drive([VALID_REQUESTS[6]], parser=parser)

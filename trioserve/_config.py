@@ -328,14 +328,16 @@ class Config:
         help="what kind of app APP is: told from the callable (auto: app(environ, "
         "start_response) is WSGI), ASGI 3 or 2, or WSGI (PEP 3333: Flask, Django's WSGI app)",
     )
-    # http_parser: h11 is the reference and always installed; httptools (the speedups extra)
-    # parses the plain requests in C with exactly the same rules (trioserve/_h11/_fast.py).
-    http_parser: Literal["auto", "h11", "httptools"] = setting(
+    # http_parser: h11 is the reference and always installed; the fast path parses the plain
+    # requests with exactly the same rules, its header fields split by httptools (the speedups
+    # extra) or in Python (trioserve/_h11/_fast.py); anything unusual still goes to h11.
+    http_parser: Literal["auto", "h11", "httptools", "python"] = setting(
         "auto",
         group=SERVE,
-        choices=("auto", "h11", "httptools"),
-        help="HTTP/1.1 request parser: httptools in C (pip install 'trioserve[speedups]'), "
-        "h11 in pure Python, or auto (httptools when it is installed)",
+        choices=("auto", "h11", "httptools", "python"),
+        help="HTTP/1.1 request parser: the fast path with httptools (pip install "
+        "'trioserve[speedups]') or in pure Python, h11 alone, or auto (httptools when it is "
+        "installed, else python); all decide alike",
     )
     wsgi_threads: int = setting(
         DEFAULT_WSGI_THREADS,

@@ -58,8 +58,10 @@ def check_config(config: Config) -> None:
         )
     if config.interface not in ("auto", "asgi", "wsgi"):
         raise ConfigError(f"interface must be auto, asgi or wsgi, not {config.interface!r}")
-    if config.http_parser not in ("auto", "h11", "httptools"):
-        raise ConfigError(f"http_parser must be auto, h11 or httptools, not {config.http_parser!r}")
+    if config.http_parser not in ("auto", "h11", "httptools", "python"):
+        raise ConfigError(
+            f"http_parser must be auto, h11, httptools or python, not {config.http_parser!r}"
+        )
     if config.http_parser == "httptools" and find_spec("httptools") is None:
         raise ConfigError("http_parser httptools: pip install 'trioserve[speedups]'")
     if config.wsgi_threads < 1:

@@ -1,4 +1,5 @@
-"""HTTP/1.1 request parsing on httptools (llhttp, in C): the optional fast path.
+"""HTTP/1.1 request parsing without h11 for the plain request: the fast path (httptools, or pure
+Python).
 
 Theory of operation
 -------------------
@@ -11,7 +12,9 @@ framed by one Content-Length. It is exactly as strict as the h11 path by constru
    ``h11._abnf``, reused, joined by CRLF): what h11 would not parse the same way never takes
    the fast path.
 2. httptools splits the header fields. Where it refuses something h11 accepts (llhttp knows a
-   fixed set of methods, for one) the request takes the h11 path.
+   fixed set of methods, for one) the request takes the h11 path. :class:`PythonProtocol`
+   splits them in Python instead (each line at its first colon, as h11's pattern reads it):
+   the default when httptools is not installed, as fast (a head's lines are few and short).
 3. The server's own rules (``_check_request`` with the ``_strict.py`` checks: control
    characters, fragments, 414/431, Host validity, 505, CONNECT, Content-Length rules, the body
    limit) run on what was parsed, the very same code as on the h11 path.
@@ -54,7 +57,7 @@ try:
 except ImportError:  # pragma: no cover - the speedups extra is not installed
     httptools = None  # type: ignore[assignment]
 
-__all__ = ["HTTPTOOLS_AVAILABLE", "FastProtocol", "protocol_class"]
+__all__ = ["HTTPTOOLS_AVAILABLE", "FastProtocol", "PythonProtocol", "protocol_class"]
 
 #: Whether the httptools parser can be used (``pip install 'trioserve[speedups]'``).
 HTTPTOOLS_AVAILABLE: Final = httptools is not None
@@ -101,6 +104,9 @@ class FastProtocol(ServerProtocol):
     method is the base class's; otherwise the received bytes wait in ``_buf``.
     """
 
+    # Whether this class splits header fields with httptools (PythonProtocol does not).
+    _needs_httptools = True
+
     __slots__ = (
         "_buf",
         "_eof",
@@ -122,7 +128,7 @@ class FastProtocol(ServerProtocol):
         date: Callable[[], bytes] | None = http_date,
         h2c: bool = False,
     ) -> None:
-        if httptools is None:
+        if self._needs_httptools and httptools is None:
             raise RuntimeError("httptools is not installed: pip install 'trioserve[speedups]'")
         super().__init__(
             max_header_size=max_header_size,
@@ -234,15 +240,7 @@ class FastProtocol(ServerProtocol):
         if version not in _FAST_VERSIONS:
             raise _FallBack
         raw = buf[:end]
-        collector = _Fields()
-        assert httptools is not None
-        try:
-            httptools.HttpRequestParser(collector).feed_data(raw)
-        except httptools.HttpParserUpgrade:
-            pass  # Upgrade or CONNECT: the head is parsed; the server's rules decide
-        except httptools.HttpParserError:
-            raise _FallBack from None
-        fields = collector.fields
+        fields = self._split_fields(raw)
         length = 0
         seen_length = False
         hosts = 0
@@ -273,6 +271,23 @@ class FastProtocol(ServerProtocol):
         return self._check_request(
             match.group("method"), match.group("target"), version, fields, raw
         )
+
+    def _split_fields(self, raw: bytes) -> list[tuple[bytes, bytes]]:
+        """The header fields of ``raw``, a head that matched h11's grammar (``_HEAD``), as h11
+        gives them (lowercased names, values stripped of optional whitespace).
+
+        Raises:
+            _FallBack: httptools refuses the head (h11 then parses it).
+        """
+        collector = _Fields()
+        assert httptools is not None
+        try:
+            httptools.HttpRequestParser(collector).feed_data(raw)
+        except httptools.HttpParserUpgrade:
+            pass  # Upgrade or CONNECT: the head is parsed; the server's rules decide
+        except httptools.HttpParserError:
+            raise _FallBack from None
+        return collector.fields
 
     def _body_event(self) -> Event:
         left = self._left
@@ -341,8 +356,30 @@ class FastProtocol(ServerProtocol):
         return True
 
 
+class PythonProtocol(FastProtocol):
+    """:class:`FastProtocol` without httptools: the header fields of a head that matched h11's
+    grammar are split in Python (each line at its first colon, as h11's own ``header_field``
+    pattern reads it). The default without the speedups extra: the same decisions as h11,
+    without h11's machinery for the plain request."""
+
+    __slots__ = ()
+
+    _needs_httptools = False
+
+    def _split_fields(self, raw: bytes) -> list[tuple[bytes, bytes]]:
+        lines = raw[: len(raw) - 4].split(b"\r\n")
+        fields = []
+        for line in lines[1:]:  # lines[0] is the request line
+            name, _, value = line.partition(b":")
+            fields.append((name.lower(), value.strip(b" \t")))
+        return fields
+
+
 def protocol_class(parser: str) -> type[ServerProtocol]:
-    """The protocol class for ``--http-parser`` (auto: httptools when it is installed)."""
+    """The protocol class for ``--http-parser``: ``httptools``, ``python`` (the same fast path
+    in pure Python), ``h11``; ``auto`` is httptools when it is installed, else python."""
     if parser == "httptools" or (parser == "auto" and HTTPTOOLS_AVAILABLE):
         return FastProtocol
+    if parser in ("python", "auto"):
+        return PythonProtocol
     return ServerProtocol
