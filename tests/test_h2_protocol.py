@@ -489,3 +489,16 @@ def test_a_mutable_body_is_copied_when_queued() -> None:
     body[:] = b"XXXXX"
     data = [f for f in side.frames() if isinstance(f, DataFrame)]
     assert [bytes(f.data) for f in data] == [b"first"]
+
+
+def test_a_view_of_a_mutable_body_is_copied_when_queued() -> None:
+    # H2Stream hands send_data a memoryview of the app's body: a view of a bytearray too.
+    side = server()
+    side.send(side.client.headers(1))
+    side.proto.send_headers(1, 200, [], end_stream=False)
+    body = bytearray(b"first")
+    assert side.proto.send_data(1, memoryview(body)[1:], end_stream=True) == 4
+    body[:] = b"XXXXX"
+    body.extend(b"resizable: no view of it is kept")
+    data = [f for f in side.frames() if isinstance(f, DataFrame)]
+    assert [bytes(f.data) for f in data] == [b"irst"]

@@ -78,3 +78,58 @@ async def test_a_reader_that_stops_cuts_a_gathering_write_off_after_write_timeou
     assert 30 <= trio.current_time() - start < 31
     await transport.close()
     await client.aclose()
+
+
+async def test_a_gathering_write_cancelled_part_way_leaves_the_connection_unusable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Bytes on the wire end at an unknown point (a torn HTTP/2 frame): nothing may follow them.
+    server, client = await tcp_pair()
+    transport = Transport(server, write_timeout=30)
+    pieces: list[bytes | bytearray | memoryview] = [b"x" * (1 << 20)] * 64  # never read
+    with trio.move_on_after(5):
+        await transport.send_pieces(pieces)
+    assert transport.gone
+    with pytest.raises(ClientDisconnected, match="the client disconnected"):
+        await transport.send_pieces([b"y" * (1 << 17)])
+    await transport.close()
+    await client.aclose()
+
+
+async def test_a_write_cancelled_part_way_leaves_the_connection_unusable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server, client = await tcp_pair()
+    transport = Transport(server, write_timeout=30)
+    with trio.move_on_after(5):
+        await transport.send(b"x" * (64 << 20))  # never read
+    assert transport.gone
+    with pytest.raises(ClientDisconnected, match="the client disconnected"):
+        await transport.send(b"y")
+    await transport.close()
+    await client.aclose()
+
+
+async def test_a_gathering_write_ends_as_a_disconnect_when_the_connection_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # close() with linger shuts our side first (the socket turns writable) and gives up the
+    # descriptor: the waiting write must not reach the descriptor (EBADF, or another socket's).
+    server, client = await tcp_pair()
+    transport = Transport(server, write_timeout=30)
+    pieces: list[bytes | bytearray | memoryview] = [b"x" * (1 << 20)] * 64  # never read
+    failures: list[BaseException] = []
+
+    async def write() -> None:
+        try:
+            await transport.send_pieces(pieces)
+        except ClientDisconnected as exc:
+            failures.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        await trio.testing.wait_all_tasks_blocked()
+        await transport.close(linger=True)
+    assert len(failures) == 1
+    assert transport.gone
+    await client.aclose()

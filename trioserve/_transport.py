@@ -202,28 +202,35 @@ class Transport:
         # Fixed (review): write_timeout bounds a *stall*, not the whole write: one deadline for
         # all of ``data`` cut off a large body going steadily to a slow client. The data goes
         # out in pieces, and each piece that goes out buys another write_timeout.
-        with trio.CancelScope(deadline=trio.current_time() + self._write_timeout) as writing:
-            try:
-                if tls_queued:
-                    assert self._tls is not None
-                    await self._tls.flush()
-                elif len(data) <= _WRITE_PIECE:
-                    # One piece (a small response): no view, no slicing.
-                    await self._stream.send_all(data)
-                else:
-                    view = memoryview(data)
-                    while view:
-                        writing.deadline = trio.current_time() + self._write_timeout
-                        await self._stream.send_all(view[:_WRITE_PIECE])
-                        view = view[_WRITE_PIECE:]
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                gone = disconnected(exc)
-                if gone is None:
-                    raise
+        # Fixed (review): cancelled from outside part way (an app's own timeout, an HTTP/2
+        # stream's app cancelled on its client's reset), the bytes on the wire end at an
+        # unknown point: nothing more may be written on this connection.
+        finished = False
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + self._write_timeout) as writing:
+                try:
+                    if tls_queued:
+                        assert self._tls is not None
+                        await self._tls.flush()
+                    elif len(data) <= _WRITE_PIECE:
+                        # One piece (a small response): no view, no slicing.
+                        await self._stream.send_all(data)
+                    else:
+                        view = memoryview(data)
+                        while view:
+                            writing.deadline = trio.current_time() + self._write_timeout
+                            await self._stream.send_all(view[:_WRITE_PIECE])
+                            view = view[_WRITE_PIECE:]
+                    finished = True
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    gone = disconnected(exc)
+                    if gone is None:
+                        raise
+                    raise gone from exc
+        finally:
+            if not finished:
                 self.gone = True
-                raise gone from exc
-        if writing.cancelled_caught:
-            self.gone = True
+        if not finished:
             raise ClientDisconnected("write timed out: the client stopped reading")
 
     async def send_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
@@ -243,27 +250,38 @@ class Transport:
             raise ClientDisconnected("the client disconnected")
         sock = self._socket
         assert sock is not None
-        with trio.CancelScope() as writing:
-            try:
-                while True:
-                    # A stall timeout, as in send(): each bit of progress buys another one.
-                    writing.deadline = trio.current_time() + self._write_timeout
-                    try:
-                        sent = os.writev(self.fd, pieces)
-                    except BlockingIOError:
-                        sent = 0
-                    total -= sent
-                    if not total:
-                        return
-                    pieces = _after(pieces, sent)
-                    await trio.lowlevel.wait_writable(sock)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                gone = disconnected(exc)
-                if gone is None:
-                    raise
+        # Fixed (review): a write cut off by any means (the caller's cancellation too: an
+        # HTTP/2 stream's app cancelled on its client's reset, while its task held the write
+        # lock) leaves a torn frame, or frames lost, on the wire: the connection is unusable.
+        finished = False
+        try:
+            with trio.CancelScope() as writing:
+                try:
+                    while True:
+                        # A stall timeout, as in send(): each bit of progress buys another one.
+                        writing.deadline = trio.current_time() + self._write_timeout
+                        fd = self.fd
+                        if fd < 0:
+                            # Fixed (review): closed meanwhile (the descriptor may be reused).
+                            raise ClientDisconnected("the connection was closed")
+                        try:
+                            sent = os.writev(fd, pieces)
+                        except BlockingIOError:
+                            sent = 0
+                        total -= sent
+                        if not total:
+                            finished = True
+                            return
+                        pieces = _after(pieces, sent)
+                        await trio.lowlevel.wait_writable(sock)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    gone = disconnected(exc)
+                    if gone is None:
+                        raise
+                    raise gone from exc
+        finally:
+            if not finished:
                 self.gone = True
-                raise gone from exc
-        self.gone = True
         raise ClientDisconnected("write timed out: the client stopped reading")
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:

@@ -389,10 +389,6 @@ class H2Protocol:
             How many bytes were queued (0 when a window is shut).
         """
         conn = self._conn
-        if type(data) is bytearray:
-            # Queued by reference until written: an app may reuse its buffer once send() returns
-            # (or was cancelled), so a mutable body is copied.
-            data = bytes(data)
         size = len(data)
         try:
             allowed = min(conn.local_flow_control_window(stream_id), size)
@@ -408,6 +404,12 @@ class H2Protocol:
             allowed = 0
         end = end_stream and allowed == size
         conn.account_data(stream_id, allowed, end_stream=end)
+        if type(data) is not bytes and not memoryview(data).readonly:
+            # Queued by reference until written: an app may reuse its buffer once send() returns
+            # (or was cancelled), so a mutable body is copied, the part queued now only.
+            # Fixed (review): H2Stream passes a view, and a view of a bytearray went uncopied.
+            data = bytes(memoryview(data)[:allowed])
+            size = allowed
         # The frames, written here: a 9-byte header and a slice of the body (no copy until
         # data_to_send() joins them), instead of h2's frame objects (four copies of a body).
         self._take_h2_frames()
