@@ -132,21 +132,25 @@ class Scenario:
     description: str = ""
 
 
+# The hello scenarios (keep-alive, TLS): every trioserve parser, the code before round two, the
+# Python peers, and granian as the reference ceiling.
+HELLO_SERVERS: tuple[str, ...] = (
+    "trioserve",
+    "trioserve-python",
+    "trioserve-h11",
+    "trioserve-base",
+    "hypercorn-trio",
+    "uvicorn-h11",
+    "uvicorn-httptools",
+    "granian",
+)
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "hello-keepalive",
         "hello",
         "/",
-        (
-            "trioserve",
-            "trioserve-python",
-            "trioserve-h11",
-            "trioserve-base",
-            "hypercorn-trio",
-            "uvicorn-h11",
-            "uvicorn-httptools",
-            "granian",
-        ),
+        HELLO_SERVERS,
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         description="ASGI hello world, keep-alive connections",
@@ -165,16 +169,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-tls",
         "hello",
         "/",
-        (
-            "trioserve",
-            "trioserve-python",
-            "trioserve-h11",
-            "trioserve-base",
-            "hypercorn-trio",
-            "uvicorn-h11",
-            "uvicorn-httptools",
-            "granian",
-        ),
+        HELLO_SERVERS,
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         tls=True,

@@ -61,6 +61,13 @@ async def get(
         return await client.request(method, url, **kwargs)
 
 
+async def run_in_scope(scope: trio.CancelScope, run: Callable[[], Any]) -> None:
+    """``await run()`` inside ``scope`` (to start a background task that can be cancelled alone,
+    such as the server's IdleTimer next to a connection under test)."""
+    with scope:
+        await run()
+
+
 async def in_thread(function: Callable[[], T]) -> T:
     """Run a blocking client (httpx's sync client, the websockets library) in a worker thread,
     so that the server keeps running in this one."""

@@ -18,6 +18,8 @@ from trioserve._h11._fast import FastProtocol, PythonProtocol
 from trioserve._h11._protocol import ServerProtocol
 from trioserve._http._state import ServerState
 
+from ._helpers import run_in_scope
+
 pytest_plugins = ["pytester"]
 
 
@@ -126,16 +128,11 @@ async def connection(
         # The server's keep-alive timer, as a running server has it (sleep_until/sleep: the
         # autojump clock drives it like any other timeout).
         timing = trio.CancelScope()
-        nursery.start_soon(_run_in, timing, state.idle_timer.run)
+        nursery.start_soon(run_in_scope, timing, state.idle_timer.run)
         nursery.start_soon(conn.run)
         yield ScriptedClient(client_stream), state
         await client_stream.aclose()
         timing.cancel()
-
-
-async def _run_in(scope: trio.CancelScope, run: Any) -> None:
-    with scope:
-        await run()
 
 
 async def hello_app(scope: Any, receive: Any, send: Any) -> None:

@@ -44,6 +44,8 @@ from trioserve._http._scope import connection_info
 from trioserve._http._state import ServerState
 from trioserve._transport import Transport
 
+from ._helpers import run_in_scope
+
 Headers = Sequence[tuple[bytes, bytes]]
 
 # The request every test sends unless it says otherwise.
@@ -418,15 +420,10 @@ async def h2_connection(
     async with trio.open_nursery() as nursery:
         timing = trio.CancelScope()
         if idle_timer:
-            nursery.start_soon(_run_in, timing, state.idle_timer.run)
+            nursery.start_soon(run_in_scope, timing, state.idle_timer.run)
         nursery.start_soon(conn.run)
         if not lockstep:
             await client.start(**(settings or {}))
         yield client, conn, state
         await client_stream.aclose()
         timing.cancel()
-
-
-async def _run_in(scope: trio.CancelScope, run: Any) -> None:
-    with scope:
-        await run()

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+from typing import Final
+
+#: OS errors that mean "the peer is gone", as opposed to a bug or a resource problem.
+GONE_ERRNOS: Final = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT}
+)
+
 
 class TrioserveError(Exception):
     """Base class of the errors trioserve raises on purpose."""

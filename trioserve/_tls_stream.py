@@ -31,6 +31,8 @@ from typing import Final
 
 import trio
 
+from ._errors import GONE_ERRNOS
+
 __all__ = ["TLSStream"]
 
 # Bytes read from the socket at once: a TLS record is at most 16 KiB plus overhead, and one read
@@ -38,10 +40,6 @@ __all__ = ["TLSStream"]
 _READ_SIZE: Final = 64 * 1024
 # Plaintext handed out by one receive_some() when the caller gives no limit.
 _DEFAULT_RECEIVE: Final = 64 * 1024
-
-_GONE_ERRNOS: Final = frozenset(
-    {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT}
-)
 
 
 def _broken(exc: BaseException) -> trio.BrokenResourceError:
@@ -145,7 +143,7 @@ class TLSStream(trio.abc.Stream):
                 waited = True
                 self._check()
             except OSError as exc:
-                if exc.errno not in _GONE_ERRNOS:
+                if exc.errno not in GONE_ERRNOS:
                     raise
                 self._broken = _broken(exc)
                 raise self._broken from exc
@@ -230,7 +228,7 @@ class TLSStream(trio.abc.Stream):
         except BlockingIOError:
             return 0
         except OSError as exc:
-            if exc.errno not in _GONE_ERRNOS and exc.errno != errno.EBADF:
+            if exc.errno not in GONE_ERRNOS and exc.errno != errno.EBADF:
                 raise
             self._broken = _broken(exc)
             raise self._broken from exc

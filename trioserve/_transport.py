@@ -20,7 +20,6 @@ Every wait is bounded: a write by ``write_timeout`` of no progress, closing by a
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -30,7 +29,7 @@ from typing import Final
 
 import trio
 
-from ._errors import ClientDisconnected
+from ._errors import GONE_ERRNOS, ClientDisconnected
 from ._tls_stream import TLSStream
 
 __all__ = [
@@ -62,11 +61,6 @@ _GATHER_FROM: Final = 64 * 1024
 _IOV_MAX: Final = 1024
 LINGER_BYTES: Final = 1024 * 1024
 
-# OS errors that mean "the peer is gone", as opposed to a bug or a resource problem.
-_GONE_ERRNOS: Final = frozenset(
-    {errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ETIMEDOUT}
-)
-
 
 def disconnected(exc: BaseException) -> ClientDisconnected | None:
     """The :class:`ClientDisconnected` that ``exc`` stands for, or ``None`` if it is not a
@@ -74,7 +68,7 @@ def disconnected(exc: BaseException) -> ClientDisconnected | None:
     if isinstance(exc, ClientDisconnected):
         return exc
     if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError) or (
-        isinstance(exc, OSError) and exc.errno in _GONE_ERRNOS
+        isinstance(exc, OSError) and exc.errno in GONE_ERRNOS
     ):
         gone = ClientDisconnected("the client disconnected")
         gone.__cause__ = exc
@@ -152,7 +146,7 @@ class Transport:
         except BlockingIOError:
             return None
         except OSError as exc:
-            if exc.errno not in _GONE_ERRNOS:
+            if exc.errno not in GONE_ERRNOS:
                 raise
             data = b""
         if not data:
@@ -205,32 +199,28 @@ class Transport:
         # Fixed (review): cancelled from outside part way (an app's own timeout, an HTTP/2
         # stream's app cancelled on its client's reset), the bytes on the wire end at an
         # unknown point: nothing more may be written on this connection.
-        finished = False
         try:
-            with trio.CancelScope(deadline=trio.current_time() + self._write_timeout) as writing:
-                try:
-                    if tls_queued:
-                        assert self._tls is not None
-                        await self._tls.flush()
-                    elif len(data) <= _WRITE_PIECE:
-                        # One piece (a small response): no view, no slicing.
-                        await self._stream.send_all(data)
-                    else:
-                        view = memoryview(data)
-                        while view:
-                            writing.deadline = trio.current_time() + self._write_timeout
-                            await self._stream.send_all(view[:_WRITE_PIECE])
-                            view = view[_WRITE_PIECE:]
-                    finished = True
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    gone = disconnected(exc)
-                    if gone is None:
-                        raise
-                    raise gone from exc
-        finally:
-            if not finished:
-                self.gone = True
-        if not finished:
+            with (
+                trio.CancelScope(deadline=trio.current_time() + self._write_timeout) as writing,
+                map_disconnects(),
+            ):
+                if tls_queued:
+                    assert self._tls is not None
+                    await self._tls.flush()
+                elif len(data) <= _WRITE_PIECE:
+                    # One piece (a small response): no view, no slicing.
+                    await self._stream.send_all(data)
+                else:
+                    view = memoryview(data)
+                    while view:
+                        writing.deadline = trio.current_time() + self._write_timeout
+                        await self._stream.send_all(view[:_WRITE_PIECE])
+                        view = view[_WRITE_PIECE:]
+        except BaseException:
+            self.gone = True
+            raise
+        if writing.cancelled_caught:
+            self.gone = True
             raise ClientDisconnected("write timed out: the client stopped reading")
 
     async def send_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
@@ -253,35 +243,28 @@ class Transport:
         # Fixed (review): a write cut off by any means (the caller's cancellation too: an
         # HTTP/2 stream's app cancelled on its client's reset, while its task held the write
         # lock) leaves a torn frame, or frames lost, on the wire: the connection is unusable.
-        finished = False
         try:
-            with trio.CancelScope() as writing:
-                try:
-                    while True:
-                        # A stall timeout, as in send(): each bit of progress buys another one.
-                        writing.deadline = trio.current_time() + self._write_timeout
-                        fd = self.fd
-                        if fd < 0:
-                            # Fixed (review): closed meanwhile (the descriptor may be reused).
-                            raise ClientDisconnected("the connection was closed")
-                        try:
-                            sent = os.writev(fd, pieces)
-                        except BlockingIOError:
-                            sent = 0
-                        total -= sent
-                        if not total:
-                            finished = True
-                            return
-                        pieces = _after(pieces, sent)
-                        await trio.lowlevel.wait_writable(sock)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    gone = disconnected(exc)
-                    if gone is None:
-                        raise
-                    raise gone from exc
-        finally:
-            if not finished:
-                self.gone = True
+            with trio.CancelScope() as writing, map_disconnects():
+                while True:
+                    # A stall timeout, as in send(): each bit of progress buys another one.
+                    writing.deadline = trio.current_time() + self._write_timeout
+                    fd = self.fd
+                    if fd < 0:
+                        # Fixed (review): closed meanwhile (the descriptor may be reused).
+                        raise ClientDisconnected("the connection was closed")
+                    try:
+                        sent = os.writev(fd, pieces)
+                    except BlockingIOError:
+                        sent = 0
+                    total -= sent
+                    if not total:
+                        return
+                    pieces = _after(pieces, sent)
+                    await trio.lowlevel.wait_writable(sock)
+        except BaseException:
+            self.gone = True
+            raise
+        self.gone = True
         raise ClientDisconnected("write timed out: the client stopped reading")
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:

@@ -308,11 +308,7 @@ class H11Connection:
                 timer.deadline = self._since + config.header_timeout
             else:
                 self._since = trio.current_time()
-                if idle_timer.running:
-                    idle_timer.wait(self, self._since)
-                    swept = True
-                else:
-                    timer.deadline = self._since + config.keep_alive_timeout
+                swept = idle_timer.arm(self, self._since, timer)
             if not proto.has_buffered_data:
                 # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
                 # when the deadline passes the timer's cancellation ends the connection quietly.

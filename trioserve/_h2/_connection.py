@@ -256,12 +256,8 @@ class H2Connection:
     def _go_idle(self, reading: trio.CancelScope) -> None:
         """No stream is open: the keep-alive timeout runs, on the server's IdleTimer (as for
         HTTP/1.1: no deadline to move per request) or, without one running, on ``reading``."""
-        now = self._idle_since = trio.current_time()
-        idle_timer = self._state.idle_timer
-        if idle_timer.running:
-            idle_timer.wait(self, now)
-        else:
-            reading.deadline = now + self._config.keep_alive_timeout
+        self._idle_since = trio.current_time()
+        self._state.idle_timer.arm(self, self._idle_since, reading)
 
     def idle_expired(self) -> None:
         """The server's IdleTimer: idle past the keep-alive timeout (GOAWAY, then close)."""

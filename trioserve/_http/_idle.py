@@ -50,6 +50,16 @@ class IdleTimer:
         waiting.pop(sleeper, None)
         waiting[sleeper] = since + self._timeout
 
+    def arm(self, sleeper: Sleeper, since: float, fallback: trio.CancelScope) -> bool:
+        """``sleeper`` went idle at ``since``: time its wait here while :meth:`run` runs
+        (``True``), else on ``fallback``'s deadline (``False``: a connection served without a
+        running server, as in tests; the caller clears that deadline itself)."""
+        if self.running:
+            self.wait(sleeper, since)
+            return True
+        fallback.deadline = since + self._timeout
+        return False
+
     def done(self, sleeper: Sleeper) -> None:
         """``sleeper`` is no longer idle (a request came, or it closed)."""
         self._waiting.pop(sleeper, None)
