@@ -324,6 +324,25 @@ def test_invalid_response_headers_are_refused(headers: list[tuple[bytes, bytes]]
         started().send_response(200, headers)
 
 
+def test_a_content_length_seen_before_is_checked_as_strictly() -> None:
+    """Validated Content-Length fields are remembered (a hot path); the rules still hold."""
+    cached = (b"content-length", b"3")
+    head = started().send_response(200, [cached])  # the first time: validated and remembered
+    assert b"\r\ncontent-length: 3\r\n" in head
+    for headers in (
+        [cached, (b"content-length", b"4")],
+        [(b"content-length", b"4"), cached],
+        [cached, (b"transfer-encoding", b"chunked")],
+    ):
+        with pytest.raises(ResponseError):
+            started().send_response(200, headers)
+    proto = started()
+    head = proto.send_response(200, [cached, cached])
+    assert head.count(b"content-length: 3\r\n") == 2
+    with pytest.raises(ResponseError, match="longer"):
+        proto.send_data(b"abcd")
+
+
 @pytest.mark.parametrize("status", [100, 101, 199, 600, "200"])
 def test_invalid_final_status_is_refused(status: object) -> None:
     with pytest.raises(ResponseError, match="invalid status"):

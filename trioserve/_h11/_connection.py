@@ -92,6 +92,7 @@ class H11Connection:
         "_served",
         "_since",
         "_state",
+        "_stopped",
         "_timer",
         "_transport",
         "_websocket",
@@ -131,6 +132,7 @@ class H11Connection:
         # its deadline is set while the server waits for a request and is infinite while the
         # app runs. Cheaper than a fresh scope per wait, and what stop_idle() cancels.
         self._timer = trio.CancelScope()
+        self._stopped = False  # the timer was cancelled (not just its deadline passed)
         self._idle = False
         # For eviction (see _eviction): reading the rest of a head, since when (or idle since
         # when), how many bytes of the head came so far, and whether it was evicted.
@@ -248,7 +250,7 @@ class H11Connection:
         if self._h2 is not None:
             self._h2.stop_idle()
         elif self._idle:
-            self._timer.cancel()
+            self._stop()
         elif self._websocket is not None:
             self._websocket.shut_down()
 
@@ -272,7 +274,7 @@ class H11Connection:
     def idle_expired(self) -> None:
         """The server's IdleTimer: the keep-alive timeout passed while idle; close quietly."""
         if self._idle:
-            self._timer.cancel()
+            self._stop()
 
     def evict(self, reason: Reason) -> None:
         """Eviction: close now (idle), or answer 408 and close (a head that came too slowly)."""
@@ -280,6 +282,11 @@ class H11Connection:
             self._h2.evict(reason)
             return
         self._evicted = True
+        self._stop()
+
+    def _stop(self) -> None:
+        """Cancel the connection's own waits (see ``_timer``) for good."""
+        self._stopped = True
         self._timer.cancel()
 
     def describe(self) -> str:
@@ -351,7 +358,9 @@ class H11Connection:
             self._reading_head = False
             if not swept:
                 timer.deadline = math.inf
-            if timer.cancel_called:
+            # (The flag, not ``timer.cancel_called``, which reads the clock on every call: only
+            # a deadline of the timer's own can pass unnoticed by the flag.)
+            if self._stopped or (not swept and timer.cancel_called):
                 # The keep-alive deadline or a shutdown fired just as the request arrived: it
                 # cannot be served under a cancelled scope, so close as if it came a moment
                 # late (a client retries a request that got no response on a reused connection).

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Final
 
 import h11
-from h11._abnf import header_field, request_line
+from h11._abnf import header_field, request_line, vchar_or_obs_text
 
 from .._errors import RequestRefused
 from .._http._date import http_date
@@ -64,9 +64,18 @@ HTTPTOOLS_AVAILABLE: Final = httptools is not None
 
 # h11 ends a head at the first LF, optional CR, LF; the fast path takes only CRLF CRLF.
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
-# A head h11 parses line by line, as one pattern over CRLF-ended lines (h11's own pieces).
+# A head h11 parses line by line, as one pattern over CRLF-ended lines: h11's own pieces, with one
+# difference. h11 lets a field value hold control characters (its ``field_vchar`` is anything but
+# NUL and whitespace), which the server's rules then refuse (``check_head``); here a field value's
+# characters are the visible ones and obs-text only, so a head that matches needs no search for
+# control characters, and one that holds any takes the h11 path and is refused there.
+_FIELD_VCHAR: Final = rb"[\x21-\x7e\x80-\xff]"
 _HEAD: Final = re.compile(
-    b"%s(?:\r\n%s)*\r\n\r\n" % (request_line.encode("ascii"), header_field.encode("ascii"))
+    b"%s(?:\r\n%s)*\r\n\r\n"
+    % (
+        request_line.encode("ascii"),
+        header_field.encode("ascii").replace(vchar_or_obs_text.encode("ascii"), _FIELD_VCHAR),
+    )
 )
 # h11 reads Content-Length as [0-9]+ of at most 20 digits; longer ones take the h11 path.
 _LENGTH: Final = re.compile(rb"[0-9]{1,18}")
@@ -268,8 +277,16 @@ class FastProtocol(ServerProtocol):
         self._stage = _BODY
         self._left = self._length = length
         self._expect = expect and version == b"1.1"
+        # No control characters: _HEAD's field values exclude them (and the request line's
+        # pieces always did). Nothing of a body needs the rules here (no Transfer-Encoding).
         return self._check_request(
-            match.group("method"), match.group("target"), version, fields, raw
+            match.group("method"),
+            match.group("target"),
+            version,
+            fields,
+            buf[: end - 4],
+            b"",
+            characters=False,
         )
 
     def _split_fields(self, raw: bytes) -> list[tuple[bytes, bytes]]:

@@ -60,9 +60,10 @@ from ._strict import (
     SNIFF_LENGTH,
     ChunkedFraming,
     check_content_length,
-    check_raw_head,
+    check_head,
     parse_refusal,
     sniff,
+    split_head,
 )
 from ._writers import (
     COMPLETE,
@@ -277,8 +278,14 @@ class ServerProtocol(ResponseSide):
                 return END_OF_BODY
             if kind is h11.Request:
                 request: h11.Request = event  # type: ignore[assignment]
+                head, body_start = split_head(raw_head)
                 return self._check_request(
-                    request.method, request.target, request.http_version, request.headers, raw_head
+                    request.method,
+                    request.target,
+                    request.http_version,
+                    request.headers,
+                    head,
+                    raw_head[body_start:],
                 )
             if kind is h11.ConnectionClosed:
                 return CLIENT_CLOSED
@@ -294,9 +301,19 @@ class ServerProtocol(ResponseSide):
         target: bytes,
         http_version: bytes,
         headers: Sequence[tuple[bytes, bytes]],
-        raw_head: bytes,
+        head: bytes,
+        body_received: bytes,
+        *,
+        characters: bool = True,
     ) -> RequestHead:
-        """The server's rules on a parsed request head (both parsers run them)."""
+        """The server's rules on a parsed request head (both parsers run them).
+
+        Args:
+            head: The request line and header lines as received (no blank line).
+            body_received: What came after the head in the same bytes.
+            characters: Whether the head may still hold control characters (see
+                :func:`check_head`).
+        """
         self.head = RequestHead(
             method,
             target,
@@ -304,7 +321,7 @@ class ServerProtocol(ResponseSide):
             headers,
         )
         self._head_request = method == b"HEAD"
-        head, body_start = check_raw_head(raw_head, target, self._max_header_size)
+        check_head(head, target, self._max_header_size, characters=characters)
         if self._max_headers is not None and len(headers) > self._max_headers:
             raise RequestRefused(431, "Too many request header fields.")
         version = HTTP_VERSIONS.get(http_version)
@@ -351,7 +368,7 @@ class ServerProtocol(ResponseSide):
             chunks = self._chunks = ChunkedFraming(
                 max_body_size=self._body_limit, max_line=self._max_header_size
             )
-            chunks.feed(raw_head[body_start:])
+            chunks.feed(body_received)
         return self.head
 
     def drain_body(self) -> bool | None:

@@ -3,7 +3,7 @@
 h11 parses leniently where a server must not; everything here refuses (``RequestRefused``, the
 status to answer with) what h11 lets through, in the raw bytes h11 parsed or is about to parse.
 
-The request head (:func:`check_raw_head`): a control character, a bare CR or an obs-fold line
+The request head (:func:`check_head`): a control character, a bare CR or an obs-fold line
 (header-injection differentials between proxies and servers are built from those: the daphne
 CVE-2026-44546 set), a ``#fragment`` in the target, a head over the limit (414 when the request
 line alone is over, 431 otherwise).
@@ -37,9 +37,10 @@ __all__ = [
     "SNIFF_LENGTH",
     "ChunkedFraming",
     "check_content_length",
-    "check_raw_head",
+    "check_head",
     "parse_refusal",
     "sniff",
+    "split_head",
     "too_large",
 ]
 
@@ -140,29 +141,33 @@ def _client_safe(message: str) -> str:
     return (message[: match.start()] if match else message).strip() or "unparsable"
 
 
-def check_raw_head(raw: bytes, target: bytes, max_header_size: int) -> tuple[bytes, int]:
-    """Refuse what h11 accepted in a request head.
+def split_head(raw: bytes) -> tuple[bytes, int]:
+    """The head in ``raw``, the bytes h11 parsed it from (the body may follow): up to the blank
+    line that h11 ends it with (LF, optional CR, LF), and where the body starts."""
+    end = _HEAD_END.search(raw)
+    return (raw, len(raw)) if end is None else (raw[: end.start()], end.end())
+
+
+def check_head(
+    head: bytes, target: bytes, max_header_size: int, *, characters: bool = True
+) -> None:
+    """Refuse what h11 accepted in a request head (``head`` as :func:`split_head` gives it).
 
     Args:
-        raw: The bytes h11 parsed the head from (the body may follow).
+        head: The request line and header lines, without the blank line.
         target: The request target.
         max_header_size: The head limit.
-
-    Returns:
-        The head (up to the blank line that h11 ends it with: LF, optional CR, LF), and where
-        the body starts in ``raw``.
+        characters: Look for control characters, bare CRs and obs-fold lines (``False`` only
+            where a stricter grammar than h11's has excluded them already).
     """
-    end = _HEAD_END.search(raw)
-    head, body_start = (raw, len(raw)) if end is None else (raw[: end.start()], end.end())
     if len(head) > max_header_size:
         # h11 enforces its limit only on a head that arrives in pieces; this is the rest.
         raise too_large(head, max_header_size)
-    if _FORBIDDEN_IN_HEAD.search(head):
+    if characters and _FORBIDDEN_IN_HEAD.search(head):
         raise RequestRefused(400, "Malformed request: control character or folded header line.")
     if b"#" in target:
         # A fragment is the client's business (RFC 9110 section 7.1): it is never sent.
         raise RequestRefused(400, "Malformed request target: it has a #fragment.")
-    return head, body_start
 
 
 def check_content_length(

