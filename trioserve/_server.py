@@ -276,11 +276,12 @@ class Server:
             self._core_scope = core
             async with self._serving_metrics(), trio.open_nursery() as timing:
                 timing.start_soon(self.state.idle_timer.run)
+                timing.start_soon(self.state.readiness.run)
                 async with trio.open_nursery() as nursery:
                     for listener, secure in listeners:
                         await nursery.start(self._serve_listener, listener, secure)
                     task_status.started(addresses)
-                # Every listener and connection is done: no idle wait is left to time.
+                # Every listener and connection is done: no idle wait is left to time or watch.
                 timing.cancel_scope.cancel()
 
     @contextlib.asynccontextmanager

@@ -30,6 +30,7 @@ from typing import Final
 import trio
 
 from ._errors import GONE_ERRNOS, ClientDisconnected
+from ._readiness import Readiness
 from ._tls_stream import TLSStream
 
 __all__ = [
@@ -95,12 +96,27 @@ class Transport:
     Args:
         stream: The accepted connection (TLS-wrapped if need be).
         write_timeout: Seconds a write may make no progress before the client is given up on.
+        readiness: The server's watcher of idle sockets (see :meth:`watch`), if any.
     """
 
-    __slots__ = ("_socket", "_stream", "_tls", "_write_timeout", "fd", "gone")
+    __slots__ = (
+        "_readiness",
+        "_socket",
+        "_stream",
+        "_tls",
+        "_write_timeout",
+        "fd",
+        "gone",
+        "watched",
+    )
 
-    def __init__(self, stream: trio.abc.Stream, write_timeout: float) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, write_timeout: float, readiness: Readiness | None = None
+    ) -> None:
         self._stream = stream
+        self._readiness = readiness
+        #: Whether the socket is registered with the server's :class:`Readiness`.
+        self.watched = False
         self._write_timeout = write_timeout
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         # Our own TLS stream has a write that does not wait (TLS's fast path).
@@ -151,7 +167,19 @@ class Transport:
             data = b""
         if not data:
             self.gone = True
+        elif self.watched and len(data) == max_bytes:
+            # More may wait, and an edge-triggered watch would not say so.
+            assert self._readiness is not None
+            self._readiness.mark(self.fd)
         return data
+
+    def watch(self) -> bool:
+        """Have the server's :class:`Readiness` watch the socket, for the waits for a next
+        request (plain TCP only); whether it does (else those waits stay trio's)."""
+        readiness = self._readiness
+        if not self.watched and self.fd >= 0 and readiness is not None:
+            self.watched = readiness.watch(self.fd)
+        return self.watched
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -318,6 +346,7 @@ class Transport:
             linger: Send EOF first and read (and drop) what the client still sends for a
                 moment, so that unread input does not make the kernel reset our response away.
         """
+        self._forget()
         self.fd = -1  # the descriptor may be reused once closed: no more fd-level I/O
         stream = self._stream
         with trio.CancelScope(shield=True, deadline=trio.current_time() + LINGER_SECONDS):
@@ -336,6 +365,14 @@ class Transport:
             finally:
                 await stream.aclose()
 
+    def _forget(self) -> None:
+        """Before the socket closes: out of the :class:`Readiness` watch (a descriptor number
+        reused by a new connection must start afresh)."""
+        if self.watched:
+            self.watched = False
+            assert self._readiness is not None
+            self._readiness.forget(self.fd)
+
     async def reset(self) -> None:
         """Close at once with a TCP reset (RST instead of FIN) where the stream is a socket."""
         self.gone = True
@@ -350,6 +387,7 @@ class Transport:
         if sock is not None:
             # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._forget()
         self.fd = -1
         with trio.CancelScope(shield=True):
             await stream.aclose()

@@ -113,7 +113,7 @@ class H11Connection:
         config = state.config
         self._state = state
         self._config = config
-        self._transport = Transport(stream, config.write_timeout)
+        self._transport = Transport(stream, config.write_timeout, state.readiness)
         self._info = connection_info(state, client, server, scheme, tls)
         self._on_close = on_close
         self._redirect = redirect_https_port
@@ -328,9 +328,21 @@ class H11Connection:
                     data = await transport.receive()
                 else:
                     # Inlined receive(): an idle connection's stack is what idle memory is
-                    # made of.
+                    # made of. A keep-alive wait is the server's Readiness's once it runs (no
+                    # epoll_ctl per wait: see _readiness).
+                    readiness = self._state.readiness
+                    watched = not first and readiness.running and transport.watch()
                     while True:
-                        await trio.lowlevel.wait_readable(fd)
+                        try:
+                            if watched and readiness.running:
+                                await readiness.wait(fd)
+                            else:
+                                await trio.lowlevel.wait_readable(fd)
+                        except trio.ClosedResourceError:
+                            # Closed by another task meanwhile (as in Transport.receive).
+                            transport.gone = True
+                            data = b""
+                            break
                         got = transport.read_nowait()
                         if got is not None:
                             data = got

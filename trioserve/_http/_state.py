@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._config import Config
 from .._eviction import Reason, Snapshot
 from .._proxy import TrustedPeers
+from .._readiness import Readiness
 from .._types import ASGIApp
 from ._idle import IdleTimer
 
@@ -52,6 +53,7 @@ class ServerState:
         "lifespan_state",
         "metrics",
         "on_request_limit",
+        "readiness",
         "refusals",
         "request_limit",
         "requests",
@@ -67,6 +69,8 @@ class ServerState:
         self.connections: set[Stoppable] = set()
         #: Keep-alive timeouts of idle HTTP/1.1 connections (the server runs it; see _idle).
         self.idle_timer = IdleTimer(config.keep_alive_timeout)
+        #: Readiness of idle keep-alive sockets (the server runs it; see _readiness).
+        self.readiness = Readiness()
         self.draining = False
         #: For metrics: connections closed to make room for new clients, by reason ("idle",
         #: "slow-head"), and new ones refused over a cap ("per-ip", "websockets").

@@ -1,0 +1,174 @@
+"""The server's watch on idle keep-alive sockets (trioserve._readiness): one epoll, one task."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from trioserve import Config
+from trioserve._readiness import Readiness
+from trioserve._server import Server
+from trioserve._transport import READ_SIZE, Transport
+
+from .conftest import hello_app
+
+# Every wait below ends promptly when the code is right; this bounds a broken one.
+_PATIENCE = 10
+
+
+@asynccontextmanager
+async def running() -> AsyncIterator[Readiness]:
+    readiness = Readiness()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(readiness.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert readiness.running
+        yield readiness
+        nursery.cancel_scope.cancel()
+    assert not readiness.running
+
+
+def socket_pair() -> tuple[socket.socket, socket.socket]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    return ours, theirs
+
+
+async def test_a_wait_ends_when_bytes_arrive_and_not_before() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running() as readiness:
+            assert readiness.watch(ours.fileno())
+            woke = trio.Event()
+
+            async def waiter() -> None:
+                await readiness.wait(ours.fileno())
+                woke.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not woke.is_set()
+                theirs.send(b"next request")
+                with trio.fail_after(_PATIENCE):
+                    await woke.wait()
+            assert ours.recv(100) == b"next request"
+
+
+async def test_bytes_that_came_while_nobody_waited_end_the_next_wait_at_once() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running() as readiness:
+            readiness.watch(ours.fileno())
+            theirs.send(b"early")
+            await trio.testing.wait_all_tasks_blocked()  # the watcher saw it; nobody waited
+            with trio.fail_after(_PATIENCE):
+                await readiness.wait(ours.fileno())
+            assert ours.recv(100) == b"early"
+
+
+async def test_a_full_read_marks_the_socket_so_that_what_is_left_is_not_stranded() -> None:
+    # Edge-triggered: no new event comes for bytes already there. A read that filled its
+    # buffer marks the socket, so the next wait does not sleep on bytes that wait already.
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running() as readiness:
+            transport = Transport(
+                trio.SocketStream(trio.socket.from_stdlib_socket(ours)), 5.0, readiness
+            )
+            assert transport.watch()
+            theirs.sendall(b"x" * (READ_SIZE + 100))
+            with trio.fail_after(_PATIENCE):
+                await readiness.wait(transport.fd)
+                assert transport.read_nowait() == b"x" * READ_SIZE
+                await readiness.wait(transport.fd)  # nothing new was sent: only the mark
+                assert transport.read_nowait() == b"x" * 100
+
+
+async def test_closing_a_watched_transport_fails_its_waiter_and_forgets_the_socket() -> None:
+    ours, theirs = socket_pair()
+    with theirs:
+        async with running() as readiness:
+            transport = Transport(
+                trio.SocketStream(trio.socket.from_stdlib_socket(ours)), 5.0, readiness
+            )
+            transport.watch()
+            fd = transport.fd
+            failed: list[BaseException] = []
+
+            async def waiter() -> None:
+                try:
+                    await readiness.wait(fd)
+                except trio.ClosedResourceError as exc:
+                    failed.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                await transport.close()
+            assert len(failed) == 1
+            assert not transport.watched
+            # The number is free for a new socket, which starts with no mark and a fresh
+            # registration.
+            new, peer = socket_pair()
+            with new, peer:
+                assert readiness.watch(new.fileno())
+
+
+async def test_a_cancelled_wait_leaves_no_waiter_behind() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running() as readiness:
+            readiness.watch(ours.fileno())
+            with trio.move_on_after(0.01) as waited:
+                await readiness.wait(ours.fileno())
+            assert waited.cancelled_caught
+            theirs.send(b"later")
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.fail_after(_PATIENCE):
+                await readiness.wait(ours.fileno())  # the event was kept as a mark
+
+
+async def test_without_a_running_watch_nothing_is_watched() -> None:
+    readiness = Readiness()
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        assert not readiness.watch(ours.fileno())
+
+
+@pytest.mark.parametrize("parser", ["h11", "python"])
+async def test_a_keep_alive_connection_is_served_across_a_full_buffer_of_pipelined_requests(
+    parser: str,
+) -> None:
+    """End to end: after a first request (the connection is then watched), 64 KiB of pipelined
+    requests exactly, then more: every one is answered, none waits for the keep-alive timeout."""
+    config = Config(port=0, access_log=False, lifespan="off", http_parser=parser)
+    server = Server(hello_app, config)
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        assert server.state.readiness.running
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            first = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+            await stream.send_all(first)
+            with trio.fail_after(_PATIENCE):
+                assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+            # 64-byte requests: 1024 of them are one full read, then 10 more.
+            one = b"GET /p HTTP/1.1\r\nHost: x\r\nX-Pad: "
+            one += b"a" * (64 - len(one) - 4) + b"\r\n\r\n"
+            assert len(one) * 1024 == READ_SIZE
+            await stream.send_all(one * 1034)
+            expected = (b"HTTP/1.1 200 ", 1034)
+            received = b""
+            with trio.fail_after(_PATIENCE):
+                while received.count(expected[0]) < expected[1]:
+                    chunk = await stream.receive_some(65536)
+                    assert chunk, "the server closed before answering every request"
+                    received += chunk
+        server.begin_shutdown()
+    assert not server.state.readiness.running
