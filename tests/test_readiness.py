@@ -172,3 +172,40 @@ async def test_a_keep_alive_connection_is_served_across_a_full_buffer_of_pipelin
                     received += chunk
         server.begin_shutdown()
     assert not server.state.readiness.running
+
+
+async def test_a_second_waiter_for_the_same_socket_is_refused_as_trio_would() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running() as readiness:
+            readiness.watch(ours.fileno())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(readiness.wait, ours.fileno())
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(trio.BusyResourceError):
+                    await readiness.wait(ours.fileno())
+                theirs.send(b"x")  # the first waiter is still served
+
+
+async def test_a_watched_transport_receives_through_the_watch() -> None:
+    ours, theirs = socket_pair()
+    with theirs:
+        async with running() as readiness:
+            transport = Transport(
+                trio.SocketStream(trio.socket.from_stdlib_socket(ours)), 5.0, readiness
+            )
+            transport.watch()
+            received: list[bytes] = []
+
+            async def reader() -> None:
+                received.append(await transport.receive())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                # Waiting in the watch, not in trio: a second wait here is refused.
+                with pytest.raises(trio.BusyResourceError):
+                    await readiness.wait(transport.fd)
+                theirs.send(b"body bytes")
+            assert received == [b"body bytes"]
+            await transport.close()

@@ -15,8 +15,9 @@ readable while its task was busy is marked, and its next wait returns at once.
 Edge-triggered means an event comes when new bytes arrive, not while unread bytes remain: so a
 read that fills its whole buffer (more may be waiting) marks the socket ready itself
 (:meth:`Readiness.mark`, done by the transport), and a wake-up with nothing to read is harmless
-(the reader gets ``EAGAIN`` and waits again). Only the wait for a next request goes through
-here; every other wait of a connection (a request body, a write, TLS) stays trio's.
+(the reader gets ``EAGAIN`` and waits again). A connection is watched from its first wait for a
+next request on; from then on its reads on plain TCP wait here (``Transport.receive`` too), its
+writes and TLS stay with trio.
 
 A watched socket must be forgotten (:meth:`Readiness.forget`) before it is closed, so that a
 descriptor number reused by a new connection never inherits a mark or a registration: the
@@ -83,6 +84,7 @@ class Readiness:
 
         Raises:
             trio.ClosedResourceError: the socket was forgotten (closed) meanwhile.
+            trio.BusyResourceError: another task waits for this socket already.
         """
         ready = self._ready
         if fd in ready:
@@ -90,6 +92,9 @@ class Readiness:
             await trio.lowlevel.checkpoint()
             return
         waiters = self._waiters
+        if fd in waiters:
+            # As trio's own wait: one waiter per socket (a second would strand the first).
+            raise trio.BusyResourceError("another task is already waiting to read this socket")
         waiters[fd] = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:

@@ -142,9 +142,13 @@ class Transport:
             if not data:
                 self.gone = True
             return data
+        readiness = self._readiness
         while True:
             try:
-                await trio.lowlevel.wait_readable(fd)
+                if self.watched and readiness is not None and readiness.running:
+                    await readiness.wait(fd)
+                else:
+                    await trio.lowlevel.wait_readable(fd)
             except trio.ClosedResourceError:
                 # Fixed (review): another task closed the connection meanwhile (a fault
                 # injection's close while cancel_on_disconnect's watcher, or HTTP/2's reader,
@@ -174,8 +178,8 @@ class Transport:
         return data
 
     def watch(self) -> bool:
-        """Have the server's :class:`Readiness` watch the socket, for the waits for a next
-        request (plain TCP only); whether it does (else those waits stay trio's)."""
+        """Have the server's :class:`Readiness` watch the socket (plain TCP only): from then on
+        this transport's reads wait there; whether it does (else the reads wait in trio)."""
         readiness = self._readiness
         if not self.watched and self.fd >= 0 and readiness is not None:
             self.watched = readiness.watch(self.fd)

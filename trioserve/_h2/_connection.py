@@ -173,6 +173,8 @@ class H2Connection:
     async def _read_loop(self) -> None:
         proto = self._proto
         transport = self._transport
+        # Cleartext: the reads wait in the server's Readiness (no epoll_ctl per read).
+        transport.watch()
         while not proto.ended:
             with trio.CancelScope() as reading:
                 self._reading = reading
