@@ -340,3 +340,21 @@ def test_a_cached_file_goes_out_as_a_cold_one_over_the_wire(wire: str, site: Pat
     assert hit.content == first.content == (site / "small.txt").read_bytes()
     without_date = [(k, v) for k, v in first.headers.items() if k != "date"]
     assert [(k, v) for k, v in hit.headers.items() if k != "date"] == without_date
+
+
+def test_an_error_for_a_cached_path_follows_each_clients_accept_over_the_wire(
+    wire: str,
+) -> None:
+    # "/small.txt/" finds the file (cached under that key) and is answered 404: the error's body
+    # follows the Accept of the client that asked, not of the first one that asked.
+    with httpx.Client(base_url=wire, timeout=10) as client:
+        html = client.get("/small.txt/", headers={"Accept": "text/html"})
+        as_json = client.get("/small.txt/", headers={"Accept": "application/json"})
+        text = client.get("/small.txt/", headers={"Accept": "text/plain"})
+        again = client.get("/small.txt/", headers={"Accept": "text/html"})
+    assert [r.status_code for r in (html, as_json, text, again)] == [404] * 4
+    assert html.headers["content-type"].startswith("text/html")
+    assert as_json.headers["content-type"] == "application/problem+json"
+    assert as_json.json()["status"] == 404
+    assert text.headers["content-type"].startswith("text/plain")
+    assert again.content == html.content

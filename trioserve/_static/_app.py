@@ -219,7 +219,10 @@ class StaticFiles:
                     plan = plans.get(plan_key)
                     if plan is None:
                         plan = self._decide_file(request, resource)
-                        if len(plans) < MAX_PLANS:
+                        # Only a file's plan is kept: it depends on method and Accept-Encoding
+                        # alone. An error's body follows Accept ("/file.txt/" is a 404 for a
+                        # file that is cached), so it is decided afresh for every client.
+                        if plan.file is not None and len(plans) < MAX_PLANS:
                             plans[plan_key] = plan
                     return plan
             if (

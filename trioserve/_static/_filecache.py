@@ -9,8 +9,9 @@
 # (after dot-segment removal, so "/a/../b" and "/b" share an entry), what that lookup found: the
 # `StaticFile` (real paths, the stat identity of the file and of each precompressed sibling; for
 # a directory URL, the `Directory` with its index file) and
-# the plans decided for requests without preconditions or ranges (which then differ only by
-# method and Accept-Encoding), whose headers hold the ETag, Last-Modified and Content-Type.
+# the plans decided for requests without preconditions or ranges that describe the file (a 200:
+# these differ only by method and Accept-Encoding; an error follows Accept too, so it is never
+# kept), whose headers hold the ETag, Last-Modified and Content-Type.
 #
 # An entry older than `valid` seconds is looked up again in full, with every safety check
 # (`load_resource`): a file removed is then a 404, a symlink swapped in that leaves the root is
