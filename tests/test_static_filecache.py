@@ -117,6 +117,17 @@ def test_a_body_is_only_found_for_the_same_identity() -> None:
     assert cache.body(static_file("a", size=1, mtime_ns=2).identity) is None
 
 
+def test_a_body_kept_for_a_changed_file_replaces_the_one_kept_for_its_old_identity() -> None:
+    cache = FileCache(1.0, clock=FakeClock())
+    old = static_file("a", size=3, mtime_ns=1).identity
+    new = static_file("a", size=5, mtime_ns=2).identity
+    cache.keep_body(old, b"old")
+    cache.keep_body(new, b"newer")
+    assert cache.body(old) is None
+    assert cache.body(new) == b"newer"
+    assert cache.body_bytes == 5
+
+
 def test_bodies_over_the_small_file_size_are_not_kept() -> None:
     cache = FileCache(1.0, clock=FakeClock())
     big = static_file("big", size=MAX_BODY_SIZE + 1).identity

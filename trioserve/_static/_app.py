@@ -9,6 +9,13 @@
 # bodies in the form the client's Accept prefers (`trioserve._http._problem`), or a configured
 # error page.
 #
+# A plain GET (no precondition, no Range, a path in the form of its cache key) whose answer the
+# open-file cache holds whole (a fresh entry, the plan kept for its method and Accept-Encoding, a
+# small file's bytes) takes a fast path (`_ready`): the same head and bytes `_serve` would send,
+# without building a `StaticRequest` or deciding. Anything else, or any doubt (header names not
+# in lower-case bytes), goes the general way; the fast path changes no cache state but the LRU
+# order the general way would change, so revalidation and safety are the general way's.
+#
 # stat, realpath and open run synchronously on the event loop, as in nginx: on a local filesystem
 # they cost microseconds, and a thread hop per request would dominate the cost of a small file.
 # Larger reads, compression and directory listings go to a thread. trio's thread pool is used
@@ -30,14 +37,27 @@ from ._fallback import error_page_plan, wants_error_page, wants_spa_fallback
 from ._filecache import DEFAULT_VALID, MAX_BODY_SIZE, MAX_PLANS, FileCache
 from ._headers import DEFAULT_MAX_RANGES, CacheRules, parse_cache_control_rule
 from ._listing import list_directory
-from ._paths import Directory, DirEntry, Resource, StaticFile, is_inside, load_resource, split_path
-from ._plan import ResponsePlan, StaticRequest, WholeFile
+from ._paths import (
+    Directory,
+    DirEntry,
+    Resource,
+    StaticFile,
+    get_route_path,
+    is_inside,
+    load_resource,
+    split_path,
+)
+from ._plan import CONDITIONAL_FIELDS, ResponsePlan, StaticRequest, WholeFile
 from ._send import CHUNK_SIZE, open_verified, read_whole, run_in_thread, send_plan
 
 if TYPE_CHECKING:
     from .._types import Receive, Scope, Send
 
 __all__ = ["CHUNK_SIZE", "StaticFiles"]
+
+# The request fields a plain GET's plan kept in the cache depends on (Accept-Encoding) or that
+# make it decided afresh (`StaticRequest.plan_key`).
+PLAN_FIELDS = frozenset({b"accept-encoding", *CONDITIONAL_FIELDS})
 
 
 def _is_header_value(value: str) -> bool:
@@ -165,6 +185,12 @@ class StaticFiles:
         """Serve one ASGI connection scope."""
         kind = scope["type"]
         if kind == "http":
+            cache = self.file_cache
+            if cache is not None and scope["method"] == "GET":
+                ready = _ready(scope, cache)
+                if ready is not None:
+                    await _send_whole(send, *ready)
+                    return
             await self._serve(scope, send)
         elif kind == "lifespan":
             await complete_lifespan(receive, send)
@@ -336,6 +362,36 @@ class StaticFiles:
         finally:
             if fd is not None:
                 os.close(fd)
+
+
+def _ready(scope: Scope, cache: FileCache) -> tuple[ResponsePlan, bytes] | None:
+    """The plan and bytes the general path would send for a plain GET, when the cache holds
+    both; None sends the request the general way (`_serve`).
+
+    Plain: a path that is its own cache key (`_cache_key`), no precondition or Range (the
+    fields `plan_key` looks for), and header names in the form `StaticRequest` would make them
+    (lower-case bytes; anything else is left to it). Accept-Encoding is joined as
+    `StaticRequest` joins it, since the plan kept depends on it.
+    """
+    path: str = scope["path"]
+    if scope.get("root_path"):
+        path = get_route_path(scope)
+    if path[:1] != "/" or "/." in path or "//" in path:
+        return None
+    headers = scope["headers"]
+    if type(headers) is not list and type(headers) is not tuple:
+        return None  # an iterator read here would be empty for the general path
+    accept_encoding = None
+    for name, value in headers:
+        if type(name) is not bytes:
+            return None
+        if name in PLAN_FIELDS:
+            if name != b"accept-encoding" or type(value) is not bytes:
+                return None
+            accept_encoding = value if accept_encoding is None else accept_encoding + b", " + value
+        elif not name.islower():
+            return None
+    return cache.ready(path, ("GET", accept_encoding))
 
 
 async def _send_whole(send: Send, plan: ResponsePlan, data: bytes) -> None:

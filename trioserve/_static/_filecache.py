@@ -20,12 +20,16 @@
 # interval, and a revalidation can never be weaker than a cold lookup. If the lookup finds the
 # same `StaticFile` (same identities), the entry and its plans are kept; otherwise replaced.
 #
-# Small files' bytes (up to `MAX_BODY_SIZE`) are kept as well, keyed by the `Representation`
-# (real path and stat identity) they were read for, after `open_verified` checked that the open
-# file has that identity. They are served from memory, without any system call, only for a
-# representation that a fresh entry names, so content is never older than the interval. A
-# larger file is still opened for each request and checked against the identity (O_NOFOLLOW:
-# a symlink swapped in over the real path fails the open), and a failed open drops the entry.
+# Small files' bytes (up to `MAX_BODY_SIZE`) are kept as well, by real path with the
+# `Representation` (real path and stat identity) they were read for, after `open_verified`
+# checked that the open file has that identity; they are found only for that representation.
+# They are served from memory, without any system call, only for a representation that a fresh
+# entry names, so content is never older than the interval. A larger file is still opened for
+# each request and checked against the identity (O_NOFOLLOW: a symlink swapped in over the real
+# path fails the open), and a failed open drops the entry.
+#
+# `ready` is the three steps of a plain GET (fresh entry, plan kept, bytes held) in one call, for
+# the app's fast path: it finds only what those steps would find, with the same LRU updates.
 #
 # Both parts are LRU-bounded: entries in number, bodies in number and in total bytes.
 
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._paths import Directory, Representation, Resource
-from ._plan import ResponsePlan
+from ._plan import ResponsePlan, WholeFile
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -117,7 +121,9 @@ class FileCache:
         self.max_body_bytes = max_body_bytes
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._bodies: OrderedDict[Representation, bytes] = OrderedDict()
+        # Real path -> (the representation the bytes were read for, the bytes): keyed by the
+        # path (its hash is kept by the str), so a lookup hashes no identity; one per path.
+        self._bodies: OrderedDict[str, tuple[Representation, bytes]] = OrderedDict()
         self._body_bytes = 0
 
     def __len__(self) -> int:
@@ -159,26 +165,50 @@ class FileCache:
             self._entries.popitem(last=False)
         return found, entry.plans
 
+    def ready(self, key: str, plan_key: PlanKey) -> tuple[ResponsePlan, bytes] | None:
+        """The plan kept for `plan_key` under a fresh entry for `key`, with its file's bytes.
+
+        What `lookup`, the plan kept and `body` give a request without preconditions or ranges,
+        in one step, when all three are there (the same LRU updates); None when any is
+        missing (the entry is stale or absent, the plan not decided yet, the body not held or
+        not a whole file): then the request goes the general way.
+        """
+        entry = self._entries.get(key)
+        if entry is None or self._clock() - entry.checked >= self.valid:
+            return None
+        plan = entry.plans.get(plan_key)
+        if plan is None or type(plan.body) is not WholeFile:
+            return None
+        file = plan.file
+        if file is None or (held := self._bodies.get(file.path)) is None:
+            return None
+        if held[0] is not file and held[0] != file:
+            return None
+        self._entries.move_to_end(key)
+        self._bodies.move_to_end(file.path)
+        return plan, held[1]
+
     def forget(self, key: str) -> None:
         """Drop the entry for `key` (its file could not be opened as it was found)."""
         self._entries.pop(key, None)
 
     def body(self, representation: Representation) -> bytes | None:
         """The bytes kept for exactly this file (path and stat identity), or None."""
-        data = self._bodies.get(representation)
-        if data is not None:
-            self._bodies.move_to_end(representation)
-        return data
+        held = self._bodies.get(representation.path)
+        if held is None or held[0] != representation:
+            return None
+        self._bodies.move_to_end(representation.path)
+        return held[1]
 
     def keep_body(self, representation: Representation, data: bytes) -> None:
         """Keep `data`, read from an open file verified to be `representation`."""
         if len(data) > MAX_BODY_SIZE or len(data) > self.max_body_bytes:
             return
-        old = self._bodies.pop(representation, None)
-        if old is not None:
-            self._body_bytes -= len(old)
-        self._bodies[representation] = data
+        old = self._bodies.pop(representation.path, None)
+        if old is not None:  # the same file, or the one it replaced: either way, one per path
+            self._body_bytes -= len(old[1])
+        self._bodies[representation.path] = (representation, data)
         self._body_bytes += len(data)
         while self._body_bytes > self.max_body_bytes or len(self._bodies) > self.max_entries:
-            _, dropped = self._bodies.popitem(last=False)
+            _, (_, dropped) = self._bodies.popitem(last=False)
             self._body_bytes -= len(dropped)

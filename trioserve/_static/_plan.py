@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .._types import Scope
 
 __all__ = [
+    "CONDITIONAL_FIELDS",
     "Body",
     "CompressedFile",
     "EmptyBody",
@@ -31,7 +32,7 @@ __all__ = [
 Headers: TypeAlias = tuple[tuple[bytes, bytes], ...]
 
 # The request headers that make a file's plan depend on more than method and Accept-Encoding.
-_CONDITIONAL = frozenset(
+CONDITIONAL_FIELDS = frozenset(
     {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range"}
 )
 
@@ -87,7 +88,7 @@ class StaticRequest:
         None when the request has a precondition or a Range: its plan is decided afresh.
         """
         fields = self.fields
-        if _CONDITIONAL.isdisjoint(fields):
+        if CONDITIONAL_FIELDS.isdisjoint(fields):
             return self.method, fields.get(b"accept-encoding")
         return None
 
