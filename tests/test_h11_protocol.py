@@ -803,7 +803,8 @@ def test_nothing_comes_out_after_a_refusal(bad: bytes) -> None:
 def test_response_headers_seen_before_are_rendered_the_same_and_bad_ones_still_refused() -> None:
     # Validated fields are remembered (a cache keyed by the exact name and value): a second
     # response with the same fields renders them identically, a field of another type
-    # (bytearray, str) still works, and an invalid value is refused every time.
+    # (bytearray, str, a writable memoryview, which cannot be a key) or shape (a list) still
+    # works, and an invalid value is refused every time.
     heads = []
     for _ in range(2):
         proto = make()
@@ -812,13 +813,21 @@ def test_response_headers_seen_before_are_rendered_the_same_and_bad_ones_still_r
         heads.append(
             proto.send_response(
                 200,
-                [(b"x-same", b"1"), (bytearray(b"x-bytearray"), b"2"), ("x-str", "3")],  # type: ignore[list-item]
+                [
+                    (b"x-same", b"1"),
+                    (bytearray(b"x-bytearray"), b"2"),  # type: ignore[list-item]
+                    ("x-str", "3"),  # type: ignore[list-item]
+                    (b"x-view", memoryview(bytearray(b"4"))),  # type: ignore[list-item]
+                    [b"x-list", b"5"],
+                    [b"content-length", b"0"],
+                ],
             )
         )
     assert heads[0].split(b"\r\n")[2:] == heads[1].split(b"\r\n")[2:]
     assert b"x-same: 1\r\n" in heads[1]
     assert b"x-bytearray: 2\r\n" in heads[1]
     assert b"x-str: 3\r\n" in heads[1]
+    assert b"x-view: 4\r\nx-list: 5\r\ncontent-length: 0\r\n" in heads[1]
     for _ in range(2):
         proto = make()
         proto.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")

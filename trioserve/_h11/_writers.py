@@ -230,23 +230,29 @@ def frame_response(
     length: int | None = None
     chunked = said_close = False
     checked = _CHECKED
-    for name, value in headers:
-        if type(name) is bytes and type(value) is bytes:
-            seen = checked.get((name, value))
+    for field in headers:
+        if type(field) is tuple:
+            # The field itself is the key (no tuple built per field); one that holds a
+            # bytearray or a writable memoryview cannot be hashed, and goes the long way.
+            try:
+                seen = checked.get(field)
+                seen_length = None if seen is not None else _CHECKED_LENGTHS.get(field)
+            except (TypeError, ValueError):
+                seen = seen_length = None
             if seen is not None:
                 # A field seen before (most of an app's headers are the same every time):
                 # validated and rendered already.
                 lines.append(seen)
                 continue
-            seen_length = _CHECKED_LENGTHS.get((name, value))
             if seen_length is not None:
                 line, declared = seen_length
                 if length is not None and declared != length:
-                    raise ResponseError(f"invalid Content-Length: {value!r}")
+                    raise ResponseError(f"invalid Content-Length: {field[1]!r}")
                 length = declared
                 lines.append(line)
                 continue
-        else:
+        name, value = field
+        if type(name) is not bytes or type(value) is not bytes:
             name, value = _as_bytes(name), _as_bytes(value)
         if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
             raise ResponseError(f"invalid response header {name!r}: {value!r}")
