@@ -4,7 +4,10 @@ the end of the stream, and a client's KeyUpdate, over real TLS on loopback socke
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -12,9 +15,18 @@ import trio
 import trio.testing
 import trustme
 
+from trioserve import Config
+from trioserve._readiness import Readiness
+from trioserve._server import Server
+from trioserve._tls import TLSConfig
 from trioserve._tls_stream import TLSStream
+from trioserve._transport import Transport
 
+from .conftest import hello_app
 from .test_tls_stream import contexts, read_exactly, tls_pair
+
+# Every wait below ends promptly when the code is right; this bounds a broken one.
+_PATIENCE = 10
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +185,143 @@ async def test_a_client_key_update_is_answered_and_data_flows_after_it(
             await process.wait()
     await server.aclose()
     await listeners[0].aclose()
+
+
+# -- waits in the server's Readiness (one edge-triggered epoll) --------------------------------
+
+
+@asynccontextmanager
+async def running_readiness() -> AsyncIterator[Readiness]:
+    readiness = Readiness()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(readiness.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert readiness.running
+        yield readiness
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_watched_stream_waits_in_the_readiness_and_wakes_on_a_record(
+    ca: trustme.CA,
+) -> None:
+    async with running_readiness() as readiness, tls_pair(ca) as (server, client):
+        assert server.watch(readiness)
+        received: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def read_one() -> None:
+                received.append(await server.receive_some())
+
+            nursery.start_soon(read_one)
+            await trio.testing.wait_all_tasks_blocked()
+            # Waiting in the watch, not in trio: a second wait there is refused.
+            with pytest.raises(trio.BusyResourceError):
+                await readiness.wait(server._fd)
+            await client.send_all(b"next request")
+        assert received == [b"next request"]
+
+
+async def test_a_watched_stream_reads_past_a_full_socket_read(ca: trustme.CA) -> None:
+    # More ciphertext than one socket read takes, all sent before the server reads: no new
+    # event comes for what the first read leaves, yet all of it is read.
+    body = bytes(range(256)) * 600  # about 150 KiB
+    async with running_readiness() as readiness, tls_pair(ca) as (server, client):
+        assert server.watch(readiness)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"first")
+            assert await read_exactly(server, 5) == b"first"  # a waited read: waits first next
+        await client.send_all(body)  # the socket buffers hold all of it
+        await trio.testing.wait_all_tasks_blocked()
+        assert await read_exactly(server, len(body)) == body
+
+
+async def test_closing_a_watched_stream_fails_its_waiter_and_forgets_the_socket(
+    ca: trustme.CA,
+) -> None:
+    async with running_readiness() as readiness, tls_pair(ca) as (server, _client):
+        assert server.watch(readiness)
+        fd = server._fd
+        failed: list[BaseException] = []
+
+        async def read_one() -> None:
+            try:
+                await server.receive_some()
+            except trio.ClosedResourceError as exc:
+                failed.append(exc)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_one)
+                await trio.testing.wait_all_tasks_blocked()
+                await server.aclose()
+        assert len(failed) == 1
+        # The number is free for a new socket, which starts with no mark and a fresh
+        # registration.
+        new, peer = socket.socketpair()
+        with new, peer:
+            assert new.fileno() == fd
+            peer.send(b"x")
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.fail_after(5):
+                assert readiness.watch(fd)
+                await readiness.wait(fd)
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_watched_tls_transport_closed_while_it_reads_ends_the_read(
+    ca: trustme.CA, how: str
+) -> None:
+    async with running_readiness() as readiness, tls_pair(ca) as (server, _client):
+        transport = Transport(server, 5.0, readiness)
+        assert transport.watch()
+        received: list[bytes | bytearray] = []
+
+        async def read_one() -> None:
+            received.append(await transport.receive())
+
+        with trio.fail_after(_PATIENCE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_one)
+                await trio.testing.wait_all_tasks_blocked()
+                await (transport.close() if how == "close" else transport.reset())
+        assert received == [b""]
+        assert not transport.watched
+        assert not readiness._waiters
+
+
+async def test_a_keep_alive_https_connection_is_served_across_a_full_buffer_of_pipelined_requests(
+    ca: trustme.CA,
+) -> None:
+    """End to end: after a first request (the connection is then watched), more pipelined
+    requests than one socket read takes, then one more at a time: every one is answered."""
+    server_context, client_context = contexts(ca)
+    server_context.set_alpn_protocols(["http/1.1"])
+    client_context.set_alpn_protocols(["http/1.1"])
+    config = Config(port=0, access_log=False, lifespan="off", tls=TLSConfig(context=server_context))
+    server = Server(hello_app, config)
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        assert server.state.readiness.running
+        tcp = await trio.open_tcp_stream(*address)
+        stream = trio.SSLStream(tcp, client_context, server_hostname="localhost")
+        one = b"GET /p HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        one += b"a" * (64 - len(one) - 4) + b"\r\n\r\n"
+        async with stream:
+            received = b""
+
+            async def answers(count: int) -> None:
+                nonlocal received
+                with trio.fail_after(_PATIENCE):
+                    while received.count(b"HTTP/1.1 200 ") < count:
+                        chunk = await stream.receive_some(65536)
+                        assert chunk, "the server closed before answering every request"
+                        received += chunk
+
+            await stream.send_all(one)
+            await answers(1)
+            await stream.send_all(one * 1100)  # 70 KiB: more than one read of the socket
+            await answers(1101)
+            for count in range(1102, 1105):
+                await stream.send_all(one)
+                await answers(count)
+        server.begin_shutdown()

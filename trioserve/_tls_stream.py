@@ -12,7 +12,11 @@ work in a few calls:
   had to wait, the next one waits first too (``wait_readable`` before ``os.read``): on a
   keep-alive connection the socket is almost always empty right after a response, and a read
   that finds nothing is a wasted system call. A read that fills its whole buffer (an upload, a
-  pipelining client) switches back to reading first;
+  pipelining client) switches back to reading first. Once the connection is watched by the
+  server's :class:`~._readiness.Readiness` (:meth:`TLSStream.watch`, from its first keep-alive
+  wait on), those waits go through the server's edge-triggered epoll as a plain-TCP
+  connection's do (no ``epoll_ctl`` per wait); a full read marks the socket (more may be there,
+  and no new event would say so);
 - sending: encrypt into the outgoing memory BIO and write it out with ``os.write``, waiting with
   ``wait_writable`` only when the socket's buffer is full. Writers take turns through a lock only
   then (bytes of two records must never interleave); the common write never touches it.
@@ -41,6 +45,7 @@ from typing import Any, Final
 import trio
 
 from ._errors import GONE_ERRNOS
+from ._readiness import Readiness
 
 __all__ = ["TLSStream"]
 
@@ -79,6 +84,8 @@ class TLSStream(trio.abc.Stream):
         self._wait_first = False
         # The client's close_notify came: every read from now on is the end of the stream.
         self._eof = False
+        # The server's watcher of this socket, once watch() registered it.
+        self._readiness: Readiness | None = None
         self._send_lock = trio.Lock()
         # Encrypted bytes the socket did not take, to go out before anything else.
         self._pending: memoryview | None = None
@@ -168,14 +175,14 @@ class TLSStream(trio.abc.Stream):
         fd = self._fd
         waited = self._wait_first
         if waited:
-            await trio.lowlevel.wait_readable(fd)
+            await self._wait_readable(fd)
             self._check()
         while True:
             try:
                 data = os.read(fd, _READ_SIZE)
                 break
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
+                await self._wait_readable(fd)
                 waited = self._wait_first = True
                 self._check()
             except OSError as exc:
@@ -187,6 +194,8 @@ class TLSStream(trio.abc.Stream):
             self._incoming.write(data)
             if len(data) == _READ_SIZE:
                 self._wait_first = False  # more may be there already
+                if self._readiness is not None:
+                    self._readiness.mark(fd)  # and an edge-triggered watch would not say so
         else:
             # OpenSSL reads this as an EOF without close_notify: SSLEOFError from read().
             self._incoming.write_eof()
@@ -194,6 +203,20 @@ class TLSStream(trio.abc.Stream):
             # The bytes are in the BIO already: a cancellation here loses nothing.
             await trio.lowlevel.checkpoint()
             self._check()
+
+    async def _wait_readable(self, fd: int) -> None:
+        readiness = self._readiness
+        if readiness is not None and readiness.running:
+            await readiness.wait(fd)
+        else:
+            await trio.lowlevel.wait_readable(fd)
+
+    def watch(self, readiness: Readiness) -> bool:
+        """Have ``readiness`` (the server's, running) serve this stream's waits for the socket
+        to become readable; whether it does (see the module). :meth:`aclose` forgets it."""
+        if self._readiness is None and not self._closed and readiness.watch(self._fd):
+            self._readiness = readiness
+        return self._readiness is not None
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -295,6 +318,12 @@ class TLSStream(trio.abc.Stream):
         except (trio.BrokenResourceError, OSError):
             pass  # the client is gone: nothing to tell it
         finally:
+            readiness = self._readiness
+            if readiness is not None:
+                # Before the close: a descriptor number reused by a new connection must start
+                # afresh (and a task still waiting gets ClosedResourceError, as from trio).
+                self._readiness = None
+                readiness.forget(self._fd)
             await self.transport_stream.aclose()
 
     def _check(self) -> None:
