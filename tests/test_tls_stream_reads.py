@@ -3,8 +3,10 @@ the end of the stream, and a client's KeyUpdate, over real TLS on loopback socke
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -324,4 +326,58 @@ async def test_a_keep_alive_https_connection_is_served_across_a_full_buffer_of_p
             for count in range(1102, 1105):
                 await stream.send_all(one)
                 await answers(count)
+        server.begin_shutdown()
+
+
+async def test_a_small_response_goes_out_as_one_tls_record(ca: trustme.CA) -> None:
+    """A response's head and small body are one record (one encryption, one write): what a
+    client receives for the second request on a connection (the first one's bytes carry the
+    session tickets too) is a single application-data record."""
+    server_context, client_context = contexts(ca)
+    server_context.set_alpn_protocols(["http/1.1"])
+    client_context.set_alpn_protocols(["http/1.1"])
+    config = Config(port=0, access_log=False, lifespan="off", tls=TLSConfig(context=server_context))
+    server = Server(hello_app, config)
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        tcp = await trio.open_tcp_stream(*address)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = client_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+        async def exchange(request: bytes) -> tuple[bytes, bytes]:
+            """The plaintext response to ``request``, and the raw bytes it came in."""
+            client.write(request)
+            await tcp.send_all(outgoing.read())
+            raw, plain = b"", b""
+            with trio.fail_after(_PATIENCE):
+                while not plain.endswith(b"GET /\n"):
+                    data = await tcp.receive_some(65536)
+                    assert data, "the server closed the connection"
+                    raw += data
+                    incoming.write(data)
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        while chunk := client.read(65536):
+                            plain += chunk
+            return plain, raw
+
+        with trio.fail_after(_PATIENCE):
+            while True:
+                try:
+                    client.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await tcp.send_all(outgoing.read())
+                    incoming.write(await tcp.receive_some(65536))
+        request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        async with tcp:
+            await exchange(request)
+            plain, raw = await exchange(request)
+        assert plain.startswith(b"HTTP/1.1 200 ")
+        records = []
+        while raw:
+            assert len(raw) >= 5
+            size = int.from_bytes(raw[3:5], "big")
+            records.append(raw[0])
+            raw = raw[5 + size :]
+        assert records == [23]  # one application_data record
         server.begin_shutdown()
