@@ -21,8 +21,9 @@ work in a few calls:
   ``wait_writable`` only when the socket's buffer is full. Writers take turns through a lock only
   then (bytes of two records must never interleave); the common write never touches it.
 
-The calls into OpenSSL go to the C object under ``ssl.SSLObject`` (``_sslobj``) directly: the
-Python wrappers cost a call each, several times per request.
+The calls into OpenSSL go to the C object under ``ssl.SSLObject`` (``_sslobj``, there since
+Python 3.7) directly: each of the stdlib's Python wrappers costs a function call (about 60 ns,
+a few times per request) and adds nothing.
 
 Errors follow trio's stream contract, so the :class:`~._transport.Transport` maps them like any
 stream's: a vanished client or a TLS error is ``trio.BrokenResourceError`` (its cause says
