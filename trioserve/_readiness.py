@@ -14,15 +14,15 @@ readable while its task was busy is marked, and its next wait returns at once.
 
 Edge-triggered means an event comes when new bytes arrive, not while unread bytes remain: so a
 read that fills its whole buffer (more may be waiting) marks the socket ready itself
-(:meth:`Readiness.mark`, done by the transport), and a wake-up with nothing to read is harmless
-(the reader gets ``EAGAIN`` and waits again). A connection is watched from its first wait for a
-next request on; from then on its reads on plain TCP wait here (``Transport.receive`` too), its
-writes and TLS stay with trio.
+(:meth:`Readiness.mark`, done by the transport or the TLS stream), and a wake-up with nothing
+to read is harmless (the reader gets ``EAGAIN`` and waits again). A connection is watched from
+its first wait for a next request on; from then on its reads wait here (``Transport.receive``
+too, and on TLS the TLS stream's reads of its socket); its writes stay with trio.
 
 A watched socket must be forgotten (:meth:`Readiness.forget`) before it is closed, so that a
 descriptor number reused by a new connection never inherits a mark or a registration: the
-transport's ``close`` and ``reset`` do it. A task waiting here when that happens gets
-``trio.ClosedResourceError``, as from trio's own wait.
+transport's ``close`` and ``reset`` do it (on TLS, the TLS stream's ``aclose``). A task waiting
+here when that happens gets ``trio.ClosedResourceError``, as from trio's own wait.
 
 Where epoll does not exist (trio's other I/O managers), :meth:`Readiness.run` never starts
 serving and every connection keeps trio's wait.

@@ -6,16 +6,30 @@ small TLS request spent most of its extra time over plain HTTP in its Python, no
 This stream serves one case, the server side of a TLS connection on a socket, and does the same
 work in a few calls:
 
-- receiving: decrypt what is buffered (``SSLObject.read``); only when OpenSSL wants more, read
-  the socket (``os.read``, waiting with ``wait_readable`` when the kernel has nothing);
+- receiving: when nothing undecrypted is buffered (the incoming BIO and OpenSSL are empty), read
+  the socket first (``os.read`` into the incoming BIO), then decrypt (``read``): asking OpenSSL
+  first would cost an ``SSLWantReadError``, an exception, on almost every read. After a read that
+  had to wait, the next one waits first too (``wait_readable`` before ``os.read``): on a
+  keep-alive connection the socket is almost always empty right after a response, and a read
+  that finds nothing is a wasted system call. A read that fills its whole buffer (an upload, a
+  pipelining client) switches back to reading first. Once the connection is watched by the
+  server's :class:`~._readiness.Readiness` (:meth:`TLSStream.watch`, from its first keep-alive
+  wait on), those waits go through the server's edge-triggered epoll as a plain-TCP
+  connection's do (no ``epoll_ctl`` per wait); a full read marks the socket (more may be there,
+  and no new event would say so);
 - sending: encrypt into the outgoing memory BIO and write it out with ``os.write``, waiting with
   ``wait_writable`` only when the socket's buffer is full. Writers take turns through a lock only
   then (bytes of two records must never interleave); the common write never touches it.
 
+The calls into OpenSSL go to the C object under ``ssl.SSLObject`` (``_sslobj``, there since
+Python 3.7) directly: each of the stdlib's Python wrappers costs a function call (about 60 ns,
+a few times per request) and adds nothing.
+
 Errors follow trio's stream contract, so the :class:`~._transport.Transport` maps them like any
 stream's: a vanished client or a TLS error is ``trio.BrokenResourceError`` (its cause says
 which), use after :meth:`aclose` is ``trio.ClosedResourceError``, and the client's
-``close_notify`` is the end of the stream (``b""``). A client that closes TCP without
+``close_notify`` is the end of the stream (``b""``, remembered: every later read is ``b""``
+too, without asking OpenSSL or the socket again). A client that closes TCP without
 ``close_notify`` (a truncation attack, or a careless client) is a broken stream, as with
 ``trio.SSLStream(https_compatible=False)``. A send cancelled half-way leaves the stream broken
 (part of a record may be on the wire).
@@ -27,11 +41,12 @@ import contextlib
 import errno
 import os
 import ssl
-from typing import Final
+from typing import Any, Final
 
 import trio
 
 from ._errors import GONE_ERRNOS
+from ._readiness import Readiness
 
 __all__ = ["TLSStream"]
 
@@ -63,6 +78,15 @@ class TLSStream(trio.abc.Stream):
         self._outgoing = ssl.MemoryBIO()
         #: The TLS state (peer certificate, cipher, version, ALPN are read from it).
         self.ssl_object = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        # The C object behind ssl_object, called directly on the hot paths (see the module).
+        self._sslobj: Any = self.ssl_object._sslobj  # type: ignore[attr-defined]
+        self._fd = self._socket.fileno()
+        # Whether the next socket read should wait for readability first (see the module).
+        self._wait_first = False
+        # The client's close_notify came: every read from now on is the end of the stream.
+        self._eof = False
+        # The server's watcher of this socket, once watch() registered it.
+        self._readiness: Readiness | None = None
         self._send_lock = trio.Lock()
         # Encrypted bytes the socket did not take, to go out before anything else.
         self._pending: memoryview | None = None
@@ -78,10 +102,10 @@ class TLSStream(trio.abc.Stream):
             trio.BrokenResourceError: the client left, or the handshake failed (its cause is the
                 ``ssl.SSLError``; an alert for the client has been sent where there was one).
         """
-        ssl_object = self.ssl_object
+        sslobj = self._sslobj
         while True:
             try:
-                ssl_object.do_handshake()
+                sslobj.do_handshake()
                 break
             except ssl.SSLWantReadError:
                 await self.flush()
@@ -102,21 +126,39 @@ class TLSStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The next plaintext from the client; ``b""`` after its ``close_notify``."""
         self._check()
-        ssl_object = self.ssl_object
+        if self._eof:
+            await trio.lowlevel.checkpoint()
+            return b""
+        sslobj = self._sslobj
         size = max_bytes or _DEFAULT_RECEIVE
+        if not self._incoming.pending and not sslobj.pending():
+            # Nothing to decrypt: the socket first (OpenSSL would only say SSLWantReadError).
+            if self._outgoing.pending:
+                await self.flush()
+                self._check()
+            await self._fill()
+        data: bytes
         while True:
             try:
-                data = ssl_object.read(size)
+                data = sslobj.read(size)
             except ssl.SSLWantReadError:
+                # Part of a record, or a record with no application data (a KeyUpdate).
                 if self._outgoing.pending:
                     await self.flush()  # a post-handshake message OpenSSL answered
+                    self._check()  # closed by another task meanwhile?
                 await self._fill()
                 continue
             except ssl.SSLZeroReturnError:
-                return b""
+                data = b""
             except ssl.SSLError as exc:
                 self._broken = _broken(exc)
                 raise self._broken from exc
+            if not data:
+                # The client's close_notify (_ssl's read returns b"" for it, or raises
+                # SSLZeroReturnError). Remembered: the socket behind it may be closed or reset.
+                self._eof = True
+                await trio.lowlevel.checkpoint()  # read from the BIO: no wait so far
+                return b""
             if self._outgoing.pending:
                 # An answer OpenSSL queued (a KeyUpdate's): sent now if the socket takes it,
                 # else ahead of our next write (RFC 8446 section 4.6.3 asks no more). Never a
@@ -131,16 +173,18 @@ class TLSStream(trio.abc.Stream):
         (fixed (review): a client uploading faster than we decrypt kept the socket readable,
         and a body read without a single schedule point starved every other connection and
         never saw a cancellation)."""
-        sock = self._socket
-        fd = sock.fileno()
-        waited = False
+        fd = self._fd
+        waited = self._wait_first
+        if waited:
+            await self._wait_readable(fd)
+            self._check()
         while True:
             try:
                 data = os.read(fd, _READ_SIZE)
                 break
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                waited = True
+                await self._wait_readable(fd)
+                waited = self._wait_first = True
                 self._check()
             except OSError as exc:
                 if exc.errno not in GONE_ERRNOS:
@@ -149,6 +193,10 @@ class TLSStream(trio.abc.Stream):
                 raise self._broken from exc
         if data:
             self._incoming.write(data)
+            if len(data) == _READ_SIZE:
+                self._wait_first = False  # more may be there already
+                if self._readiness is not None:
+                    self._readiness.mark(fd)  # and an edge-triggered watch would not say so
         else:
             # OpenSSL reads this as an EOF without close_notify: SSLEOFError from read().
             self._incoming.write_eof()
@@ -156,6 +204,20 @@ class TLSStream(trio.abc.Stream):
             # The bytes are in the BIO already: a cancellation here loses nothing.
             await trio.lowlevel.checkpoint()
             self._check()
+
+    async def _wait_readable(self, fd: int) -> None:
+        readiness = self._readiness
+        if readiness is not None and readiness.running:
+            await readiness.wait(fd)
+        else:
+            await trio.lowlevel.wait_readable(fd)
+
+    def watch(self, readiness: Readiness) -> bool:
+        """Have ``readiness`` (the server's, running) serve this stream's waits for the socket
+        to become readable; whether it does (see the module). :meth:`aclose` forgets it."""
+        if self._readiness is None and not self._closed and readiness.watch(self._fd):
+            self._readiness = readiness
+        return self._readiness is not None
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -175,7 +237,7 @@ class TLSStream(trio.abc.Stream):
         """
         self._check()
         try:
-            self.ssl_object.write(data)
+            self._sslobj.write(data)
         except ssl.SSLError as exc:
             self._broken = _broken(exc)
             raise self._broken from exc
@@ -252,11 +314,17 @@ class TLSStream(trio.abc.Stream):
             if self._broken is None and self._pending is None and not self._send_lock.locked():
                 # SSLWantReadError: it waits for the client's close_notify, which we do not do.
                 with contextlib.suppress(ssl.SSLError):
-                    self.ssl_object.unwrap()
+                    self._sslobj.shutdown()
                 self._write_nowait(self._outgoing.read())
         except (trio.BrokenResourceError, OSError):
             pass  # the client is gone: nothing to tell it
         finally:
+            readiness = self._readiness
+            if readiness is not None:
+                # Before the close: a descriptor number reused by a new connection must start
+                # afresh (and a task still waiting gets ClosedResourceError, as from trio).
+                self._readiness = None
+                readiness.forget(self._fd)
             await self.transport_stream.aclose()
 
     def _check(self) -> None:

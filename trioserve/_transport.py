@@ -178,11 +178,15 @@ class Transport:
         return data
 
     def watch(self) -> bool:
-        """Have the server's :class:`Readiness` watch the socket (plain TCP only): from then on
-        this transport's reads wait there; whether it does (else the reads wait in trio)."""
+        """Have the server's :class:`Readiness` watch the socket (plain TCP, or our TLS stream's
+        socket): from then on this transport's reads wait there; whether it does (else the
+        reads wait in trio)."""
         readiness = self._readiness
-        if not self.watched and self.fd >= 0 and readiness is not None:
-            self.watched = readiness.watch(self.fd)
+        if not self.watched and readiness is not None:
+            if self.fd >= 0:
+                self.watched = readiness.watch(self.fd)
+            elif self._tls is not None:
+                self.watched = self._tls.watch(readiness)
         return self.watched
 
     # -- writing -----------------------------------------------------------------------------
@@ -375,7 +379,9 @@ class Transport:
         if self.watched:
             self.watched = False
             assert self._readiness is not None
-            self._readiness.forget(self.fd)
+            if self._tls is None:
+                self._readiness.forget(self.fd)
+            # (A TLS stream forgets its socket itself, as it closes it.)
 
     async def reset(self) -> None:
         """Close at once with a TCP reset (RST instead of FIN) where the stream is a socket."""

@@ -325,6 +325,8 @@ class H11Connection:
                 self._idle = True
                 fd = transport.fd
                 if fd < 0:
+                    if not first and not transport.watched and self._state.readiness.running:
+                        transport.watch()  # TLS: its reads wait in the server's Readiness too
                     data = await transport.receive()
                 else:
                     # Inlined receive(): an idle connection's stack is what idle memory is
