@@ -95,7 +95,7 @@ SERVERS: tuple[str, ...] = (
     "trioserve",
     "trioserve-base",
     "trioserve-h11",
-    "trioserve-python",
+    "trioserve-httptools",
     "hypercorn-trio",
     "uvicorn-h11",
     "uvicorn-httptools",
@@ -136,7 +136,7 @@ class Scenario:
 # Python peers, and granian as the reference ceiling.
 HELLO_SERVERS: tuple[str, ...] = (
     "trioserve",
-    "trioserve-python",
+    "trioserve-httptools",
     "trioserve-h11",
     "trioserve-base",
     "hypercorn-trio",
@@ -510,15 +510,15 @@ def server_command(
             raise ValueError("nginx rows run one worker (master_process off)")
         conf = write_nginx_conf(workdir, port, static_dir)
         return ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], env
-    if server in ("trioserve", "trioserve-h11", "trioserve-python", "trioserve-base"):
-        # "trioserve" is the default install's parser choice (auto: httptools when the
-        # speedups extra is there, as in the bench extra); "trioserve-h11" the pure-Python one.
+    if server in ("trioserve", "trioserve-h11", "trioserve-httptools", "trioserve-base"):
+        # "trioserve" is the default parser choice (auto: the fast path in Python, with or
+        # without the speedups extra); "trioserve-h11" h11 alone; "trioserve-httptools" the fast
+        # path with httptools splitting the fields.
         cmd = [PYTHON, "-m", "trioserve"]
         if server == "trioserve-h11":
             cmd += ["--http-parser", "h11"]
-        elif server == "trioserve-python":
-            # What the default install (no speedups extra) runs: the fast path in Python.
-            cmd += ["--http-parser", "python"]
+        elif server == "trioserve-httptools":
+            cmd += ["--http-parser", "httptools"]
         elif server == "trioserve-base":
             # The same command, importing trioserve from the --baseline checkout first (the
             # apps still come from this repository's scripts/).
@@ -1497,9 +1497,9 @@ def speed_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
     pairs = [
         (f"{hello}, trioserve / {fastest} req/s", hello, "trioserve", hello, fastest, ">=1.0x"),
         (
-            f"{hello}, trioserve-python (no speedups) / uvicorn-h11 req/s",
+            f"{hello}, trioserve (no extra needed) / uvicorn-h11 req/s",
             hello,
-            "trioserve-python",
+            "trioserve",
             hello,
             "uvicorn-h11",
             ">=1.5x",

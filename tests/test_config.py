@@ -78,7 +78,7 @@ def test_http_parser_httptools_needs_the_speedups_extra(monkeypatch: pytest.Monk
     monkeypatch.setattr("trioserve._config_checks.find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"http_parser httptools: pip install"):
         Config(http_parser="httptools")
-    assert Config(http_parser="auto").http_parser == "auto"  # falls back to h11 at run time
+    assert Config(http_parser="auto").http_parser == "auto"  # the Python fast path: no extra needed
 
 
 def test_max_headers_defaults_to_apaches_limit_and_accepts_one() -> None:

@@ -113,8 +113,8 @@ def test_every_edge_request_is_compared() -> None:
         same_decisions([data[:n] for n in range(1, 2)] + [data[1:]], eof=False)
 
 
-def test_auto_picks_httptools_when_installed_and_h11_stays_selectable() -> None:
-    assert protocol_class("auto") is FastProtocol
+def test_auto_is_the_python_fast_path_and_the_others_stay_selectable() -> None:
+    assert protocol_class("auto") is PythonProtocol
     assert protocol_class("httptools") is FastProtocol
     assert protocol_class("python") is PythonProtocol
     assert protocol_class("h11") is ServerProtocol

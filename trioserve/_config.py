@@ -329,15 +329,16 @@ class Config:
         "start_response) is WSGI), ASGI 3 or 2, or WSGI (PEP 3333: Flask, Django's WSGI app)",
     )
     # http_parser: h11 is the reference and always installed; the fast path parses the plain
-    # requests with exactly the same rules, its header fields split by httptools (the speedups
-    # extra) or in Python (trioserve/_h11/_fast.py); anything unusual still goes to h11.
+    # requests with exactly the same rules, its header fields split in Python or by httptools
+    # (the speedups extra; trioserve/_h11/_fast.py); anything unusual still goes to h11. auto
+    # is the Python split: measured, it is the faster of the two (see protocol_class).
     http_parser: Literal["auto", "h11", "httptools", "python"] = setting(
         "auto",
         group=SERVE,
         choices=("auto", "h11", "httptools", "python"),
-        help="HTTP/1.1 request parser: the fast path with httptools (pip install "
-        "'trioserve[speedups]') or in pure Python, h11 alone, or auto (httptools when it is "
-        "installed, else python); all decide alike",
+        help="HTTP/1.1 request parser: the fast path in pure Python (auto, python) or with "
+        "httptools splitting the header fields (pip install 'trioserve[speedups]'), or h11 "
+        "alone; all decide alike",
     )
     wsgi_threads: int = setting(
         DEFAULT_WSGI_THREADS,
