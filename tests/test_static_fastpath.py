@@ -1,4 +1,4 @@
-"""StaticFiles' fast path for plain cached GETs answers exactly as the general path does.
+"""StaticFiles' fast path for plain cached GETs and HEADs answers exactly as the general path does.
 
 The same requests go, in the same order and with the same clock, to an app with the fast path
 and to one that always takes the general path (`GeneralOnly`); every response must be the same
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -187,7 +188,7 @@ async def test_every_request_answers_as_the_general_path_does(
         for path, headers, method in combos:
             await pair.request(path, method, headers)
     assert pair.compared == 2 * len(combos)
-    # The fast path answered plain GETs of small files, and only those.
+    # The fast path answered plain GETs and HEADs of small files, and only those.
     assert {"/small.txt", "/pre.js", "/link.txt", "/docs/page.html"} <= set(spy.answered)
     assert not {"/big.bin", "/small.txt/", "/out.txt", "/missing", "/docs"} & set(spy.answered)
     if config.get("index", "index.html") is not None:
@@ -327,6 +328,33 @@ async def test_a_file_changed_under_a_second_name_is_served_as_the_general_path_
     assert spy.declined[-2:] == ["/small.txt", "/link.txt"]
     assert (await pair.request("/link.txt")).body == b"changed, and longer\n"
     assert spy.answered[-1] == "/link.txt"
+
+
+async def test_a_head_of_a_file_held_in_memory_opens_nothing(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bytes held were read from an open file checked against the identity the head
+    # describes: a HEAD (fast or general way) needs no open of its own. A file too big to be
+    # held is still opened for its HEAD, on both paths.
+    spy = FastSpy(monkeypatch)
+    pair = Pair(site, FakeClock())
+    got = await pair.request("/small.txt")
+    await pair.request("/big.bin", "HEAD")
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str, *args: Any, **kwargs: Any) -> int:
+        opened.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    for _ in range(2):  # the general way decides the HEAD's plan first, then it is kept
+        head = await pair.request("/small.txt", "HEAD")
+        assert (head.status, head.headers, head.body) == (200, got.headers, b"")
+    assert spy.answered[-1] == "/small.txt"
+    big = await pair.request("/big.bin", "HEAD")
+    assert big.status == 200 and big.header[b"content-length"] == b"102400"
+    assert opened == ["big.bin", "big.bin"]
 
 
 async def test_a_body_dropped_from_memory_is_read_again_on_both_paths(

@@ -9,12 +9,13 @@
 # bodies in the form the client's Accept prefers (`trioserve._http._problem`), or a configured
 # error page.
 #
-# A plain GET (no precondition, no Range, a path in the form of its cache key) whose answer the
-# open-file cache holds whole (a fresh entry, the plan kept for its method and Accept-Encoding, a
-# small file's bytes) takes a fast path (`_ready`): the same head and bytes `_serve` would send,
-# without building a `StaticRequest` or deciding. Anything else, or any doubt (header names not
-# in lower-case bytes), goes the general way; the fast path changes no cache state but the LRU
-# order the general way would change, so revalidation and safety are the general way's.
+# A plain GET or HEAD (no precondition, no Range, a path in the form of its cache key) whose
+# answer the open-file cache holds whole (a fresh entry, the plan kept for its method and
+# Accept-Encoding, a small file's bytes) takes a fast path (`_ready`): the same head and bytes
+# (none for HEAD) `_serve` would send, without building a `StaticRequest` or deciding. Anything
+# else, or any doubt (header names not in lower-case bytes), goes the general way; the fast path
+# changes no cache state but the LRU order the general way would change, so revalidation and
+# safety are the general way's.
 #
 # stat, realpath and open run synchronously on the event loop, as in nginx: on a local filesystem
 # they cost microseconds, and a thread hop per request would dominate the cost of a small file.
@@ -47,7 +48,7 @@ from ._paths import (
     load_resource,
     split_path,
 )
-from ._plan import CONDITIONAL_FIELDS, ResponsePlan, StaticRequest, WholeFile
+from ._plan import CONDITIONAL_FIELDS, EmptyBody, ResponsePlan, StaticRequest, WholeFile
 from ._send import CHUNK_SIZE, open_verified, read_whole, run_in_thread, send_plan
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class StaticFiles:
         kind = scope["type"]
         if kind == "http":
             cache = self.file_cache
-            if cache is not None and scope["method"] == "GET":
+            if cache is not None and (scope["method"] == "GET" or scope["method"] == "HEAD"):
                 ready = _ready(scope, cache)
                 if ready is not None:
                     await _send_whole(send, *ready)
@@ -330,10 +331,12 @@ class StaticFiles:
                 break
             body = plan.body
             small = type(body) is WholeFile and body.size <= MAX_BODY_SIZE
-            if small and cache is not None:
+            # A HEAD's 200 (no body, the file's head): no open needed when the file's bytes are
+            # held, as they were read from an open file checked against this very identity.
+            if cache is not None and (small or type(body) is EmptyBody):
                 data = cache.body(file)
                 if data is not None:  # a fresh entry named this very file: no system call
-                    await _send_whole(send, plan, data)
+                    await _send_whole(send, plan, data if small else b"")
                     return
             fd = open_verified(file)
             if fd is not None:
@@ -365,8 +368,8 @@ class StaticFiles:
 
 
 def _ready(scope: Scope, cache: FileCache) -> tuple[ResponsePlan, bytes] | None:
-    """The plan and bytes the general path would send for a plain GET, when the cache holds
-    both; None sends the request the general way (`_serve`).
+    """The plan and body the general path would send for a plain GET or HEAD, when the cache
+    holds both; None sends the request the general way (`_serve`).
 
     Plain: a path that is its own cache key (`_cache_key`), no precondition or Range (the
     fields `plan_key` looks for), and header names in the form `StaticRequest` would make them
@@ -391,7 +394,7 @@ def _ready(scope: Scope, cache: FileCache) -> tuple[ResponsePlan, bytes] | None:
             accept_encoding = value if accept_encoding is None else accept_encoding + b", " + value
         elif not name.islower():
             return None
-    return cache.ready(path, ("GET", accept_encoding))
+    return cache.ready(path, (scope["method"], accept_encoding))
 
 
 async def _send_whole(send: Send, plan: ResponsePlan, data: bytes) -> None:

@@ -29,7 +29,10 @@
 # path fails the open), and a failed open drops the entry.
 #
 # `ready` is the three steps of a plain GET (fresh entry, plan kept, bytes held) in one call, for
-# the app's fast path: it finds only what those steps would find, with the same LRU updates.
+# the app's fast path: it finds only what those steps would find, with the same LRU updates. A
+# HEAD is answered the same way when the bytes of the file its head describes are held: they
+# were read from an open file checked against the identity, so the head needs no open of its
+# own (a larger file's HEAD still opens it, as a GET does).
 #
 # Both parts are LRU-bounded: entries in number, bodies in number and in total bytes.
 
@@ -41,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._paths import Directory, Representation, Resource
-from ._plan import ResponsePlan, WholeFile
+from ._plan import EmptyBody, ResponsePlan, WholeFile
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -166,18 +169,23 @@ class FileCache:
         return found, entry.plans
 
     def ready(self, key: str, plan_key: PlanKey) -> tuple[ResponsePlan, bytes] | None:
-        """The plan kept for `plan_key` under a fresh entry for `key`, with its file's bytes.
+        """The plan kept for `plan_key` under a fresh entry for `key`, with its body: the
+        file's bytes (a GET), or nothing when the plan has no body (a HEAD's 200).
 
         What `lookup`, the plan kept and `body` give a request without preconditions or ranges,
         in one step, when all three are there (the same LRU updates); None when any is
-        missing (the entry is stale or absent, the plan not decided yet, the body not held or
-        not a whole file): then the request goes the general way.
+        missing (the entry is stale or absent, the plan not decided yet, the file's bytes not
+        held, the plan neither a whole file nor a head describing one): then the request goes
+        the general way.
         """
         entry = self._entries.get(key)
         if entry is None or self._clock() - entry.checked >= self.valid:
             return None
         plan = entry.plans.get(plan_key)
-        if plan is None or type(plan.body) is not WholeFile:
+        if plan is None:
+            return None
+        body_type = type(plan.body)
+        if body_type is not WholeFile and body_type is not EmptyBody:
             return None
         file = plan.file
         if file is None or (held := self._bodies.get(file.path)) is None:
@@ -186,7 +194,7 @@ class FileCache:
             return None
         self._entries.move_to_end(key)
         self._bodies.move_to_end(file.path)
-        return plan, held[1]
+        return plan, held[1] if body_type is WholeFile else b""
 
     def forget(self, key: str) -> None:
         """Drop the entry for `key` (its file could not be opened as it was found)."""
