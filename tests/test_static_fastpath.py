@@ -353,7 +353,8 @@ async def test_a_head_of_a_file_held_in_memory_opens_nothing(
         assert (head.status, head.headers, head.body) == (200, got.headers, b"")
     assert spy.answered[-1] == "/small.txt"
     big = await pair.request("/big.bin", "HEAD")
-    assert big.status == 200 and big.header[b"content-length"] == b"102400"
+    assert big.status == 200
+    assert big.header[b"content-length"] == b"102400"
     assert opened == ["big.bin", "big.bin"]
 
 
