@@ -34,6 +34,12 @@ EDGE_REQUESTS = [
     b"GET / HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \xe9t\xe9\r\n\r\n",
     b"GET / HTTP/1.1\nHost: a\n\n",
+    # An LF-only blank line, then bytes that end as a whole CRLF head does: h11 ends the head
+    # at the first blank line, and the fast path must not match past it.
+    b"GET / HTTP/1.1\r\nHost: a\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\nX-A: b\r\n\r\n",
+    # Two whole heads in one read: the first match must end at the first blank line.
+    b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
     b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
     b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",

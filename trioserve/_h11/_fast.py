@@ -227,25 +227,34 @@ class FastProtocol(ServerProtocol):
             raise
 
     def _head_event(self, buf: bytes) -> Event:
-        if buf[0] < 0x21:
-            # A leading empty line, space or control character: h11 refuses it at once.
-            raise _FallBack
-        # Only the bytes not searched yet (less the two that may start a blank line), as h11
-        # does: a head that arrives a byte at a time is not scanned again and again.
-        blank = _BLANK_LINE.search(buf, self._scanned)
-        if blank is None:
-            if self._eof or len(buf) > self._max_header_size:
-                raise _FallBack  # h11 says how it ends (431, 414, 400)
-            self._scanned = max(0, len(buf) - 2)
-            return NEED_DATA
-        self._scanned = 0
-        end = blank.end()
-        if end - blank.start() != 3 or buf[blank.start() - 1] != 13:
-            raise _FallBack  # LF-only line ends
-        match = _HEAD.fullmatch(buf, 0, end)
-        if match is None:
-            raise _FallBack
-        version = match.group("http_version")
+        # The common case first: the bytes end with a blank line, and are one whole head that
+        # matches (the grammar's lines hold no LF, so a match ends at the first blank line, as
+        # h11's head does). Only bytes that end so are matched from the start: a head that
+        # arrives a byte at a time is not scanned again and again.
+        match = _HEAD.match(buf) if buf.endswith(b"\r\n\r\n") else None
+        if match is not None:
+            end = match.end()
+            self._scanned = 0
+        else:
+            if buf[0] < 0x21:
+                # A leading empty line, space or control character: h11 refuses it at once.
+                raise _FallBack
+            # Only the bytes not searched yet (less the two that may start a blank line), as
+            # h11 does.
+            blank = _BLANK_LINE.search(buf, self._scanned)
+            if blank is None:
+                if self._eof or len(buf) > self._max_header_size:
+                    raise _FallBack  # h11 says how it ends (431, 414, 400)
+                self._scanned = max(0, len(buf) - 2)
+                return NEED_DATA
+            self._scanned = 0
+            end = blank.end()
+            if end - blank.start() != 3 or buf[blank.start() - 1] != 13:
+                raise _FallBack  # LF-only line ends
+            match = _HEAD.fullmatch(buf, 0, end)
+            if match is None:
+                raise _FallBack
+        method, target, version = match.group("method", "target", "http_version")
         if version not in _FAST_VERSIONS:
             raise _FallBack
         raw = buf[:end]
@@ -280,8 +289,8 @@ class FastProtocol(ServerProtocol):
         # No control characters: _HEAD's field values exclude them (and the request line's
         # pieces always did). Nothing of a body needs the rules here (no Transfer-Encoding).
         return self._check_request(
-            match.group("method"),
-            match.group("target"),
+            method,
+            target,
             version,
             fields,
             buf[: end - 4],
