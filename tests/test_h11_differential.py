@@ -8,7 +8,10 @@ refuse at the same point with the same status and reason, and end the same way.
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from h11._abnf import header_field, request_line
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -156,3 +159,32 @@ def test_plain_requests_never_reach_h11_and_chunked_ones_do(
     assert outcome.bodies == [b"", b"hello", b""]
     with pytest.raises(AssertionError, match="h11 was asked"):
         drive([VALID_REQUESTS[6]], parser=parser)
+
+
+def test_the_fast_grammar_leaves_control_characters_out_of_field_values() -> None:
+    # The fast path's head pattern is h11's with one piece swapped (see _fast._HEAD): if a
+    # later h11 spelled that piece otherwise, the swap would silently not happen. The flag says
+    # whether it did; with this h11 it must have.
+    assert _fast.FIELDS_WITHOUT_CONTROLS
+    assert _fast._HEAD.match(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n") is None
+
+
+def test_without_the_swap_a_matching_head_is_searched_for_control_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As with an h11 whose pattern the swap missed: _HEAD is h11's own (control characters
+    # match), and the server's rules look for them again, so the decision stays h11's.
+    h11_head = re.compile(
+        b"%s(?:\r\n%s)*\r\n\r\n" % (request_line.encode("ascii"), header_field.encode("ascii"))
+    )
+    monkeypatch.setattr(_fast, "_HEAD", h11_head)
+    monkeypatch.setattr(_fast, "FIELDS_WITHOUT_CONTROLS", False)
+    for data in (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x7fc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: ok\r\n\r\n",
+    ):
+        same_decisions([data], eof=True)
+    outcome, _ = drive([b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n"], parser=PythonProtocol)
+    assert outcome.refusal is not None
+    assert outcome.refusal.status == 400

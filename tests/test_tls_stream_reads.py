@@ -225,7 +225,8 @@ async def test_a_watched_stream_waits_in_the_readiness_and_wakes_on_a_record(
 
 async def test_a_watched_stream_reads_past_a_full_socket_read(ca: trustme.CA) -> None:
     # More ciphertext than one socket read takes, all sent before the server reads: no new
-    # event comes for what the first read leaves, yet all of it is read.
+    # event comes for what the first read leaves, yet all of it is read (a full read makes
+    # the next one try the socket before it waits).
     body = bytes(range(256)) * 600  # about 150 KiB
     async with running_readiness() as readiness, tls_pair(ca) as (server, client):
         assert server.watch(readiness)

@@ -14,15 +14,24 @@ readable while its task was busy is marked, and its next wait returns at once.
 
 Edge-triggered means an event comes when new bytes arrive, not while unread bytes remain: so a
 read that fills its whole buffer (more may be waiting) marks the socket ready itself
-(:meth:`Readiness.mark`, done by the transport or the TLS stream), and a wake-up with nothing
-to read is harmless (the reader gets ``EAGAIN`` and waits again). A connection is watched from
-its first wait for a next request on; from then on its reads wait here (``Transport.receive``
-too, and on TLS the TLS stream's reads of its socket); its writes stay with trio.
+(:meth:`Readiness.mark`, done by the transport; the TLS stream instead reads its socket before
+waiting after a full read), and a wake-up with nothing to read is harmless (the reader gets
+``EAGAIN`` and waits again). An HTTP/1.1 connection is
+watched from its first wait for a next request on, an HTTP/2 one from its first frame read;
+from then on its reads wait here (``Transport.receive`` too, and on TLS the TLS stream's reads
+of its socket); its writes stay with trio.
 
 A watched socket must be forgotten (:meth:`Readiness.forget`) before it is closed, so that a
 descriptor number reused by a new connection never inherits a mark or a registration: the
 transport's ``close`` and ``reset`` do it (on TLS, the TLS stream's ``aclose``). A task waiting
-here when that happens gets ``trio.ClosedResourceError``, as from trio's own wait.
+here when that happens gets ``trio.ClosedResourceError``, as from trio's own wait, also when it
+was at the schedule point of a wait that found its mark (each registration is numbered, so a
+socket forgotten and its number watched again meanwhile is told apart).
+
+A mark is taken only by a wait that returns: a wait cancelled at its schedule point leaves it
+for the next one (else the next wait would sleep on bytes already in the socket, since edge
+triggering reports them only once). A registration the kernel refuses (``ENOSPC`` at
+``fs.epoll.max_user_watches``, ``ENOMEM``) leaves the connection with trio's wait.
 
 Where epoll does not exist (trio's other I/O managers), :meth:`Readiness.run` never starts
 serving and every connection keeps trio's wait.
@@ -31,6 +40,7 @@ serving and every connection keeps trio's wait.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import select
 from typing import Final
 
@@ -48,7 +58,7 @@ _WATCH: Final = select.EPOLLIN | select.EPOLLET if hasattr(select, "epoll") else
 class Readiness:
     """Wakes the tasks whose watched sockets became readable (see the module)."""
 
-    __slots__ = ("_epoll", "_ready", "_waiters", "running")
+    __slots__ = ("_epoll", "_ready", "_registrations", "_serials", "_waiters", "running")
 
     def __init__(self) -> None:
         self._epoll: select.epoll | None = None
@@ -56,6 +66,10 @@ class Readiness:
         # waited (their next wait returns at once).
         self._waiters: dict[int, trio.lowlevel.Task] = {}
         self._ready: set[int] = set()
+        # Each watched socket's registration number (see wait()); one entry per watched
+        # connection, dropped by forget().
+        self._registrations: dict[int, int] = {}
+        self._serials = itertools.count()
         #: Whether :meth:`run` serves waits (else connections use trio's own wait).
         self.running = False
 
@@ -66,12 +80,18 @@ class Readiness:
         if epoll is None:
             return False
         try:
-            epoll.register(fd, _WATCH)
-        except FileExistsError:
-            # A registration left over from a closed socket with the same number (a close that
-            # bypassed forget()): take it over.
-            epoll.modify(fd, _WATCH)
+            try:
+                epoll.register(fd, _WATCH)
+            except FileExistsError:
+                # A registration left over from a closed socket with the same number (a close
+                # that bypassed forget()): take it over.
+                epoll.modify(fd, _WATCH)
+        except OSError:
+            # The kernel's limit on watched descriptors (ENOSPC) or memory (ENOMEM): this
+            # connection keeps trio's wait, as if the server had no epoll of its own.
+            return False
         self._ready.discard(fd)
+        self._registrations[fd] = next(self._serials)
         return True
 
     def mark(self, fd: int) -> None:
@@ -88,8 +108,14 @@ class Readiness:
         """
         ready = self._ready
         if fd in ready:
-            ready.discard(fd)
+            registration = self._registrations.get(fd)
+            # Cancelled here, the mark stays for the next wait: it is taken only below.
             await trio.lowlevel.checkpoint()
+            if self._registrations.get(fd) != registration:
+                # Forgotten (closed) by another task meanwhile, and maybe watched again for a
+                # new connection: not this connection's mark any more.
+                raise trio.ClosedResourceError("the connection was closed while it waited")
+            ready.discard(fd)
             return
         waiters = self._waiters
         if fd in waiters:
@@ -106,6 +132,7 @@ class Readiness:
     def forget(self, fd: int) -> None:
         """The socket ``fd`` is about to be closed: unregister it and fail its waiter."""
         self._ready.discard(fd)
+        self._registrations.pop(fd, None)
         task = self._waiters.pop(fd, None)
         if task is not None:
             error = trio.ClosedResourceError("the connection was closed while it waited")

@@ -15,8 +15,8 @@ work in a few calls:
   pipelining client) switches back to reading first. Once the connection is watched by the
   server's :class:`~._readiness.Readiness` (:meth:`TLSStream.watch`, from its first keep-alive
   wait on), those waits go through the server's edge-triggered epoll as a plain-TCP
-  connection's do (no ``epoll_ctl`` per wait); a full read marks the socket (more may be there,
-  and no new event would say so);
+  connection's do (no ``epoll_ctl`` per wait); after a full read (more may be there, and no
+  new event would say so) the next read tries the socket before it waits;
 - sending: encrypt into the outgoing memory BIO and write it out with ``os.write``, waiting with
   ``wait_writable`` only when the socket's buffer is full. Writers take turns through a lock only
   then (bytes of two records must never interleave); the common write never touches it.
@@ -194,9 +194,10 @@ class TLSStream(trio.abc.Stream):
         if data:
             self._incoming.write(data)
             if len(data) == _READ_SIZE:
-                self._wait_first = False  # more may be there already
-                if self._readiness is not None:
-                    self._readiness.mark(fd)  # and an edge-triggered watch would not say so
+                # More may be there already, and an edge-triggered watch would not say so: the
+                # next read tries the socket before waiting (so no mark is needed: this stream
+                # is its socket's only reader).
+                self._wait_first = False
         else:
             # OpenSSL reads this as an EOF without close_notify: SSLEOFError from read().
             self._incoming.write_eof()

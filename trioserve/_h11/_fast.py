@@ -70,13 +70,12 @@ _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
 # characters are the visible ones and obs-text only, so a head that matches needs no search for
 # control characters, and one that holds any takes the h11 path and is refused there.
 _FIELD_VCHAR: Final = rb"[\x21-\x7e\x80-\xff]"
-_HEAD: Final = re.compile(
-    b"%s(?:\r\n%s)*\r\n\r\n"
-    % (
-        request_line.encode("ascii"),
-        header_field.encode("ascii").replace(vchar_or_obs_text.encode("ascii"), _FIELD_VCHAR),
-    )
-)
+_H11_FIELD: Final = header_field.encode("ascii")
+_STRICT_FIELD: Final = _H11_FIELD.replace(vchar_or_obs_text.encode("ascii"), _FIELD_VCHAR)
+#: Whether the substitution took (an h11 that spells its pattern otherwise would leave h11's
+#: own): only then may a matching head skip the search for control characters.
+FIELDS_WITHOUT_CONTROLS: Final = _STRICT_FIELD != _H11_FIELD
+_HEAD: Final = re.compile(b"%s(?:\r\n%s)*\r\n\r\n" % (request_line.encode("ascii"), _STRICT_FIELD))
 # h11 reads Content-Length as [0-9]+ of at most 20 digits; longer ones take the h11 path.
 _LENGTH: Final = re.compile(rb"[0-9]{1,18}")
 _FAST_VERSIONS: Final = (b"1.1", b"1.0")
@@ -295,7 +294,7 @@ class FastProtocol(ServerProtocol):
             fields,
             buf[: end - 4],
             b"",
-            characters=False,
+            characters=not FIELDS_WITHOUT_CONTROLS,
         )
 
     def _split_fields(self, raw: bytes) -> list[tuple[bytes, bytes]]:

@@ -173,7 +173,7 @@ class H2Connection:
     async def _read_loop(self) -> None:
         proto = self._proto
         transport = self._transport
-        # Cleartext: the reads wait in the server's Readiness (no epoll_ctl per read).
+        # The reads wait in the server's Readiness (no epoll_ctl per read), cleartext or TLS.
         transport.watch()
         while not proto.ended:
             with trio.CancelScope() as reading:
