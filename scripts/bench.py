@@ -102,6 +102,8 @@ SERVERS: tuple[str, ...] = (
     "nginx",
     "anycorn-trio",
     "granian",
+    "trio-floor",
+    "trio-protocol",
 )
 H2_STREAMS = 10  # h2load -m for hello-h2: concurrent streams per connection (issue 10: -m 10)
 H2_CLIENTS = 16  # h2load -c for hello-h2 (issue 10: -c 16)
@@ -150,7 +152,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hello-keepalive",
         "hello",
         "/",
-        HELLO_SERVERS,
+        # With the floor under trioserve (scripts/bench_floor.py): trio and the keep-alive
+        # epoll alone, then with trioserve's HTTP/1.1 protocol but no ASGI.
+        (*HELLO_SERVERS, "trio-floor", "trio-protocol"),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         description="ASGI hello world, keep-alive connections",
@@ -571,6 +575,12 @@ def server_command(
         if tls is not None:
             cmd += ["--ssl-certificate", str(tls.cert), "--ssl-keyfile", str(tls.key_pkcs8)]
         return [*cmd, app], env
+    if server in ("trio-floor", "trio-protocol"):
+        if kind != "hello" or tls is not None or workers != 1:
+            raise ValueError(f"{server} serves the plain one-process hello scenario only")
+        mode = "loop" if server == "trio-floor" else "protocol"
+        script = str(Path(__file__).with_name("bench_floor.py"))
+        return [PYTHON, script, "--mode", mode, "--host", HOST, "--port", str(port)], env
     if server in ("uvicorn-h11", "uvicorn-httptools"):
         # uvicorn-httptools is uvicorn's fastest setup (its default install with uvloop).
         http, loop = ("h11", "asyncio") if server == "uvicorn-h11" else ("httptools", "uvloop")
