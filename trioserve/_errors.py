@@ -23,6 +23,14 @@ class AppLoadError(TrioserveError):
     """An ``MODULE:ATTR`` application could not be imported or is not an ASGI app."""
 
 
+class ResponseError(RuntimeError):
+    """The app's response cannot be sent as it is (bad status or header, wrong length).
+
+    (Defined here, not in ``_h11/_writers.py`` where it is raised: that module may be compiled
+    with mypyc, which cannot compile a subclass of ``RuntimeError``.)
+    """
+
+
 class RequestRefused(Exception):
     """A request the server refuses, whichever protocol carried it.
 

@@ -108,6 +108,10 @@ class H11Exchange:
         proto = self._proto
         if self._state.draining:
             proto.close_after_response()
+        if type(body) is not bytes:
+            # A bytearray or memoryview from the app: the protocol takes bytes (it may be
+            # compiled, and a compiled function checks its arguments' types).
+            body = bytes(body)
         if end:
             # The whole body in one message: say how long it is rather than chunk it.
             out, sent = proto.send_whole_response(status, headers, body)
@@ -120,6 +124,8 @@ class H11Exchange:
 
     async def send_body(self, body: bytes, *, end: bool) -> int:
         proto = self._proto
+        if type(body) is not bytes:
+            body = bytes(body)  # as in send_response
         out = proto.send_data(body)
         if end:
             out += proto.send_end()

@@ -273,7 +273,9 @@ class ServerProtocol(ResponseSide):
             if kind is h11.Data:
                 # Nothing to count: a Content-Length over the limit is refused with the head,
                 # a chunked body by the chunk-size line that takes it over (ChunkedFraming).
-                return BodyChunk(event.data)  # type: ignore[union-attr]
+                # h11 hands out a bytearray: the app gets bytes, as ASGI says.
+                data = event.data  # type: ignore[union-attr]
+                return BodyChunk(data if type(data) is bytes else bytes(data))
             if kind is h11.EndOfMessage:
                 return END_OF_BODY
             if kind is h11.Request:

@@ -7,7 +7,7 @@ goes out (here). No I/O: every method returns the bytes to write.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence, Sized
+from collections.abc import Callable, Sized
 from typing import Final
 
 import h11
@@ -21,6 +21,7 @@ from ._writers import (
     UNTIL_CLOSE,
     BodyWriter,
     ContentLengthWriter,
+    Fields,
     ResponseError,
     error_response,
     frame_response,
@@ -102,8 +103,8 @@ class ResponseSide:
 
     def send_response(
         self,
-        status: int,
-        headers: Iterable[Sequence[bytes]],
+        status: object,
+        headers: Fields,
         *,
         body_length: int | None = None,
         length_is_resource_size: bool = False,
@@ -145,7 +146,7 @@ class ResponseSide:
         return b"".join(lines)
 
     def send_whole_response(
-        self, status: int, headers: Iterable[Sequence[bytes]], body: bytes
+        self, status: object, headers: Fields, body: bytes
     ) -> tuple[bytes, int]:
         """A complete response whose body is ``body``: the bytes to write, and how many of
         them are body bytes (0 for HEAD, 204, 304).
@@ -180,7 +181,7 @@ class ResponseSide:
         """
         return self._writer.passthrough(data)
 
-    def send_end(self, trailers: Iterable[Sequence[bytes]] = ()) -> bytes:
+    def send_end(self, trailers: Fields = ()) -> bytes:
         """The end of the response body, with ``trailers`` as trailer fields where they can go
         (a chunked body, to a client that said ``TE: trailers``; elsewhere they are dropped).
 

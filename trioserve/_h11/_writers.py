@@ -15,8 +15,15 @@ from collections.abc import Callable, Iterable, Sequence, Sized
 from http import HTTPStatus
 from typing import Final
 
+from .._errors import ResponseError
 from .._http._date import http_date
 from .._http._problem import VARY, negotiate_error
+
+#: Header or trailer fields as an app gives them: name-value pairs that should be bytes (``str``
+#: is taken as latin-1; anything else is a ResponseError). Typed as objects because they come
+#: from the app unchecked: this module may be compiled (``scripts/compile.py``), and a
+#: compiled function checks its arguments' declared types at the call.
+Fields = Iterable[Sequence[object]]
 
 __all__ = [
     "CHUNKED",
@@ -27,6 +34,7 @@ __all__ = [
     "UNTIL_CLOSE",
     "BodyWriter",
     "ContentLengthWriter",
+    "Fields",
     "ResponseError",
     "error_response",
     "frame_response",
@@ -43,10 +51,6 @@ STATUS_LINES: Final = {
 # no control character but HTAB in the value (no CR or LF: no header injection).
 _TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-class ResponseError(RuntimeError):
-    """The app's response cannot be sent as it is (bad status or header, wrong length)."""
 
 
 class BodyWriter:
@@ -187,8 +191,8 @@ _FRAMING_NAMES: Final = frozenset({b"content-length", b"transfer-encoding", b"co
 
 
 def frame_response(
-    status: int,
-    headers: Iterable[Sequence[bytes]],
+    status: object,
+    headers: Fields,
     date_line: bytes | None,
     server_line: bytes | None,
     head_request: bool,
@@ -251,9 +255,11 @@ def frame_response(
                 length = declared
                 lines.append(line)
                 continue
-        name, value = field
-        if type(name) is not bytes or type(value) is not bytes:
-            name, value = _as_bytes(name), _as_bytes(value)
+        raw_name, raw_value = field
+        if type(raw_name) is bytes and type(raw_value) is bytes:
+            name, value = raw_name, raw_value
+        else:
+            name, value = _as_bytes(raw_name), _as_bytes(raw_value)
         if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
             raise ResponseError(f"invalid response header {name!r}: {value!r}")
         lowered = name.lower()
@@ -342,16 +348,18 @@ def error_response(
     return head if head_only else head + body
 
 
-def render_fields(fields: Iterable[Sequence[bytes]]) -> bytes:
+def render_fields(fields: Fields) -> bytes:
     """Header (or trailer) field lines, each validated as a response header is.
 
     Raises:
         ResponseError: an invalid name or value.
     """
     lines = []
-    for name, value in fields:
-        if type(name) is not bytes or type(value) is not bytes:
-            name, value = _as_bytes(name), _as_bytes(value)
+    for raw_name, raw_value in fields:
+        if type(raw_name) is bytes and type(raw_value) is bytes:
+            name, value = raw_name, raw_value
+        else:
+            name, value = _as_bytes(raw_name), _as_bytes(raw_value)
         if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
             raise ResponseError(f"invalid field {name!r}: {value!r}")
         lines.append(name + b": " + value + b"\r\n")
