@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``, ``fuzz``, ``autobahn``.
+"""Developer sessions: ``nox -s tests``, ``compiled``, ``lint``, ``typecheck``, ``bench``, ``fuzz``,
+``autobahn``.
 
 CI (``.ci/run``) runs the same commands as these sessions, in a plain virtual environment.
 """
@@ -18,6 +19,17 @@ def tests(session: nox.Session) -> None:
     """Run the test suite."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def compiled(session: nox.Session) -> None:
+    """Run the test suite with the HTTP/1.1 protocol compiled by mypyc (scripts/compile.py)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "scripts/compile.py")
+    try:
+        session.run("pytest", "-m", "not slow", *session.posargs)
+    finally:
+        session.run("python", "scripts/compile.py", "--clean")
 
 
 @nox.session

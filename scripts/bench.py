@@ -48,6 +48,7 @@ import contextlib
 import datetime
 import http.client
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -93,6 +94,7 @@ CSS_SIZE = 30 * 1024  # a typical site stylesheet; gzip makes it about a sixth o
 
 SERVERS: tuple[str, ...] = (
     "trioserve",
+    "trioserve-compiled",
     "trioserve-base",
     "trioserve-h11",
     "trioserve-httptools",
@@ -104,6 +106,13 @@ SERVERS: tuple[str, ...] = (
     "granian",
     "trio-floor",
     "trio-protocol",
+)
+TRIOSERVES = (
+    "trioserve",
+    "trioserve-compiled",
+    "trioserve-h11",
+    "trioserve-httptools",
+    "trioserve-base",
 )
 H2_STREAMS = 10  # h2load -m for hello-h2: concurrent streams per connection (issue 10: -m 10)
 H2_CLIENTS = 16  # h2load -c for hello-h2 (issue 10: -c 16)
@@ -138,6 +147,7 @@ class Scenario:
 # Python peers, and granian as the reference ceiling.
 HELLO_SERVERS: tuple[str, ...] = (
     "trioserve",
+    "trioserve-compiled",
     "trioserve-httptools",
     "trioserve-h11",
     "trioserve-base",
@@ -514,23 +524,24 @@ def server_command(
             raise ValueError("nginx rows run one worker (master_process off)")
         conf = write_nginx_conf(workdir, port, static_dir)
         return ["nginx", "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)], env
-    if server in ("trioserve", "trioserve-h11", "trioserve-httptools", "trioserve-base"):
+    if server in TRIOSERVES:
         # "trioserve" is the default parser choice (auto: the fast path in Python, with or
         # without the speedups extra); "trioserve-h11" h11 alone; "trioserve-httptools" the fast
-        # path with httptools splitting the fields.
+        # path with httptools splitting the fields; "trioserve-compiled" the default with the
+        # HTTP/1.1 protocol compiled by mypyc (scripts/compile.py, built once per run).
         cmd = [PYTHON, "-m", "trioserve"]
         if server == "trioserve-h11":
             cmd += ["--http-parser", "h11"]
         elif server == "trioserve-httptools":
             cmd += ["--http-parser", "httptools"]
-        elif server == "trioserve-base":
-            # The same command, importing trioserve from the --baseline checkout first (the
-            # apps still come from this repository's scripts/).
-            baseline = os.environ["BENCH_BASELINE"]
+        elif server in ("trioserve-base", "trioserve-compiled"):
+            # The same command, importing trioserve from the --baseline checkout (or the
+            # compiled copy) first; the apps still come from this repository's scripts/.
+            first = os.environ["BENCH_BASELINE" if server == "trioserve-base" else "BENCH_COMPILED"]
             cmd = [
                 PYTHON,
                 "-c",
-                f"import runpy, sys; sys.path.insert(0, {baseline!r}); "
+                f"import runpy, sys; sys.path.insert(0, {first!r}); "
                 "runpy.run_module('trioserve', run_name='__main__', alter_sys=True)",
             ]
         if kind == "static":
@@ -1524,6 +1535,22 @@ def speed_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
         ),
         (f"{tls}, trioserve / {fastest} req/s", tls, "trioserve", tls, fastest, ">=1.0x"),
         (
+            f"{hello}, trioserve-compiled / {fastest} req/s",
+            hello,
+            "trioserve-compiled",
+            hello,
+            fastest,
+            ">=1.0x",
+        ),
+        (
+            f"{tls}, trioserve-compiled / {fastest} req/s",
+            tls,
+            "trioserve-compiled",
+            tls,
+            fastest,
+            ">=1.0x",
+        ),
+        (
             f"{static} / {hello}, trioserve req/s",
             static,
             "trioserve",
@@ -1544,13 +1571,14 @@ def speed_summary(final: dict[str, dict[str, RunResult]]) -> list[str]:
         check(label, _row(final, s1, a, rps), _row(final, s2, b, rps), target)
         for label, s1, a, s2, b, target in pairs
     ]
-    lines.append(
+    lines.extend(
         check(
-            f"{hello}, trioserve / {fastest} requests per server CPU-second",
-            _per_cpu(final, hello, "trioserve"),
+            f"{hello}, {ours} / {fastest} requests per server CPU-second",
+            _per_cpu(final, hello, ours),
             _per_cpu(final, hello, fastest),
             ">=1.0x",
         )
+        for ours in ("trioserve", "trioserve-compiled")
     )
     lines.extend(
         check(
@@ -1723,6 +1751,27 @@ def check_tools(servers: list[str]) -> tuple[list[str], list[str]]:
     return servers, notes
 
 
+def build_compiled(workdir: Path) -> Path | None:
+    """A copy of trioserve with its HTTP/1.1 protocol compiled by mypyc, for the
+    trioserve-compiled rows (``scripts/compile.py``); None if it cannot be built."""
+    spec = importlib.util.spec_from_file_location(
+        "_compile", Path(__file__).with_name("compile.py")
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    compile_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compile_script)
+    root = Path(__file__).resolve().parent.parent
+    into = workdir / "compiled"
+    shutil.copytree(root / "trioserve", into / "trioserve", ignore=shutil.ignore_patterns("*.so"))
+    try:
+        compile_script.build(root, into)
+    except SystemExit as exc:
+        print(f"note: {exc}", file=sys.stderr)
+        return None
+    return into
+
+
 def choose_cpus() -> tuple[int | None, int | None, str | None, str | None]:
     """Server CPU, wrk CPU, the multi-worker scenarios' CPU list, and a note if not pinning."""
     cpus = os.sched_getaffinity(0)
@@ -1783,6 +1832,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             shared_cpus=shared_cpus,
             tls=make_tls_files(workdir) if any(s.tls for s in scenarios) else None,
         )
+        if "trioserve-compiled" in servers:
+            compiled = build_compiled(workdir)
+            if compiled is None:
+                servers.remove("trioserve-compiled")
+                print("note: trioserve-compiled left out: mypyc could not compile the protocol")
+            else:
+                os.environ["BENCH_COMPILED"] = str(compiled)
         for scenario in scenarios:
             names = [s for s in scenario.servers if s in servers]
             if not names:

@@ -25,6 +25,7 @@ from ._cli_declarations import _CommandLine
 from ._compress_app import CompressApps
 from ._config import Config
 from ._errors import AppLoadError, ConfigError
+from ._h11._fast import COMPILED
 from ._lifespan import LifespanFailure
 from ._listeners import SHARED_ACCEPT_BATCH
 from ._logsetup import configure_logging, describe_load_error
@@ -113,7 +114,8 @@ def _build_parser() -> Parser:
         argument_default=argparse.SUPPRESS,
     )
     # The only hand-written arguments: none of them is a setting a file could hold.
-    parser.add_argument("--version", action="version", version=f"trioserve {__version__}")
+    build = " (HTTP/1.1 protocol compiled with mypyc)" if COMPILED else ""
+    parser.add_argument("--version", action="version", version=f"trioserve {__version__}{build}")
     parser.add_argument(
         "--config",
         default=None,

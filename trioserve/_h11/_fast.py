@@ -57,10 +57,19 @@ try:
 except ImportError:  # pragma: no cover - the speedups extra is not installed
     httptools = None  # type: ignore[assignment]
 
-__all__ = ["HTTPTOOLS_AVAILABLE", "FastProtocol", "PythonProtocol", "protocol_class"]
+__all__ = [
+    "COMPILED",
+    "HTTPTOOLS_AVAILABLE",
+    "FastProtocol",
+    "PythonProtocol",
+    "protocol_class",
+]
 
 #: Whether the httptools parser can be used (``pip install 'trioserve[speedups]'``).
 HTTPTOOLS_AVAILABLE: Final = httptools is not None
+#: Whether this module (and with it the HTTP/1.1 protocol) runs compiled by mypyc
+#: (``scripts/compile.py``, or a wheel built with ``TRIOSERVE_COMPILE=1``).
+COMPILED: Final = not __file__.endswith(".py")
 
 # h11 ends a head at the first LF, optional CR, LF; the fast path takes only CRLF CRLF.
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
