@@ -104,9 +104,10 @@ SERVERS: tuple[str, ...] = (
     "nginx",
     "anycorn-trio",
     "granian",
-    "trio-floor",
-    "trio-protocol",
 )
+# The floors under trioserve's hello (scripts/bench_floor.py): hello-keepalive rows only, so
+# they are not among the SERVERS the other scenarios take whole.
+FLOORS: tuple[str, ...] = ("trio-floor", "trio-protocol")
 TRIOSERVES = (
     "trioserve",
     "trioserve-compiled",
@@ -164,7 +165,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "/",
         # With the floor under trioserve (scripts/bench_floor.py): trio and the keep-alive
         # epoll alone, then with trioserve's HTTP/1.1 protocol but no ASGI.
-        (*HELLO_SERVERS, "trio-floor", "trio-protocol"),
+        (*HELLO_SERVERS, *FLOORS),
         reference="uvicorn-h11",
         second_reference="hypercorn-trio",
         description="ASGI hello world, keep-alive connections",
@@ -588,7 +589,7 @@ def server_command(
         return [*cmd, app], env
     if server in ("trio-floor", "trio-protocol"):
         if kind != "hello" or tls is not None or workers != 1:
-            raise ValueError(f"{server} serves the plain one-process hello scenario only")
+            raise BenchError(f"{server} serves the plain one-process hello scenario only")
         mode = "loop" if server == "trio-floor" else "protocol"
         script = str(Path(__file__).with_name("bench_floor.py"))
         return [PYTHON, script, "--mode", mode, "--host", HOST, "--port", str(port)], env
@@ -1701,10 +1702,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        type=_csv(SERVERS, "server"),
-        default=list(SERVERS),
+        type=_csv((*SERVERS, *FLOORS), "server"),
+        default=[*SERVERS, *FLOORS],
         metavar="NAME[,NAME...]",
-        help=f"servers to run: {', '.join(SERVERS)}",
+        help=f"servers to run: {', '.join((*SERVERS, *FLOORS))}",
     )
     parser.add_argument(
         "--baseline",

@@ -11,8 +11,9 @@ how much is trioserve's own Python:
   fast path) parsing each request and framing the response (status, headers, Date, Server),
   still without ASGI: what the protocol adds over the loop.
 
-Neither is a server anyone should run: no limits, no timeouts, no errors answered, plain
-HTTP/1.1 keep-alive GETs only (anything else closes the connection). Usage::
+Neither is a server anyone should run: no limits, no timeouts, no errors answered, one
+keep-alive GET at a time (a refused or bodied request closes the connection; pipelined requests
+are not answered, as wrk never pipelines). Usage::
 
     python scripts/bench_floor.py --mode loop|protocol --host 127.0.0.1 --port 8000
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import socket
 
 import trio
@@ -53,7 +55,8 @@ async def _read(readiness: Readiness, fd: int) -> bytes:
 async def serve_loop(sock: trio.socket.SocketType, readiness: Readiness) -> None:
     fd = sock.fileno()
     response = _fixed_response()  # a fixed Date: this mode measures the loop alone
-    readiness.watch(fd)
+    if not readiness.watch(fd):
+        raise RuntimeError("the keep-alive epoll refused the socket")
     try:
         while data := await _read(readiness, fd):
             if data.endswith(b"\r\n\r\n"):
@@ -68,7 +71,8 @@ async def serve_loop(sock: trio.socket.SocketType, readiness: Readiness) -> None
 async def serve_protocol(sock: trio.socket.SocketType, readiness: Readiness) -> None:
     fd = sock.fileno()
     proto = PythonProtocol(max_header_size=16384, max_body_size=0, server_header=b"trioserve")
-    readiness.watch(fd)
+    if not readiness.watch(fd):
+        raise RuntimeError("the keep-alive epoll refused the socket")
     try:
         while data := await _read(readiness, fd):
             proto.receive_data(data)
@@ -89,19 +93,29 @@ async def serve_protocol(sock: trio.socket.SocketType, readiness: Readiness) -> 
         sock.close()
 
 
-async def main(mode: str, host: str, port: int) -> None:
+async def _accept(
+    listener: trio.socket.SocketType, readiness: Readiness, nursery: trio.Nursery, mode: str
+) -> None:
     serve = serve_loop if mode == "loop" else serve_protocol
+    while True:
+        sock, _ = await listener.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nursery.start_soon(serve, sock, readiness)
+
+
+async def main(mode: str, host: str, port: int) -> None:
     readiness = Readiness()
     listener = trio.socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     await listener.bind((host, port))
     listener.listen(1024)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(readiness.run)
-        while True:
-            sock, _ = await listener.accept()
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            nursery.start_soon(serve, sock, readiness)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(readiness.run)
+            nursery.start_soon(_accept, listener, readiness, nursery, mode)
+            async for _ in signals:  # the bench stops its servers with SIGINT: end quietly
+                nursery.cancel_scope.cancel()
+                break
 
 
 if __name__ == "__main__":
@@ -110,5 +124,4 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main, args.mode, args.host, args.port)
+    trio.run(main, args.mode, args.host, args.port)

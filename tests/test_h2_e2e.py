@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from trioserve import Config, Server, StaticFiles, TLSConfig
+from trioserve._readiness import Readiness
 
 # The HTTP/2 client connection preface (RFC 9113 section 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -274,6 +275,32 @@ async def test_httpx_negotiates_h2_by_alpn_and_the_app_sees_http_version_2(
     # A request body bigger than the 65,535-byte initial window arrives whole.
     assert response.json() == {"http_version": "2", "scheme": "https", "body": 300_000}
     assert access.versions() == {"/echo": "2"}
+
+
+async def test_an_h2_connection_over_tls_reads_through_the_servers_keep_alive_epoll(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: an ALPN-h2 connection's transport was made without the server's
+    # Readiness, so its reads stayed with trio's one-shot wait (an epoll_ctl per read).
+    watched: list[int] = []
+    real_watch = Readiness.watch
+
+    def spy(self: Readiness, fd: int) -> bool:
+        ok = real_watch(self, fd)
+        if ok:
+            watched.append(fd)
+        return ok
+
+    monkeypatch.setattr(Readiness, "watch", spy)
+    async with (
+        running(site) as port,
+        httpx.AsyncClient(http2=True, verify=client_context(site)) as client,
+    ):
+        for _ in range(3):
+            response = await client.post(f"https://localhost:{port}/echo", content=b"x")
+            assert response.http_version == "HTTP/2"
+            assert response.json()["body"] == 1
+    assert len(watched) == 1  # one connection, watched from its first frame on
 
 
 async def test_httpx_prior_knowledge_h2c_on_a_cleartext_port(

@@ -189,8 +189,10 @@ async def test_a_socket_the_kernel_refuses_to_watch_keeps_trios_wait() -> None:
     class Refusing:
         def __init__(self, epoll: select.epoll) -> None:
             self._epoll = epoll
+            self.attempts = 0
 
         def register(self, fd: int, mask: int) -> None:
+            self.attempts += 1
             raise OSError(errno.ENOSPC, "No space left on device")
 
         def __getattr__(self, name: str) -> object:
@@ -201,11 +203,14 @@ async def test_a_socket_the_kernel_refuses_to_watch_keeps_trios_wait() -> None:
         async with running() as readiness:
             real = readiness._epoll
             assert real is not None
-            readiness._epoll = Refusing(real)  # type: ignore[assignment]
+            refusing = Refusing(real)
+            readiness._epoll = refusing  # type: ignore[assignment]
             try:
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
                 transport = Transport(stream, 5.0, readiness)
                 assert not transport.watch()
+                assert not transport.watch()  # not tried again on every wait
+                assert refusing.attempts == 1
                 theirs.send(b"request")
                 with trio.fail_after(_PATIENCE):
                     assert await transport.receive() == b"request"

@@ -177,7 +177,7 @@ class Acceptor:
             connection: H11Connection | H2Connection
             if isinstance(connected, TLSStream) and connected.selected_alpn_protocol() == "h2":
                 connection = H2Connection(
-                    Transport(connected, self._config.write_timeout),
+                    Transport(connected, self._config.write_timeout, self._state.readiness),
                     self._state,
                     connection_info(self._state, client, server, "https", tls),
                     on_close=self._release,

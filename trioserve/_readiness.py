@@ -104,7 +104,9 @@ class Readiness:
 
         Raises:
             trio.ClosedResourceError: the socket was forgotten (closed) meanwhile.
-            trio.BusyResourceError: another task waits for this socket already.
+            trio.BusyResourceError: another task waits for this socket's next event already.
+                (Two tasks that both find the socket marked both return, and the one that
+                reads second finds nothing and waits again: harmless.)
         """
         ready = self._ready
         if fd in ready:

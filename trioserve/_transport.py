@@ -187,6 +187,10 @@ class Transport:
                 self.watched = readiness.watch(self.fd)
             elif self._tls is not None:
                 self.watched = self._tls.watch(readiness)
+            if not self.watched and readiness.running:
+                # The kernel refused the registration (ENOSPC, ENOMEM): this connection keeps
+                # trio's wait for good, without an epoll_ctl attempt on every wait.
+                self._readiness = None
         return self.watched
 
     # -- writing -----------------------------------------------------------------------------
