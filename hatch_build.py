@@ -6,13 +6,16 @@ sources (Python imports an extension module before the ``.py`` of the same name)
 then specific to the platform and Python version. Without the variable, or for an editable
 install (run ``python scripts/compile.py`` in the checkout instead), nothing happens and the
 wheel stays pure Python. Needs a C compiler; mypy is fetched into the build environment only
-when compiling.
+when compiling. pip caches built wheels by name and version, not by this variable: install
+from an index or an sdist with ``--no-cache-dir --no-binary trioserve`` (a directory is
+always built afresh).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,8 +45,16 @@ class CompileHook(BuildHookInterface):
         assert spec.loader is not None
         compile_script = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(compile_script)
-        into = Path(tempfile.mkdtemp(prefix="trioserve-wheel-", dir=self.directory))
-        for built in compile_script.build(root, into):
-            build_data["force_include"][str(built)] = str(built.relative_to(into))
+        # Built outside the output directory (nothing but the wheel may land there), and
+        # removed once the wheel is written (finalize).
+        self._built = Path(tempfile.mkdtemp(prefix="trioserve-wheel-"))
+        for built in compile_script.build(root, self._built):
+            build_data["force_include"][str(built)] = str(built.relative_to(self._built))
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        built: Path | None = getattr(self, "_built", None)
+        if built is not None:
+            shutil.rmtree(built, ignore_errors=True)
+            self._built = None

@@ -1770,7 +1770,18 @@ def build_compiled(workdir: Path) -> Path | None:
     except SystemExit as exc:
         print(f"note: {exc}", file=sys.stderr)
         return None
-    return into
+    check = subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "from trioserve._h11._fast import COMPILED; sys.exit(not COMPILED)",
+            str(into),
+        ],
+        cwd=into,
+        check=False,
+    )
+    return into if check.returncode == 0 else None
 
 
 def choose_cpus() -> tuple[int | None, int | None, str | None, str | None]:
@@ -1785,6 +1796,16 @@ def choose_cpus() -> tuple[int | None, int | None, str | None, str | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    root = Path(__file__).resolve().parent.parent
+    if any(root.glob("trioserve/**/*.so")):
+        # Python would import them before the .py files: every trioserve row would be compiled.
+        print(
+            "bench.py: this checkout holds compiled modules (scripts/compile.py); run "
+            "`python scripts/compile.py --clean` first (the trioserve-compiled rows build their "
+            "own copy)",
+            file=sys.stderr,
+        )
+        return 2
     servers, notes = check_tools(args.servers)
     if args.baseline is not None:
         # Read by server_command() in this process (the row's command line embeds it).

@@ -79,6 +79,10 @@ def build(root: Path, into: Path) -> list[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built, target)
             made.append(target)
+    if len(made) != len(MODULES) + 1:  # one per module, and mypyc's shared runtime
+        raise SystemExit(
+            f"compile.py: mypyc left {len(made)} extension modules, expected {len(MODULES) + 1}"
+        )
     return made
 
 

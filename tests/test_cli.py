@@ -17,7 +17,6 @@ import pytest
 import sniffio
 
 from trioserve._cli import main
-from trioserve._h11 import _fast
 from trioserve._http._access import needs_asyncio as _needs_asyncio
 
 from ._helpers import ServerProcess
@@ -182,10 +181,8 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "--max-connections" in capsys.readouterr().out
     assert main(["--version"]) == 0
-    version = capsys.readouterr().out
-    assert version.startswith("trioserve ")
-    # Says whether the HTTP/1.1 protocol runs compiled (scripts/compile.py).
-    assert ("compiled with mypyc" in version) == _fast.COMPILED
+    assert capsys.readouterr().out.startswith("trioserve ")
+    # (Whether it says "compiled with mypyc" is checked by .ci/run after scripts/compile.py.)
 
 
 def start(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], str]:

@@ -64,6 +64,11 @@ from trioserve._settings import KiB, MiB, Option, format_size, parse_size
         ({"root_path": "api"}, "root_path"),
         ({"root_path": "/api/"}, "root_path"),
         ({"http_parser": "picohttpparser"}, "http_parser"),
+        # Found in review: whole numbers must be ints (a compiled protocol refuses a float).
+        ({"max_body_size": 10 * 1e6}, "max_body_size must be a whole number"),
+        ({"max_header_size": 16384.0}, "max_header_size must be a whole number"),
+        ({"max_headers": True}, "max_headers must be a whole number"),
+        ({"port": 8000.0}, "port must be a whole number"),
     ],
 )
 def test_each_invalid_value_raises_config_error_naming_the_setting(

@@ -108,6 +108,36 @@ async def test_single_message_body_gets_content_length() -> None:
         assert body == b"whole"
 
 
+async def buffer_body_app(scope: Any, receive: Any, send: Any) -> None:
+    # The body as a bytearray, a memoryview, two bytearrays, or (by mistake) an int, by path.
+    kind = scope["path"].strip("/")
+    bodies = {"bytearray": bytearray(b"abc"), "memoryview": memoryview(b"xyz")}
+    body: object = bodies.get(kind, bytearray(b"head-") if kind == "streamed" else 3)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body, "more_body": kind == "streamed"})
+    if kind == "streamed":
+        await send({"type": "http.response.body", "body": bytearray(b"tail")})
+
+
+async def test_buffer_bodies_are_sent_as_their_bytes_and_an_int_is_no_body() -> None:
+    # Found in review: bytes(body) made an int body of 3 into three NUL bytes (a 200); only
+    # buffers are bodies, anything else is the app's error (500).
+    async with connection(buffer_body_app) as (client, _):
+        for path, expected in (
+            ("/bytearray", b"abc"),
+            ("/memoryview", b"xyz"),
+            ("/streamed", b"head-tail"),
+        ):
+            await client.request("GET", path)
+            response, body = await client.response()
+            assert (response.status_code, body) == (200, expected)
+    async with connection(buffer_body_app) as (client, _):
+        await client.request("GET", "/int")
+        response, body = await client.response()
+        assert response.status_code == 500
+        assert b"\x00" not in body
+
+
 async def test_head_gets_headers_and_no_body() -> None:
     async with connection(hello_app) as (client, _):
         await client.request("HEAD", "/x")

@@ -6,6 +6,7 @@ setting with a range or a format adds its check here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
@@ -28,6 +29,13 @@ def check_config(config: Config) -> None:
     Raises:
         ConfigError: with one line naming the setting and what it must be.
     """
+    for field in dataclasses.fields(config):
+        # Whole numbers are ints, not 10e6 or True: the protocol may be compiled
+        # (scripts/compile.py), and compiled code refuses a float where it declares an int.
+        if field.type in ("int", "int | None"):
+            value = getattr(config, field.name)
+            if type(value) is not int and not (value is None and field.type == "int | None"):
+                raise ConfigError(f"{field.name} must be a whole number, not {value!r}")
     if not config.host:
         raise ConfigError("host must not be empty")
     if not 0 <= config.port <= 65535:

@@ -69,7 +69,7 @@ __all__ = [
 HTTPTOOLS_AVAILABLE: Final = httptools is not None
 #: Whether this module (and with it the HTTP/1.1 protocol) runs compiled by mypyc
 #: (``scripts/compile.py``, or a wheel built with ``TRIOSERVE_COMPILE=1``).
-COMPILED: Final = not __file__.endswith(".py")
+COMPILED: Final = not __file__.endswith((".py", ".pyc"))
 
 # h11 ends a head at the first LF, optional CR, LF; the fast path takes only CRLF CRLF.
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
