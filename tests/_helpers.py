@@ -21,15 +21,33 @@ from typing import Any, TypeVar
 
 import httpx
 import trio
+import trio.testing
 
 import trioserve
 from trioserve import Config
+from trioserve._readiness import Readiness
 
 T = TypeVar("T")
 
 # How long a test waits for a server process to do something before failing. Generous: the
 # test machines are shared and slow (a worker process takes ~0.5 s to start there).
 PROCESS_TIMEOUT = 20.0
+
+
+# -- the server's keep-alive epoll ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def running_readiness() -> AsyncIterator[Readiness]:
+    """A :class:`Readiness` whose task runs for the block (stopped, and checked, after it)."""
+    readiness = Readiness()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(readiness.run)
+        await trio.testing.wait_all_tasks_blocked()
+        assert readiness.running
+        yield readiness
+        nursery.cancel_scope.cancel()
+    assert not readiness.running
 
 
 # -- clients --------------------------------------------------------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import select
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -17,22 +15,11 @@ from trioserve._readiness import Readiness
 from trioserve._server import Server
 from trioserve._transport import READ_SIZE, Transport
 
+from ._helpers import running_readiness
 from .conftest import hello_app
 
 # Every wait below ends promptly when the code is right; this bounds a broken one.
 _PATIENCE = 10
-
-
-@asynccontextmanager
-async def running() -> AsyncIterator[Readiness]:
-    readiness = Readiness()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(readiness.run)
-        await trio.testing.wait_all_tasks_blocked()
-        assert readiness.running
-        yield readiness
-        nursery.cancel_scope.cancel()
-    assert not readiness.running
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -44,7 +31,7 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
 async def test_a_wait_ends_when_bytes_arrive_and_not_before() -> None:
     ours, theirs = socket_pair()
     with ours, theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             assert readiness.watch(ours.fileno())
             woke = trio.Event()
 
@@ -65,7 +52,7 @@ async def test_a_wait_ends_when_bytes_arrive_and_not_before() -> None:
 async def test_bytes_that_came_while_nobody_waited_end_the_next_wait_at_once() -> None:
     ours, theirs = socket_pair()
     with ours, theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             readiness.watch(ours.fileno())
             theirs.send(b"early")
             await trio.testing.wait_all_tasks_blocked()  # the watcher saw it; nobody waited
@@ -79,7 +66,7 @@ async def test_a_full_read_marks_the_socket_so_that_what_is_left_is_not_stranded
     # buffer marks the socket, so the next wait does not sleep on bytes that wait already.
     ours, theirs = socket_pair()
     with ours, theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             transport = Transport(
                 trio.SocketStream(trio.socket.from_stdlib_socket(ours)), 5.0, readiness
             )
@@ -95,7 +82,7 @@ async def test_a_full_read_marks_the_socket_so_that_what_is_left_is_not_stranded
 async def test_closing_a_watched_transport_fails_its_waiter_and_forgets_the_socket() -> None:
     ours, theirs = socket_pair()
     with theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             transport = Transport(
                 trio.SocketStream(trio.socket.from_stdlib_socket(ours)), 5.0, readiness
             )
@@ -125,7 +112,7 @@ async def test_closing_a_watched_transport_fails_its_waiter_and_forgets_the_sock
 async def test_a_cancelled_wait_leaves_no_waiter_behind() -> None:
     ours, theirs = socket_pair()
     with ours, theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             readiness.watch(ours.fileno())
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(readiness.wait, ours.fileno())
@@ -144,7 +131,7 @@ async def test_a_wait_cancelled_at_its_mark_leaves_the_mark_for_the_next_wait() 
     # and the next wait slept on bytes already in the socket (edge triggering says it once).
     ours, theirs = socket_pair()
     with ours, theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             assert readiness.watch(ours.fileno())
             theirs.send(b"next request")  # arrives while nobody waits: a mark
             await trio.testing.wait_all_tasks_blocked()
@@ -163,7 +150,7 @@ async def test_a_transport_closed_while_its_wait_takes_a_mark_reads_the_end_of_t
     # -1 (OSError EBADF, a traceback) instead of the end of the stream. Which task runs first
     # is trio's choice, so the race is run a number of times.
     outcomes: list[bytes | bytearray] = []
-    async with running() as readiness:
+    async with running_readiness() as readiness:
         for _ in range(20):
             ours, theirs = socket_pair()
             with theirs:
@@ -200,7 +187,7 @@ async def test_a_socket_the_kernel_refuses_to_watch_keeps_trios_wait() -> None:
 
     ours, theirs = socket_pair()
     with theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             real = readiness._epoll
             assert real is not None
             refusing = Refusing(real)
@@ -262,7 +249,7 @@ async def test_a_keep_alive_connection_is_served_across_a_full_buffer_of_pipelin
 async def test_a_second_waiter_for_the_same_socket_is_refused_as_trio_would() -> None:
     ours, theirs = socket_pair()
     with ours, theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             readiness.watch(ours.fileno())
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(readiness.wait, ours.fileno())
@@ -275,7 +262,7 @@ async def test_a_second_waiter_for_the_same_socket_is_refused_as_trio_would() ->
 async def test_a_watched_transport_receives_through_the_watch() -> None:
     ours, theirs = socket_pair()
     with theirs:
-        async with running() as readiness:
+        async with running_readiness() as readiness:
             transport = Transport(
                 trio.SocketStream(trio.socket.from_stdlib_socket(ours)), 5.0, readiness
             )

@@ -8,8 +8,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -18,12 +16,12 @@ import trio.testing
 import trustme
 
 from trioserve import Config
-from trioserve._readiness import Readiness
 from trioserve._server import Server
 from trioserve._tls import TLSConfig
 from trioserve._tls_stream import TLSStream
 from trioserve._transport import Transport
 
+from ._helpers import running_readiness
 from .conftest import hello_app
 from .test_tls_stream import contexts, read_exactly, tls_pair
 
@@ -192,17 +190,6 @@ async def test_a_client_key_update_is_answered_and_data_flows_after_it(
 # -- waits in the server's Readiness (one edge-triggered epoll) --------------------------------
 
 
-@asynccontextmanager
-async def running_readiness() -> AsyncIterator[Readiness]:
-    readiness = Readiness()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(readiness.run)
-        await trio.testing.wait_all_tasks_blocked()
-        assert readiness.running
-        yield readiness
-        nursery.cancel_scope.cancel()
-
-
 async def test_a_watched_stream_waits_in_the_readiness_and_wakes_on_a_record(
     ca: trustme.CA,
 ) -> None:
@@ -292,16 +279,21 @@ async def test_a_watched_tls_transport_closed_while_it_reads_ends_the_read(
         assert not readiness._waiters
 
 
+def http11_tls_server(ca: trustme.CA) -> tuple[Server, ssl.SSLContext]:
+    """A hello server over TLS that speaks HTTP/1.1 only (ALPN), and a client context for it."""
+    server_context, client_context = contexts(ca)
+    server_context.set_alpn_protocols(["http/1.1"])
+    client_context.set_alpn_protocols(["http/1.1"])
+    config = Config(port=0, access_log=False, lifespan="off", tls=TLSConfig(context=server_context))
+    return Server(hello_app, config), client_context
+
+
 async def test_a_keep_alive_https_connection_is_served_across_a_full_buffer_of_pipelined_requests(
     ca: trustme.CA,
 ) -> None:
     """End to end: after a first request (the connection is then watched), more pipelined
     requests than one socket read takes, then one more at a time: every one is answered."""
-    server_context, client_context = contexts(ca)
-    server_context.set_alpn_protocols(["http/1.1"])
-    client_context.set_alpn_protocols(["http/1.1"])
-    config = Config(port=0, access_log=False, lifespan="off", tls=TLSConfig(context=server_context))
-    server = Server(hello_app, config)
+    server, client_context = http11_tls_server(ca)
     async with trio.open_nursery() as nursery:
         [address] = await nursery.start(server.serve)
         assert server.state.readiness.running
@@ -334,11 +326,7 @@ async def test_a_small_response_goes_out_as_one_tls_record(ca: trustme.CA) -> No
     """A response's head and small body are one record (one encryption, one write): what a
     client receives for the second request on a connection (the first one's bytes carry the
     session tickets too) is a single application-data record."""
-    server_context, client_context = contexts(ca)
-    server_context.set_alpn_protocols(["http/1.1"])
-    client_context.set_alpn_protocols(["http/1.1"])
-    config = Config(port=0, access_log=False, lifespan="off", tls=TLSConfig(context=server_context))
-    server = Server(hello_app, config)
+    server, client_context = http11_tls_server(ca)
     async with trio.open_nursery() as nursery:
         [address] = await nursery.start(server.serve)
         tcp = await trio.open_tcp_stream(*address)
