@@ -79,6 +79,32 @@ async def test_a_read_after_a_wait_gets_what_came_meanwhile_and_is_a_checkpoint(
             assert await server.receive_some() == b"request 2"
 
 
+async def test_receive_nowait_says_none_while_the_socket_is_empty_and_never_waits(
+    ca: trustme.CA,
+) -> None:
+    async with tls_pair(ca) as (server, client):
+        assert server.receive_nowait() is None  # nothing sent yet
+        assert server.wait_first  # the socket was empty: the next read should wait first
+        await client.send_all(b"hello")
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.receive_nowait() == b"hello"
+        assert server.wait_first  # drained, nothing left undecrypted
+        assert server.receive_nowait() is None
+
+
+async def test_a_read_of_one_record_leaves_the_next_to_read_without_waiting(
+    ca: trustme.CA,
+) -> None:
+    async with tls_pair(ca) as (server, client):
+        await client.send_all(b"first")
+        await client.send_all(b"second")
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.receive_nowait() == b"first"
+        assert not server.wait_first  # the second record is in the BIO
+        assert server.receive_nowait() == b"second"
+        assert server.wait_first
+
+
 async def test_an_upload_after_waited_reads_arrives_whole(ca: trustme.CA) -> None:
     body = bytes(range(256)) * 4096  # 1 MiB: many full socket reads
     async with tls_pair(ca) as (server, client):
@@ -205,7 +231,7 @@ async def test_a_watched_stream_waits_in_the_readiness_and_wakes_on_a_record(
             await trio.testing.wait_all_tasks_blocked()
             # Waiting in the watch, not in trio: a second wait there is refused.
             with pytest.raises(trio.BusyResourceError):
-                await readiness.wait(server._fd)
+                await readiness.wait(server.fd)
             await client.send_all(b"next request")
         assert received == [b"next request"]
 
@@ -230,7 +256,7 @@ async def test_closing_a_watched_stream_fails_its_waiter_and_forgets_the_socket(
 ) -> None:
     async with running_readiness() as readiness, tls_pair(ca) as (server, _client):
         assert server.watch(readiness)
-        fd = server._fd
+        fd = server.fd
         failed: list[BaseException] = []
 
         async def read_one() -> None:

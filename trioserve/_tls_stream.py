@@ -6,20 +6,25 @@ small TLS request spent most of its extra time over plain HTTP in its Python, no
 This stream serves one case, the server side of a TLS connection on a socket, and does the same
 work in a few calls:
 
-- receiving: when nothing undecrypted is buffered (the incoming BIO and OpenSSL are empty), read
-  the socket first (``os.read`` into the incoming BIO), then decrypt (``read``): asking OpenSSL
-  first would cost an ``SSLWantReadError``, an exception, on almost every read. After a read that
-  had to wait, the next one waits first too (``wait_readable`` before ``os.read``): on a
-  keep-alive connection the socket is almost always empty right after a response, and a read
-  that finds nothing is a wasted system call. A read that fills its whole buffer (an upload, a
-  pipelining client) switches back to reading first. Once the connection is watched by the
-  server's :class:`~._readiness.Readiness` (:meth:`TLSStream.watch`, from its first keep-alive
-  wait on), those waits go through the server's edge-triggered epoll as a plain-TCP
-  connection's do (no ``epoll_ctl`` per wait); after a full read (more may be there, and no
-  new event would say so) the next read tries the socket before it waits;
-- sending: encrypt into the outgoing memory BIO and write it out with ``os.write``, waiting with
-  ``wait_writable`` only when the socket's buffer is full. Writers take turns through a lock only
-  then (bytes of two records must never interleave); the common write never touches it.
+- receiving (:meth:`TLSStream.receive_nowait`, synchronous; ``receive_some`` and the
+  :class:`~._transport.Transport` wrap it in the waits): when nothing undecrypted is buffered
+  (the incoming BIO and OpenSSL are empty), read the socket first (``os.read`` into the incoming
+  BIO), then decrypt (``read``): asking OpenSSL first would cost an ``SSLWantReadError``, an
+  exception, on almost every read. After a read that drained the socket and left nothing
+  undecrypted, :attr:`TLSStream.wait_first` says the next read should wait for readability
+  first: on a keep-alive connection the socket is almost always empty right after a response,
+  and a read that finds nothing is a wasted system call. A read that fills its whole buffer (an
+  upload, a pipelining client) tries the socket again before waiting. Once the connection is
+  watched by the server's :class:`~._readiness.Readiness` (:meth:`TLSStream.watch`, from its
+  first keep-alive wait on), those waits go through the server's edge-triggered epoll as a
+  plain-TCP connection's do (no ``epoll_ctl`` per wait); since a full read tries the socket
+  again before it waits, no event is missed. A read that takes plaintext without waiting is
+  still a schedule point (``cancel_shielded_checkpoint``: a cancellation there would lose the
+  plaintext just decrypted; one pending is raised before the read instead);
+- sending (:meth:`TLSStream.send_nowait`): encrypt into the outgoing memory BIO and write it out
+  with ``os.write``, waiting with ``wait_writable`` only when the socket's buffer is full.
+  Writers take turns through a lock only then (bytes of two records must never interleave); the
+  common write never touches it.
 
 The calls into OpenSSL go to the C object under ``ssl.SSLObject`` (``_sslobj``, there since
 Python 3.7) directly: each of the stdlib's Python wrappers costs a function call (about 60 ns,
@@ -53,8 +58,10 @@ __all__ = ["TLSStream"]
 # Bytes read from the socket at once: a TLS record is at most 16 KiB plus overhead, and one read
 # takes several when a client pipelines or uploads.
 _READ_SIZE: Final = 64 * 1024
-# Plaintext handed out by one receive_some() when the caller gives no limit.
-_DEFAULT_RECEIVE: Final = 64 * 1024
+# The most plaintext one TLS record carries (RFC 8446 section 5.1), and so the most one decrypt
+# returns: asking for more only makes OpenSSL's buffer (a bytes object, shrunk afterwards)
+# larger, on every read.
+_RECORD_PLAINTEXT: Final = 16 * 1024
 
 
 def _broken(exc: BaseException) -> trio.BrokenResourceError:
@@ -80,14 +87,22 @@ class TLSStream(trio.abc.Stream):
         self.ssl_object = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         # The C object behind ssl_object, called directly on the hot paths (see the module).
         self._sslobj: Any = self.ssl_object._sslobj  # type: ignore[attr-defined]
-        self._fd = self._socket.fileno()
-        # Whether the next socket read should wait for readability first (see the module).
-        self._wait_first = False
+        #: The socket's descriptor.
+        self.fd = self._socket.fileno()
+        #: Whether a read would find nothing now: no plaintext or ciphertext is buffered and
+        #: the last socket read drained the socket. Then wait for the socket to become
+        #: readable before :meth:`receive_nowait` (else try it first).
+        self.wait_first = False
+        # Whether the last socket read took less than it asked for (see receive_nowait).
+        self._drained = False
         # The client's close_notify came: every read from now on is the end of the stream.
         self._eof = False
         # The server's watcher of this socket, once watch() registered it.
         self._readiness: Readiness | None = None
         self._send_lock = trio.Lock()
+        # Tasks in flush()'s waiting path (holding the lock or queued for it): while there are
+        # any, a write may not go straight to the socket.
+        self._flushing = 0
         # Encrypted bytes the socket did not take, to go out before anything else.
         self._pending: memoryview | None = None
         self._closed = False
@@ -109,13 +124,32 @@ class TLSStream(trio.abc.Stream):
                 break
             except ssl.SSLWantReadError:
                 await self.flush()
-                await self._fill()
+                await self._read_handshake()
             except ssl.SSLError as exc:
                 # Tell the client why (the alert OpenSSL queued), if it still listens.
                 self._write_nowait(self._outgoing.read())
                 self._broken = _broken(exc)
                 raise self._broken from exc
         await self.flush()
+
+    async def _read_handshake(self) -> None:
+        """Read the client's next handshake bytes from the socket into the incoming BIO."""
+        while True:
+            try:
+                chunk = os.read(self.fd, _READ_SIZE)
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.fd)
+                self._check()
+            except OSError as exc:
+                if exc.errno not in GONE_ERRNOS:
+                    raise
+                self._broken = _broken(exc)
+                raise self._broken from exc
+        if chunk:
+            self._incoming.write(chunk)
+        else:
+            self._incoming.write_eof()  # do_handshake() says SSLEOFError
 
     def selected_alpn_protocol(self) -> str | None:
         """The protocol agreed by ALPN (``"h2"``, ``"http/1.1"``), or ``None``."""
@@ -125,98 +159,100 @@ class TLSStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The next plaintext from the client; ``b""`` after its ``close_notify``."""
-        self._check()
+        fd = self.fd
+        must_wait = self.wait_first
+        if not must_wait:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            if must_wait:
+                readiness = self._readiness
+                if readiness is not None and readiness.running:
+                    await readiness.wait(fd)
+                else:
+                    await trio.lowlevel.wait_readable(fd)
+                waited = True
+            data = self.receive_nowait(max_bytes)
+            if data is not None:
+                break
+            must_wait = True
+        if not waited:
+            # Still a schedule point (a client uploading faster than we decrypt must not
+            # starve the other connections), one that cannot lose the plaintext just decrypted.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    def receive_nowait(self, max_bytes: int | None = None) -> bytes | None:
+        """The next plaintext, without waiting: ``None`` when the socket has nothing (wait
+        until it is readable and call again); ``b""`` after the client's ``close_notify``.
+
+        Not a checkpoint: the caller makes one (see the module, and :meth:`receive_some`).
+        """
+        if self._closed or self._broken is not None:
+            self._check()
         if self._eof:
-            await trio.lowlevel.checkpoint()
             return b""
         sslobj = self._sslobj
-        size = max_bytes or _DEFAULT_RECEIVE
-        if not self._incoming.pending and not sslobj.pending():
-            # Nothing to decrypt: the socket first (OpenSSL would only say SSLWantReadError).
-            if self._outgoing.pending:
-                await self.flush()
-                self._check()
-            await self._fill()
+        incoming = self._incoming
+        size = _RECORD_PLAINTEXT
+        if max_bytes is not None and max_bytes < size:
+            size = max_bytes
+        # Nothing to decrypt (or only part of a record, after a wait): the socket first, since
+        # OpenSSL would only say SSLWantReadError.
+        from_socket = self.wait_first or not (incoming.pending or sslobj.pending())
         data: bytes
         while True:
+            if from_socket:
+                try:
+                    chunk = os.read(self.fd, _READ_SIZE)
+                except BlockingIOError:
+                    self.wait_first = True
+                    return None
+                except OSError as exc:
+                    if exc.errno not in GONE_ERRNOS:
+                        raise
+                    self._broken = _broken(exc)
+                    raise self._broken from exc
+                if chunk:
+                    incoming.write(chunk)
+                    # A full read: more may be there already, and an edge-triggered watch would
+                    # not say so; the next read tries the socket before it waits.
+                    self._drained = len(chunk) < _READ_SIZE
+                else:
+                    # OpenSSL reads this as an EOF without close_notify: SSLEOFError below.
+                    incoming.write_eof()
             try:
                 data = sslobj.read(size)
             except ssl.SSLWantReadError:
                 # Part of a record, or a record with no application data (a KeyUpdate).
                 if self._outgoing.pending:
-                    await self.flush()  # a post-handshake message OpenSSL answered
-                    self._check()  # closed by another task meanwhile?
-                await self._fill()
+                    self._flush_nowait()  # a post-handshake message OpenSSL answered
+                from_socket = True
                 continue
             except ssl.SSLZeroReturnError:
                 data = b""
             except ssl.SSLError as exc:
                 self._broken = _broken(exc)
                 raise self._broken from exc
-            if not data:
-                # The client's close_notify (_ssl's read returns b"" for it, or raises
-                # SSLZeroReturnError). Remembered: the socket behind it may be closed or reset.
-                self._eof = True
-                await trio.lowlevel.checkpoint()  # read from the BIO: no wait so far
-                return b""
-            if self._outgoing.pending:
-                # An answer OpenSSL queued (a KeyUpdate's): sent now if the socket takes it,
-                # else ahead of our next write (RFC 8446 section 4.6.3 asks no more). Never a
-                # wait here: a cancelled wait would lose the plaintext just decrypted.
-                self._flush_nowait()
-            return data
-
-    async def _fill(self) -> None:
-        """Read ciphertext from the socket into the incoming BIO (waiting for some).
-
-        Always a checkpoint: a read the kernel answers at once still lets other tasks run
-        (fixed (review): a client uploading faster than we decrypt kept the socket readable,
-        and a body read without a single schedule point starved every other connection and
-        never saw a cancellation)."""
-        fd = self._fd
-        waited = self._wait_first
-        if waited:
-            await self._wait_readable(fd)
-            self._check()
-        while True:
-            try:
-                data = os.read(fd, _READ_SIZE)
-                break
-            except BlockingIOError:
-                await self._wait_readable(fd)
-                waited = self._wait_first = True
-                self._check()
-            except OSError as exc:
-                if exc.errno not in GONE_ERRNOS:
-                    raise
-                self._broken = _broken(exc)
-                raise self._broken from exc
-        if data:
-            self._incoming.write(data)
-            if len(data) == _READ_SIZE:
-                # More may be there already, and an edge-triggered watch would not say so: the
-                # next read tries the socket before waiting (so no mark is needed: this stream
-                # is its socket's only reader).
-                self._wait_first = False
-        else:
-            # OpenSSL reads this as an EOF without close_notify: SSLEOFError from read().
-            self._incoming.write_eof()
-        if not waited:
-            # The bytes are in the BIO already: a cancellation here loses nothing.
-            await trio.lowlevel.checkpoint()
-            self._check()
-
-    async def _wait_readable(self, fd: int) -> None:
-        readiness = self._readiness
-        if readiness is not None and readiness.running:
-            await readiness.wait(fd)
-        else:
-            await trio.lowlevel.wait_readable(fd)
+            break
+        if not data:
+            # The client's close_notify (_ssl's read returns b"" for it, or raises
+            # SSLZeroReturnError). Remembered: the socket behind it may be closed or reset.
+            self._eof = True
+            return b""
+        if self._outgoing.pending:
+            # An answer OpenSSL queued (a KeyUpdate's): sent now if the socket takes it, else
+            # ahead of our next write (RFC 8446 section 4.6.3 asks no more).
+            self._flush_nowait()
+        # Wait before the next read only if it would find nothing: the socket was drained and
+        # nothing is left undecrypted.
+        self.wait_first = self._drained and not incoming.pending and not sslobj.pending()
+        return data
 
     def watch(self, readiness: Readiness) -> bool:
         """Have ``readiness`` (the server's, running) serve this stream's waits for the socket
         to become readable; whether it does (see the module). :meth:`aclose` forgets it."""
-        if self._readiness is None and not self._closed and readiness.watch(self._fd):
+        if self._readiness is None and not self._closed and readiness.watch(self.fd):
             self._readiness = readiness
         return self._readiness is not None
 
@@ -236,34 +272,56 @@ class TLSStream(trio.abc.Stream):
         Returns:
             Whether all of it went out; if not, :meth:`flush` writes the rest (in order).
         """
-        self._check()
+        if self._closed or self._broken is not None:
+            self._check()
         try:
             self._sslobj.write(data)
         except ssl.SSLError as exc:
             self._broken = _broken(exc)
             raise self._broken from exc
-        return self._flush_nowait()
+        # _flush_nowait(), inlined: this runs for every response.
+        if self._pending is not None or self._flushing:
+            return False
+        out = self._outgoing.read()
+        try:
+            sent = os.write(self.fd, out)  # (not closed: checked above)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            if exc.errno not in GONE_ERRNOS:
+                raise
+            self._broken = _broken(exc)
+            raise self._broken from exc
+        if sent == len(out):
+            return True
+        self._pending = memoryview(out)[sent:]
+        return False
 
     async def flush(self) -> None:
         """Write out everything encrypted so far, in order, whoever else is writing."""
         if self._flush_nowait():
             return
-        async with self._send_lock:
-            # A writer before us may have been cancelled half-way: then nothing more may go out.
-            self._check()
-            try:
-                pending = self._pending
-                if pending is not None:
-                    self._pending = None
-                    await self._write_all(pending)
-                # What others (or we) queued meanwhile goes out behind it, still in order.
-                out = self._outgoing.read()
-                if out:
-                    await self._write_all(memoryview(out))
-            except BaseException as exc:
-                if self._broken is None:
-                    self._broken = _broken(exc)
-                raise
+        self._flushing += 1
+        try:
+            async with self._send_lock:
+                # A writer before us may have been cancelled half-way: then nothing more may go
+                # out.
+                self._check()
+                try:
+                    pending = self._pending
+                    if pending is not None:
+                        self._pending = None
+                        await self._write_all(pending)
+                    # What others (or we) queued meanwhile goes out behind it, still in order.
+                    out = self._outgoing.read()
+                    if out:
+                        await self._write_all(memoryview(out))
+                except BaseException as exc:
+                    if self._broken is None:
+                        self._broken = _broken(exc)
+                    raise
+        finally:
+            self._flushing -= 1
 
     async def wait_send_all_might_not_block(self) -> None:
         self._check()
@@ -272,7 +330,7 @@ class TLSStream(trio.abc.Stream):
     def _flush_nowait(self) -> bool:
         """Write the outgoing BIO if nobody is waiting to write and the socket takes it all
         (the common case); else keep what is left for :meth:`flush` and return ``False``."""
-        if self._pending is not None or self._send_lock.locked():
+        if self._pending is not None or self._flushing:
             return False
         out = self._outgoing.read()
         if not out:
@@ -325,7 +383,7 @@ class TLSStream(trio.abc.Stream):
                 # Before the close: a descriptor number reused by a new connection must start
                 # afresh (and a task still waiting gets ClosedResourceError, as from trio).
                 self._readiness = None
-                readiness.forget(self._fd)
+                readiness.forget(self.fd)
             await self.transport_stream.aclose()
 
     def _check(self) -> None:

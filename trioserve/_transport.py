@@ -134,7 +134,31 @@ class Transport:
         if fd < 0:
             # A plain try, not map_disconnects(): this runs for every read on TLS.
             try:
-                data = await self._stream.receive_some(max_bytes)
+                tls = self._tls
+                if tls is None:
+                    data = await self._stream.receive_some(max_bytes)
+                else:
+                    # TLSStream.receive_some(), inlined: one frame fewer to resume per request.
+                    tls_fd = tls.fd
+                    must_wait = tls.wait_first
+                    if not must_wait:
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                    waited = False
+                    while True:
+                        if must_wait:
+                            readiness = self._readiness
+                            if self.watched and readiness is not None and readiness.running:
+                                await readiness.wait(tls_fd)
+                            else:
+                                await trio.lowlevel.wait_readable(tls_fd)
+                            waited = True
+                        got = tls.receive_nowait(max_bytes)
+                        if got is not None:
+                            break
+                        must_wait = True
+                    if not waited:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    data = got
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 if disconnected(exc) is None:
                     raise
