@@ -61,6 +61,40 @@ async def test_bytes_that_came_while_nobody_waited_end_the_next_wait_at_once() -
             assert ours.recv(100) == b"early"
 
 
+async def test_a_wait_says_how_many_tasks_its_round_woke() -> None:
+    pairs = [socket_pair() for _ in range(3)]
+    try:
+        async with running_readiness() as readiness:
+            fds = [ours.fileno() for ours, _ in pairs]
+            for fd in fds:
+                assert readiness.watch(fd)
+            counts: dict[int, int] = {}
+
+            async def waiter(fd: int) -> None:
+                counts[fd] = await readiness.wait(fd)
+
+            async with trio.open_nursery() as nursery:
+                for fd in fds[:2]:
+                    nursery.start_soon(waiter, fd)
+                await trio.testing.wait_all_tasks_blocked()
+                for _, theirs in pairs[:2]:
+                    theirs.send(b"x")  # both arrive before the watcher's next round
+            assert counts == {fds[0]: 2, fds[1]: 2}
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter, fds[2])
+                await trio.testing.wait_all_tasks_blocked()
+                pairs[2][1].send(b"x")
+            assert counts[fds[2]] == 1  # woken alone
+            pairs[0][1].send(b"y")
+            await trio.testing.wait_all_tasks_blocked()  # marked: nobody waited
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.wait(fds[0]) == 1
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
 async def test_a_full_read_marks_the_socket_so_that_what_is_left_is_not_stranded() -> None:
     # Edge-triggered: no new event comes for bytes already there. A read that filled its
     # buffer marks the socket, so the next wait does not sleep on bytes that wait already.
@@ -281,3 +315,75 @@ async def test_a_watched_transport_receives_through_the_watch() -> None:
                 theirs.send(b"body bytes")
             assert received == [b"body bytes"]
             await transport.close()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
+async def test_requests_that_arrive_together_are_all_read_before_any_app_runs(
+    secure: bool, tmp_path: object
+) -> None:
+    """Two keep-alive connections whose next requests arrive in the same round: the first app
+    to run finds the other connection busy (its request read already), not still idle; both
+    are answered."""
+    import ssl
+
+    import trustme
+
+    from trioserve._eviction import Kind
+    from trioserve._tls import TLSConfig
+
+    idle_seen: list[int] = []
+    server: Server
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["path"] == "/together":
+            snapshots = [connection.snapshot() for connection in server.state.connections]
+            idle_seen.append(sum(1 for s in snapshots if s is not None and s.kind is Kind.IDLE))
+        await hello_app(scope, receive, send)
+
+    client_context: ssl.SSLContext | None = None
+    tls = None
+    if secure:
+        ca = trustme.CA()
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(server_context)
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        tls = TLSConfig(context=server_context)
+    server = Server(app, Config(port=0, access_log=False, lifespan="off", tls=tls))
+
+    def connect(address: tuple[str, int]) -> socket.socket:
+        raw = socket.create_connection(address, timeout=_PATIENCE)
+        if client_context is None:
+            return raw
+        return client_context.wrap_socket(raw, server_hostname="localhost")
+
+    def answer(client: socket.socket) -> bytes:
+        received = b""
+        while not received.endswith(b"\n"):  # hello_app's body ends with a newline
+            chunk = client.recv(65536)
+            assert chunk, "the server closed before answering"
+            received += chunk
+        return received
+
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        clients = [await trio.to_thread.run_sync(connect, address) for _ in range(2)]
+        try:
+            for client in clients:  # a first request each: from then on they are watched
+                client.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await trio.to_thread.run_sync(answer, client)).startswith(b"HTTP/1.1 200")
+            await trio.testing.wait_all_tasks_blocked()  # both idle in the server's watch
+            for client in clients:  # no await between: one round of the watch sees both
+                client.sendall(b"GET /together HTTP/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(_PATIENCE):
+                for client in clients:
+                    response = await trio.to_thread.run_sync(answer, client)
+                    assert response.startswith(b"HTTP/1.1 200")
+                    assert response.endswith(b"GET /together\n")
+        finally:
+            for client in clients:
+                client.close()
+        server.begin_shutdown()
+    # (The second app may find the first connection idle again: its response is done.)
+    assert len(idle_seen) == 2
+    assert idle_seen[0] == 0

@@ -99,8 +99,13 @@ class Readiness:
         so): its next wait returns at once."""
         self._ready.add(fd)
 
-    async def wait(self, fd: int) -> None:
+    async def wait(self, fd: int) -> int:
         """Wait until the watched socket ``fd`` is readable (a schedule point, like trio's).
+
+        Returns:
+            How many waiting tasks the round that woke this one woke (1 for a socket that was
+            marked ready already): more than one means other connections are about to read
+            too (``H11Connection`` lets them, before it answers; see its ``_read_head``).
 
         Raises:
             trio.ClosedResourceError: the socket was forgotten (closed) meanwhile.
@@ -118,7 +123,7 @@ class Readiness:
                 # new connection: not this connection's mark any more.
                 raise trio.ClosedResourceError("the connection was closed while it waited")
             ready.discard(fd)
-            return
+            return 1
         waiters = self._waiters
         if fd in waiters:
             # As trio's own wait: one waiter per socket (a second would strand the first).
@@ -129,7 +134,8 @@ class Readiness:
             del waiters[fd]
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        woken: int = await trio.lowlevel.wait_task_rescheduled(abort)
+        return woken
 
     def forget(self, fd: int) -> None:
         """The socket ``fd`` is about to be closed: unregister it and fail its waiter."""
@@ -151,6 +157,7 @@ class Readiness:
         epoll = self._epoll = select.epoll()
         waiters = self._waiters
         ready = self._ready
+        woken: list[trio.lowlevel.Task] = []
         self.running = True
         try:
             while True:
@@ -160,14 +167,18 @@ class Readiness:
                     if task is None:
                         ready.add(fd)
                     else:
-                        trio.lowlevel.reschedule(task)
+                        woken.append(task)
+                count = len(woken)
+                for task in woken:
+                    trio.lowlevel.reschedule(task, outcome.Value(count))
+                woken.clear()
         finally:
             self.running = False
             self._epoll = None
             # Whoever still waits (the server is stopping) reads, finds nothing or something,
             # and goes on with trio's own wait.
             for task in waiters.values():
-                trio.lowlevel.reschedule(task)
+                trio.lowlevel.reschedule(task, outcome.Value(1))
             waiters.clear()
             ready.clear()
             epoll.close()

@@ -108,6 +108,7 @@ class Transport:
         "fd",
         "gone",
         "watched",
+        "woken",
     )
 
     def __init__(
@@ -125,6 +126,9 @@ class Transport:
         self.fd = -1 if self._socket is None else self._socket.fileno()
         #: Set once a read or write has found the client gone (or the connection was reset).
         self.gone = False
+        #: On TLS: how many connections the server's Readiness woke together with the last
+        #: read's wait (1: alone, or no wait; see ``Readiness.wait``).
+        self.woken = 1
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -140,6 +144,7 @@ class Transport:
                 else:
                     # TLSStream.receive_some(), inlined: one frame fewer to resume per request.
                     tls_fd = tls.fd
+                    woken = 1
                     must_wait = tls.wait_first
                     if not must_wait:
                         await trio.lowlevel.checkpoint_if_cancelled()
@@ -148,7 +153,7 @@ class Transport:
                         if must_wait:
                             readiness = self._readiness
                             if self.watched and readiness is not None and readiness.running:
-                                await readiness.wait(tls_fd)
+                                woken = await readiness.wait(tls_fd)
                             else:
                                 await trio.lowlevel.wait_readable(tls_fd)
                             waited = True
@@ -158,6 +163,7 @@ class Transport:
                         must_wait = True
                     if not waited:
                         await trio.lowlevel.cancel_shielded_checkpoint()
+                    self.woken = woken
                     data = got
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 if disconnected(exc) is None:
