@@ -158,6 +158,42 @@ async def test_after_close_notify_a_closed_stream_still_says_closed(ca: trustme.
             await server.receive_some()
 
 
+async def test_a_watched_stream_keeps_answering_the_end_after_close_notify(
+    ca: trustme.CA,
+) -> None:
+    # Edge-triggered: the close_notify's event is used up by the read that finds it, so a later
+    # read must not wait for another one.
+    async with running_readiness() as readiness, tls_pair(ca) as (server, client):
+        assert server.watch(readiness)
+        await client.send_all(b"a")
+        with trio.fail_after(_PATIENCE):
+            assert await server.receive_some() == b"a"
+        await client.aclose()
+        with trio.fail_after(_PATIENCE):
+            assert await server.receive_some() == b""
+            assert await server.receive_some() == b""
+
+
+async def test_a_read_after_close_is_refused_without_waiting(ca: trustme.CA) -> None:
+    async with tls_pair(ca) as (server, client):
+        await client.send_all(b"a")
+        with trio.fail_after(_PATIENCE):
+            assert await server.receive_some() == b"a"
+        assert server.wait_first
+        await server.aclose()
+        with trio.fail_after(_PATIENCE), pytest.raises(trio.ClosedResourceError):
+            await server.receive_some()
+
+
+async def test_a_read_of_zero_bytes_is_refused(ca: trustme.CA) -> None:
+    async with tls_pair(ca) as (server, client):
+        with pytest.raises(ValueError, match="max_bytes"):
+            await server.receive_some(0)
+        await client.send_all(b"still here")
+        with trio.fail_after(_PATIENCE):
+            assert await read_exactly(server, 10) == b"still here"
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 async def test_a_client_key_update_is_answered_and_data_flows_after_it(
     ca: trustme.CA, tmp_path: Path

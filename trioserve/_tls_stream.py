@@ -22,7 +22,8 @@ work in a few calls:
   still a schedule point (``cancel_shielded_checkpoint``: a cancellation there would lose the
   plaintext just decrypted; one pending is raised before the read instead);
 - sending (:meth:`TLSStream.send_nowait`): encrypt into the outgoing memory BIO and write it out
-  with ``os.write``, waiting with ``wait_writable`` only when the socket's buffer is full.
+  with ``os.write``, never waiting: what the socket does not take now is kept for
+  :meth:`TLSStream.flush`, which waits with ``wait_writable``.
   Writers take turns through a lock only then (bytes of two records must never interleave); the
   common write never touches it.
 
@@ -89,9 +90,9 @@ class TLSStream(trio.abc.Stream):
         self._sslobj: Any = self.ssl_object._sslobj  # type: ignore[attr-defined]
         #: The socket's descriptor.
         self.fd = self._socket.fileno()
-        #: Whether a read would find nothing now: no plaintext or ciphertext is buffered and
-        #: the last socket read drained the socket. Then wait for the socket to become
-        #: readable before :meth:`receive_nowait` (else try it first).
+        #: Whether a read would find nothing now: nothing decryptable is buffered (at most
+        #: part of a record) and the last socket read drained the socket. Then wait for the
+        #: socket to become readable before :meth:`receive_nowait` (else try it first).
         self.wait_first = False
         # Whether the last socket read took less than it asked for (see receive_nowait).
         self._drained = False
@@ -194,6 +195,8 @@ class TLSStream(trio.abc.Stream):
             return b""
         sslobj = self._sslobj
         incoming = self._incoming
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         size = _RECORD_PLAINTEXT
         if max_bytes is not None and max_bytes < size:
             size = max_bytes
@@ -239,6 +242,7 @@ class TLSStream(trio.abc.Stream):
             # The client's close_notify (_ssl's read returns b"" for it, or raises
             # SSLZeroReturnError). Remembered: the socket behind it may be closed or reset.
             self._eof = True
+            self.wait_first = False  # every later read returns at once, without a wait
             return b""
         if self._outgoing.pending:
             # An answer OpenSSL queued (a KeyUpdate's): sent now if the socket takes it, else
@@ -369,6 +373,7 @@ class TLSStream(trio.abc.Stream):
         if self._closed:
             return
         self._closed = True
+        self.wait_first = False  # a later read raises ClosedResourceError, without a wait
         try:
             if self._broken is None and self._pending is None and not self._send_lock.locked():
                 # SSLWantReadError: it waits for the client's close_notify, which we do not do.
