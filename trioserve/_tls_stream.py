@@ -94,6 +94,9 @@ class TLSStream(trio.abc.Stream):
         #: part of a record) and the last socket read drained the socket. Then wait for the
         #: socket to become readable before :meth:`receive_nowait` (else try it first).
         self.wait_first = False
+        #: How many tasks the server's Readiness woke together with this stream's last wait
+        #: (1: alone, or no wait; see ``Readiness.wait``).
+        self.woken = 1
         # Whether the last socket read took less than it asked for (see receive_nowait).
         self._drained = False
         # The client's close_notify came: every read from now on is the end of the stream.
@@ -135,22 +138,28 @@ class TLSStream(trio.abc.Stream):
 
     async def _read_handshake(self) -> None:
         """Read the client's next handshake bytes from the socket into the incoming BIO."""
-        while True:
-            try:
-                chunk = os.read(self.fd, _READ_SIZE)
-                break
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self.fd)
-                self._check()
-            except OSError as exc:
-                if exc.errno not in GONE_ERRNOS:
-                    raise
-                self._broken = _broken(exc)
-                raise self._broken from exc
+        while self._read_socket() is None:
+            await trio.lowlevel.wait_readable(self.fd)
+            self._check()
+
+    def _read_socket(self) -> int | None:
+        """Move what the socket holds into the incoming BIO (its EOF too): how many bytes came
+        (0: the client closed TCP), or ``None`` when there was nothing to read."""
+        try:
+            chunk = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno not in GONE_ERRNOS:
+                raise
+            self._broken = _broken(exc)
+            raise self._broken from exc
         if chunk:
             self._incoming.write(chunk)
         else:
-            self._incoming.write_eof()  # do_handshake() says SSLEOFError
+            # OpenSSL reads this as an EOF without close_notify: SSLEOFError from what follows.
+            self._incoming.write_eof()
+        return len(chunk)
 
     def selected_alpn_protocol(self) -> str | None:
         """The protocol agreed by ALPN (``"h2"``, ``"http/1.1"``), or ``None``."""
@@ -161,6 +170,7 @@ class TLSStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """The next plaintext from the client; ``b""`` after its ``close_notify``."""
         fd = self.fd
+        woken = 1
         must_wait = self.wait_first
         if not must_wait:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -169,7 +179,7 @@ class TLSStream(trio.abc.Stream):
             if must_wait:
                 readiness = self._readiness
                 if readiness is not None and readiness.running:
-                    await readiness.wait(fd)
+                    woken = await readiness.wait(fd)
                 else:
                     await trio.lowlevel.wait_readable(fd)
                 waited = True
@@ -177,6 +187,7 @@ class TLSStream(trio.abc.Stream):
             if data is not None:
                 break
             must_wait = True
+        self.woken = woken
         if not waited:
             # Still a schedule point (a client uploading faster than we decrypt must not
             # starve the other connections), one that cannot lose the plaintext just decrypted.
@@ -206,24 +217,13 @@ class TLSStream(trio.abc.Stream):
         data: bytes
         while True:
             if from_socket:
-                try:
-                    chunk = os.read(self.fd, _READ_SIZE)
-                except BlockingIOError:
+                got = self._read_socket()
+                if got is None:
                     self.wait_first = True
                     return None
-                except OSError as exc:
-                    if exc.errno not in GONE_ERRNOS:
-                        raise
-                    self._broken = _broken(exc)
-                    raise self._broken from exc
-                if chunk:
-                    incoming.write(chunk)
-                    # A full read: more may be there already, and an edge-triggered watch would
-                    # not say so; the next read tries the socket before it waits.
-                    self._drained = len(chunk) < _READ_SIZE
-                else:
-                    # OpenSSL reads this as an EOF without close_notify: SSLEOFError below.
-                    incoming.write_eof()
+                # A full read: more may be there already, and an edge-triggered watch would not
+                # say so; the next read tries the socket before it waits.
+                self._drained = got < _READ_SIZE
             try:
                 data = sslobj.read(size)
             except ssl.SSLWantReadError:

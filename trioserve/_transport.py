@@ -138,33 +138,9 @@ class Transport:
         if fd < 0:
             # A plain try, not map_disconnects(): this runs for every read on TLS.
             try:
-                tls = self._tls
-                if tls is None:
-                    data = await self._stream.receive_some(max_bytes)
-                else:
-                    # TLSStream.receive_some(), inlined: one frame fewer to resume per request.
-                    tls_fd = tls.fd
-                    woken = 1
-                    must_wait = tls.wait_first
-                    if not must_wait:
-                        await trio.lowlevel.checkpoint_if_cancelled()
-                    waited = False
-                    while True:
-                        if must_wait:
-                            readiness = self._readiness
-                            if self.watched and readiness is not None and readiness.running:
-                                woken = await readiness.wait(tls_fd)
-                            else:
-                                await trio.lowlevel.wait_readable(tls_fd)
-                            waited = True
-                        got = tls.receive_nowait(max_bytes)
-                        if got is not None:
-                            break
-                        must_wait = True
-                    if not waited:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                    self.woken = woken
-                    data = got
+                data = await self._stream.receive_some(max_bytes)
+                if self._tls is not None:
+                    self.woken = self._tls.woken
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 if disconnected(exc) is None:
                     raise
