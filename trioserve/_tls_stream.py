@@ -6,8 +6,9 @@ small TLS request spent most of its extra time over plain HTTP in its Python, no
 This stream serves one case, the server side of a TLS connection on a socket, and does the same
 work in a few calls:
 
-- receiving (:meth:`TLSStream.receive_nowait`, synchronous; ``receive_some`` and the
-  :class:`~._transport.Transport` wrap it in the waits): when nothing undecrypted is buffered
+- receiving (:meth:`TLSStream.receive_nowait`, synchronous; ``receive_some``, which the
+  :class:`~._transport.Transport` reads through, wraps it in the waits): when nothing
+  undecrypted is buffered
   (the incoming BIO and OpenSSL are empty), read the socket first (``os.read`` into the incoming
   BIO), then decrypt (``read``): asking OpenSSL first would cost an ``SSLWantReadError``, an
   exception, on almost every read. After a read that drained the socket and left nothing
