@@ -113,6 +113,198 @@ async def test_a_full_read_marks_the_socket_so_that_what_is_left_is_not_stranded
                 assert transport.read_nowait() == b"x" * 100
 
 
+async def test_a_round_reads_and_hands_over_every_request_before_any_reader_runs() -> None:
+    # What an HTTP/1.1 connection relies on (its head is parsed in the round): both sockets'
+    # bytes are read, and given to their arrived(), before either waiting task runs again.
+    pairs = [socket_pair() for _ in range(2)]
+    log: list[str] = []
+    try:
+        async with running_readiness() as readiness:
+            for ours, _ in pairs:
+                assert readiness.watch(ours.fileno())
+
+            def arrived(data: bytes) -> str:
+                log.append(f"arrived {data.decode()}")
+                return data.decode().upper()
+
+            async def reader(fd: int) -> None:
+                data, made = await readiness.read(fd, arrived)
+                log.append(f"{data.decode()} -> {made}")
+
+            async with trio.open_nursery() as nursery:
+                for ours, _ in pairs:
+                    nursery.start_soon(reader, ours.fileno())
+                await trio.testing.wait_all_tasks_blocked()
+                assert log == []
+                pairs[0][1].send(b"a")
+                pairs[1][1].send(b"b")  # both before the watcher's next round
+            assert sorted(log[:2]) == ["arrived a", "arrived b"]
+            assert sorted(log[2:]) == ["a -> A", "b -> B"]
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+async def test_a_read_of_a_marked_socket_reads_in_the_callers_task() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running_readiness() as readiness:
+            assert readiness.watch(ours.fileno())
+            theirs.send(b"early")
+            await trio.testing.wait_all_tasks_blocked()  # a mark: nobody waited
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(ours.fileno(), len) == (b"early", 5)
+                # A mark with nothing behind it (a full read marks too): the read waits on.
+                readiness.mark(ours.fileno())
+                async with trio.open_nursery() as nursery:
+
+                    async def later() -> None:
+                        await trio.testing.wait_all_tasks_blocked()
+                        theirs.send(b"late")
+
+                    nursery.start_soon(later)
+                    assert await readiness.read(ours.fileno(), len) == (b"late", 4)
+
+
+async def test_what_arrived_raises_is_raised_by_the_read() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running_readiness() as readiness:
+            assert readiness.watch(ours.fileno())
+
+            def refuse(data: bytes) -> None:
+                raise ValueError(f"refused {data!r}")
+
+            async with trio.open_nursery() as nursery:
+
+                async def send_later() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    theirs.send(b"bad")
+
+                nursery.start_soon(send_later)
+                with trio.fail_after(_PATIENCE), pytest.raises(ValueError, match="b'bad'"):
+                    await readiness.read(ours.fileno(), refuse)
+            # The watch goes on serving.
+            theirs.send(b"good")
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(ours.fileno(), bytes.upper) == (b"good", b"GOOD")
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_read_gives_empty_bytes_when_the_client_goes(how: str) -> None:
+    ours, theirs = socket_pair()
+    with ours:
+        async with running_readiness() as readiness:
+            assert readiness.watch(ours.fileno())
+            async with trio.open_nursery() as nursery:
+
+                async def go() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    if how == "reset":
+                        ours.send(b"unread")  # closed with this unread: a reset (ECONNRESET)
+                    theirs.close()
+
+                nursery.start_soon(go)
+                with trio.fail_after(_PATIENCE):
+                    assert await readiness.read(ours.fileno(), len) == (b"", 0)
+
+
+async def test_a_close_that_comes_with_the_last_bytes_ends_the_next_read() -> None:
+    # Edge-triggered: the bytes and the close come as one event. The read that takes the
+    # bytes cannot tell that the close is behind them, so the event marks the socket: the
+    # next read finds the end at once, not after the keep-alive timeout.
+    ours, theirs = socket_pair()
+    with ours:
+        async with running_readiness() as readiness:
+            assert readiness.watch(ours.fileno())
+            async with trio.open_nursery() as nursery:
+
+                async def last_words() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    theirs.send(b"last request")
+                    theirs.close()
+
+                nursery.start_soon(last_words)
+                with trio.fail_after(_PATIENCE):
+                    assert await readiness.read(ours.fileno(), len) == (b"last request", 12)
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(ours.fileno(), len) == (b"", 0)
+
+
+async def test_a_full_read_in_a_round_marks_the_socket() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running_readiness() as readiness:
+            assert readiness.watch(ours.fileno())
+            async with trio.open_nursery() as nursery:
+
+                async def send_later() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    theirs.sendall(b"x" * (READ_SIZE + 100))
+
+                nursery.start_soon(send_later)
+                with trio.fail_after(_PATIENCE):
+                    assert await readiness.read(ours.fileno(), len) == (b"x" * READ_SIZE, READ_SIZE)
+            with trio.fail_after(_PATIENCE):  # nothing new was sent: only the mark
+                assert await readiness.read(ours.fileno(), len) == (b"x" * 100, 100)
+
+
+async def test_a_read_of_a_forgotten_socket_fails_and_a_cancelled_one_leaves_nothing() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running_readiness() as readiness:
+            fd = ours.fileno()
+            assert readiness.watch(fd)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(readiness.read, fd, len)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(trio.BusyResourceError):
+                    await readiness.wait(fd)  # one waiter per socket, whichever the kind
+                nursery.cancel_scope.cancel()
+            theirs.send(b"x")  # nobody reads: a mark, and no arrived() is called
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(fd, len) == (b"x", 1)
+            failed: list[BaseException] = []
+
+            async def reader() -> None:
+                try:
+                    await readiness.read(fd, len)
+                except trio.ClosedResourceError as exc:
+                    failed.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                readiness.forget(fd)
+            assert len(failed) == 1
+
+
+async def test_a_read_waiting_when_the_watch_stops_goes_on_in_trio() -> None:
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        readiness = Readiness()
+        got: list[tuple[bytes, int]] = []
+        async with trio.open_nursery() as outer:
+            async with trio.open_nursery() as watch:
+                watch.start_soon(readiness.run)
+                await trio.testing.wait_all_tasks_blocked()
+                assert readiness.watch(ours.fileno())
+
+                async def reader() -> None:
+                    got.append(await readiness.read(ours.fileno(), len))
+
+                outer.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                watch.cancel_scope.cancel()  # the server stops its watch
+            assert not readiness.running
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == []
+            theirs.send(b"after")
+        assert got == [(b"after", 5)]
+
+
 async def test_closing_a_watched_transport_fails_its_waiter_and_forgets_the_socket() -> None:
     ours, theirs = socket_pair()
     with theirs:

@@ -12,6 +12,14 @@ waits for that epoll to become readable (through trio, as for any descriptor), c
 ready sockets in one ``epoll_wait`` and wakes the tasks that wait for them. A socket that became
 readable while its task was busy is marked, and its next wait returns at once.
 
+A task can also wait for a socket's next bytes *and* have the round read them
+(:meth:`Readiness.read`): the round reads the socket and hands the bytes to the caller's
+function (an HTTP/1.1 connection parses its next request head there) before it wakes the task.
+So a round of a busy server reads and parses every request that arrived in it, one after the
+other in the watcher's task, before any app runs, and the responses then go out back to back:
+the batching uvicorn gets from parsing in asyncio's read callback, without a second schedule of
+each connection's task (see docs/architecture.md, "Reading a round before answering it").
+
 Edge-triggered means an event comes when new bytes arrive, not while unread bytes remain: so a
 read that fills its whole buffer (more may be waiting) marks the socket ready itself
 (:meth:`Readiness.mark`, done by the transport; the TLS stream instead reads its socket before
@@ -41,30 +49,57 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import select
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 import outcome
 import trio
 
-__all__ = ["Readiness"]
+from ._errors import GONE_ERRNOS
+
+__all__ = ["READ_SIZE", "Readiness"]
+
+T = TypeVar("T")
+
+#: Bytes asked for by one read of a connection's socket. 64 KiB: one read is enough for any
+#: ordinary request head and keeps per-read overhead low on bodies.
+READ_SIZE: Final = 64 * 1024
 
 # Events taken from the kernel per epoll_wait: the ready sockets of one trio scheduling round on
 # a busy server; any more stay queued in the kernel and are taken on the next round.
 _BATCH: Final = 256
-_WATCH: Final = select.EPOLLIN | select.EPOLLET if hasattr(select, "epoll") else 0
+_WATCH: Final = (
+    select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET if hasattr(select, "epoll") else 0
+)
+# Events that say the client closed (or reset) the connection. Edge triggering reports a close
+# that comes with the last bytes in the same event as the bytes: the read that takes them cannot
+# tell, so such an event also marks the socket, and the next wait finds the end at once (rather
+# than after the keep-alive timeout).
+_CLOSED: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if _WATCH else 0
 
 
 class Readiness:
     """Wakes the tasks whose watched sockets became readable (see the module)."""
 
-    __slots__ = ("_epoll", "_ready", "_registrations", "_serials", "_waiters", "running")
+    __slots__ = (
+        "_arrivals",
+        "_epoll",
+        "_ready",
+        "_registrations",
+        "_serials",
+        "_waiters",
+        "running",
+    )
 
     def __init__(self) -> None:
         self._epoll: select.epoll | None = None
         # The task waiting for each socket, and the sockets that became readable while no task
         # waited (their next wait returns at once).
         self._waiters: dict[int, trio.lowlevel.Task] = {}
+        # For a waiter in read(): the function its round hands the bytes to.
+        self._arrivals: dict[int, Callable[[bytes], object]] = {}
         self._ready: set[int] = set()
         # Each watched socket's registration number (see wait()); one entry per watched
         # connection, dropped by forget().
@@ -137,10 +172,55 @@ class Readiness:
         woken: int = await trio.lowlevel.wait_task_rescheduled(abort)
         return woken
 
+    async def read(self, fd: int, arrived: Callable[[bytes], T]) -> tuple[bytes, T]:
+        """Wait until the watched socket ``fd`` has bytes, read them (at most
+        :data:`READ_SIZE`) and return them with what ``arrived(data)`` made of them.
+
+        The read and ``arrived`` happen in the round that finds the socket readable (in the
+        watcher's task, before the waiting task runs again), or in the caller's task for a
+        socket marked ready already. ``data`` is ``b""`` when the client closed or reset the
+        connection. ``arrived`` must not block, and should be quick: a round calls it for each
+        of its sockets in turn.
+
+        Raises:
+            Whatever ``arrived`` raises (the bytes it was given are consumed).
+            trio.ClosedResourceError: the socket was forgotten (closed) meanwhile.
+            trio.BusyResourceError: another task waits for this socket already.
+            OSError: the read failed otherwise than by a client gone (a bug).
+        """
+        if fd in self._ready:
+            await self.wait(fd)  # the mark (a schedule point, like trio's)
+            data = _read_now(fd)
+            if data is not None:
+                if len(data) == READ_SIZE:
+                    self._ready.add(fd)
+                return data, arrived(data)
+            # A mark with nothing behind it: wait for the next event as below.
+        waiters = self._waiters
+        if fd in waiters:
+            raise trio.BusyResourceError("another task is already waiting to read this socket")
+        arrivals = self._arrivals
+        waiters[fd] = trio.lowlevel.current_task()
+        arrivals[fd] = arrived
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            del waiters[fd], arrivals[fd]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        try:
+            got: tuple[bytes, T] = await trio.lowlevel.wait_task_rescheduled(abort)
+        except _Stopped:
+            # The watch stopped (the server is stopping): wait in trio, read here.
+            while (data := _read_now(fd)) is None:
+                await trio.lowlevel.wait_readable(fd)
+            return data, arrived(data)
+        return got
+
     def forget(self, fd: int) -> None:
         """The socket ``fd`` is about to be closed: unregister it and fail its waiter."""
         self._ready.discard(fd)
         self._registrations.pop(fd, None)
+        self._arrivals.pop(fd, None)
         task = self._waiters.pop(fd, None)
         if task is not None:
             error = trio.ClosedResourceError("the connection was closed while it waited")
@@ -156,29 +236,71 @@ class Readiness:
             await trio.sleep_forever()  # pragma: no cover - not Linux
         epoll = self._epoll = select.epoll()
         waiters = self._waiters
+        arrivals = self._arrivals
         ready = self._ready
-        woken: list[trio.lowlevel.Task] = []
         self.running = True
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
-                for fd, _ in epoll.poll(0, _BATCH):
+                # The tasks this round wakes, each with what its read() returns (None: a
+                # wait(), which returns how many were woken).
+                woken: list[tuple[trio.lowlevel.Task, outcome.Outcome[object] | None]] = []
+                for fd, events in epoll.poll(0, _BATCH):
                     task = waiters.pop(fd, None)
-                    if task is None:
+                    if task is None or events & _CLOSED:
                         ready.add(fd)
-                    else:
-                        woken.append(task)
+                        if task is None:
+                            continue
+                    arrived = arrivals.pop(fd, None)
+                    if arrived is None:
+                        woken.append((task, None))
+                        continue
+                    result: outcome.Outcome[object]
+                    try:
+                        data = _read_now(fd)
+                        if data is None:
+                            # Woken with nothing to read (harmless): wait for the next event.
+                            waiters[fd] = task
+                            arrivals[fd] = arrived
+                            continue
+                        if len(data) == READ_SIZE:
+                            ready.add(fd)  # more may wait: see mark()
+                        result = outcome.Value((data, arrived(data)))
+                    except Exception as exc:
+                        result = outcome.Error(exc)
+                    woken.append((task, result))
                 count = len(woken)
-                for task in woken:
-                    trio.lowlevel.reschedule(task, outcome.Value(count))
-                woken.clear()
+                for task, got in woken:
+                    trio.lowlevel.reschedule(task, outcome.Value(count) if got is None else got)
         finally:
             self.running = False
             self._epoll = None
-            # Whoever still waits (the server is stopping) reads, finds nothing or something,
-            # and goes on with trio's own wait.
-            for task in waiters.values():
-                trio.lowlevel.reschedule(task, outcome.Value(1))
+            # Whoever still waits (the server is stopping) goes on with trio's own wait: a
+            # wait() returns as if woken, a read() reads in its own task (or waits in trio).
+            for fd, task in waiters.items():
+                arrived = arrivals.get(fd)
+                if arrived is None:
+                    trio.lowlevel.reschedule(task, outcome.Value(1))
+                else:
+                    trio.lowlevel.reschedule(task, outcome.Error(_Stopped()))
             waiters.clear()
+            arrivals.clear()
             ready.clear()
             epoll.close()
+
+
+class _Stopped(Exception):
+    """The watch stopped while a :meth:`Readiness.read` waited (never escapes ``read``)."""
+
+
+def _read_now(fd: int) -> bytes | None:
+    """Read the socket ``fd`` without waiting: ``None`` if nothing is there, ``b""`` if the
+    client closed or reset the connection."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno not in GONE_ERRNOS:
+            raise
+        return b""

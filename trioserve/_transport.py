@@ -30,7 +30,7 @@ from typing import Final
 import trio
 
 from ._errors import GONE_ERRNOS, ClientDisconnected
-from ._readiness import Readiness
+from ._readiness import READ_SIZE, Readiness
 from ._tls_stream import TLSStream
 
 __all__ = [
@@ -44,9 +44,6 @@ __all__ = [
 
 error_log = logging.getLogger("trioserve.error")
 
-# 64 KiB: one read is enough for any ordinary request head and keeps per-read overhead low on
-# bodies.
-READ_SIZE: Final = 64 * 1024
 # When the server closes a connection while the client may still be sending (an error, an unread
 # body), it stops writing and reads for a little while before closing, so that the kernel does
 # not answer the client's in-flight bytes with a reset that destroys our response (nginx's

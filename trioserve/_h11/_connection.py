@@ -46,6 +46,7 @@ from .._http._events import (
     CLIENT_CLOSED,
     HTTP2_PREFACE,
     NEED_DATA,
+    Event,
     RequestHead,
 )
 from .._http._scope import build_scope, connection_info, format_address, websocket_scope
@@ -293,6 +294,22 @@ class H11Connection:
         """The client's address."""
         return self._peer()
 
+    def _arrived(self, data: bytes) -> Event | None:
+        """The next request's first bytes, read by the server's Readiness round while this
+        connection waited (see ``_read_head``): no longer idle; parse them (``None``: the
+        client closed).
+
+        Raises:
+            RequestRefused: as ``next_event`` (the connection's task answers it).
+        """
+        self._idle = False  # busy from here on: not for the idle sweep or eviction as idle
+        if not data:
+            self._transport.gone = True
+            return None
+        proto = self._proto
+        proto.receive_data(data)
+        return proto.next_event()
+
     async def _read_head(self, first: bool) -> RequestHead | None:
         proto = self._proto
         config = self._config
@@ -324,6 +341,9 @@ class H11Connection:
                     return None
                 self._idle = True
                 fd = transport.fd
+                # What arrived, parsed already when the Readiness round read it (plain TCP).
+                parsed: Event | None = None
+                crowd = 1
                 if fd < 0:
                     if not first and not transport.watched and self._state.readiness.running:
                         transport.watch()  # TLS: its reads wait in the server's Readiness too
@@ -332,18 +352,18 @@ class H11Connection:
                 else:
                     # Inlined receive(): an idle connection's stack is what idle memory is
                     # made of. A keep-alive wait is the server's Readiness's once it runs (no
-                    # epoll_ctl per wait: see _readiness).
+                    # epoll_ctl per wait), and the round that finds the request reads and
+                    # parses it (_arrived), before any app of the round runs: see _readiness.
                     readiness = self._state.readiness
                     watched = (
                         not first and readiness.running and (transport.watched or transport.watch())
                     )
-                    crowd = 1
                     while True:
                         try:
                             if watched and readiness.running:
-                                crowd = await readiness.wait(fd)
-                            else:
-                                await trio.lowlevel.wait_readable(fd)
+                                data, parsed = await readiness.read(fd, self._arrived)
+                                break
+                            await trio.lowlevel.wait_readable(fd)
                         except trio.ClosedResourceError:
                             # Closed by another task meanwhile (as in Transport.receive).
                             transport.gone = True
@@ -358,8 +378,11 @@ class H11Connection:
                     idle_timer.done(self)
                 if not data:
                     return None
-                proto.receive_data(data)
-                event = proto.next_event()
+                if parsed is not None:
+                    event = parsed
+                else:
+                    proto.receive_data(data)
+                    event = proto.next_event()
                 if event is NEED_DATA and not first:
                     # Only a head that did not arrive whole needs its own deadline.
                     self._since = trio.current_time()
@@ -367,13 +390,13 @@ class H11Connection:
                     swept = False
                 self._head_bytes = len(data)
                 if crowd > 1:
-                    # Woken together with other connections: let them read and parse their
+                    # TLS, woken together with other connections: let them read and parse their
                     # requests before this one's app runs, so that the responses of one round
                     # go out back to back (as uvicorn's do: its parser runs in the read
-                    # callback, the app in a task of the loop's next round). The same code then
-                    # runs for every connection in turn, and a client (or proxy) that reads
-                    # many connections is woken once for a burst of responses rather than once
-                    # per response: see docs/architecture.md for the figures. A connection
+                    # callback, the app in a task of the loop's next round; on plain TCP the
+                    # Readiness round parses, see _arrived). A client (or proxy) that reads
+                    # many connections is then woken once for a burst of responses rather than
+                    # once per response: see docs/architecture.md for the figures. A connection
                     # woken alone is not delayed. Shielded: a cancellation here would lose the
                     # request just read (the next schedule point sees it).
                     await trio.lowlevel.cancel_shielded_checkpoint()
