@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Final
 
 import h11
-from h11._abnf import header_field, request_line, vchar_or_obs_text
+from h11._abnf import OWS, field_name, header_field, request_line, vchar_or_obs_text
 
 from .._errors import RequestRefused
 from .._http._date import http_date
@@ -73,16 +73,35 @@ COMPILED: Final = not __file__.endswith((".py", ".pyc"))
 
 # h11 ends a head at the first LF, optional CR, LF; the fast path takes only CRLF CRLF.
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
-# A head h11 parses line by line, as one pattern over CRLF-ended lines: h11's own pieces, with one
-# difference. h11 lets a field value hold control characters (its ``field_vchar`` is anything but
-# NUL and whitespace), which the server's rules then refuse (``check_head``); here a field value's
-# characters are the visible ones and obs-text only, so a head that matches needs no search for
-# control characters, and one that holds any takes the h11 path and is refused there.
+# A head h11 parses line by line, as one pattern over CRLF-ended lines: h11's request line, and
+# its header field in a form that matches the same lines, with one difference. h11 lets a field
+# value hold control characters (its ``field_vchar`` is anything but NUL and whitespace), which
+# the server's rules then refuse (``check_head``); here a field value's characters are the
+# visible ones and obs-text only, so a head that matches needs no search for control characters,
+# and one that holds any takes the h11 path and is refused there.
+#
+# h11 spells a field as a name, a colon, optional whitespace, runs of visible characters
+# separated by spaces and tabs, and optional whitespace: that is exactly a name, a colon, and
+# any string of spaces, tabs and visible characters (strip the whitespace at both ends and what
+# is left starts and ends with a visible character). The second form is one character class
+# where h11's nests repetitions that the regular expression engine backtracks through: matching
+# a ten-field head takes 1.5 instead of 6.4 us. It is used only if this h11 spells its field as
+# described (else h11's own pattern, with the visible characters swapped, and the search for
+# control characters stays on).
 _FIELD_VCHAR: Final = rb"[\x21-\x7e\x80-\xff]"
 _H11_FIELD: Final = header_field.encode("ascii")
-_STRICT_FIELD: Final = _H11_FIELD.replace(vchar_or_obs_text.encode("ascii"), _FIELD_VCHAR)
-#: Whether the substitution took (an h11 that spells its pattern otherwise would leave h11's
-#: own): only then may a matching head skip the search for control characters.
+_RUNS: Final = f"{vchar_or_obs_text}+(?:[ \\t]+{vchar_or_obs_text}+)*"
+_H11_FIELD_AS_DESCRIBED: Final = (
+    f"(?P<field_name>{field_name}):{OWS}(?P<field_value>({_RUNS})?){OWS}" == header_field
+    and OWS == r"[ \t]*"
+)
+_STRICT_FIELD: Final = (
+    field_name.encode("ascii") + rb":[\t\x20-\x7e\x80-\xff]*"
+    if _H11_FIELD_AS_DESCRIBED
+    else _H11_FIELD.replace(vchar_or_obs_text.encode("ascii"), _FIELD_VCHAR)
+)
+#: Whether field values exclude control characters (h11's field was recognised, or the swap in
+#: its own pattern took): only then may a matching head skip the search for them.
 FIELDS_WITHOUT_CONTROLS: Final = _STRICT_FIELD != _H11_FIELD
 _HEAD: Final = re.compile(b"%s(?:\r\n%s)*\r\n\r\n" % (request_line.encode("ascii"), _STRICT_FIELD))
 # h11 reads Content-Length as [0-9]+ of at most 20 digits; longer ones take the h11 path.
