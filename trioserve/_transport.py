@@ -204,26 +204,13 @@ class Transport:
         Raises:
             ClientDisconnected: the client is gone, or it read nothing for ``write_timeout``.
         """
-        if self.gone:
-            raise ClientDisconnected("the client disconnected")
-        fd = self.fd
         tls_queued = False
-        if fd >= 0:
-            # Fast path: the socket's send buffer almost always has room for the whole response.
-            # (A plain try, not map_disconnects(): this runs for every response.)
-            try:
-                sent = os.write(fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                gone = disconnected(exc)
-                if gone is None:
-                    raise
-                self.gone = True
-                raise gone from exc
-            if sent == len(data):
+        if self.fd >= 0:
+            data = self.write_now(data)  # what the socket does not take now waits below
+            if not data:
                 return
-            data = data[sent:]
+        elif self.gone:
+            raise ClientDisconnected("the client disconnected")
         elif self._tls is not None and len(data) <= _WRITE_PIECE:
             # TLS fast path: encrypted and written at once when the socket has room.
             try:
@@ -265,6 +252,36 @@ class Transport:
         if writing.cancelled_caught:
             self.gone = True
             raise ClientDisconnected("write timed out: the client stopped reading")
+
+    def write_now(
+        self, data: bytes | bytearray | memoryview
+    ) -> bytes | bytearray | memoryview:
+        """Write what the socket takes of ``data`` now, without waiting (plain TCP; elsewhere
+        nothing is written); what is left, for :meth:`send` (empty: all went out).
+
+        The socket's send buffer almost always has room for a whole response: an exchange
+        calls this first and awaits :meth:`send` only for a rest.
+
+        Raises:
+            ClientDisconnected: the client is gone.
+        """
+        if self.gone:
+            raise ClientDisconnected("the client disconnected")
+        fd = self.fd
+        if fd < 0:
+            return data
+        # A plain try, not map_disconnects(): this runs for every response.
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            return data
+        except OSError as exc:
+            gone = disconnected(exc)
+            if gone is None:
+                raise
+            self.gone = True
+            raise gone from exc
+        return data[sent:] if sent != len(data) else b""
 
     async def send_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
         """Write ``pieces`` one after the other, like :meth:`send` of their concatenation.

@@ -120,7 +120,10 @@ class H11Exchange:
             out = proto.send_response(status, headers) + proto.send_data(body)
             sent = 0 if proto.discards_body else len(body)
         self.written = True
-        await self._transport.send(out)
+        transport = self._transport
+        rest = transport.write_now(out)  # no coroutine for the common whole write
+        if rest:
+            await transport.send(rest)
         return sent
 
     async def send_body(self, body: bytes, *, end: bool) -> int:
