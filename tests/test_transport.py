@@ -53,6 +53,31 @@ async def test_pieces_larger_than_the_socket_buffers_arrive_whole_and_in_order()
     await client.aclose()
 
 
+async def test_write_now_writes_what_the_socket_takes_and_returns_the_rest() -> None:
+    server, client = await tcp_pair()
+    transport = Transport(server, write_timeout=30)
+    assert transport.write_now(b"small") == b""  # the common case: all of it at once
+    big = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than the socket buffers take
+    rest = transport.write_now(big)
+    assert 0 < len(rest) < len(big)
+    assert bytes(rest) == big[len(big) - len(rest) :]
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < len(b"small") + len(big):
+            received.extend(await client.receive_some(1 << 20))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await transport.send(rest)
+    assert bytes(received) == b"small" + big
+    await transport.close()
+    await client.aclose()
+    with pytest.raises(ClientDisconnected):
+        transport.write_now(b"after the close")
+
+
 async def test_a_small_total_is_joined_and_sent_like_send() -> None:
     server, client = await tcp_pair()
     transport = Transport(server, write_timeout=30)
