@@ -74,8 +74,11 @@ async def test_write_now_writes_what_the_socket_takes_and_returns_the_rest() -> 
     assert bytes(received) == b"small" + big
     await transport.close()
     await client.aclose()
+    # Closed: nothing is written now, and the send that follows says the client is gone.
+    rest = transport.write_now(b"after the close")
+    assert rest == b"after the close"
     with pytest.raises(ClientDisconnected):
-        transport.write_now(b"after the close")
+        await transport.send(rest)
 
 
 async def test_a_small_total_is_joined_and_sent_like_send() -> None:
