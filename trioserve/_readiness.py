@@ -247,14 +247,18 @@ class Readiness:
                 woken: list[tuple[trio.lowlevel.Task, outcome.Outcome[object] | None]] = []
                 for fd, events in epoll.poll(0, _BATCH):
                     task = waiters.pop(fd, None)
-                    if task is None or events & _CLOSED:
+                    if task is None:
                         ready.add(fd)
-                        if task is None:
-                            continue
+                        continue
                     arrived = arrivals.pop(fd, None)
                     if arrived is None:
                         woken.append((task, None))
                         continue
+                    if events & _CLOSED:
+                        # Only for a read() (the keep-alive wait): a wait() during a request
+                        # (its body, a disconnect watch) is left as before, so that a client
+                        # that half-closes after its request still gets its response.
+                        ready.add(fd)
                     result: outcome.Outcome[object]
                     try:
                         data = _read_now(fd)

@@ -253,9 +253,7 @@ class Transport:
             self.gone = True
             raise ClientDisconnected("write timed out: the client stopped reading")
 
-    def write_now(
-        self, data: bytes | bytearray | memoryview
-    ) -> bytes | bytearray | memoryview:
+    def write_now(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """Write what the socket takes of ``data`` now, without waiting (plain TCP; elsewhere
         nothing is written); what is left, for :meth:`send` (empty: all went out).
 
