@@ -22,12 +22,12 @@ each connection's task (see docs/architecture.md, "Reading a round before answer
 
 Edge-triggered means an event comes when new bytes arrive, not while unread bytes remain: so a
 read that fills its whole buffer (more may be waiting) marks the socket ready itself
-(:meth:`Readiness.mark`, done by the transport; the TLS stream instead reads its socket before
-waiting after a full read), and a wake-up with nothing to read is harmless (the reader gets
-``EAGAIN`` and waits again). An HTTP/1.1 connection is watched from its first wait for a next
-request on, an HTTP/2 one from its first frame read; from then on its reads wait here
-(``Transport.receive`` too, and on TLS the TLS stream's reads of its socket); its writes stay
-with trio.
+(:meth:`Readiness.mark`, done by the transport and by a round's own read for :meth:`read`; the
+TLS stream instead reads its socket before waiting after a full read), and a wake-up with
+nothing to read is harmless (the reader gets ``EAGAIN`` and waits again). An HTTP/1.1
+connection is watched from its first wait for a next request on, an HTTP/2 one from its first
+frame read; from then on its reads wait here (``Transport.receive`` too, and on TLS the TLS
+stream's reads of its socket); its writes stay with trio.
 
 A watched socket must be forgotten (:meth:`Readiness.forget`) before it is closed, so that a
 descriptor number reused by a new connection never inherits a mark or a registration: the
