@@ -59,7 +59,7 @@ import trio
 
 from ._errors import GONE_ERRNOS
 
-__all__ = ["READ_SIZE", "Readiness"]
+__all__ = ["READ_SIZE", "Readiness", "read_now"]
 
 T = TypeVar("T")
 
@@ -190,7 +190,7 @@ class Readiness:
         """
         if fd in self._ready:
             await self.wait(fd)  # the mark (a schedule point, like trio's)
-            data = _read_now(fd)
+            data = read_now(fd)
             if data is not None:
                 if len(data) == READ_SIZE:
                     self._ready.add(fd)
@@ -211,7 +211,7 @@ class Readiness:
             got: tuple[bytes, T] = await trio.lowlevel.wait_task_rescheduled(abort)
         except _Stopped:
             # The watch stopped (the server is stopping): wait in trio, read here.
-            while (data := _read_now(fd)) is None:
+            while (data := read_now(fd)) is None:
                 await trio.lowlevel.wait_readable(fd)
             return data, arrived(data)
         return got
@@ -261,7 +261,7 @@ class Readiness:
                         ready.add(fd)
                     result: outcome.Outcome[object]
                     try:
-                        data = _read_now(fd)
+                        data = read_now(fd)
                         if data is None:
                             # Woken with nothing to read (harmless): wait for the next event.
                             waiters[fd] = task
@@ -297,11 +297,11 @@ class _Stopped(Exception):
     """The watch stopped while a :meth:`Readiness.read` waited (never escapes ``read``)."""
 
 
-def _read_now(fd: int) -> bytes | None:
+def read_now(fd: int, max_bytes: int = READ_SIZE) -> bytes | None:
     """Read the socket ``fd`` without waiting: ``None`` if nothing is there, ``b""`` if the
     client closed or reset the connection."""
     try:
-        return os.read(fd, READ_SIZE)
+        return os.read(fd, max_bytes)
     except BlockingIOError:
         return None
     except OSError as exc:

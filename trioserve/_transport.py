@@ -30,7 +30,7 @@ from typing import Final
 import trio
 
 from ._errors import GONE_ERRNOS, ClientDisconnected
-from ._readiness import READ_SIZE, Readiness
+from ._readiness import READ_SIZE, Readiness, read_now
 from ._tls_stream import TLSStream
 
 __all__ = [
@@ -164,14 +164,9 @@ class Transport:
 
     def read_nowait(self, max_bytes: int = READ_SIZE) -> bytes | None:
         """Read from the socket (fast path only) without waiting: ``None`` if nothing is there."""
-        try:
-            data = os.read(self.fd, max_bytes)
-        except BlockingIOError:
+        data = read_now(self.fd, max_bytes)
+        if data is None:
             return None
-        except OSError as exc:
-            if exc.errno not in GONE_ERRNOS:
-                raise
-            data = b""
         if not data:
             self.gone = True
         elif self.watched and len(data) == max_bytes:
