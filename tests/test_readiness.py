@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import select
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -26,6 +29,25 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     return ours, theirs
+
+
+@asynccontextmanager
+async def watched_pair() -> AsyncIterator[tuple[Readiness, socket.socket, socket.socket]]:
+    """A running watch, and a socket pair whose first socket (the server's side) it watches."""
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        async with running_readiness() as readiness:
+            assert readiness.watch(ours.fileno())
+            yield readiness, ours, theirs
+
+
+async def send_once_blocked(sock: socket.socket, data: bytes, *, close: bool = False) -> None:
+    """Send ``data`` (and close ``sock`` if asked) once every task waits: the reader is in the
+    watch by then, so the bytes come as an event of a round, not as a mark."""
+    await trio.testing.wait_all_tasks_blocked()
+    sock.sendall(data)
+    if close:
+        sock.close()
 
 
 async def test_a_wait_ends_when_bytes_arrive_and_not_before() -> None:
@@ -147,107 +169,87 @@ async def test_a_round_reads_and_hands_over_every_request_before_any_reader_runs
 
 
 async def test_a_read_of_a_marked_socket_reads_in_the_callers_task() -> None:
+    async with watched_pair() as (readiness, ours, theirs):
+        theirs.send(b"early")
+        await trio.testing.wait_all_tasks_blocked()  # a mark: nobody waited
+        with trio.fail_after(_PATIENCE):
+            assert await readiness.read(ours.fileno(), len) == (b"early", 5)
+            # A mark with nothing behind it (a full read marks too): the read waits on.
+            readiness.mark(ours.fileno())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_once_blocked, theirs, b"late")
+                assert await readiness.read(ours.fileno(), len) == (b"late", 4)
+
+
+async def test_a_marked_read_with_nothing_to_read_waits_in_trio_without_a_watch() -> None:
+    # The watch stopped while a read took its mark (the schedule point), and the mark had
+    # nothing behind it: no round will come, so the read waits in trio (it must not hang).
     ours, theirs = socket_pair()
     with ours, theirs:
-        async with running_readiness() as readiness:
-            assert readiness.watch(ours.fileno())
-            theirs.send(b"early")
-            await trio.testing.wait_all_tasks_blocked()  # a mark: nobody waited
-            with trio.fail_after(_PATIENCE):
-                assert await readiness.read(ours.fileno(), len) == (b"early", 5)
-                # A mark with nothing behind it (a full read marks too): the read waits on.
-                readiness.mark(ours.fileno())
-                async with trio.open_nursery() as nursery:
+        readiness = Readiness()  # not running, as after a stop
+        readiness.mark(ours.fileno())
+        got: list[tuple[bytes, int]] = []
 
-                    async def later() -> None:
-                        await trio.testing.wait_all_tasks_blocked()
-                        theirs.send(b"late")
+        async def reader() -> None:
+            got.append(await readiness.read(ours.fileno(), len))
 
-                    nursery.start_soon(later)
-                    assert await readiness.read(ours.fileno(), len) == (b"late", 4)
+        with trio.fail_after(_PATIENCE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                assert got == []
+                theirs.send(b"after")
+        assert got == [(b"after", 5)]
 
 
 async def test_what_arrived_raises_is_raised_by_the_read() -> None:
-    ours, theirs = socket_pair()
-    with ours, theirs:
-        async with running_readiness() as readiness:
-            assert readiness.watch(ours.fileno())
+    async with watched_pair() as (readiness, ours, theirs):
 
-            def refuse(data: bytes) -> None:
-                raise ValueError(f"refused {data!r}")
+        def refuse(data: bytes) -> None:
+            raise ValueError(f"refused {data!r}")
 
-            async with trio.open_nursery() as nursery:
-
-                async def send_later() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
-                    theirs.send(b"bad")
-
-                nursery.start_soon(send_later)
-                with trio.fail_after(_PATIENCE), pytest.raises(ValueError, match="b'bad'"):
-                    await readiness.read(ours.fileno(), refuse)
-            # The watch goes on serving.
-            theirs.send(b"good")
-            with trio.fail_after(_PATIENCE):
-                assert await readiness.read(ours.fileno(), bytes.upper) == (b"good", b"GOOD")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_once_blocked, theirs, b"bad")
+            with trio.fail_after(_PATIENCE), pytest.raises(ValueError, match="b'bad'"):
+                await readiness.read(ours.fileno(), refuse)
+        # The watch goes on serving.
+        theirs.send(b"good")
+        with trio.fail_after(_PATIENCE):
+            assert await readiness.read(ours.fileno(), bytes.upper) == (b"good", b"GOOD")
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
 async def test_a_read_gives_empty_bytes_when_the_client_goes(how: str) -> None:
-    ours, theirs = socket_pair()
-    with ours:
-        async with running_readiness() as readiness:
-            assert readiness.watch(ours.fileno())
-            async with trio.open_nursery() as nursery:
-
-                async def go() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
-                    if how == "reset":
-                        ours.send(b"unread")  # closed with this unread: a reset (ECONNRESET)
-                    theirs.close()
-
-                nursery.start_soon(go)
-                with trio.fail_after(_PATIENCE):
-                    assert await readiness.read(ours.fileno(), len) == (b"", 0)
+    async with watched_pair() as (readiness, ours, theirs):
+        if how == "reset":
+            ours.send(b"unread")  # theirs closed with this unread: a reset (ECONNRESET)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(send_once_blocked, theirs, b"", close=True))
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(ours.fileno(), len) == (b"", 0)
 
 
 async def test_a_close_that_comes_with_the_last_bytes_ends_the_next_read() -> None:
     # Edge-triggered: the bytes and the close come as one event. The read that takes the
     # bytes cannot tell that the close is behind them, so the event marks the socket: the
     # next read finds the end at once, not after the keep-alive timeout.
-    ours, theirs = socket_pair()
-    with ours:
-        async with running_readiness() as readiness:
-            assert readiness.watch(ours.fileno())
-            async with trio.open_nursery() as nursery:
-
-                async def last_words() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
-                    theirs.send(b"last request")
-                    theirs.close()
-
-                nursery.start_soon(last_words)
-                with trio.fail_after(_PATIENCE):
-                    assert await readiness.read(ours.fileno(), len) == (b"last request", 12)
+    async with watched_pair() as (readiness, ours, theirs):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(send_once_blocked, theirs, b"last request", close=True))
             with trio.fail_after(_PATIENCE):
-                assert await readiness.read(ours.fileno(), len) == (b"", 0)
+                assert await readiness.read(ours.fileno(), len) == (b"last request", 12)
+        with trio.fail_after(_PATIENCE):
+            assert await readiness.read(ours.fileno(), len) == (b"", 0)
 
 
 async def test_a_full_read_in_a_round_marks_the_socket() -> None:
-    ours, theirs = socket_pair()
-    with ours, theirs:
-        async with running_readiness() as readiness:
-            assert readiness.watch(ours.fileno())
-            async with trio.open_nursery() as nursery:
-
-                async def send_later() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
-                    theirs.sendall(b"x" * (READ_SIZE + 100))
-
-                nursery.start_soon(send_later)
-                with trio.fail_after(_PATIENCE):
-                    assert await readiness.read(ours.fileno(), len) == (b"x" * READ_SIZE, READ_SIZE)
-            with trio.fail_after(_PATIENCE):  # nothing new was sent: only the mark
-                assert await readiness.read(ours.fileno(), len) == (b"x" * 100, 100)
+    async with watched_pair() as (readiness, ours, theirs):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_once_blocked, theirs, b"x" * (READ_SIZE + 100))
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(ours.fileno(), len) == (b"x" * READ_SIZE, READ_SIZE)
+        with trio.fail_after(_PATIENCE):  # nothing new was sent: only the mark
+            assert await readiness.read(ours.fileno(), len) == (b"x" * 100, 100)
 
 
 async def test_a_read_of_a_forgotten_socket_fails_and_a_cancelled_one_leaves_nothing() -> None:
@@ -579,3 +581,79 @@ async def test_requests_that_arrive_together_are_all_read_before_any_app_runs(
     # (The second app may find the first connection idle again: its response is done.)
     assert len(idle_seen) == 2
     assert idle_seen[0] == 0
+
+
+async def test_a_round_counts_only_the_waits_it_ends_not_the_reads_it_served() -> None:
+    # A wait() woken with others is told so (a TLS connection then lets them read first); a
+    # read() the round served has read already, so it does not count.
+    pairs = [socket_pair() for _ in range(3)]
+    try:
+        async with running_readiness() as readiness:
+            fds = [ours.fileno() for ours, _ in pairs]
+            for fd in fds:
+                assert readiness.watch(fd)
+            counts: list[int] = []
+
+            async def waiter(fd: int) -> None:
+                counts.append(await readiness.wait(fd))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter, fds[0])
+                nursery.start_soon(readiness.read, fds[1], len)
+                nursery.start_soon(readiness.read, fds[2], len)
+                await trio.testing.wait_all_tasks_blocked()
+                for _, theirs in pairs:
+                    theirs.send(b"x")  # all three before the watcher's next round
+            assert counts == [1]
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+
+async def test_a_next_request_the_round_refuses_is_answered_400_and_the_connection_closes() -> None:
+    # The keep-alive wait's round parses the next head (H11Connection._arrived); a refusal
+    # raised there reaches the connection's task and is answered like any other.
+    server = Server(hello_app, Config(port=0, access_log=False, lifespan="off"))
+
+    def exchange(client: socket.socket, request: bytes) -> bytes:
+        client.sendall(request)
+        received = b""
+        while not received.endswith(b"\n"):  # each response body here ends with a newline
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+    def until_closed(client: socket.socket) -> bytes:
+        rest = b""
+        while chunk := client.recv(65536):
+            rest += chunk
+        return rest
+
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        client = await trio.to_thread.run_sync(
+            lambda: socket.create_connection(address, timeout=_PATIENCE)
+        )
+        with client:
+            first = await trio.to_thread.run_sync(
+                exchange, client, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            assert first.startswith(b"HTTP/1.1 200")
+            await trio.testing.wait_all_tasks_blocked()
+            [connection] = server.state.connections
+            snapshot = connection.snapshot()
+            assert snapshot is not None
+            assert snapshot.kind.name == "IDLE"  # in the watch
+            with trio.fail_after(_PATIENCE):
+                refused = await trio.to_thread.run_sync(
+                    exchange, client, b"GET /second HTTP/1.1\r\nHost: x\r\nBad\x01: y\r\n\r\n"
+                )
+                refused += await trio.to_thread.run_sync(until_closed, client)
+        server.begin_shutdown()
+    head, _, body = refused.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"\r\nconnection: close" in head.lower()
+    assert body  # the reason, for the client

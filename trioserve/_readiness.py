@@ -138,9 +138,10 @@ class Readiness:
         """Wait until the watched socket ``fd`` is readable (a schedule point, like trio's).
 
         Returns:
-            How many waiting tasks the round that woke this one woke (1 for a socket that was
-            marked ready already): more than one means other connections are about to read
-            too (``H11Connection`` lets them, before it answers; see its ``_read_head``).
+            How many wait()s the round that woke this one ended (1 for a socket that was
+            marked ready already; the read()s a round serves have read already): more than one
+            means other connections are about to read too (``H11Connection`` lets them, before
+            it answers; see its ``_read_head``).
 
         Raises:
             trio.ClosedResourceError: the socket was forgotten (closed) meanwhile.
@@ -166,7 +167,7 @@ class Readiness:
         waiters[fd] = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            del waiters[fd]
+            waiters.pop(fd, None)
             return trio.lowlevel.Abort.SUCCEEDED
 
         woken: int = await trio.lowlevel.wait_task_rescheduled(abort)
@@ -195,7 +196,10 @@ class Readiness:
                 if len(data) == READ_SIZE:
                     self._ready.add(fd)
                 return data, arrived(data)
-            # A mark with nothing behind it: wait for the next event as below.
+            # A mark with nothing behind it: wait for the next event as below, in trio if the
+            # watch stopped meanwhile (no round would wake us).
+            if not self.running:
+                return await _read_in_trio(fd, arrived)
         waiters = self._waiters
         if fd in waiters:
             raise trio.BusyResourceError("another task is already waiting to read this socket")
@@ -204,16 +208,15 @@ class Readiness:
         arrivals[fd] = arrived
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            del waiters[fd], arrivals[fd]
+            waiters.pop(fd, None)
+            arrivals.pop(fd, None)
             return trio.lowlevel.Abort.SUCCEEDED
 
         try:
             got: tuple[bytes, T] = await trio.lowlevel.wait_task_rescheduled(abort)
         except _Stopped:
             # The watch stopped (the server is stopping): wait in trio, read here.
-            while (data := read_now(fd)) is None:
-                await trio.lowlevel.wait_readable(fd)
-            return data, arrived(data)
+            return await _read_in_trio(fd, arrived)
         return got
 
     def forget(self, fd: int) -> None:
@@ -237,45 +240,21 @@ class Readiness:
         epoll = self._epoll = select.epoll()
         waiters = self._waiters
         arrivals = self._arrivals
-        ready = self._ready
         self.running = True
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
                 # The tasks this round wakes, each with what its read() returns (None: a
-                # wait(), which returns how many were woken).
+                # wait(), which returns how many wait()s the round woke: the tasks that still
+                # have to read, see wait()). Woken in `finally`: a task taken off `waiters`
+                # must not be stranded by an exception mid-round (KeyboardInterrupt).
                 woken: list[tuple[trio.lowlevel.Task, outcome.Outcome[object] | None]] = []
-                for fd, events in epoll.poll(0, _BATCH):
-                    task = waiters.pop(fd, None)
-                    if task is None:
-                        ready.add(fd)
-                        continue
-                    arrived = arrivals.pop(fd, None)
-                    if arrived is None:
-                        woken.append((task, None))
-                        continue
-                    if events & _CLOSED:
-                        # Only for a read() (the keep-alive wait): a wait() during a request
-                        # (its body, a disconnect watch) is left as before, so that a client
-                        # that half-closes after its request still gets its response.
-                        ready.add(fd)
-                    result: outcome.Outcome[object]
-                    try:
-                        data = read_now(fd)
-                        if data is None:
-                            # Woken with nothing to read (harmless): wait for the next event.
-                            waiters[fd] = task
-                            arrivals[fd] = arrived
-                            continue
-                        if len(data) == READ_SIZE:
-                            ready.add(fd)  # more may wait: see mark()
-                        result = outcome.Value((data, arrived(data)))
-                    except Exception as exc:
-                        result = outcome.Error(exc)
-                    woken.append((task, result))
-                count = len(woken)
-                for task, got in woken:
-                    trio.lowlevel.reschedule(task, outcome.Value(count) if got is None else got)
+                count = 0
+                try:
+                    count = self._round(epoll.poll(0, _BATCH), woken)
+                finally:
+                    for task, got in woken:
+                        trio.lowlevel.reschedule(task, outcome.Value(count) if got is None else got)
         finally:
             self.running = False
             self._epoll = None
@@ -289,12 +268,62 @@ class Readiness:
                     trio.lowlevel.reschedule(task, outcome.Error(_Stopped()))
             waiters.clear()
             arrivals.clear()
-            ready.clear()
+            self._ready.clear()
             epoll.close()
+
+    def _round(
+        self,
+        events: list[tuple[int, int]],
+        woken: list[tuple[trio.lowlevel.Task, outcome.Outcome[object] | None]],
+    ) -> int:
+        """One round of :meth:`run`: take the waiters of the ready sockets into ``woken``, with
+        what each read() returns (read and handed to its function here); mark the sockets
+        nobody waits for. Returns how many wait()s it took."""
+        waiters = self._waiters
+        arrivals = self._arrivals
+        ready = self._ready
+        waits = 0
+        for fd, events_of_fd in events:
+            task = waiters.pop(fd, None)
+            if task is None:
+                ready.add(fd)
+                continue
+            arrived = arrivals.pop(fd, None)
+            if arrived is None:
+                waits += 1
+                woken.append((task, None))
+                continue
+            if events_of_fd & _CLOSED:
+                # Only for a read() (the keep-alive wait): a wait() during a request (its body,
+                # a disconnect watch) is left as before, so that a client that half-closes
+                # after its request still gets its response.
+                ready.add(fd)
+            result: outcome.Outcome[object]
+            try:
+                data = read_now(fd)
+                if data is None:
+                    # Woken with nothing to read (harmless): wait for the next event.
+                    waiters[fd] = task
+                    arrivals[fd] = arrived
+                    continue
+                if len(data) == READ_SIZE:
+                    ready.add(fd)  # more may wait: see mark()
+                result = outcome.Value((data, arrived(data)))
+            except Exception as exc:
+                result = outcome.Error(exc)
+            woken.append((task, result))
+        return waits
 
 
 class _Stopped(Exception):
     """The watch stopped while a :meth:`Readiness.read` waited (never escapes ``read``)."""
+
+
+async def _read_in_trio(fd: int, arrived: Callable[[bytes], T]) -> tuple[bytes, T]:
+    """:meth:`Readiness.read` once the watch has stopped: wait in trio, read in this task."""
+    while (data := read_now(fd)) is None:
+        await trio.lowlevel.wait_readable(fd)
+    return data, arrived(data)
 
 
 def read_now(fd: int, max_bytes: int = READ_SIZE) -> bytes | None:

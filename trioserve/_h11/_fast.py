@@ -94,6 +94,9 @@ _RUNS: Final = f"{vchar_or_obs_text}+(?:[ \\t]+{vchar_or_obs_text}+)*"
 _H11_FIELD_AS_DESCRIBED: Final = (
     f"(?P<field_name>{field_name}):{OWS}(?P<field_value>({_RUNS})?){OWS}" == header_field
     and OWS == r"[ \t]*"
+    # Anything but NUL and whitespace: then every visible and obs-text byte is one of h11's
+    # (ours accepts no value h11 refuses; the control characters h11 takes are ours to refuse).
+    and vchar_or_obs_text == r"[^\x00\s]"
 )
 _STRICT_FIELD: Final = (
     field_name.encode("ascii") + rb":[\t\x20-\x7e\x80-\xff]*"
