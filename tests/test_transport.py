@@ -53,7 +53,7 @@ async def test_pieces_larger_than_the_socket_buffers_arrive_whole_and_in_order()
     await client.aclose()
 
 
-async def test_write_now_writes_what_the_socket_takes_and_returns_the_rest() -> None:
+async def test_write_now_writes_what_the_socket_takes_and_send_rest_the_rest() -> None:
     server, client = await tcp_pair()
     transport = Transport(server, write_timeout=30)
     assert transport.write_now(b"small") == b""  # the common case: all of it at once
@@ -70,7 +70,7 @@ async def test_write_now_writes_what_the_socket_takes_and_returns_the_rest() -> 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_all)
-            await transport.send(rest)
+            await transport.send_rest(rest)  # waits for room, then writes the rest
     assert bytes(received) == b"small" + big
     await transport.close()
     await client.aclose()
@@ -78,7 +78,7 @@ async def test_write_now_writes_what_the_socket_takes_and_returns_the_rest() -> 
     rest = transport.write_now(b"after the close")
     assert rest == b"after the close"
     with pytest.raises(ClientDisconnected):
-        await transport.send(rest)
+        await transport.send_rest(rest)
 
 
 async def test_a_small_total_is_joined_and_sent_like_send() -> None:

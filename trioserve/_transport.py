@@ -199,14 +199,19 @@ class Transport:
         Raises:
             ClientDisconnected: the client is gone, or it read nothing for ``write_timeout``.
         """
-        tls_queued = False
         if self.fd >= 0:
             data = self.write_now(data)  # what the socket does not take now waits below
             if not data:
                 return
-        elif self.gone:
+        await self.send_rest(data)
+
+    async def send_rest(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data``, what :meth:`write_now` left (or, elsewhere than on plain TCP,
+        all of it): as :meth:`send`, without first trying the socket again at once."""
+        tls_queued = False
+        if self.gone:
             raise ClientDisconnected("the client disconnected")
-        elif self._tls is not None and len(data) <= _WRITE_PIECE:
+        if self._tls is not None and len(data) <= _WRITE_PIECE:
             # TLS fast path: encrypted and written at once when the socket has room.
             try:
                 if self._tls.send_nowait(data):
@@ -253,7 +258,7 @@ class Transport:
         nothing is written); what is left, for :meth:`send` (empty: all went out).
 
         The socket's send buffer almost always has room for a whole response: an exchange
-        calls this first and awaits :meth:`send` only for a rest.
+        calls this first and awaits :meth:`send_rest` only for a rest.
 
         Raises:
             ClientDisconnected: the client is gone.

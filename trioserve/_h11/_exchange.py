@@ -123,7 +123,7 @@ class H11Exchange:
         transport = self._transport
         rest = transport.write_now(out)  # no coroutine for the common whole write
         if rest:
-            await transport.send(rest)
+            await transport.send_rest(rest)
         return sent
 
     async def send_body(self, body: bytes, *, end: bool) -> int:
