@@ -141,7 +141,7 @@ class Readiness:
             How many wait()s the round that woke this one ended (1 for a socket that was
             marked ready already; the read()s a round serves have read already): more than one
             means other connections are about to read too (``H11Connection`` lets them, before
-            it answers; see its ``_read_head``).
+            it answers; see ``_h11._keepalive``).
 
         Raises:
             trio.ClosedResourceError: the socket was forgotten (closed) meanwhile.

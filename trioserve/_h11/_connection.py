@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Each accepted HTTP/1.1 connection runs :meth:`H11Connection.run` in its own task. The task reads
-a request head (bounded by ``header_timeout``; between requests by ``keep_alive_timeout``), then
+a request head (bounded by ``header_timeout``; between requests by ``keep_alive_timeout``: the
+wait is :class:`~._keepalive.HeadReading`'s, a base of the connection), then
 runs a :class:`RequestCycle` for it *in the same task*: there is no per-request task, so a
 keep-alive request costs no spawn. The connection is the cycle's :class:`Exchange`: it reads the
 body when the app asks (sending ``100 Continue`` lazily), frames the response through the
@@ -28,7 +29,6 @@ cancelled by the server.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,10 +43,6 @@ from .._http._builtin import answer_health, answer_redirect
 from .._http._cycle import RequestCycle, ResponseState
 from .._http._date import http_date
 from .._http._events import (
-    CLIENT_CLOSED,
-    HTTP2_PREFACE,
-    NEED_DATA,
-    Event,
     RequestHead,
 )
 from .._http._scope import build_scope, connection_info, format_address, websocket_scope
@@ -55,6 +51,7 @@ from .._transport import Transport
 from .._websocket import WebSocketHandshakeError, WebSocketSession
 from ._exchange import H11Exchange
 from ._fast import protocol_class
+from ._keepalive import HeadReading
 from ._protocol import ServerProtocol
 
 __all__ = ["H11Connection"]
@@ -63,7 +60,7 @@ error_log = logging.getLogger("trioserve.error")
 access_log = logging.getLogger("trioserve.access")
 
 
-class H11Connection:
+class H11Connection(HeadReading):
     """Serves the HTTP/1.1 requests of one client connection.
 
     Args:
@@ -83,18 +80,12 @@ class H11Connection:
         "_evicted",
         "_exchange",
         "_h2",
-        "_head_bytes",
-        "_idle",
         "_info",
         "_on_close",
         "_proto",
-        "_reading_head",
         "_redirect",
         "_served",
-        "_since",
         "_state",
-        "_stopped",
-        "_timer",
         "_transport",
         "_websocket",
     )
@@ -272,11 +263,6 @@ class H11Connection:
             return Snapshot(Kind.WEBSOCKET, self._accepted_at)
         return Snapshot(Kind.BUSY, self._since)
 
-    def idle_expired(self) -> None:
-        """The server's IdleTimer: the keep-alive timeout passed while idle; close quietly."""
-        if self._idle:
-            self._stop()
-
     def evict(self, reason: Reason) -> None:
         """Eviction: close now (idle), or answer 408 and close (a head that came too slowly)."""
         if self._h2 is not None:
@@ -285,147 +271,9 @@ class H11Connection:
         self._evicted = True
         self._stop()
 
-    def _stop(self) -> None:
-        """Cancel the connection's own waits (see ``_timer``) for good."""
-        self._stopped = True
-        self._timer.cancel()
-
     def describe(self) -> str:
         """The client's address."""
         return self._peer()
-
-    def _arrived(self, data: bytes) -> Event | None:
-        """The next request's first bytes, read by the server's Readiness round while this
-        connection waited (see ``_read_head``): no longer idle; parse them (``None``: the
-        client closed).
-
-        Raises:
-            RequestRefused: as ``next_event`` (the connection's task answers it).
-        """
-        self._idle = False  # busy from here on: not for the idle sweep or eviction as idle
-        if not data:
-            self._transport.gone = True
-            return None
-        proto = self._proto
-        proto.receive_data(data)
-        return proto.next_event()
-
-    async def _read_head(self, first: bool) -> RequestHead | None:
-        proto = self._proto
-        config = self._config
-        event = proto.next_event()
-        if event is NEED_DATA:
-            timer = self._timer
-            transport = self._transport
-            self._head_bytes = 0
-            # The keep-alive wait is timed by the server's IdleTimer (cheaper than moving the
-            # timer's deadline twice per request); the others, and a connection served without
-            # a server's timer running (tests), by the timer's deadline.
-            swept = False
-            idle_timer = self._state.idle_timer
-            if first:
-                self._since = self._accepted_at
-                timer.deadline = self._accepted_at + config.header_timeout
-            elif proto.has_buffered_data:
-                # The start of a pipelined head is already here.
-                self._since = trio.current_time()
-                timer.deadline = self._since + config.header_timeout
-            else:
-                self._since = trio.current_time()
-                swept = idle_timer.arm(self, self._since, timer)
-            if not proto.has_buffered_data:
-                # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
-                # when the deadline passes the timer's cancellation ends the connection quietly.
-                # A soft drain waits for the next request (answered with Connection: close).
-                if self._state.draining and not self._state.soft_drain:
-                    return None
-                self._idle = True
-                fd = transport.fd
-                # What arrived, parsed already when the Readiness round read it (plain TCP).
-                parsed: Event | None = None
-                crowd = 1
-                if fd < 0:
-                    if not first and not transport.watched and self._state.readiness.running:
-                        transport.watch()  # TLS: its reads wait in the server's Readiness too
-                    data = await transport.receive()
-                    crowd = transport.woken
-                else:
-                    # Inlined receive(): an idle connection's stack is what idle memory is
-                    # made of. A keep-alive wait is the server's Readiness's once it runs (no
-                    # epoll_ctl per wait), and the round that finds the request reads and
-                    # parses it (_arrived), before any app of the round runs: see _readiness.
-                    readiness = self._state.readiness
-                    watched = (
-                        not first and readiness.running and (transport.watched or transport.watch())
-                    )
-                    while True:
-                        try:
-                            if watched and readiness.running:
-                                data, parsed = await readiness.read(fd, self._arrived)
-                                break
-                            await trio.lowlevel.wait_readable(fd)
-                        except trio.ClosedResourceError:
-                            # Closed by another task meanwhile (as in Transport.receive).
-                            transport.gone = True
-                            data = b""
-                            break
-                        got = transport.read_nowait()
-                        if got is not None:
-                            data = got
-                            break
-                self._idle = False
-                if swept:
-                    idle_timer.done(self)
-                if not data:
-                    return None
-                if parsed is not None:
-                    event = parsed
-                else:
-                    proto.receive_data(data)
-                    event = proto.next_event()
-                if event is NEED_DATA and not first:
-                    # Only a head that did not arrive whole needs its own deadline.
-                    self._since = trio.current_time()
-                    timer.deadline = self._since + config.header_timeout
-                    swept = False
-                self._head_bytes = len(data)
-                if crowd > 1:
-                    # TLS, woken together with other connections: let them read and parse their
-                    # requests before this one's app runs, so that the responses of one round
-                    # go out back to back (as uvicorn's do: its parser runs in the read
-                    # callback, the app in a task of the loop's next round; on plain TCP the
-                    # Readiness round parses, see _arrived). A client (or proxy) that reads
-                    # many connections is then woken once for a burst of responses rather than
-                    # once per response: see docs/architecture.md for the figures. A connection
-                    # woken alone is not delayed. Shielded: a cancellation here would lose the
-                    # request just read (the next schedule point sees it).
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-            # Part of a head has arrived: the rest must follow before the deadline (else 408).
-            self._reading_head = True
-            while event is NEED_DATA:
-                data = await transport.receive()
-                self._head_bytes += len(data)
-                proto.receive_data(data)
-                event = proto.next_event()
-            self._reading_head = False
-            if not swept:
-                timer.deadline = math.inf
-            # (The flag, not ``timer.cancel_called``, which reads the clock on every call: only
-            # a deadline of the timer's own can pass unnoticed by the flag.)
-            if self._stopped or (not swept and timer.cancel_called):
-                # The keep-alive deadline or a shutdown fired just as the request arrived: it
-                # cannot be served under a cancelled scope, so close as if it came a moment
-                # late (a client retries a request that got no response on a reused connection).
-                return None
-        elif not first:
-            # The next request was already buffered (pipelining): let other connections have a
-            # turn first.
-            await trio.lowlevel.checkpoint()
-        if type(event) is RequestHead:
-            return event
-        if event is CLIENT_CLOSED or event is HTTP2_PREFACE:
-            return None
-        raise RequestRefused(400, "Unexpected bytes before the request head.")  # pragma: no cover
 
     async def _serve_http2(self) -> None:
         """Hand the connection over to HTTP/2 (it opened with the preface: prior knowledge)."""
