@@ -1,4 +1,4 @@
-"""Build hook: with ``TRIOSERVE_COMPILE=1``, a wheel carries the HTTP/1.1 protocol compiled.
+"""Build hook: with ``TRIOSERVE_COMPILE=1``, a wheel carries the HTTP/1.1 request path compiled.
 
 ``TRIOSERVE_COMPILE=1 pip install .`` (or ``pip wheel``) compiles the modules listed in
 ``scripts/compile.py`` with mypyc and puts the extension modules in the wheel beside their

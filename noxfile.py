@@ -23,7 +23,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def compiled(session: nox.Session) -> None:
-    """Run the test suite with the HTTP/1.1 protocol compiled by mypyc (scripts/compile.py)."""
+    """Run the test suite with the HTTP/1.1 request path compiled by mypyc (scripts/compile.py)."""
     session.install("-e", ".[dev]")
     session.run("python", "scripts/compile.py")
     try:

@@ -244,7 +244,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "idle-memory",
         "idle",
         "/",
-        ("trioserve", "hypercorn-trio", "uvicorn-h11"),
+        ("trioserve", "trioserve-compiled", "hypercorn-trio", "uvicorn-h11"),
         description=f"RSS growth for {IDLE_CONNECTIONS} idle keep-alive connections (hello app)",
     ),
     Scenario(
@@ -529,7 +529,7 @@ def server_command(
         # "trioserve" is the default parser choice (auto: the fast path in Python, with or
         # without the speedups extra); "trioserve-h11" h11 alone; "trioserve-httptools" the fast
         # path with httptools splitting the fields; "trioserve-compiled" the default with the
-        # HTTP/1.1 protocol compiled by mypyc (scripts/compile.py, built once per run).
+        # HTTP/1.1 request path compiled by mypyc (scripts/compile.py, built once per run).
         cmd = [PYTHON, "-m", "trioserve"]
         if server == "trioserve-h11":
             cmd += ["--http-parser", "h11"]
@@ -1753,7 +1753,7 @@ def check_tools(servers: list[str]) -> tuple[list[str], list[str]]:
 
 
 def build_compiled(workdir: Path) -> Path | None:
-    """A copy of trioserve with its HTTP/1.1 protocol compiled by mypyc, for the
+    """A copy of trioserve with its HTTP/1.1 request path compiled by mypyc, for the
     trioserve-compiled rows (``scripts/compile.py``); None if it cannot be built."""
     spec = importlib.util.spec_from_file_location(
         "_compile", Path(__file__).with_name("compile.py")
@@ -1858,7 +1858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             compiled = build_compiled(workdir)
             if compiled is None:
                 servers.remove("trioserve-compiled")
-                print("note: trioserve-compiled left out: mypyc could not compile the protocol")
+                print("note: trioserve-compiled left out: mypyc could not compile the request path")
             else:
                 os.environ["BENCH_COMPILED"] = str(compiled)
         for scenario in scenarios:

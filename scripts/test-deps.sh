@@ -10,7 +10,7 @@ command -v curl >/dev/null 2>&1 || missing="$missing curl"
 { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing="$missing nginx"
 command -v nghttp >/dev/null 2>&1 || missing="$missing nghttp2-client"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
-# A C compiler and Python's headers: CI also runs the suite with the HTTP/1.1 protocol compiled
+# A C compiler and Python's headers: CI also runs the suite with the HTTP/1.1 request path compiled
 # by mypyc (scripts/compile.py).
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
 "${PYTHON:-python3}" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null || missing="$missing python3-dev"

@@ -114,7 +114,7 @@ def _build_parser() -> Parser:
         argument_default=argparse.SUPPRESS,
     )
     # The only hand-written arguments: none of them is a setting a file could hold.
-    build = " (HTTP/1.1 protocol compiled with mypyc)" if COMPILED else ""
+    build = " (HTTP/1.1 request path compiled with mypyc)" if COMPILED else ""
     parser.add_argument("--version", action="version", version=f"trioserve {__version__}{build}")
     parser.add_argument(
         "--config",

@@ -74,6 +74,10 @@ class H11Connection(HeadReading):
         redirect_https_port: Answer every request with a redirect to HTTPS on this port.
     """
 
+    # Dropped when the connection turns HTTP/2 (_serve_http2); mypyc compiles `del` of these
+    # only.
+    __deletable__ = ("_exchange", "_proto")
+
     __slots__ = (
         "_accepted_at",
         "_config",
@@ -199,9 +203,9 @@ class H11Connection(HeadReading):
             # listener's nursery.
             keep_open = False
             cancelled = group.subgroup(trio.Cancelled)
-            rest = group.subgroup(
-                lambda exc: not isinstance(exc, trio.Cancelled | ClientDisconnected)
-            )
+            # (split() with types, not subgroup() with a lambda: compiled, a lambda is no
+            # function to ExceptionGroup.)
+            _, rest = group.split((trio.Cancelled, ClientDisconnected))
             if rest is not None:
                 error_log.error(
                     "Unexpected error on the connection from %s", self._peer(), exc_info=rest

@@ -108,11 +108,6 @@ class H11Exchange:
         proto = self._proto
         if self._state.draining:
             proto.close_after_response()
-        if type(body) is not bytes:
-            # A bytearray or memoryview from the app: the protocol takes bytes (it may be
-            # compiled, and a compiled function checks its arguments' types). Only a buffer:
-            # bytes(3) would be three NULs, where anything else is the app's error.
-            body = bytes(memoryview(body))
         if end:
             # The whole body in one message: say how long it is rather than chunk it.
             out, sent = proto.send_whole_response(status, headers, body)
@@ -128,8 +123,6 @@ class H11Exchange:
 
     async def send_body(self, body: bytes, *, end: bool) -> int:
         proto = self._proto
-        if type(body) is not bytes:
-            body = bytes(memoryview(body))  # as in send_response
         out = proto.send_data(body)
         if end:
             out += proto.send_end()

@@ -67,7 +67,7 @@ __all__ = [
 
 #: Whether the httptools parser can be used (``pip install 'trioserve[speedups]'``).
 HTTPTOOLS_AVAILABLE: Final = httptools is not None
-#: Whether this module (and with it the HTTP/1.1 protocol) runs compiled by mypyc
+#: Whether this module (and with it the HTTP/1.1 request path) runs compiled by mypyc
 #: (``scripts/compile.py``, or a wheel built with ``TRIOSERVE_COMPILE=1``).
 COMPILED: Final = not __file__.endswith((".py", ".pyc"))
 

@@ -386,6 +386,11 @@ class RequestCycle:
             if state is not ResponseState.STARTED and state is not ResponseState.STREAMING:
                 raise RuntimeError(_out_of_order(message_type, state))
             body = message.get("body", b"")
+            if type(body) is not bytes:
+                # A bytearray or memoryview from the app: the exchanges take bytes (compiled
+                # code checks its arguments' types). Only a buffer: bytes(3) would be three
+                # NULs, where anything else is the app's error.
+                body = bytes(memoryview(body))
             end = not message.get("more_body", False)
             # With trailers to come, the body's end goes out with them.
             wire_end = end and not self._trailers
