@@ -44,6 +44,7 @@ MODULES: tuple[str, ...] = (
     "trioserve/_http/_cycle.py",
     "trioserve/_readiness.py",
     "trioserve/_transport.py",
+    "trioserve/_tls_stream.py",
 )
 
 # What a build leaves: an extension per module, and mypyc's shared runtime (a top-level module

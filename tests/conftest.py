@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +13,6 @@ import trio
 import trio.testing
 
 from trioserve import Config
-from trioserve._h11 import _connection
 from trioserve._h11._connection import H11Connection
 from trioserve._h11._fast import FastProtocol, PythonProtocol
 from trioserve._h11._protocol import ServerProtocol
@@ -27,11 +27,18 @@ pytest_plugins = ["pytester"]
 def http_parser(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> type[ServerProtocol]:
-    """Each HTTP/1.1 parser in turn (the protocol class); connections use it too."""
+    """Each HTTP/1.1 parser in turn (the protocol class); connections use it too: every
+    server state made in the test has its config's ``http_parser`` set to it (patching the
+    connection module's globals would not reach a compiled build)."""
     cls = {"h11": ServerProtocol, "httptools": FastProtocol, "python": PythonProtocol}[
         request.param
     ]
-    monkeypatch.setattr(_connection, "protocol_class", lambda _parser: cls)
+    real_init = ServerState.__init__
+
+    def init(self: ServerState, app: Any, config: Config) -> None:
+        real_init(self, app, dataclasses.replace(config, http_parser=request.param))
+
+    monkeypatch.setattr(ServerState, "__init__", init)
     return cls
 
 

@@ -21,6 +21,7 @@ import trio.testing
 
 from trioserve import ClientDisconnected, Config
 from trioserve._h11._connection import H11Connection
+from trioserve._h11._protocol import ServerProtocol
 from trioserve._http._state import ServerState
 
 from .conftest import connection, header, hello_app
@@ -527,6 +528,17 @@ async def test_idle_keep_alive_connection_closes_after_keep_alive_timeout(
         start = trio.current_time()
         assert await client.read_until_eof() == b""
         assert 5 <= trio.current_time() - start < 6
+
+
+async def test_connections_parse_with_the_parser_under_test(
+    http_parser: type[ServerProtocol],
+) -> None:
+    # The parametrisation of this module is real in either build (a compiled connection module
+    # cannot be patched): each connection parses with the parser under test.
+    _, server_stream = trio.testing.memory_stream_pair()
+    state = ServerState(hello_app, Config(access_log=False))
+    conn = H11Connection(server_stream, state, client=("127.0.0.1", 5000), server=None)
+    assert type(conn._proto) is http_parser
 
 
 async def test_keep_alive_timeout_holds_without_the_servers_idle_timer(

@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from trioserve import Config, Server, StaticFiles, TLSConfig
-from trioserve._readiness import Readiness
+from trioserve._h2._connection import H2Connection
 
 # The HTTP/2 client connection preface (RFC 9113 section 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -278,29 +278,32 @@ async def test_httpx_negotiates_h2_by_alpn_and_the_app_sees_http_version_2(
 
 
 async def test_an_h2_connection_over_tls_reads_through_the_servers_keep_alive_epoll(
-    site: Site, monkeypatch: pytest.MonkeyPatch
+    site: Site,
 ) -> None:
     # Found in review: an ALPN-h2 connection's transport was made without the server's
     # Readiness, so its reads stayed with trio's one-shot wait (an epoll_ctl per read).
-    watched: list[int] = []
-    real_watch = Readiness.watch
-
-    def spy(self: Readiness, fd: int) -> bool:
-        ok = real_watch(self, fd)
-        if ok:
-            watched.append(fd)
-        return ok
-
-    monkeypatch.setattr(Readiness, "watch", spy)
-    async with (
-        running(site) as port,
-        httpx.AsyncClient(http2=True, verify=client_context(site)) as client,
-    ):
-        for _ in range(3):
-            response = await client.post(f"https://localhost:{port}/echo", content=b"x")
-            assert response.http_version == "HTTP/2"
-            assert response.json()["body"] == 1
-    assert len(watched) == 1  # one connection, watched from its first frame on
+    server = Server(
+        site_app(site.root),
+        Config(
+            host="127.0.0.1",
+            port=0,
+            access_log=False,
+            tls=TLSConfig(certfile=str(site.certfile), keyfile=str(site.certfile)),
+        ),
+    )
+    async with trio.open_nursery() as nursery:
+        [(_, port)] = await nursery.start(server.serve)
+        async with httpx.AsyncClient(http2=True, verify=client_context(site)) as client:
+            for _ in range(3):
+                response = await client.post(f"https://localhost:{port}/echo", content=b"x")
+                assert response.http_version == "HTTP/2"
+                assert response.json()["body"] == 1
+            # One connection, its socket in the server's epoll (from its first frame on).
+            [connection] = server.state.connections
+            assert isinstance(connection, H2Connection)
+            assert connection._transport.watched
+            assert server.state.readiness.running
+        nursery.cancel_scope.cancel()
 
 
 async def test_httpx_prior_knowledge_h2c_on_a_cleartext_port(
