@@ -22,12 +22,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: The modules compiled: fully annotated code with no monkeypatching in production, nothing
-#: that subclasses a builtin exception (mypyc cannot compile that) and no class an interpreted
-#: module subclasses. First the HTTP/1.1 protocol (the fast path, the server's rules, the
-#: response framing), then the rest of a plain HTTP/1.1 request's path: the connection's loop
-#: and keep-alive wait, the server's epoll watch, the transport, the exchange and the ASGI
-#: request cycle with its scope (the last two serve HTTP/2 too).
+#: The modules compiled: fully annotated code with no monkeypatching in production, no
+#: subclass of a builtin exception mypyc cannot compile one of (``RuntimeError``, ``OSError``;
+#: ``Exception`` is fine) and no class an interpreted module subclasses. First the HTTP/1.1
+#: protocol (the fast path, the server's rules, the response framing), then the rest of a
+#: plain HTTP/1.1 request's path: the connection's loop and keep-alive wait, the server's
+#: epoll watch, the transport and TLS stream, the exchange and the ASGI request cycle with its
+#: scope (the last two serve HTTP/2 too).
 MODULES: tuple[str, ...] = (
     "trioserve/_h11/_writers.py",
     "trioserve/_h11/_strict.py",

@@ -86,6 +86,26 @@ async def test_custom_format_on_the_wire(caplog: pytest.LogCaptureFixture) -> No
     assert lines == ["GET /fmt?q=1 200 9 t-1"]
 
 
+async def test_a_client_rewritten_as_a_list_is_logged_and_the_connection_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # ASGI lets middleware rewrite the scope: a [host, port] list is as good as a tuple (the
+    # compiled build once refused it in the access log and dropped the connection).
+    caplog.set_level(logging.INFO, logger="trioserve.access")
+
+    async def proxied(scope: Any, receive: Any, send: Any) -> None:
+        scope["client"] = ["2001:db8::1", 443]
+        await hello_app(scope, receive, send)
+
+    async with connection(proxied, Config(access_log_format="{client} {status}")) as (client, _):
+        for _ in range(2):
+            await client.request("GET", "/")
+            response, _ = await client.response()
+            assert response.status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioserve.access"]
+    assert lines == ["[2001:db8::1]:443 200"] * 2
+
+
 async def test_json_on_the_wire(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trioserve.access")
     async with connection(hello_app, Config(access_log_json=True)) as (client, _):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from typing import Any
 
@@ -20,6 +21,7 @@ import trio
 import trio.testing
 
 from trioserve import ClientDisconnected, Config
+from trioserve._h2._connection import H2Connection
 from trioserve._h11._connection import H11Connection
 from trioserve._h11._protocol import ServerProtocol
 from trioserve._http._state import ServerState
@@ -674,12 +676,46 @@ async def test_one_client_speaking_garbage_is_isolated(caplog: pytest.LogCapture
         assert (await bad.read_until_eof()).startswith(b"HTTP/1.1 400 ")
 
 
-def pathsend_app(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
+def pathsend_app(
+    path: str | os.PathLike[str], headers: list[tuple[bytes, bytes]] | None = None
+) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers or []})
         await send({"type": "http.response.pathsend", "path": path})
 
     return app
+
+
+async def test_a_pathsend_path_may_be_a_path_object_and_nothing_else(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "f.txt").write_bytes(b"file body")
+    async with connection(pathsend_app(tmp_path / "f.txt")) as (client, _):
+        await client.request()
+        response, body = await client.response()
+    assert response.status_code == 200
+    assert body == b"file body"
+    async with connection(pathsend_app(b"/etc/passwd")) as (client, _):  # type: ignore[arg-type]
+        await client.request()
+        response, _ = await client.response()
+    assert response.status_code == 500
+    assert "'http.response.pathsend' needs a str path, not b'/etc/passwd'" in caplog.text
+
+
+@pytest.mark.parametrize("status", ["200", 200.0, None])
+async def test_a_status_that_is_not_an_int_is_the_apps_error(
+    status: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"never"})
+
+    async with connection(app) as (client, _):
+        await client.request()
+        response, body = await client.response()
+    assert response.status_code == 500
+    assert body == b"500 Internal Server Error\n"
+    assert f"ResponseError: invalid status for a final response: {status!r}" in caplog.text
 
 
 @pytest.mark.parametrize("size", [0, 10, 64 * 1024, 64 * 1024 + 1, 300_000])
@@ -976,3 +1012,32 @@ async def test_http_1_2_request_is_answered_as_http_1_1_and_kept_alive() -> None
     assert first.http_version == b"1.1"
     assert first.status_code == 200
     assert (body_one, body_two) == (b"GET /one\n", b"GET /two\n")
+
+
+async def test_a_group_of_disconnects_from_http2_is_no_unexpected_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An h2c connection's nursery can end with a group of its clients' disconnects only: the
+    # ordinary end of a connection, not logged as an error (subgroup() with a predicate once
+    # matched the whole group and logged every such end).
+    async def disconnected(self: H2Connection) -> None:
+        raise BaseExceptionGroup("streams", [ClientDisconnected("gone"), ClientDisconnected("too")])
+
+    monkeypatch.setattr(H2Connection, "serve", disconnected)
+    async with connection(hello_app, Config(access_log=False, http2=True)) as (client, _):
+        await client.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        with trio.fail_after(5):
+            assert await client.stream.receive_some(100) == b""  # closed, nothing written
+    assert "Unexpected error" not in caplog.text
+
+    async def failed(self: H2Connection) -> None:
+        raise BaseExceptionGroup("streams", [ClientDisconnected("gone"), ValueError("a bug")])
+
+    monkeypatch.setattr(H2Connection, "serve", failed)
+    async with connection(hello_app, Config(access_log=False, http2=True)) as (client, _):
+        await client.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        with trio.fail_after(5):
+            assert await client.stream.receive_some(100) == b""
+    assert "Unexpected error on the connection from 127.0.0.1:5000" in caplog.text
+    assert "ValueError: a bug" in caplog.text
+    assert "ClientDisconnected: gone" not in caplog.text  # only the unexpected part is logged

@@ -657,3 +657,40 @@ async def test_a_next_request_the_round_refuses_is_answered_400_and_the_connecti
     assert head.startswith(b"HTTP/1.1 400 ")
     assert b"\r\nconnection: close" in head.lower()
     assert body  # the reason, for the client
+
+
+async def test_a_reader_whose_round_is_interrupted_goes_on_in_trio() -> None:
+    # A KeyboardInterrupt raised while a round serves a read (here: by what the read hands the
+    # bytes to) stops the watch; the reader is not stranded, it reads on in trio.
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        readiness = Readiness()
+        calls: list[bytes] = []
+
+        def arrived(data: bytes) -> int:
+            calls.append(data)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+            return len(data)
+
+        got: list[tuple[bytes, int]] = []
+
+        async def reader() -> None:
+            got.append(await readiness.read(ours.fileno(), arrived))
+
+        with trio.fail_after(_PATIENCE):
+            async with trio.open_nursery() as outer:
+                with pytest.RaisesGroup(KeyboardInterrupt):
+                    async with trio.open_nursery() as watch:
+                        watch.start_soon(readiness.run)
+                        await trio.testing.wait_all_tasks_blocked()
+                        assert readiness.watch(ours.fileno())
+                        outer.start_soon(reader)
+                        await trio.testing.wait_all_tasks_blocked()
+                        theirs.send(b"first")
+                assert not readiness.running
+                await trio.testing.wait_all_tasks_blocked()
+                assert got == []  # what the interrupted round read is lost
+                theirs.send(b"second")
+        assert calls == [b"first", b"second"]
+        assert got == [(b"second", 6)]

@@ -164,10 +164,11 @@ class Readiness:
         if fd in waiters:
             # As trio's own wait: one waiter per socket (a second would strand the first).
             raise trio.BusyResourceError("another task is already waiting to read this socket")
-        waiters[fd] = trio.lowlevel.current_task()
+        task = waiters[fd] = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            waiters.pop(fd, None)
+            if waiters.get(fd) is task:  # (not a later waiter's entry for the same socket)
+                del waiters[fd]
             return trio.lowlevel.Abort.SUCCEEDED
 
         woken: int = await trio.lowlevel.wait_task_rescheduled(abort)
@@ -204,12 +205,12 @@ class Readiness:
         if fd in waiters:
             raise trio.BusyResourceError("another task is already waiting to read this socket")
         arrivals = self._arrivals
-        waiters[fd] = trio.lowlevel.current_task()
+        task = waiters[fd] = trio.lowlevel.current_task()
         arrivals[fd] = arrived
 
         def abort(_: object) -> trio.lowlevel.Abort:
-            waiters.pop(fd, None)
-            arrivals.pop(fd, None)
+            if waiters.get(fd) is task:  # (not a later waiter's entry for the same socket)
+                del waiters[fd], arrivals[fd]
             return trio.lowlevel.Abort.SUCCEEDED
 
         try:
@@ -311,6 +312,12 @@ class Readiness:
                 result = outcome.Value((data, arrived(data)))
             except Exception as exc:
                 result = outcome.Error(exc)
+            except BaseException:
+                # (KeyboardInterrupt mid-read.) Back among the waiters: run()'s stop sends it
+                # on to trio's wait, which reads again (what this read took is lost).
+                waiters[fd] = task
+                arrivals[fd] = arrived
+                raise
             woken.append((task, result))
         return waits
 

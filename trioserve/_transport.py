@@ -207,7 +207,8 @@ class Transport:
 
     async def send_rest(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data``, what :meth:`write_now` left (or, elsewhere than on plain TCP,
-        all of it): as :meth:`send`, without first trying the socket again at once."""
+        all of it): as :meth:`send`, without a second ``write_now`` first (trio's write still
+        tries the socket once before it waits for room)."""
         tls_queued = False
         if self.gone:
             raise ClientDisconnected("the client disconnected")
@@ -255,7 +256,7 @@ class Transport:
 
     def write_now(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """Write what the socket takes of ``data`` now, without waiting (plain TCP; elsewhere
-        nothing is written); what is left, for :meth:`send` (empty: all went out).
+        nothing is written); what is left, for :meth:`send_rest` (empty: all went out).
 
         The socket's send buffer almost always has room for a whole response: an exchange
         calls this first and awaits :meth:`send_rest` only for a rest.

@@ -195,16 +195,15 @@ class H11Connection(HeadReading):
                     )
         except ClientDisconnected:
             keep_open = False
-        except Exception:
-            error_log.exception("Unexpected error on the connection from %s", self._peer())
         except BaseExceptionGroup as group:
-            # Cancellations mixed with disconnects (from HTTP/2's nursery): the cancellations
-            # go on to their scopes, the disconnects end here; nothing else may reach the
-            # listener's nursery.
+            # From HTTP/2's nursery: disconnects (the ordinary end of a connection), maybe
+            # mixed with cancellations. The cancellations go on to their scopes, the
+            # disconnects end here, anything else is logged; nothing may reach the listener's
+            # nursery. (Before the plain Exception below: an ExceptionGroup is one too.)
             keep_open = False
             cancelled = group.subgroup(trio.Cancelled)
-            # (split() with types, not subgroup() with a lambda: compiled, a lambda is no
-            # function to ExceptionGroup.)
+            # (split() by types: subgroup() with a predicate tests the whole group first, and
+            # compiled, a lambda is no function to ExceptionGroup.)
             _, rest = group.split((trio.Cancelled, ClientDisconnected))
             if rest is not None:
                 error_log.error(
@@ -212,6 +211,8 @@ class H11Connection(HeadReading):
                 )
             if cancelled is not None:
                 raise cancelled from None
+        except Exception:
+            error_log.exception("Unexpected error on the connection from %s", self._peer())
         finally:
             connections.discard(self)
             self._state.idle_timer.done(self)

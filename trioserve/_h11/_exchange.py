@@ -15,6 +15,7 @@ import trio
 
 from .._errors import ClientDisconnected, RequestRefused
 from .._http._access import log_error_response
+from .._http._cycle import Body
 from .._http._events import END_OF_BODY, NEED_DATA, BodyChunk
 from .._http._scope import ConnectionInfo, format_address
 from .._http._state import ServerState
@@ -103,11 +104,14 @@ class H11Exchange:
                 return
 
     async def send_response(
-        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, end: bool
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: Body, *, end: bool
     ) -> int:
         proto = self._proto
         if self._state.draining:
             proto.close_after_response()
+        if type(body) is not bytes:
+            # The protocol takes bytes (compiled, it checks its arguments' types).
+            body = bytes(body)
         if end:
             # The whole body in one message: say how long it is rather than chunk it.
             out, sent = proto.send_whole_response(status, headers, body)
@@ -121,8 +125,10 @@ class H11Exchange:
             await transport.send_rest(rest)
         return sent
 
-    async def send_body(self, body: bytes, *, end: bool) -> int:
+    async def send_body(self, body: Body, *, end: bool) -> int:
         proto = self._proto
+        if type(body) is not bytes:
+            body = bytes(body)  # as in send_response
         out = proto.send_data(body)
         if end:
             out += proto.send_end()

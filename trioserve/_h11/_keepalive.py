@@ -4,11 +4,11 @@ deadline, and the epoll round that reads and parses a request before its task ru
 Theory of operation
 -------------------
 :class:`HeadReading` is the part of :class:`~._connection.H11Connection` that waits for a
-request head (it holds no state of its own: the connection's slots are its state). Before the
-first request the wait is bounded by ``header_timeout`` from the accept; between requests by
-the keep-alive timeout, kept by the server's :class:`~.._http._idle.IdleTimer` (cheaper than
-moving the connection's cancel scope twice per request); once a head has started to arrive,
-by ``header_timeout`` from its first bytes (else 408).
+request head (its slots hold the wait's own state; the rest it reads from the connection).
+Before the first request the wait is bounded by ``header_timeout`` from the accept; between
+requests by the keep-alive timeout, kept by the server's :class:`~.._http._idle.IdleTimer`
+(cheaper than moving the connection's cancel scope twice per request); once a head has started
+to arrive, by ``header_timeout`` from its first bytes (else 408).
 
 On plain TCP an idle connection waits in the server's :class:`~.._readiness.Readiness`: the
 epoll round that finds its socket readable reads it and calls :meth:`HeadReading._arrived`,

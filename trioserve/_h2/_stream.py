@@ -20,7 +20,7 @@ import trio
 from .._errors import ClientDisconnected, RequestRefused
 from .._http._access import log_error_response
 from .._http._builtin import answer_health
-from .._http._cycle import RequestCycle
+from .._http._cycle import Body, RequestCycle
 from .._http._events import RequestHead
 from .._http._problem import VARY, negotiate_error
 from .._http._scope import build_scope
@@ -244,7 +244,7 @@ class H2Stream:
         await self._gone.wait()
 
     async def send_response(
-        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, end: bool
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: Body, *, end: bool
     ) -> int:
         no_body = self._head_request or status in _NO_BODY_STATUSES
         extra = self._connection.response_extras()
@@ -266,7 +266,7 @@ class H2Stream:
         await self._send_data(body, end)
         return len(body)
 
-    async def send_body(self, body: bytes, *, end: bool) -> int:
+    async def send_body(self, body: Body, *, end: bool) -> int:
         if self._no_body:
             return 0
         self._count_body(len(body), end)
@@ -368,7 +368,7 @@ class H2Stream:
                 await self._connection.flush()
                 raise ClientDisconnected("the client kept the stream's window shut")
 
-    async def _send_data(self, data: bytes | memoryview, end: bool) -> None:
+    async def _send_data(self, data: Body, end: bool) -> None:
         """Send ``data`` (and the end of the body when ``end``): as many frames as the windows
         allow per write, then wait for the client to open them again. An empty piece still
         writes what is queued (a head with no body bytes yet, a websocket's 200)."""

@@ -34,22 +34,27 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
 from .._config import Config
-from .._errors import ClientDisconnected, RequestRefused, only_disconnects
+from .._errors import ClientDisconnected, RequestRefused, ResponseError, only_disconnects
 from .._metrics import current_metrics
 from .._types import ASGIApp, Message, Scope
 from ._access import ASYNCIO_HINT, log_access, needs_asyncio
 from ._scope import format_address
 
-__all__ = ["Exchange", "RequestCycle", "ResponseState"]
+__all__ = ["Body", "Exchange", "RequestCycle", "ResponseState"]
 
 error_log = logging.getLogger("trioserve.error")
+
+#: A response body as an exchange takes it: what an app may send (ASGI says bytes; a
+#: bytearray or memoryview is taken too, and HTTP/2 sends a memoryview without a copy).
+Body = bytes | bytearray | memoryview
 
 _DISCONNECT: Final = {"type": "http.disconnect"}
 _NO_HEADERS: Final[Sequence[tuple[bytes, bytes]]] = ()
@@ -78,11 +83,11 @@ class Exchange(Protocol):
         """Return once the client has gone (the cycle cancels it when the response is done)."""
 
     async def send_response(
-        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, end: bool
+        self, status: int, headers: Sequence[tuple[bytes, bytes]], body: Body, *, end: bool
     ) -> int:
         """The response head and the first piece of the body (the whole body when ``end``)."""
 
-    async def send_body(self, body: bytes, *, end: bool) -> int:
+    async def send_body(self, body: Body, *, end: bool) -> int:
         """More of the response body (and its end when ``end``)."""
 
     async def send_file(
@@ -387,10 +392,7 @@ class RequestCycle:
                 raise RuntimeError(_out_of_order(message_type, state))
             body = message.get("body", b"")
             if type(body) is not bytes:
-                # A bytearray or memoryview from the app: the exchanges take bytes (compiled
-                # code checks its arguments' types). Only a buffer: bytes(3) would be three
-                # NULs, where anything else is the app's error.
-                body = bytes(memoryview(body))
+                body = _buffer(body)
             end = not message.get("more_body", False)
             # With trailers to come, the body's end goes out with them.
             wire_end = end and not self._trailers
@@ -413,8 +415,13 @@ class RequestCycle:
         elif message_type == "http.response.start":
             if state is not ResponseState.WAITING:
                 raise RuntimeError(_out_of_order(message_type, state))
+            status = message["status"]
+            if type(status) is not int:
+                # Said here, the same in either build (compiled, the attribute below would
+                # refuse it with a bare TypeError); its range is the wire protocol's to check.
+                raise ResponseError(f"invalid status for a final response: {status!r}")
             self.state = ResponseState.STARTED
-            self.status = message["status"]
+            self.status = status
             self._headers = message.get("headers", _NO_HEADERS)
             self._trailers = bool(message.get("trailers", False))
         elif message_type == "http.response.pathsend":
@@ -422,7 +429,7 @@ class RequestCycle:
                 raise RuntimeError(_out_of_order(message_type, state))
             try:
                 self.bytes_sent += await self._exchange.send_file(
-                    self.status, self._headers, message["path"]
+                    self.status, self._headers, _file_path(message["path"])
                 )
             except ClientDisconnected:
                 self._client_gone()
@@ -480,6 +487,36 @@ class RequestCycle:
 
     def _peer(self) -> str:
         return format_address(self.scope.get("client"))
+
+
+def _buffer(body: Any) -> Body:
+    """An app's body that is not ``bytes``: a bytearray or memoryview as it is (each exchange
+    takes what it can without a copy), any other buffer as a memoryview.
+
+    Raises:
+        ResponseError: not a buffer (``bytes(3)`` would have sent three NULs).
+    """
+    if isinstance(body, bytearray | memoryview):
+        return body
+    try:
+        return memoryview(body)
+    except TypeError:
+        raise ResponseError(
+            f"'http.response.body' needs a bytes-like body, not {type(body).__name__}"
+        ) from None
+
+
+def _file_path(path: object) -> str:
+    """The ``path`` of ``http.response.pathsend``: a string (ASGI), or a path-like object.
+
+    Raises:
+        ResponseError: anything else.
+    """
+    if type(path) is not str:
+        path = os.fspath(path) if isinstance(path, os.PathLike) else path
+        if not isinstance(path, str):
+            raise ResponseError(f"'http.response.pathsend' needs a str path, not {path!r}")
+    return path
 
 
 def _what(scope: Scope) -> tuple[str, str]:

@@ -214,11 +214,20 @@ def origin_form(target: bytes) -> bytes:
     return rest if rest[:1] == b"/" else b"/" + rest
 
 
-def format_address(address: tuple[str, int] | str | None) -> str:
-    """``host:port`` (brackets around IPv6 hosts), ``unix:PATH``, or ``-`` when unknown."""
+def format_address(address: object) -> str:
+    """``host:port`` (brackets around IPv6 hosts), ``unix:PATH``, or ``-`` when unknown.
+
+    ``address`` is a scope's ``client`` or ``server`` (which an app or middleware may have
+    rewritten: any two items, a list as well as a tuple), or a unix socket's path.
+    """
     if address is None:
         return "-"
     if isinstance(address, str):
         return f"unix:{address}"
-    host, port = address[0], address[1]
+    pair: Any = address
+    try:
+        first, port = pair
+    except (TypeError, ValueError):
+        return str(address)
+    host = str(first)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
