@@ -15,8 +15,8 @@ import trio
 
 from .._errors import ClientDisconnected, RequestRefused
 from .._http._access import log_error_response
-from .._http._cycle import Body
 from .._http._events import END_OF_BODY, NEED_DATA, BodyChunk
+from .._http._exchange import Body
 from .._http._scope import ConnectionInfo, format_address
 from .._http._state import ServerState
 from .._transport import Transport

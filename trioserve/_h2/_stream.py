@@ -20,8 +20,9 @@ import trio
 from .._errors import ClientDisconnected, RequestRefused
 from .._http._access import log_error_response
 from .._http._builtin import answer_health
-from .._http._cycle import Body, RequestCycle
+from .._http._cycle import RequestCycle
 from .._http._events import RequestHead
+from .._http._exchange import Body
 from .._http._problem import VARY, negotiate_error
 from .._http._scope import build_scope
 from ._websocket import serve_websocket

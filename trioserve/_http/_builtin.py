@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._errors import RequestRefused
-from ._cycle import Exchange
+from ._exchange import Exchange
 from ._scope import origin_form
 
 __all__ = ["answer_health", "answer_redirect"]
