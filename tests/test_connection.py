@@ -9,6 +9,7 @@ what the HTTP/1.1 connection does on the wire.
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import os
@@ -114,7 +115,11 @@ async def test_single_message_body_gets_content_length() -> None:
 async def buffer_body_app(scope: Any, receive: Any, send: Any) -> None:
     # The body as a bytearray, a memoryview, two bytearrays, or (by mistake) an int, by path.
     kind = scope["path"].strip("/")
-    bodies = {"bytearray": bytearray(b"abc"), "memoryview": memoryview(b"xyz")}
+    bodies = {
+        "bytearray": bytearray(b"abc"),
+        "memoryview": memoryview(b"xyz"),
+        "array": array.array("H", [0x4241, 0x4443]),  # a buffer of 2-byte items: b"ABCD"
+    }
     body: object = bodies.get(kind, bytearray(b"head-") if kind == "streamed" else 3)
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body, "more_body": kind == "streamed"})
@@ -129,6 +134,7 @@ async def test_buffer_bodies_are_sent_as_their_bytes_and_an_int_is_no_body() -> 
         for path, expected in (
             ("/bytearray", b"abc"),
             ("/memoryview", b"xyz"),
+            ("/array", array.array("H", [0x4241, 0x4443]).tobytes()),
             ("/streamed", b"head-tail"),
         ):
             await client.request("GET", path)

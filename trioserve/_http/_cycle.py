@@ -441,20 +441,24 @@ class RequestCycle:
 
 
 def _buffer(body: Any) -> Body:
-    """An app's body that is not ``bytes``: a bytearray or memoryview as it is (each exchange
-    takes what it can without a copy), any other buffer as a memoryview.
+    """An app's body that is not ``bytes``: a bytearray, or a flat memoryview of bytes, as it is
+    (each exchange takes what it can without a copy); any other buffer as its bytes (a view of
+    ints would count items, not bytes).
 
     Raises:
         ResponseError: not a buffer (``bytes(3)`` would have sent three NULs).
     """
-    if isinstance(body, bytearray | memoryview):
+    if isinstance(body, bytearray):
         return body
     try:
-        return memoryview(body)
+        view = body if isinstance(body, memoryview) else memoryview(body)
     except TypeError:
         raise ResponseError(
             f"'http.response.body' needs a bytes-like body, not {type(body).__name__}"
         ) from None
+    if view.itemsize == 1 and view.ndim == 1 and view.c_contiguous:
+        return view
+    return view.tobytes()
 
 
 def _file_path(path: object) -> str:
