@@ -1026,24 +1026,22 @@ async def test_a_group_of_disconnects_from_http2_is_no_unexpected_error(
     # An h2c connection's nursery can end with a group of its clients' disconnects only: the
     # ordinary end of a connection, not logged as an error (subgroup() with a predicate once
     # matched the whole group and logged every such end).
-    async def disconnected(self: H2Connection) -> None:
-        raise BaseExceptionGroup("streams", [ClientDisconnected("gone"), ClientDisconnected("too")])
+    async def h2c_ending_with(*errors: Exception) -> None:
+        """Serve an h2c connection whose HTTP/2 side ends with a group of ``errors``."""
 
-    monkeypatch.setattr(H2Connection, "serve", disconnected)
-    async with connection(hello_app, Config(access_log=False, http2=True)) as (client, _):
-        await client.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        with trio.fail_after(5):
-            assert await client.stream.receive_some(100) == b""  # closed, nothing written
+        async def serve(self: H2Connection) -> None:
+            raise BaseExceptionGroup("streams", list(errors))
+
+        monkeypatch.setattr(H2Connection, "serve", serve)
+        async with connection(hello_app, Config(access_log=False, http2=True)) as (client, _):
+            await client.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            with trio.fail_after(5):
+                assert await client.stream.receive_some(100) == b""  # closed, nothing written
+
+    await h2c_ending_with(ClientDisconnected("gone"), ClientDisconnected("too"))
     assert "Unexpected error" not in caplog.text
 
-    async def failed(self: H2Connection) -> None:
-        raise BaseExceptionGroup("streams", [ClientDisconnected("gone"), ValueError("a bug")])
-
-    monkeypatch.setattr(H2Connection, "serve", failed)
-    async with connection(hello_app, Config(access_log=False, http2=True)) as (client, _):
-        await client.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        with trio.fail_after(5):
-            assert await client.stream.receive_some(100) == b""
+    await h2c_ending_with(ClientDisconnected("gone"), ValueError("a bug"))
     assert "Unexpected error on the connection from 127.0.0.1:5000" in caplog.text
     assert "ValueError: a bug" in caplog.text
     assert "ClientDisconnected: gone" not in caplog.text  # only the unexpected part is logged

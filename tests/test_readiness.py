@@ -34,11 +34,25 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
 @asynccontextmanager
 async def watched_pair() -> AsyncIterator[tuple[Readiness, socket.socket, socket.socket]]:
     """A running watch, and a socket pair whose first socket (the server's side) it watches."""
-    ours, theirs = socket_pair()
-    with ours, theirs:
+    async with watched_pairs(1) as (readiness, [(ours, theirs)]):
+        yield readiness, ours, theirs
+
+
+@asynccontextmanager
+async def watched_pairs(
+    count: int,
+) -> AsyncIterator[tuple[Readiness, list[tuple[socket.socket, socket.socket]]]]:
+    """A running watch, and ``count`` socket pairs whose first sockets it watches."""
+    pairs = [socket_pair() for _ in range(count)]
+    try:
         async with running_readiness() as readiness:
-            assert readiness.watch(ours.fileno())
-            yield readiness, ours, theirs
+            for ours, _ in pairs:
+                assert readiness.watch(ours.fileno())
+            yield readiness, pairs
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
 
 
 async def send_once_blocked(sock: socket.socket, data: bytes, *, close: bool = False) -> None:
@@ -84,37 +98,29 @@ async def test_bytes_that_came_while_nobody_waited_end_the_next_wait_at_once() -
 
 
 async def test_a_wait_says_how_many_tasks_its_round_woke() -> None:
-    pairs = [socket_pair() for _ in range(3)]
-    try:
-        async with running_readiness() as readiness:
-            fds = [ours.fileno() for ours, _ in pairs]
-            for fd in fds:
-                assert readiness.watch(fd)
-            counts: dict[int, int] = {}
+    async with watched_pairs(3) as (readiness, pairs):
+        fds = [ours.fileno() for ours, _ in pairs]
+        counts: dict[int, int] = {}
 
-            async def waiter(fd: int) -> None:
-                counts[fd] = await readiness.wait(fd)
+        async def waiter(fd: int) -> None:
+            counts[fd] = await readiness.wait(fd)
 
-            async with trio.open_nursery() as nursery:
-                for fd in fds[:2]:
-                    nursery.start_soon(waiter, fd)
-                await trio.testing.wait_all_tasks_blocked()
-                for _, theirs in pairs[:2]:
-                    theirs.send(b"x")  # both arrive before the watcher's next round
-            assert counts == {fds[0]: 2, fds[1]: 2}
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(waiter, fds[2])
-                await trio.testing.wait_all_tasks_blocked()
-                pairs[2][1].send(b"x")
-            assert counts[fds[2]] == 1  # woken alone
-            pairs[0][1].send(b"y")
-            await trio.testing.wait_all_tasks_blocked()  # marked: nobody waited
-            with trio.fail_after(_PATIENCE):
-                assert await readiness.wait(fds[0]) == 1
-    finally:
-        for ours, theirs in pairs:
-            ours.close()
-            theirs.close()
+        async with trio.open_nursery() as nursery:
+            for fd in fds[:2]:
+                nursery.start_soon(waiter, fd)
+            await trio.testing.wait_all_tasks_blocked()
+            for _, theirs in pairs[:2]:
+                theirs.send(b"x")  # both arrive before the watcher's next round
+        assert counts == {fds[0]: 2, fds[1]: 2}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, fds[2])
+            await trio.testing.wait_all_tasks_blocked()
+            pairs[2][1].send(b"x")
+        assert counts[fds[2]] == 1  # woken alone
+        pairs[0][1].send(b"y")
+        await trio.testing.wait_all_tasks_blocked()  # marked: nobody waited
+        with trio.fail_after(_PATIENCE):
+            assert await readiness.wait(fds[0]) == 1
 
 
 async def test_a_full_read_marks_the_socket_so_that_what_is_left_is_not_stranded() -> None:
@@ -138,34 +144,26 @@ async def test_a_full_read_marks_the_socket_so_that_what_is_left_is_not_stranded
 async def test_a_round_reads_and_hands_over_every_request_before_any_reader_runs() -> None:
     # What an HTTP/1.1 connection relies on (its head is parsed in the round): both sockets'
     # bytes are read, and given to their arrived(), before either waiting task runs again.
-    pairs = [socket_pair() for _ in range(2)]
     log: list[str] = []
-    try:
-        async with running_readiness() as readiness:
+    async with watched_pairs(2) as (readiness, pairs):
+
+        def arrived(data: bytes) -> str:
+            log.append(f"arrived {data.decode()}")
+            return data.decode().upper()
+
+        async def reader(fd: int) -> None:
+            data, made = await readiness.read(fd, arrived)
+            log.append(f"{data.decode()} -> {made}")
+
+        async with trio.open_nursery() as nursery:
             for ours, _ in pairs:
-                assert readiness.watch(ours.fileno())
-
-            def arrived(data: bytes) -> str:
-                log.append(f"arrived {data.decode()}")
-                return data.decode().upper()
-
-            async def reader(fd: int) -> None:
-                data, made = await readiness.read(fd, arrived)
-                log.append(f"{data.decode()} -> {made}")
-
-            async with trio.open_nursery() as nursery:
-                for ours, _ in pairs:
-                    nursery.start_soon(reader, ours.fileno())
-                await trio.testing.wait_all_tasks_blocked()
-                assert log == []
-                pairs[0][1].send(b"a")
-                pairs[1][1].send(b"b")  # both before the watcher's next round
-            assert sorted(log[:2]) == ["arrived a", "arrived b"]
-            assert sorted(log[2:]) == ["a -> A", "b -> B"]
-    finally:
-        for ours, theirs in pairs:
-            ours.close()
-            theirs.close()
+                nursery.start_soon(reader, ours.fileno())
+            await trio.testing.wait_all_tasks_blocked()
+            assert log == []
+            pairs[0][1].send(b"a")
+            pairs[1][1].send(b"b")  # both before the watcher's next round
+        assert sorted(log[:2]) == ["arrived a", "arrived b"]
+        assert sorted(log[2:]) == ["a -> A", "b -> B"]
 
 
 async def test_a_read_of_a_marked_socket_reads_in_the_callers_task() -> None:
@@ -586,29 +584,21 @@ async def test_requests_that_arrive_together_are_all_read_before_any_app_runs(
 async def test_a_round_counts_only_the_waits_it_ends_not_the_reads_it_served() -> None:
     # A wait() woken with others is told so (a TLS connection then lets them read first); a
     # read() the round served has read already, so it does not count.
-    pairs = [socket_pair() for _ in range(3)]
-    try:
-        async with running_readiness() as readiness:
-            fds = [ours.fileno() for ours, _ in pairs]
-            for fd in fds:
-                assert readiness.watch(fd)
-            counts: list[int] = []
+    async with watched_pairs(3) as (readiness, pairs):
+        fds = [ours.fileno() for ours, _ in pairs]
+        counts: list[int] = []
 
-            async def waiter(fd: int) -> None:
-                counts.append(await readiness.wait(fd))
+        async def waiter(fd: int) -> None:
+            counts.append(await readiness.wait(fd))
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(waiter, fds[0])
-                nursery.start_soon(readiness.read, fds[1], len)
-                nursery.start_soon(readiness.read, fds[2], len)
-                await trio.testing.wait_all_tasks_blocked()
-                for _, theirs in pairs:
-                    theirs.send(b"x")  # all three before the watcher's next round
-            assert counts == [1]
-    finally:
-        for ours, theirs in pairs:
-            ours.close()
-            theirs.close()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, fds[0])
+            nursery.start_soon(readiness.read, fds[1], len)
+            nursery.start_soon(readiness.read, fds[2], len)
+            await trio.testing.wait_all_tasks_blocked()
+            for _, theirs in pairs:
+                theirs.send(b"x")  # all three before the watcher's next round
+        assert counts == [1]
 
 
 async def test_a_next_request_the_round_refuses_is_answered_400_and_the_connection_closes() -> None:
