@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -198,6 +198,86 @@ async def test_a_marked_read_with_nothing_to_read_waits_in_trio_without_a_watch(
                 assert got == []
                 theirs.send(b"after")
         assert got == [(b"after", 5)]
+
+
+def line_taker(sock: socket.socket) -> tuple[list[int], Callable[[int], bytes | None]]:
+    """A ``take`` for :meth:`Readiness.read` that, as a TLS stream's does with records, keeps
+    what it reads until it has a whole line (``None`` meanwhile, once the socket is drained);
+    and the descriptors it was called with."""
+    kept = bytearray()
+    calls: list[int] = []
+
+    def take(fd: int) -> bytes | None:
+        calls.append(fd)
+        while True:
+            try:
+                chunk = sock.recv(4)
+            except BlockingIOError:
+                return None
+            if not chunk:
+                return b""
+            kept.extend(chunk)
+            if kept.endswith(b"\n"):
+                line = bytes(kept)
+                kept.clear()
+                return line
+
+    return calls, take
+
+
+async def test_a_round_reads_with_the_readers_take_and_waits_on_while_it_gives_nothing() -> None:
+    async with watched_pair() as (readiness, ours, theirs):
+        calls, take = line_taker(ours)
+        fd = ours.fileno()
+
+        async def client() -> None:
+            await send_once_blocked(theirs, b"hal")
+            while not calls:  # until a round has taken "hal" (and found no whole line)
+                await trio.testing.wait_all_tasks_blocked()
+            await send_once_blocked(theirs, b"f line\n")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client)
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(fd, bytes.upper, take) == (
+                    b"half line\n",
+                    b"HALF LINE\n",
+                )
+        assert calls == [fd, fd]  # two rounds: the piece, then the rest
+        # The client goes: the take's b"" is the read's.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(send_once_blocked, theirs, b"", close=True))
+            with trio.fail_after(_PATIENCE):
+                assert await readiness.read(fd, len, take) == (b"", 0)
+
+
+async def test_a_marked_read_and_a_read_after_the_watch_stopped_use_the_readers_take() -> None:
+    async with watched_pair() as (readiness, ours, theirs):
+        calls, take = line_taker(ours)
+        theirs.sendall(b"early\n")
+        await trio.testing.wait_all_tasks_blocked()  # a mark: nobody waited
+        with trio.fail_after(_PATIENCE):
+            assert await readiness.read(ours.fileno(), len, take) == (b"early\n", 6)
+        assert calls == [ours.fileno()]
+    ours, theirs = socket_pair()
+    with ours, theirs:
+        readiness = Readiness()  # not running, as after a stop: the read waits in trio
+        calls, take = line_taker(ours)
+        readiness.mark(ours.fileno())
+        got: list[tuple[bytes, int]] = []
+
+        async def reader() -> None:
+            got.append(await readiness.read(ours.fileno(), len, take))
+
+        with trio.fail_after(_PATIENCE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                theirs.sendall(b"par")
+                await trio.testing.wait_all_tasks_blocked()
+                assert got == []
+                theirs.sendall(b"t\n")
+        assert got == [(b"part\n", 5)]
 
 
 async def test_what_arrived_raises_is_raised_by_the_read() -> None:

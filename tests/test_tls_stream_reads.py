@@ -432,3 +432,63 @@ async def test_a_small_response_goes_out_as_one_tls_record(ca: trustme.CA) -> No
             raw = raw[5 + size :]
         assert records == [23]  # one application_data record
         server.begin_shutdown()
+
+
+async def test_a_keep_alive_request_whose_record_arrives_in_pieces_is_answered_once_whole(
+    ca: trustme.CA,
+) -> None:
+    """The keep-alive wait of a watched TLS connection reads in the server's Readiness round
+    (``Transport.take_tls``): a round that finds only part of the request's record decrypts
+    nothing and waits on, the piece kept; the rest completes the request. Then the client's
+    close_notify ends the connection quietly."""
+    server, client_context = http11_tls_server(ca)
+    async with trio.open_nursery() as nursery:
+        [address] = await nursery.start(server.serve)
+        tcp = await trio.open_tcp_stream(*address)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = client_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+        async def response() -> bytes:
+            plain = b""
+            with trio.fail_after(_PATIENCE):
+                while not plain.endswith(b"GET /\n"):
+                    data = await tcp.receive_some(65536)
+                    assert data, "the server closed the connection"
+                    incoming.write(data)
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        while chunk := client.read(65536):
+                            plain += chunk
+            return plain
+
+        with trio.fail_after(_PATIENCE):
+            while True:
+                try:
+                    client.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await tcp.send_all(outgoing.read())
+                    incoming.write(await tcp.receive_some(65536))
+        request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        async with tcp:
+            client.write(request)
+            await tcp.send_all(outgoing.read())
+            assert (await response()).startswith(b"HTTP/1.1 200 ")  # now watched, idle
+            for split in (3, 20):  # inside the record's header, then inside its payload
+                client.write(request)
+                record = outgoing.read()
+                await tcp.send_all(record[:split])
+                await trio.testing.wait_all_tasks_blocked()  # a round took the piece
+                await tcp.send_all(record[split:])
+                answer = await response()
+                assert answer.startswith(b"HTTP/1.1 200 ")
+                assert answer.count(b"HTTP/1.1") == 1
+            # The client's close_notify, read by a round as the end: the server closes.
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.unwrap()
+            await tcp.send_all(outgoing.read())
+            with trio.fail_after(_PATIENCE):
+                while await tcp.receive_some(65536):
+                    pass
+            await trio.testing.wait_all_tasks_blocked()
+            assert not server.state.connections
+        server.begin_shutdown()

@@ -15,6 +15,9 @@ readable while its task was busy is marked, and its next wait returns at once.
 A task can also wait for a socket's next bytes *and* have the round read them
 (:meth:`Readiness.read`): the round reads the socket and hands the bytes to the caller's
 function (an HTTP/1.1 connection parses its next request head there) before it wakes the task.
+On TLS the read is the caller's too (``take``: the transport's, which reads the socket into
+its TLS stream and decrypts), so an HTTPS connection's next request is decrypted and parsed in
+the round as well.
 So a round of a busy server reads and parses every request that arrived in it, one after the
 other in the watcher's task, before any app runs, and the responses then go out back to back:
 the batching uvicorn gets from parsing in asyncio's read callback, without a second schedule of
@@ -80,6 +83,19 @@ _WATCH: Final = (
 _CLOSED: Final = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if _WATCH else 0
 
 
+def read_now(fd: int, max_bytes: int = READ_SIZE) -> bytes | None:
+    """Read the socket ``fd`` without waiting: ``None`` if nothing is there, ``b""`` if the
+    client closed or reset the connection."""
+    try:
+        return os.read(fd, max_bytes)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno not in GONE_ERRNOS:
+            raise
+        return b""
+
+
 class Readiness:
     """Wakes the tasks whose watched sockets became readable (see the module)."""
 
@@ -98,8 +114,10 @@ class Readiness:
         # The task waiting for each socket, and the sockets that became readable while no task
         # waited (their next wait returns at once).
         self._waiters: dict[int, trio.lowlevel.Task] = {}
-        # For a waiter in read(): the function its round hands the bytes to.
-        self._arrivals: dict[int, Callable[[bytes], object]] = {}
+        # For a waiter in read(): the function its round reads with, and the one it hands the
+        # bytes to.
+        self._arrivals: dict[int, tuple[Callable[[int], bytes | None], Callable[[bytes], object]]]
+        self._arrivals = {}
         self._ready: set[int] = set()
         # Each watched socket's registration number (see wait()); one entry per watched
         # connection, dropped by forget().
@@ -174,7 +192,12 @@ class Readiness:
         woken: int = await trio.lowlevel.wait_task_rescheduled(abort)
         return woken
 
-    async def read(self, fd: int, arrived: Callable[[bytes], T]) -> tuple[bytes, T]:
+    async def read(
+        self,
+        fd: int,
+        arrived: Callable[[bytes], T],
+        take: Callable[[int], bytes | None] = read_now,
+    ) -> tuple[bytes, T]:
         """Wait until the watched socket ``fd`` has bytes, read them (at most
         :data:`READ_SIZE`) and return them with what ``arrived(data)`` made of them.
 
@@ -184,6 +207,12 @@ class Readiness:
         connection. ``arrived`` must not block, and should be quick: a round calls it for each
         of its sockets in turn.
 
+        ``take(fd)`` is the read: by default :func:`read_now` of the socket; a TLS connection
+        passes one that reads the socket into its TLS stream and returns the plaintext. It
+        must not block, must return ``None`` only once the socket is drained (edge triggering
+        says nothing of bytes left behind), ``b""`` for a client gone, and raise nothing but a
+        bug: its bytes are the caller's as soon as it returns.
+
         Raises:
             Whatever ``arrived`` raises (the bytes it was given are consumed).
             trio.ClosedResourceError: the socket was forgotten (closed) meanwhile.
@@ -192,21 +221,21 @@ class Readiness:
         """
         if fd in self._ready:
             await self.wait(fd)  # the mark (a schedule point, like trio's)
-            data = read_now(fd)
+            data = take(fd)
             if data is not None:
-                if len(data) == READ_SIZE:
+                if take is read_now and len(data) == READ_SIZE:
                     self._ready.add(fd)
                 return data, arrived(data)
             # A mark with nothing behind it: wait for the next event as below, in trio if the
             # watch stopped meanwhile (no round would wake us).
             if not self.running:
-                return await _read_in_trio(fd, arrived)
+                return await _read_in_trio(fd, arrived, take)
         waiters = self._waiters
         if fd in waiters:
             raise trio.BusyResourceError("another task is already waiting to read this socket")
         arrivals = self._arrivals
         task = waiters[fd] = trio.lowlevel.current_task()
-        arrivals[fd] = arrived
+        arrivals[fd] = (take, arrived)
 
         def abort(_: object) -> trio.lowlevel.Abort:
             if waiters.get(fd) is task:  # (not a later waiter's entry for the same socket)
@@ -217,7 +246,7 @@ class Readiness:
             got: tuple[bytes, T] = await trio.lowlevel.wait_task_rescheduled(abort)
         except _Stopped:
             # The watch stopped (the server is stopping): wait in trio, read here.
-            return await _read_in_trio(fd, arrived)
+            return await _read_in_trio(fd, arrived, take)
         return got
 
     def forget(self, fd: int) -> None:
@@ -289,8 +318,8 @@ class Readiness:
             if task is None:
                 ready.add(fd)
                 continue
-            arrived = arrivals.pop(fd, None)
-            if arrived is None:
+            reading = arrivals.pop(fd, None)
+            if reading is None:
                 waits += 1
                 woken.append((task, None))
                 continue
@@ -300,14 +329,16 @@ class Readiness:
                 # after its request still gets its response.
                 ready.add(fd)
             result: outcome.Outcome[object]
+            take, arrived = reading
             try:
-                data = read_now(fd)
+                data = take(fd)
                 if data is None:
-                    # Woken with nothing to read (harmless): wait for the next event.
+                    # Woken with nothing to read (harmless), or on TLS only part of a record:
+                    # wait for the next event.
                     waiters[fd] = task
-                    arrivals[fd] = arrived
+                    arrivals[fd] = reading
                     continue
-                if len(data) == READ_SIZE:
+                if take is read_now and len(data) == READ_SIZE:
                     ready.add(fd)  # more may wait: see mark()
                 result = outcome.Value((data, arrived(data)))
             except Exception as exc:
@@ -316,7 +347,7 @@ class Readiness:
                 # (KeyboardInterrupt mid-read.) Back among the waiters: run()'s stop sends it
                 # on to trio's wait, which reads again (what this read took is lost).
                 waiters[fd] = task
-                arrivals[fd] = arrived
+                arrivals[fd] = reading
                 raise
             woken.append((task, result))
         return waits
@@ -326,21 +357,10 @@ class _Stopped(Exception):
     """The watch stopped while a :meth:`Readiness.read` waited (never escapes ``read``)."""
 
 
-async def _read_in_trio(fd: int, arrived: Callable[[bytes], T]) -> tuple[bytes, T]:
+async def _read_in_trio(
+    fd: int, arrived: Callable[[bytes], T], take: Callable[[int], bytes | None]
+) -> tuple[bytes, T]:
     """:meth:`Readiness.read` once the watch has stopped: wait in trio, read in this task."""
-    while (data := read_now(fd)) is None:
+    while (data := take(fd)) is None:
         await trio.lowlevel.wait_readable(fd)
     return data, arrived(data)
-
-
-def read_now(fd: int, max_bytes: int = READ_SIZE) -> bytes | None:
-    """Read the socket ``fd`` without waiting: ``None`` if nothing is there, ``b""`` if the
-    client closed or reset the connection."""
-    try:
-        return os.read(fd, max_bytes)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        if exc.errno not in GONE_ERRNOS:
-            raise
-        return b""

@@ -19,7 +19,10 @@ work in a few calls:
   watched by the server's :class:`~._readiness.Readiness` (:meth:`TLSStream.watch`, from its
   first keep-alive wait on), those waits go through the server's edge-triggered epoll as a
   plain-TCP connection's do (no ``epoll_ctl`` per wait); since a full read tries the socket
-  again before it waits, no event is missed. A read that takes plaintext without waiting is
+  again before it waits, no event is missed. An idle HTTP/1.1 connection's wait for its next
+  request goes further: the Readiness round that finds the socket readable calls
+  :meth:`TLSStream.receive_nowait` itself (``Transport.take_tls``), so the request is decrypted
+  and parsed before the connection's task runs. A read that takes plaintext without waiting is
   still a schedule point (``cancel_shielded_checkpoint``: a cancellation there would lose the
   plaintext just decrypted; one pending is raised before the read instead);
 - sending (:meth:`TLSStream.send_nowait`): encrypt into the outgoing memory BIO and write it out

@@ -175,6 +175,38 @@ class Transport:
             self._readiness.mark(self.fd)
         return data
 
+    @property
+    def tls_fd(self) -> int:
+        """Our TLS stream's socket descriptor (-1 elsewhere; plain TCP has :attr:`fd`)."""
+        tls = self._tls
+        return -1 if tls is None else tls.fd
+
+    @property
+    def tls_drained(self) -> bool:
+        """On our TLS stream: whether its next read has to wait (the socket was drained and
+        nothing is left undecrypted), so that a :meth:`Readiness.read` with :meth:`take_tls`
+        may serve it."""
+        tls = self._tls
+        return tls is not None and tls.wait_first
+
+    def take_tls(self, fd: int) -> bytes | None:
+        """The ``take`` of a :meth:`Readiness.read` on our TLS stream's socket ``fd``: read the
+        socket into the stream and return the plaintext, without waiting. ``None``: nothing
+        whole to decrypt and the socket drained; ``b""``: the client closed or is gone (as
+        :meth:`receive` says it)."""
+        tls = self._tls
+        assert tls is not None
+        assert fd == tls.fd
+        try:
+            data = tls.receive_nowait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            if disconnected(exc) is None:
+                raise
+            data = b""
+        if data is not None and not data:
+            self.gone = True
+        return data
+
     def watch(self) -> bool:
         """Have the server's :class:`Readiness` watch the socket (plain TCP, or our TLS stream's
         socket): from then on this transport's reads wait there; whether it does (else the

@@ -126,12 +126,26 @@ class HeadReading:
                 fd = transport.fd
                 # What arrived, parsed already when the Readiness round read it (plain TCP).
                 parsed: Event | None = None
+                data: bytes | bytearray
                 crowd = 1
                 if fd < 0:
-                    if not first and not transport.watched and self._state.readiness.running:
+                    readiness = self._state.readiness
+                    if not first and not transport.watched and readiness.running:
                         transport.watch()  # TLS: its reads wait in the server's Readiness too
-                    data = await transport.receive()
-                    crowd = transport.woken
+                    if transport.watched and readiness.running and transport.tls_drained:
+                        # As on plain TCP below: the round that finds the socket readable
+                        # reads it into the TLS stream, decrypts and parses (take_tls,
+                        # _arrived) before any app of the round runs.
+                        try:
+                            data, parsed = await readiness.read(
+                                transport.tls_fd, self._arrived, transport.take_tls
+                            )
+                        except trio.ClosedResourceError:
+                            transport.gone = True
+                            data = b""
+                    else:
+                        data = await transport.receive()
+                        crowd = transport.woken
                 else:
                     # Inlined receive(): an idle connection's stack is what idle memory is
                     # made of. A keep-alive wait is the server's Readiness's once it runs (no
@@ -173,11 +187,12 @@ class HeadReading:
                     swept = False
                 self._head_bytes = len(data)
                 if crowd > 1:
-                    # TLS, woken together with other connections: let them read and parse their
-                    # requests before this one's app runs, so that the responses of one round
-                    # go out back to back (as uvicorn's do: its parser runs in the read
-                    # callback, the app in a task of the loop's next round; on plain TCP the
-                    # Readiness round parses, see _arrived). A client (or proxy) that reads
+                    # TLS read outside a round (the stream had undecrypted bytes, or the
+                    # connection is not watched), woken together with other connections: let
+                    # them read and parse their requests before this one's app runs, so that
+                    # the responses of one round go out back to back (as uvicorn's do: its
+                    # parser runs in the read callback, the app in a task of the loop's next
+                    # round; a read in the round parses there, see _arrived). A client that reads
                     # many connections is then woken once for a burst of responses rather than
                     # once per response: see docs/architecture.md for the figures. A connection
                     # woken alone is not delayed. Shielded: a cancellation here would lose the
