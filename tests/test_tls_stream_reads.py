@@ -341,6 +341,20 @@ async def test_a_watched_tls_transport_closed_while_it_reads_ends_the_read(
         assert not readiness._waiters
 
 
+async def bio_handshake(
+    tcp: trio.SocketStream, client: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
+) -> None:
+    """Run a memory-BIO client's TLS handshake over ``tcp`` (bounded)."""
+    with trio.fail_after(_PATIENCE):
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await tcp.send_all(outgoing.read())
+                incoming.write(await tcp.receive_some(65536))
+
+
 def http11_tls_server(ca: trustme.CA) -> tuple[Server, ssl.SSLContext]:
     """A hello server over TLS that speaks HTTP/1.1 only (ALPN), and a client context for it."""
     server_context, client_context = contexts(ca)
@@ -411,14 +425,7 @@ async def test_a_small_response_goes_out_as_one_tls_record(ca: trustme.CA) -> No
                             plain += chunk
             return plain, raw
 
-        with trio.fail_after(_PATIENCE):
-            while True:
-                try:
-                    client.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    await tcp.send_all(outgoing.read())
-                    incoming.write(await tcp.receive_some(65536))
+        await bio_handshake(tcp, client, incoming, outgoing)
         request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
         async with tcp:
             await exchange(request)
@@ -460,14 +467,7 @@ async def test_a_keep_alive_request_whose_record_arrives_in_pieces_is_answered_o
                             plain += chunk
             return plain
 
-        with trio.fail_after(_PATIENCE):
-            while True:
-                try:
-                    client.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    await tcp.send_all(outgoing.read())
-                    incoming.write(await tcp.receive_some(65536))
+        await bio_handshake(tcp, client, incoming, outgoing)
         request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
         async with tcp:
             client.write(request)
