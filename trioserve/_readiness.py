@@ -291,8 +291,8 @@ class Readiness:
             # Whoever still waits (the server is stopping) goes on with trio's own wait: a
             # wait() returns as if woken, a read() reads in its own task (or waits in trio).
             for fd, task in waiters.items():
-                arrived = arrivals.get(fd)
-                if arrived is None:
+                reading = arrivals.get(fd)
+                if reading is None:
                     trio.lowlevel.reschedule(task, outcome.Value(1))
                 else:
                     trio.lowlevel.reschedule(task, outcome.Error(_Stopped()))

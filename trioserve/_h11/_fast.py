@@ -226,8 +226,10 @@ class FastProtocol(ServerProtocol):
         return self._expect
 
     def next_event(self) -> Event:
-        if self._conn is not None or not self._received:
+        if self._conn is not None:
             return super().next_event()
+        if not self._received:
+            return NEED_DATA  # (as the base class says with no h11 connection)
         if self._refused is not None:
             raise self._refused
         if self._sniffed is H2_PREFACE:

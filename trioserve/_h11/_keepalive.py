@@ -106,17 +106,18 @@ class HeadReading:
             # a server's timer running (tests), by the timer's deadline.
             swept = False
             idle_timer = self._state.idle_timer
+            buffered = proto.has_buffered_data
             if first:
                 self._since = self._accepted_at
                 timer.deadline = self._accepted_at + config.header_timeout
-            elif proto.has_buffered_data:
+            elif buffered:
                 # The start of a pipelined head is already here.
                 self._since = trio.current_time()
                 timer.deadline = self._since + config.header_timeout
             else:
                 self._since = trio.current_time()
                 swept = idle_timer.arm(self, self._since, timer)
-            if not proto.has_buffered_data:
+            if not buffered:
                 # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
                 # when the deadline passes the timer's cancellation ends the connection quietly.
                 # A soft drain waits for the next request (answered with Connection: close).

@@ -55,7 +55,10 @@ class IdleTimer:
         (``True``), else on ``fallback``'s deadline (``False``: a connection served without a
         running server, as in tests; the caller clears that deadline itself)."""
         if self.running:
-            self.wait(sleeper, since)
+            # wait(), inlined (once per request).
+            waiting = self._waiting
+            waiting.pop(sleeper, None)
+            waiting[sleeper] = since + self._timeout
             return True
         fallback.deadline = since + self._timeout
         return False
