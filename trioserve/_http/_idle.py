@@ -44,7 +44,10 @@ class IdleTimer:
         self.running = False
 
     def wait(self, sleeper: Sleeper, since: float) -> None:
-        """``sleeper`` went idle at ``since``; it is told when its timeout has passed."""
+        """``sleeper`` went idle at ``since``; it is told when its timeout has passed.
+
+        (:meth:`arm` repeats these three lines rather than call this: it runs once per
+        keep-alive request. Change both together.)"""
         waiting = self._waiting
         # Re-inserted at the end (a dict keeps a re-assigned key where it was).
         waiting.pop(sleeper, None)
