@@ -112,10 +112,10 @@ class HeadReading:
                 timer.deadline = self._accepted_at + config.header_timeout
             elif buffered:
                 # The start of a pipelined head is already here.
-                self._since = trio.current_time()
+                self._since = idle_timer.now()
                 timer.deadline = self._since + config.header_timeout
             else:
-                self._since = trio.current_time()
+                self._since = idle_timer.now()
                 swept = idle_timer.arm(self, self._since, timer)
             if not buffered:
                 # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and
@@ -183,7 +183,7 @@ class HeadReading:
                     event = proto.next_event()
                 if event is NEED_DATA and not first:
                     # Only a head that did not arrive whole needs its own deadline.
-                    self._since = trio.current_time()
+                    self._since = idle_timer.now()
                     timer.deadline = self._since + config.header_timeout
                     swept = False
                 self._head_bytes = len(data)

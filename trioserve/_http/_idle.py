@@ -14,6 +14,7 @@ sooner), so adding never has to wake it. (The first request's wait has its own t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -35,13 +36,17 @@ class Sleeper(Protocol):
 class IdleTimer:
     """Ends idle keep-alive waits once ``timeout`` seconds have passed (see the module)."""
 
-    __slots__ = ("_timeout", "_waiting", "running")
+    __slots__ = ("_timeout", "_waiting", "now", "running")
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
         self._waiting: dict[Sleeper, float] = {}
         #: Whether :meth:`run` is running; without it, connections keep their own deadlines.
         self.running = False
+        #: trio's clock (``trio.current_time()``): while :meth:`run` runs, the run's clock's own
+        #: method, one call where ``trio.current_time()`` is three (read once per keep-alive
+        #: request).
+        self.now: Callable[[], float] = trio.current_time
 
     def wait(self, sleeper: Sleeper, since: float) -> None:
         """``sleeper`` went idle at ``since``; it is told when its timeout has passed.
@@ -79,6 +84,7 @@ class IdleTimer:
             # connections keep their own (immediate) deadlines, as without a timer.
             await trio.sleep_forever()
         self.running = True
+        self.now = trio.lowlevel.current_clock().current_time
         try:
             while True:
                 now = trio.current_time()
@@ -98,3 +104,4 @@ class IdleTimer:
                     await trio.sleep(self._timeout)
         finally:
             self.running = False
+            self.now = trio.current_time
