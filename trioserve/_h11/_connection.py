@@ -40,7 +40,7 @@ from .._eviction import Kind, Reason, Snapshot
 from .._h2._connection import H2Connection
 from .._http._access import log_access
 from .._http._builtin import answer_health, answer_redirect
-from .._http._cycle import RequestCycle, ResponseState
+from .._http._cycle import DONE, RequestCycle
 from .._http._date import http_date
 from .._http._events import (
     RequestHead,
@@ -307,7 +307,7 @@ class H11Connection(HeadReading):
         await cycle.run(state.app)
         if state.request_limit is not None and cycle.status != 499:
             state.count_request()
-        return cycle.state is ResponseState.DONE and not cycle.disconnected  # cycle.complete
+        return cycle.state is DONE and not cycle.disconnected  # cycle.complete
 
     async def _serve_websocket(self, head: RequestHead) -> None:
         scope = websocket_scope(head, self._info, self._config, self._state.lifespan_state)

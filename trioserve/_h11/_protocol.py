@@ -316,17 +316,12 @@ class ServerProtocol(ResponseSide):
             characters: Whether the head may still hold control characters (see
                 :func:`check_head`).
         """
-        self.head = RequestHead(
-            method,
-            target,
-            HTTP_VERSIONS.get(http_version) or http_version.decode("latin-1"),
-            headers,
-        )
+        version = HTTP_VERSIONS.get(http_version)
+        self.head = RequestHead(method, target, version or http_version.decode("latin-1"), headers)
         self._head_request = method == b"HEAD"
         check_head(head, target, self._max_header_size, characters=characters)
         if self._max_headers is not None and len(headers) > self._max_headers:
             raise RequestRefused(431, "Too many request header fields.")
-        version = HTTP_VERSIONS.get(http_version)
         if version is None:
             raise RequestRefused(505, "Only HTTP/1.x is supported.")
         content_length: int | None = None
