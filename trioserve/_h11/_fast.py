@@ -254,7 +254,7 @@ class FastProtocol(ServerProtocol):
             self._buf = b""
             return super().next_event()
         except RequestRefused as exc:
-            self._closing = True
+            self.will_close = True
             self._refused = exc
             raise
 
@@ -372,7 +372,7 @@ class FastProtocol(ServerProtocol):
                 b"",
                 self._max_header_size,
             )
-            self._closing = True
+            self.will_close = True
             self._refused = exc
             raise exc
         return NEED_DATA
@@ -391,7 +391,7 @@ class FastProtocol(ServerProtocol):
     def request_complete(self) -> bool:
         if self._conn is not None:
             return super().request_complete
-        return self._bodyless or self._stage == _DONE
+        return self.request_bodyless or self._stage == _DONE
 
     def start_next_cycle(self) -> bool:
         if self._conn is not None:
@@ -402,9 +402,9 @@ class FastProtocol(ServerProtocol):
             self._scanned = 0
             return super().start_next_cycle()
         if (
-            self._closing
+            self.will_close
             or self._writer is not COMPLETE
-            or not (self._bodyless or self._stage == _DONE)
+            or not (self.request_bodyless or self._stage == _DONE)
         ):
             return False
         self._received = bool(self._buf) or self._eof

@@ -115,7 +115,10 @@ class HeadReading:
                 self._since = idle_timer.now()
                 timer.deadline = self._since + config.header_timeout
             else:
-                self._since = idle_timer.now()
+                # (Read into a local first: called straight off the instance attribute, the
+                # method call is looked up the slow way.)
+                now = idle_timer.now
+                self._since = now()
                 swept = idle_timer.arm(self, self._since, timer)
             if not buffered:
                 # Idle: no byte of the next request yet. A (hard) shutdown closes us here, and

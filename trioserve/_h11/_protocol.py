@@ -81,6 +81,10 @@ __all__ = [
     "error_response",
 ]
 
+# HTTP_VERSIONS.get, bound once: a method of an imported name is looked up the slow way on every
+# call (Python 3.11 does not compile ``imported.method()`` as a method call).
+_version_of: Final = HTTP_VERSIONS.get
+
 # The client's states after a request that allow another one, and all those once its request
 # has arrived (MIGHT_SWITCH_PROTOCOL: it asked for an Upgrade, which this server never grants).
 _NEXT_CYCLE_STATES: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
@@ -113,7 +117,6 @@ class ServerProtocol(ResponseSide):
 
     __slots__ = (
         "_body_limit",
-        "_bodyless",
         "_chunks",
         "_client_closes",
         "_client_http11",
@@ -129,6 +132,7 @@ class ServerProtocol(ResponseSide):
         "_sniffed",
         "_valid_host",
         "head",
+        "request_bodyless",
         "trailers_accepted",
         "websocket",
     )
@@ -162,10 +166,10 @@ class ServerProtocol(ResponseSide):
         self._discarded = 0
         self._client_http11 = True
         self._client_closes = False
-        self._closing = False
+        self.will_close = False  # (documented on ResponseSide)
         self._head_request = False
         #: Whether the current request has no body at all (no Content-Length, no chunking).
-        self._bodyless = False
+        self.request_bodyless = False
         #: Whether the current request asks to become a websocket.
         self.websocket = False
         #: The current request's head, once its request line and headers have arrived (also when
@@ -211,11 +215,11 @@ class ServerProtocol(ResponseSide):
         Returns:
             Whether to keep reading (``False``: the client floods us; close).
         """
-        if self._closing:
+        if self.will_close:
             self._discarded += len(data)
             return self._discarded <= PIPELINE_DISCARD_BYTES
         if self.buffered_size + len(data) > self._max_header_size:
-            self._closing = True
+            self.will_close = True
             self._discarded = len(data)
             return True
         self.receive_data(data)
@@ -293,7 +297,7 @@ class ServerProtocol(ResponseSide):
                 return CLIENT_CLOSED
             return NEED_DATA  # NEED_DATA or PAUSED
         except RequestRefused as exc:
-            self._closing = True
+            self.will_close = True
             self._refused = exc
             raise
 
@@ -316,7 +320,7 @@ class ServerProtocol(ResponseSide):
             characters: Whether the head may still hold control characters (see
                 :func:`check_head`).
         """
-        version = HTTP_VERSIONS.get(http_version)
+        version = _version_of(http_version)
         self.head = RequestHead(method, target, version or http_version.decode("latin-1"), headers)
         self._head_request = method == b"HEAD"
         check_head(head, target, self._max_header_size, characters=characters)
@@ -353,7 +357,7 @@ class ServerProtocol(ResponseSide):
             raise RequestRefused(400, "An HTTP/1.1 request needs exactly one Host header.")
         # No framing header, no body: the request ended with its head. Knowing that here spares
         # the event loop a round through h11 for the empty end of every GET.
-        self._bodyless = not has_transfer_encoding and not content_length
+        self.request_bodyless = not has_transfer_encoding and not content_length
         self._client_closes = client_closes or not self._client_http11
         if content_length is not None:
             check_content_length(head, content_length, has_transfer_encoding, self._body_limit)
@@ -393,11 +397,6 @@ class ServerProtocol(ResponseSide):
         return True
 
     @property
-    def request_bodyless(self) -> bool:
-        """Whether the current request has no body at all (it ended with its head)."""
-        return self._bodyless
-
-    @property
     def response_complete(self) -> bool:
         """Whether the current response has been sent completely."""
         return self._writer is COMPLETE
@@ -414,10 +413,10 @@ class ServerProtocol(ResponseSide):
         conn = self._conn
         chunks = self._chunks
         if (
-            self._closing
+            self.will_close
             or self._writer is not COMPLETE
             or conn is None
-            or not (self._bodyless or conn.their_state in _NEXT_CYCLE_STATES)
+            or not (self.request_bodyless or conn.their_state in _NEXT_CYCLE_STATES)
             or (chunks is not None and chunks.refusal is not None)
         ):
             return False
@@ -436,6 +435,6 @@ class ServerProtocol(ResponseSide):
         self._head_request = False
         self.websocket = False
         self.head = None
-        self._bodyless = False
+        self.request_bodyless = False
         self._discarded = 0
         self._writer = NOT_STARTED

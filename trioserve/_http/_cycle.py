@@ -85,6 +85,9 @@ TRAILERS: Final = ResponseState.TRAILERS
 DONE: Final = ResponseState.DONE
 ABORTED: Final = ResponseState.ABORTED
 
+# current_metrics.get, bound once (see _h11/_protocol.py's _version_of).
+_current_metrics: Final = current_metrics.get
+
 _HEAD_NOT_WRITTEN: Final = (WAITING, STARTED)
 _UNFINISHED: Final = (STREAMING, TRAILERS)
 
@@ -174,7 +177,7 @@ class RequestCycle:
             RequestRefused: the server must answer with this error (a refused body, or a 500
                 for an app that failed or returned before starting its response).
         """
-        metrics = current_metrics.get()
+        metrics = _current_metrics()
         timed = metrics is not None or self._config.access_log
         started = time.perf_counter() if timed else 0.0
         if metrics is not None:
