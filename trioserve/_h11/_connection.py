@@ -172,7 +172,11 @@ class H11Connection(HeadReading):
                             break
                         if proto.will_close or self._exchange.wire_taken:
                             break
-                        if not proto.request_complete and not await self._exchange.drain_body():
+                        if (
+                            not proto.request_bodyless  # (an attribute: spares a GET the property)
+                            and not proto.request_complete
+                            and not await self._exchange.drain_body()
+                        ):
                             break
                         if not proto.start_next_cycle():
                             break
