@@ -99,3 +99,20 @@ async def test_a_zero_timeout_leaves_the_waits_to_the_connections_and_does_not_s
         assert not waiting.cancelled_caught
         assert not timer.running  # connections use their own deadlines (closing at once)
         nursery.cancel_scope.cancel()
+
+
+async def test_now_is_the_runs_clock_while_the_timer_runs_and_trios_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The head wait reads the time through IdleTimer.now (one call where trio.current_time()
+    # is three): while run() runs, the run's own clock; before and after, trio.current_time.
+    timer = IdleTimer(5.0)
+    assert timer.now is trio.current_time
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timer.run)
+        await trio.sleep(1.5)
+        assert timer.now == autojump_clock.current_time  # the MockClock's own method
+        assert timer.now() == trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert timer.now is trio.current_time
+    assert not timer.running

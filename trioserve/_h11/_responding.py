@@ -1,7 +1,8 @@
 """The response side of :class:`~._protocol.ServerProtocol`: framing, closing, 100-continue.
 
-A base class of ``ServerProtocol`` (which owns the state: the slots are declared there) so that
-each half of the HTTP/1.1 protocol reads on its own: what comes in (``_protocol.py``) and what
+A base class of ``ServerProtocol`` (which owns most of the state: its slots are declared
+there; the response's framing and ``will_close`` are declared here) so that each half of the
+HTTP/1.1 protocol reads on its own: what comes in (``_protocol.py``) and what
 goes out (here). No I/O: every method returns the bytes to write.
 """
 

@@ -77,7 +77,7 @@ class ResponseState(enum.Enum):
 # The members as module constants, which the cycle reads: on Python 3.11 ``ResponseState.DONE``
 # costs about 100 ns (an attribute of a class whose metaclass is not ``type``: the interpreter
 # does not specialise the lookup), a global about 5, and a request reads them about eight times
-# (2026-12-06: 2% of a hello request's instructions). (3.12 specialises it: about 20 ns.)
+# (2026-12-06: about 5% of a hello request's instructions). (3.12 specialises it: about 20 ns.)
 WAITING: Final = ResponseState.WAITING
 STARTED: Final = ResponseState.STARTED
 STREAMING: Final = ResponseState.STREAMING
