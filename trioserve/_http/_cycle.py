@@ -74,20 +74,16 @@ class ResponseState(enum.Enum):
     ABORTED = "aborted"
 
 
-# The members as module constants, which the cycle reads: on Python 3.11 ``ResponseState.DONE``
-# costs about 100 ns (an attribute of a class whose metaclass is not ``type``: the interpreter
-# does not specialise the lookup), a global about 5, and a request reads them about eight times
-# (2026-12-06: about 5% of a hello request's instructions). (3.12 specialises it: about 20 ns.)
+# The members as module constants, which the cycle reads (on Python 3.11 a member read through
+# its class costs about 100 ns, a global 5: docs/architecture.md, "What the pure-Python hot path
+# avoids"; about 5% of a hello request's instructions). And current_metrics.get, bound once.
 WAITING: Final = ResponseState.WAITING
 STARTED: Final = ResponseState.STARTED
 STREAMING: Final = ResponseState.STREAMING
 TRAILERS: Final = ResponseState.TRAILERS
 DONE: Final = ResponseState.DONE
 ABORTED: Final = ResponseState.ABORTED
-
-# current_metrics.get, bound once (see _h11/_protocol.py's _version_of).
 _current_metrics: Final = current_metrics.get
-
 _HEAD_NOT_WRITTEN: Final = (WAITING, STARTED)
 _UNFINISHED: Final = (STREAMING, TRAILERS)
 
