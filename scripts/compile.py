@@ -42,6 +42,7 @@ MODULES: tuple[str, ...] = (
     "trioserve/_http/_date.py",
     "trioserve/_http/_idle.py",
     "trioserve/_http/_scope.py",
+    "trioserve/_http/_response_state.py",
     "trioserve/_http/_cycle.py",
     "trioserve/_readiness.py",
     "trioserve/_transport.py",

@@ -40,11 +40,12 @@ from .._eviction import Kind, Reason, Snapshot
 from .._h2._connection import H2Connection
 from .._http._access import log_access
 from .._http._builtin import answer_health, answer_redirect
-from .._http._cycle import DONE, RequestCycle
+from .._http._cycle import RequestCycle
 from .._http._date import http_date
 from .._http._events import (
     RequestHead,
 )
+from .._http._response_state import DONE
 from .._http._scope import build_scope, connection_info, format_address, websocket_scope
 from .._http._state import ServerState
 from .._transport import Transport

@@ -32,7 +32,6 @@ that fails halfway through leaves a response the connection must cut off (``comp
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import time
@@ -47,45 +46,29 @@ from .._metrics import current_metrics
 from .._types import ASGIApp, Message, Scope
 from ._access import ASYNCIO_HINT, log_access, needs_asyncio
 from ._exchange import Body, Exchange
+from ._response_state import (
+    ABORTED,
+    DONE,
+    HEAD_NOT_WRITTEN,
+    STARTED,
+    STREAMING,
+    TRAILERS,
+    UNFINISHED,
+    WAITING,
+    ResponseState,
+    out_of_order,
+)
 from ._scope import format_address
 
-__all__ = ["DONE", "RequestCycle", "ResponseState"]
+__all__ = ["RequestCycle", "ResponseState"]
 
 error_log = logging.getLogger("trioserve.error")
 
+# current_metrics.get, bound once (docs/architecture.md, "What the pure-Python hot path avoids").
+_current_metrics: Final = current_metrics.get
+
 _DISCONNECT: Final = {"type": "http.disconnect"}
 _NO_HEADERS: Final[Sequence[tuple[bytes, bytes]]] = ()
-
-
-class ResponseState(enum.Enum):
-    """Where the response of one request cycle is."""
-
-    #: No ``http.response.start`` yet.
-    WAITING = "waiting"
-    #: ``http.response.start`` received, nothing written yet.
-    STARTED = "started"
-    #: The head is on the wire, the body under way.
-    STREAMING = "streaming"
-    #: The body is complete; the trailers the app announced are still to come.
-    TRAILERS = "trailers"
-    #: The whole response is on the wire.
-    DONE = "done"
-    #: The app took the wire over (fault injection): nothing more may be written.
-    ABORTED = "aborted"
-
-
-# The members as module constants, which the cycle reads (on Python 3.11 a member read through
-# its class costs about 100 ns, a global 5: docs/architecture.md, "What the pure-Python hot path
-# avoids"; about 5% of a hello request's instructions). And current_metrics.get, bound once.
-WAITING: Final = ResponseState.WAITING
-STARTED: Final = ResponseState.STARTED
-STREAMING: Final = ResponseState.STREAMING
-TRAILERS: Final = ResponseState.TRAILERS
-DONE: Final = ResponseState.DONE
-ABORTED: Final = ResponseState.ABORTED
-_current_metrics: Final = current_metrics.get
-_HEAD_NOT_WRITTEN: Final = (WAITING, STARTED)
-_UNFINISHED: Final = (STREAMING, TRAILERS)
 
 
 class RequestCycle:
@@ -221,7 +204,7 @@ class RequestCycle:
     def _unfinished(self, failed: bool) -> None:
         """The app returned before its response was done: raise the answer the server owes,
         note a client that left (499), or log a truncated response."""
-        if self.state in _HEAD_NOT_WRITTEN:
+        if self.state in HEAD_NOT_WRITTEN:
             if self.disconnected and self.refusal is None:
                 # Nobody to answer; logged like nginx's 499 "client closed request".
                 self.status = 499
@@ -234,7 +217,7 @@ class RequestCycle:
                     *_what(self.scope),
                 )
             raise RequestRefused(500, "Internal Server Error")
-        if self.state in _UNFINISHED and not failed and not self.disconnected:
+        if self.state in UNFINISHED and not failed and not self.disconnected:
             # Started but unfinished (a body, or its trailers): the client must not take a
             # truncated response for a whole one.
             error_log.error(
@@ -348,7 +331,7 @@ class RequestCycle:
         state = self.state
         if message_type == "http.response.body":
             if state is not STARTED and state is not STREAMING:
-                raise RuntimeError(_out_of_order(message_type, state))
+                raise RuntimeError(out_of_order(message_type, state))
             body = message.get("body", b"")
             if type(body) is not bytes:
                 body = _buffer(body)
@@ -373,7 +356,7 @@ class RequestCycle:
                 self._finish(end)
         elif message_type == "http.response.start":
             if state is not WAITING:
-                raise RuntimeError(_out_of_order(message_type, state))
+                raise RuntimeError(out_of_order(message_type, state))
             status = message["status"]
             if type(status) is not int:
                 # Said here, the same in either build (compiled, the attribute below would
@@ -385,7 +368,7 @@ class RequestCycle:
             self._trailers = bool(message.get("trailers", False))
         elif message_type == "http.response.pathsend":
             if state is not STARTED:
-                raise RuntimeError(_out_of_order(message_type, state))
+                raise RuntimeError(out_of_order(message_type, state))
             try:
                 self.bytes_sent += await self._exchange.send_file(
                     self.status, self._headers, _file_path(message["path"])
@@ -397,7 +380,7 @@ class RequestCycle:
             self._finish(True)
         elif message_type == "http.response.trailers":
             if state is not TRAILERS:
-                raise RuntimeError(_out_of_order(message_type, state))
+                raise RuntimeError(out_of_order(message_type, state))
             fields = self._trailer_fields
             if fields is None:
                 fields = self._trailer_fields = []
@@ -484,21 +467,3 @@ def _file_path(path: object) -> str:
 
 def _what(scope: Scope) -> tuple[str, str]:
     return scope["method"], scope["path"]
-
-
-def _out_of_order(message_type: str, state: ResponseState) -> str:
-    if state is WAITING:
-        return f"ASGI app sent {message_type!r} before 'http.response.start'"
-    if state is ABORTED:
-        return f"ASGI app sent {message_type!r} after a trioserve.fault took over the connection"
-    if message_type == "http.response.start":
-        return "ASGI app sent 'http.response.start' twice"
-    if message_type == "http.response.trailers":
-        if state is DONE:
-            return "ASGI app sent 'http.response.trailers' without announcing trailers"
-        return "ASGI app sent 'http.response.trailers' before the end of the response body"
-    if state is STREAMING:
-        return f"ASGI app sent {message_type!r} while the response body was being sent"
-    if state is TRAILERS:
-        return f"ASGI app sent {message_type!r} where its trailers were due"
-    return f"ASGI app sent {message_type!r} after the response was complete"
