@@ -106,18 +106,18 @@ class HeadReading:
             # a server's timer running (tests), by the timer's deadline.
             swept = False
             idle_timer = self._state.idle_timer
+            # trio's clock (IdleTimer.now), read into a local: called straight off the instance
+            # attribute, the method is looked up the slow way.
+            now = idle_timer.now
             buffered = proto.has_buffered_data
             if first:
                 self._since = self._accepted_at
                 timer.deadline = self._accepted_at + config.header_timeout
             elif buffered:
                 # The start of a pipelined head is already here.
-                self._since = idle_timer.now()
+                self._since = now()
                 timer.deadline = self._since + config.header_timeout
             else:
-                # (Read into a local first: called straight off the instance attribute, the
-                # method call is looked up the slow way.)
-                now = idle_timer.now
                 self._since = now()
                 swept = idle_timer.arm(self, self._since, timer)
             if not buffered:
@@ -186,7 +186,7 @@ class HeadReading:
                     event = proto.next_event()
                 if event is NEED_DATA and not first:
                     # Only a head that did not arrive whole needs its own deadline.
-                    self._since = idle_timer.now()
+                    self._since = now()
                     timer.deadline = self._since + config.header_timeout
                     swept = False
                 self._head_bytes = len(data)
