@@ -345,7 +345,8 @@ class ServerProtocol(ResponseSide):
             elif name == b"transfer-encoding":
                 has_transfer_encoding = True
             elif name == b"connection":
-                client_closes = client_closes or b"close" in value.lower()
+                # (find, not ``in``: see _strict._NUMBER_SIGN)
+                client_closes = client_closes or value.lower().find(b"close") >= 0
             elif name == b"upgrade" and value.lower() == b"websocket":
                 self.websocket = method == b"GET"
             elif name == b"te" and b"trailers" in _TE_TOKENS.findall(value.lower()):
