@@ -49,7 +49,7 @@ from .._http._events import (
     Event,
 )
 from ._protocol import ServerProtocol
-from ._strict import H2_PREFACE, parse_refusal
+from ._strict import H2_PREFACE, SNIFF_LENGTH, parse_refusal
 from ._writers import COMPLETE, NOT_STARTED
 
 try:
@@ -201,6 +201,24 @@ class FastProtocol(ServerProtocol):
 
     def _has_request(self) -> bool:
         return self._conn is not None or self._received
+
+    def receive_next(self, data: bytes) -> Event:
+        if (
+            not self._received
+            and self._conn is None
+            and type(data) is bytes
+            and len(self._sniffed) >= SNIFF_LENGTH
+        ):
+            # A cycle's first bytes, the common case: _feed's work, without receive_data's and
+            # _feed's two calls (two of the fifty or so a keep-alive request makes).
+            self._received = True
+            if data:
+                self._buf = data
+            else:
+                self._eof = True
+            return self.next_event()
+        self.receive_data(data)
+        return self.next_event()
 
     @property
     def has_buffered_data(self) -> bool:

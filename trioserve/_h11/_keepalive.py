@@ -83,9 +83,7 @@ class HeadReading:
         if not data:
             self._transport.gone = True
             return None
-        proto = self._proto
-        proto.receive_data(data)
-        return proto.next_event()
+        return self._proto.receive_next(data)
 
     async def _read_head(self, first: bool) -> RequestHead | None:
         """The next request head; ``None`` when the connection ends quietly (the client closed
@@ -179,11 +177,7 @@ class HeadReading:
                     idle_timer.done(self)
                 if not data:
                     return None
-                if parsed is not None:
-                    event = parsed
-                else:
-                    proto.receive_data(data)
-                    event = proto.next_event()
+                event = parsed if parsed is not None else proto.receive_next(bytes(data))
                 if event is NEED_DATA and not first:
                     # Only a head that did not arrive whole needs its own deadline.
                     self._since = now()

@@ -190,6 +190,12 @@ class ServerProtocol(ResponseSide):
                 raise
         self._feed(data)
 
+    def receive_next(self, data: bytes) -> Event:
+        """:meth:`receive_data` then :meth:`next_event`, in one call: a keep-alive connection's
+        next request, read in one piece (the fast path overrides this)."""
+        self.receive_data(data)
+        return self.next_event()
+
     def _feed(self, data: bytes | bytearray) -> None:
         """Hand received bytes to the parser (the httptools path overrides this)."""
         conn = self._conn
