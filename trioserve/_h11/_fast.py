@@ -110,6 +110,9 @@ _HEAD: Final = re.compile(b"%s(?:\r\n%s)*\r\n\r\n" % (request_line.encode("ascii
 # h11 reads Content-Length as [0-9]+ of at most 20 digits; longer ones take the h11 path.
 _LENGTH: Final = re.compile(rb"[0-9]{1,18}")
 _FAST_VERSIONS: Final = (b"1.1", b"1.0")
+# The fields that decide the framing here, besides Host (compared first: every request has one):
+# any other name is passed over with one set lookup.
+_FRAMING_FIELDS: Final = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 # What h11 sends for InformationalResponse(100) with no headers.
 _CONTINUE: Final = b"HTTP/1.1 100 \r\n\r\n"
 
@@ -314,15 +317,17 @@ class FastProtocol(ServerProtocol):
         hosts = 0
         expect = False
         for name, value in fields:
-            if name == b"content-length":
+            if name == b"host":
+                hosts += 1
+            elif name not in _FRAMING_FIELDS:
+                continue
+            elif name == b"content-length":
                 if seen_length or _LENGTH.fullmatch(value) is None:
                     raise _FallBack
                 seen_length = True
                 length = int(value)
             elif name == b"transfer-encoding":
                 raise _FallBack
-            elif name == b"host":
-                hosts += 1
             elif name == b"expect":
                 # As h11: any comma-separated element, case-insensitive, HTTP/1.1 only.
                 expect = expect or any(

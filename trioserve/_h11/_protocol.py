@@ -99,6 +99,12 @@ DRAIN_BYTES: Final = 256 * 1024
 PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
 # The tokens of a TE header value (a transfer coding, or "trailers"), parameters left out.
 _TE_TOKENS: Final = re.compile(rb"(?:^|,)\s*([!#$%&'*+.^_`|~0-9a-z-]+)")
+# The header fields the server's rules read (_check_request) besides Host (compared first: every
+# request has one): any other name is passed over with one set lookup instead of a comparison
+# with each of these (most of a browser's fields are others).
+_RULED_FIELDS: Final = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"te"}
+)
 
 
 class ServerProtocol(ResponseSide):
@@ -346,6 +352,8 @@ class ServerProtocol(ResponseSide):
                     if not valid_host(value):
                         raise RequestRefused(400, "Malformed Host header.")
                     self._valid_host = value  # the next request most likely names it too
+            elif name not in _RULED_FIELDS:
+                continue
             elif name == b"content-length":
                 content_length = int(value)
             elif name == b"transfer-encoding":
