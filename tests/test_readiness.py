@@ -431,6 +431,28 @@ async def test_a_cancelled_wait_leaves_no_waiter_behind() -> None:
                 await readiness.wait(ours.fileno())
 
 
+async def test_cancelled_waits_and_reads_leave_nothing_also_on_a_reused_socket_number() -> None:
+    # A socket's abort function is kept from one wait to the next, and dropped with the socket:
+    # cancel waits and reads in turn, then close the socket and watch a new one that gets the
+    # same descriptor number; each is served as if it were the first.
+    async with running_readiness() as readiness:
+        for _socket in range(2):
+            ours, theirs = socket_pair()
+            with ours, theirs:
+                fd = ours.fileno()
+                assert readiness.watch(fd)
+                for waiting in (readiness.wait, partial(readiness.read, arrived=len)) * 2:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(waiting, fd)
+                        await trio.testing.wait_all_tasks_blocked()
+                        nursery.cancel_scope.cancel()
+                theirs.send(b"now")
+                await trio.testing.wait_all_tasks_blocked()
+                with trio.fail_after(_PATIENCE):
+                    assert await readiness.read(fd, len) == (b"now", 3)
+                readiness.forget(fd)
+
+
 async def test_a_wait_cancelled_at_its_mark_leaves_the_mark_for_the_next_wait() -> None:
     # Found in review: the mark was taken before the wait's schedule point, so a wait cancelled
     # there (HTTP/2's reader at a graceful shutdown, cancel_on_disconnect's watcher) lost it,
