@@ -586,6 +586,35 @@ async def test_a_request_just_before_the_keep_alive_timeout_is_served(
         assert 5 <= trio.current_time() - start < 6
 
 
+async def test_a_request_still_running_when_its_idle_waits_deadline_passes_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A connection leaves its keep-alive entry in the server's timer while it is busy: the
+    # entry's deadline passing mid-request must not close it.
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await trio.sleep(3)
+        await hello_app(scope, receive, send)
+
+    config = Config(access_log=False, keep_alive_timeout=5)
+    async with connection(slow_app, config) as (client, _):
+        await client.request()
+        await client.response()
+        await trio.sleep(4)
+        sent = trio.current_time()
+        await client.request(target="/slow")  # idle since 0; busy from 4 to 7, past 5
+        response, body = await client.response()
+        assert response.status_code == 200
+        assert body == b"GET /slow\n"
+        assert trio.current_time() - sent >= 3
+        await client.request(target="/after")
+        response, body = await client.response()
+        assert body == b"GET /after\n"
+        start = trio.current_time()
+        assert await client.read_until_eof() == b""
+        assert 5 <= trio.current_time() - start < 6
+
+
 async def test_stalled_request_body_gets_408_after_body_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

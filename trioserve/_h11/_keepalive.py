@@ -62,7 +62,8 @@ class HeadReading:
     _transport: Transport
 
     def idle_expired(self) -> None:
-        """The server's IdleTimer: the keep-alive timeout passed while idle; close quietly."""
+        """The server's IdleTimer: the keep-alive timeout passed since the connection went
+        idle; close quietly if it still is (a busy connection leaves its entry in place)."""
         if self._idle:
             self._stop()
 
@@ -172,9 +173,10 @@ class HeadReading:
                         if got is not None:
                             data = got
                             break
+                # No longer idle. The IdleTimer's entry stays (no call to take it out on every
+                # request): the next wait replaces it, a close takes it out, and if its
+                # deadline comes first, idle_expired() passes over a busy connection.
                 self._idle = False
-                if swept:
-                    idle_timer.done(self)
                 if not data:
                     return None
                 event = parsed if parsed is not None else proto.receive_next(bytes(data))

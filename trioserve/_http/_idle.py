@@ -3,7 +3,10 @@
 Why not a deadline on each connection's cancel scope: moving a trio deadline costs a context
 manager and a heap operation (about 3-5 us), and a keep-alive connection moved its deadline
 twice per request (set when it went idle, cleared when the next request arrived): a measurable
-part of a small request. Here going idle is a dict insert and leaving idleness a dict delete.
+part of a small request. Here going idle is a dict insert (moving the connection's entry to the
+end), and leaving idleness costs nothing: an HTTP/1.1 connection leaves its entry in place until
+it goes idle again or closes (:meth:`IdleTimer.done`), and if its deadline comes first, the timer
+ends the wait of a connection that is no longer idle, which its ``idle_expired`` ignores.
 
 Every idle wait has the same timeout (``keep_alive_timeout``), so the dict's insertion order is
 deadline order: the task sleeps until the oldest deadline, ends the waits that are due, and
@@ -30,7 +33,8 @@ class Sleeper(Protocol):
     """A connection whose idle wait the timer can end."""
 
     def idle_expired(self) -> None:
-        """The keep-alive timeout passed while it was idle: close quietly."""
+        """The keep-alive timeout passed since it went idle: close quietly if it still is
+        (a sleeper that leaves its entry while busy must check)."""
 
 
 class IdleTimer:
