@@ -356,6 +356,24 @@ def test_body_longer_than_content_length_is_refused() -> None:
         proto.send_data(b"abcd")
 
 
+@pytest.mark.parametrize(
+    ("declared", "body", "refused"),
+    [(b"3", b"abcd", "longer"), (b"3", b"ab", "1 missing"), (b"3", b"abc", None)],
+)
+def test_a_whole_body_is_held_to_the_apps_content_length(
+    declared: bytes, body: bytes, refused: str | None
+) -> None:
+    proto = started()
+    if refused is not None:
+        with pytest.raises(ResponseError, match=refused):
+            proto.send_whole_response(200, [(b"content-length", declared)], body)
+        return
+    out, sent = proto.send_whole_response(200, [(b"content-length", declared)], body)
+    assert out.endswith(b"\r\ncontent-length: 3\r\n\r\nabc")
+    assert sent == 3
+    assert proto.response_complete
+
+
 def test_body_shorter_than_content_length_is_refused_at_the_end() -> None:
     proto = started()
     proto.send_response(200, [(b"content-length", b"3")])
@@ -476,6 +494,22 @@ def test_the_date_comes_from_the_callable_given() -> None:
     proto.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     proto.next_event()
     assert b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\n" in proto.send_response(200, [])
+
+
+def test_each_response_has_the_date_its_own_callable_gives_at_that_moment() -> None:
+    # The Date line is made once per value and shared by every connection: connections with
+    # different clocks, answered in turn, and a clock that moves on, each get their own date.
+    clocks = {"a": b"Thu, 01 Jan 1970 00:00:00 GMT", "b": b"Fri, 02 Jan 1970 00:00:00 GMT"}
+    protos = {name: make(date=lambda name=name: clocks[name]) for name in clocks}
+    for _ in range(2):
+        for name, proto in protos.items():
+            proto.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            proto.next_event()
+            out, _sent = proto.send_whole_response(200, [], b"hi")
+            assert b"\r\ndate: " + clocks[name] + b"\r\n" in out
+            assert out.endswith(b"\r\n\r\nhi")
+            assert proto.start_next_cycle()
+        clocks["a"] = b"Sat, 03 Jan 1970 00:00:01 GMT"
 
 
 def test_a_close_between_requests_is_client_closed() -> None:

@@ -21,7 +21,6 @@ from ._writers import (
     NOT_STARTED,
     UNTIL_CLOSE,
     BodyWriter,
-    ContentLengthWriter,
     Fields,
     ResponseError,
     error_response,
@@ -38,6 +37,20 @@ REQUEST_COMPLETE_STATES: Final = (
     h11.MIGHT_SWITCH_PROTOCOL,  # type: ignore[attr-defined]
     h11.MUST_CLOSE,
 )
+
+
+class _DateLines:
+    """The ``Date`` header line of the last value a protocol's ``date()`` gave (the value is
+    shared and changes once a second; two concatenations per response otherwise)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        # (value, line), replaced whole: a reader never pairs one value with another's line.
+        self.last: tuple[bytes, bytes] = (b"", b"")
+
+
+_date_lines: Final = _DateLines()
 
 
 class ResponseSide:
@@ -117,18 +130,64 @@ class ResponseSide:
         Raises:
             ResponseError: the status or headers are invalid.
         """
+        return b"".join(
+            self._head_lines(status, headers, body_length, length_is_resource_size, False)
+        )
+
+    def send_whole_response(
+        self, status: object, headers: Fields, body: bytes
+    ) -> tuple[bytes, int]:
+        """A complete response whose body is ``body``: the bytes to write, and how many of
+        them are body bytes (0 for HEAD, 204, 304).
+
+        The same as :meth:`send_response` with ``body_length``, :meth:`send_data` and
+        :meth:`send_end`, in one call (most responses are a single ``http.response.body``).
+
+        Raises:
+            ResponseError: the status or headers are invalid, or the app's Content-Length is
+                not the body's length.
+        """
+        lines = self._head_lines(status, headers, len(body), False, True)
+        if self._writer is COMPLETE:
+            # Framed by its length, and that is the body's: head and body in one join.
+            lines.append(body)
+            return b"".join(lines), len(body)
+        head = b"".join(lines)
+        writer = self._writer
+        sent = 0 if writer is NO_BODY else len(body)
+        return head + writer.data(body) + self.send_end(), sent
+
+    def _head_lines(
+        self,
+        status: object,
+        headers: Fields,
+        body_length: int | None,
+        length_is_resource_size: bool,
+        whole: bool,
+    ) -> list[bytes]:
+        """The lines of :meth:`send_response`'s head, the blank line last (``whole``: as
+        :func:`~._writers.frame_response` has it)."""
         if self._writer is not NOT_STARTED:
             raise ResponseError("the response has already started")
         date = self._date
+        date_line: bytes | None = None
+        if date is not None:
+            value = date()
+            last = _date_lines.last
+            if value is not last[0]:
+                # The value changes once a second: its line is made once, for every connection.
+                last = _date_lines.last = (value, b"date: " + value + b"\r\n")
+            date_line = last[1]
         lines, writer, said_close = frame_response(
             status,
             headers,
-            None if date is None else b"date: " + date() + b"\r\n",
+            date_line,
             self._server,
             self._head_request,
             self._client_http11,
             body_length,
             length_is_resource_size,
+            whole,
         )
         self._writer = writer
         if (
@@ -148,28 +207,7 @@ class ResponseSide:
         if self.will_close and not said_close:
             lines.append(b"connection: close\r\n")
         lines.append(b"\r\n")
-        return b"".join(lines)
-
-    def send_whole_response(
-        self, status: object, headers: Fields, body: bytes
-    ) -> tuple[bytes, int]:
-        """A complete response whose body is ``body``: the bytes to write, and how many of
-        them are body bytes (0 for HEAD, 204, 304).
-
-        The same as :meth:`send_response` with ``body_length``, :meth:`send_data` and
-        :meth:`send_end`, in one call (most responses are a single ``http.response.body``).
-
-        Raises:
-            ResponseError: the status or headers are invalid, or the app's Content-Length is
-                not the body's length.
-        """
-        head = self.send_response(status, headers, body_length=len(body))
-        writer = self._writer
-        if type(writer) is ContentLengthWriter and writer.remaining == len(body):
-            self._writer = COMPLETE
-            return head + body, len(body)
-        sent = 0 if writer is NO_BODY else len(body)
-        return head + writer.data(body) + self.send_end(), sent
+        return lines
 
     def send_data(self, data: bytes) -> bytes:
         """A piece of the response body, framed (for chunked responses) as needed.

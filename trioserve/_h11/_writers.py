@@ -199,6 +199,7 @@ def frame_response(
     http11: bool,
     body_length: int | None,
     length_is_resource_size: bool,
+    whole: bool = False,
 ) -> tuple[list[bytes], BodyWriter, bool]:
     """Validate a response's status and headers, render them, and pick the body's framing.
 
@@ -216,6 +217,9 @@ def frame_response(
         http11: The client speaks HTTP/1.1 (it can read a chunked body).
         body_length: The whole body's length when known, else ``None``.
         length_is_resource_size: ``body_length`` is the size of what a GET would send.
+        whole: the body of ``body_length`` bytes goes out with the head: where it is framed by
+            a Content-Length that it meets, the writer is ``COMPLETE`` at once (no writer is
+            made to count it).
 
     Returns:
         The header lines (status line first, no blank line yet), the body's writer, and
@@ -300,9 +304,9 @@ def frame_response(
         ):
             lines.append(b"content-length: %d\r\n" % body_length)
     elif length is not None:
-        writer = ContentLengthWriter(length)
+        writer = COMPLETE if whole and length == body_length else ContentLengthWriter(length)
     elif body_length is not None and not chunked:
-        writer = ContentLengthWriter(body_length)
+        writer = COMPLETE if whole else ContentLengthWriter(body_length)
         lines.append(b"content-length: %d\r\n" % body_length)
     elif http11:
         writer = CHUNKED
