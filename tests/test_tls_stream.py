@@ -13,6 +13,7 @@ import trio.testing
 import trustme
 
 from trioserve._tls_stream import TLSStream
+from trioserve._transport import Transport
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +237,38 @@ async def test_a_writer_waiting_behind_a_cancelled_one_writes_nothing(ca: trustm
                 await trio.testing.wait_all_tasks_blocked()
                 everything.cancel()
         assert outcome == ["broken"]
+
+
+async def test_a_transports_tls_writes_that_the_socket_cannot_take_now_are_flushed_in_order(
+    ca: trustme.CA,
+) -> None:
+    # Transport.write_now encrypts a response of up to one write piece at once: what the
+    # socket does not take waits in the TLS stream, and send_rest() flushes it, in order with
+    # what follows; larger data is left whole for send_rest.
+    async with tls_pair(ca) as (server, client):
+        transport = Transport(server, write_timeout=30)
+        assert transport.write_now(b"small") == b""  # the common case: out at once
+        pieces = [bytes([i]) * (60 * 1024) for i in range(64)]  # ~4 MiB, beyond the buffers
+        big = b"z" * (1 << 20)
+        expected = b"small" + b"".join(pieces) + big
+        received = bytearray()
+
+        async def read_all() -> None:
+            # Only once the writer waits for room: every rest must be flushed after waiting.
+            await trio.testing.wait_all_tasks_blocked()
+            while len(received) < len(expected):
+                received.extend(await client.receive_some(1 << 20))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_all)
+                queued = 0
+                for piece in pieces:
+                    rest = transport.write_now(piece)
+                    if rest:
+                        queued += 1
+                        await transport.send_rest(rest)
+                assert queued > 0  # some did not fit the socket and were flushed
+                assert transport.write_now(big) is big  # more than one piece: left whole
+                await transport.send(big)
+        assert bytes(received) == expected

@@ -58,6 +58,10 @@ _WRITE_PIECE: Final = 64 * 1024
 _GATHER_FROM: Final = 64 * 1024
 _IOV_MAX: Final = 1024
 LINGER_BYTES: Final = 1024 * 1024
+# What write_now() leaves when our TLS stream took the data whole but the socket not all of its
+# records: send_rest() then flushes the stream (a marker, never written: only its identity is
+# looked at).
+_TLS_QUEUED: Final = memoryview(b"\x00")
 
 
 def disconnected(exc: BaseException) -> ClientDisconnected | None:
@@ -231,31 +235,18 @@ class Transport:
         Raises:
             ClientDisconnected: the client is gone, or it read nothing for ``write_timeout``.
         """
-        if self.fd >= 0:
-            data = self.write_now(data)  # what the socket does not take now waits below
-            if not data:
-                return
-        await self.send_rest(data)
+        data = self.write_now(data)  # what does not go out now waits below
+        if data:
+            await self.send_rest(data)
 
     async def send_rest(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data``, what :meth:`write_now` left (or, elsewhere than on plain TCP,
         all of it): as :meth:`send`, without a second ``write_now`` first (trio's write still
         tries the socket once before it waits for room)."""
-        tls_queued = False
+        # Encrypted already (by write_now): what is left goes out with the flush below.
+        tls_queued = data is _TLS_QUEUED
         if self.gone:
             raise ClientDisconnected("the client disconnected")
-        if self._tls is not None and len(data) <= _WRITE_PIECE:
-            # TLS fast path: encrypted and written at once when the socket has room.
-            try:
-                if self._tls.send_nowait(data):
-                    return
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                gone = disconnected(exc)
-                if gone is None:
-                    raise
-                self.gone = True
-                raise gone from exc
-            tls_queued = True  # encrypted already: what is left goes out with the flush below
         # Fixed (review): write_timeout bounds a *stall*, not the whole write: one deadline for
         # all of ``data`` cut off a large body going steadily to a slow client. The data goes
         # out in pieces, and each piece that goes out buys another write_timeout.
@@ -287,8 +278,13 @@ class Transport:
             raise ClientDisconnected("write timed out: the client stopped reading")
 
     def write_now(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
-        """Write what the socket takes of ``data`` now, without waiting (plain TCP; elsewhere
-        nothing is written); what is left, for :meth:`send_rest` (empty: all went out).
+        """Write what can go out of ``data`` now, without waiting; what is left, for
+        :meth:`send_rest` (empty: all went out).
+
+        On plain TCP, what the socket takes. On our TLS stream, data up to one write piece is
+        encrypted whole at once and its records written as far as the socket takes them (what
+        is left waits in the stream: the rest is then a marker that tells :meth:`send_rest` to
+        flush it). Elsewhere (larger TLS writes, other streams) nothing is written.
 
         The socket's send buffer almost always has room for a whole response: an exchange
         calls this first and awaits :meth:`send_rest` only for a rest.
@@ -299,14 +295,17 @@ class Transport:
         if self.gone:
             raise ClientDisconnected("the client disconnected")
         fd = self.fd
-        if fd < 0:
-            return data
         # A plain try, not map_disconnects(): this runs for every response.
         try:
+            if fd < 0:
+                tls = self._tls
+                if tls is None or len(data) > _WRITE_PIECE:
+                    return data
+                return b"" if tls.send_nowait(data) else _TLS_QUEUED
             sent = os.write(fd, data)
         except BlockingIOError:
             return data
-        except OSError as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             gone = disconnected(exc)
             if gone is None:
                 raise
