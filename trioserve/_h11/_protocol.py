@@ -57,6 +57,7 @@ from ._responding import ResponseSide
 from ._strict import (
     H2_PREFACE,
     HTTP_VERSIONS,
+    NUMBER_SIGN,
     SNIFF_LENGTH,
     ChunkedFraming,
     check_content_length,
@@ -335,7 +336,9 @@ class ServerProtocol(ResponseSide):
         version = _version_of(http_version)
         self.head = RequestHead(method, target, version or http_version.decode("latin-1"), headers)
         self._head_request = method == b"HEAD"
-        check_head(head, target, self._max_header_size, characters=characters)
+        if characters or len(head) > self._max_header_size or NUMBER_SIGN in target:
+            # (Called only where it may refuse the head: a call fewer per plain request.)
+            check_head(head, target, self._max_header_size, characters=characters)
         if self._max_headers is not None and len(headers) > self._max_headers:
             raise RequestRefused(431, "Too many request header fields.")
         if version is None:
@@ -359,7 +362,7 @@ class ServerProtocol(ResponseSide):
             elif name == b"transfer-encoding":
                 has_transfer_encoding = True
             elif name == b"connection":
-                # (find, not ``in``: see _strict._NUMBER_SIGN)
+                # (find, not ``in``: see _strict.NUMBER_SIGN)
                 client_closes = client_closes or value.lower().find(b"close") >= 0
             elif name == b"upgrade" and value.lower() == b"websocket":
                 self.websocket = method == b"GET"

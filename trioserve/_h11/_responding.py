@@ -194,7 +194,8 @@ class ResponseSide:
             said_close
             or writer is UNTIL_CLOSE
             or self._client_closes
-            or not self._has_request()
+            # (A parsed head says a request is under way without the call.)
+            or (self.head is None and not self._has_request())
             # (request_bodyless first: a GET's request is complete, and properties cost a call.)
             or (
                 not self.request_bodyless

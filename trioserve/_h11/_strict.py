@@ -34,6 +34,7 @@ from .._errors import RequestRefused
 __all__ = [
     "H2_PREFACE",
     "HTTP_VERSIONS",
+    "NUMBER_SIGN",
     "SNIFF_LENGTH",
     "ChunkedFraming",
     "check_content_length",
@@ -60,9 +61,9 @@ _FORBIDDEN_IN_HEAD: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!
 # other major version gets 505.
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 
-# ``#`` as a number: ``byte in target`` with a bytes needle first tries the needle as an int,
-# and Python formats (then drops) a TypeError for it, 10 times the cost of an int's search.
-_NUMBER_SIGN: Final = ord("#")
+#: ``#`` as a number: ``byte in target`` with a bytes needle first tries the needle as an int,
+#: and Python formats (then drops) a TypeError for it, 10 times the cost of an int's search.
+NUMBER_SIGN: Final = ord("#")
 
 HTTP_VERSIONS: Final = {b"1.0": "1.0"} | {b"1.%d" % minor: "1.1" for minor in range(1, 10)}
 
@@ -169,7 +170,7 @@ def check_head(
         raise too_large(head, max_header_size)
     if characters and _FORBIDDEN_IN_HEAD.search(head):
         raise RequestRefused(400, "Malformed request: control character or folded header line.")
-    if _NUMBER_SIGN in target:
+    if NUMBER_SIGN in target:
         # A fragment is the client's business (RFC 9110 section 7.1): it is never sent.
         raise RequestRefused(400, "Malformed request target: it has a #fragment.")
 
