@@ -150,9 +150,12 @@ class H11Connection(HeadReading):
 
     async def run(self) -> None:
         """Serve requests until the connection ends; never raises but ``trio.Cancelled``."""
-        connections = self._state.connections
+        state = self._state
+        connections = state.connections
         connections.add(self)
         proto = self._proto
+        config = self._config
+        health = None if config.health_path is None else config.health_path.encode()
         keep_open = True
         try:
             try:
@@ -168,9 +171,33 @@ class H11Connection(HeadReading):
                             # A websocket never goes back to HTTP: the connection ends with it.
                             await self._serve_websocket(head)
                             break
-                        if not await self._respond(head):
-                            keep_open = False
-                            break
+                        # The request, answered here rather than in a method of its own: every
+                        # await of the app resumes through each frame of this task's stack.
+                        if health is not None and head.target.partition(b"?")[0] == health:
+                            await answer_health(self._exchange, draining=state.draining)
+                        elif self._redirect is not None:
+                            await answer_redirect(
+                                self._exchange, head.target, head.headers, self._redirect
+                            )
+                        else:
+                            scope = build_scope(head, self._info, config, state.lifespan_state)
+                            cycle = RequestCycle(
+                                self._exchange,
+                                scope,
+                                config,
+                                head.target,
+                                bodyless=proto.request_bodyless,
+                            )
+                            await cycle.run(state.app)
+                            if state.request_limit is not None and cycle.status != 499:
+                                state.count_request()
+                            # (Not cycle.complete: a property costs a call.)
+                            complete = cycle.state is DONE and not cycle.disconnected
+                            del scope, cycle  # not kept through the idle wait
+                            if not complete:
+                                # The response did not go out whole: the connection ends.
+                                keep_open = False
+                                break
                         if proto.will_close or self._exchange.wire_taken:
                             break
                         if (
@@ -293,26 +320,6 @@ class H11Connection(HeadReading):
         # HTTP/2 connection must not carry an HTTP/1.1 parser and exchange too.
         del self._proto, self._exchange
         await h2.serve()
-
-    async def _respond(self, head: RequestHead) -> bool:
-        """Answer one request; whether the connection may serve another."""
-        state = self._state
-        config = self._config
-        health_path = config.health_path
-        if health_path is not None and head.target.partition(b"?")[0] == health_path.encode():
-            await answer_health(self._exchange, draining=state.draining)
-            return True
-        if self._redirect is not None:
-            await answer_redirect(self._exchange, head.target, head.headers, self._redirect)
-            return True
-        scope = build_scope(head, self._info, config, state.lifespan_state)
-        cycle = RequestCycle(
-            self._exchange, scope, config, head.target, bodyless=self._proto.request_bodyless
-        )
-        await cycle.run(state.app)
-        if state.request_limit is not None and cycle.status != 499:
-            state.count_request()
-        return cycle.state is DONE and not cycle.disconnected  # cycle.complete
 
     async def _serve_websocket(self, head: RequestHead) -> None:
         scope = websocket_scope(head, self._info, self._config, self._state.lifespan_state)
