@@ -13,6 +13,8 @@ import pytest
 from trioserve._errors import RequestRefused
 from trioserve._h11._protocol import (
     DRAIN_BYTES,
+    NEXT,
+    NEXT_BUFFERED,
     PIPELINE_DISCARD_BYTES,
     ResponseError,
     ServerProtocol,
@@ -229,6 +231,38 @@ def test_client_connection_close_ends_keep_alive() -> None:
     proto.send_response(200, [(b"content-length", b"0")])
     proto.send_end()
     assert not proto.start_next_cycle()
+
+
+@pytest.mark.parametrize(
+    ("after", "says"),
+    [
+        (b"", NEXT),  # nothing of the next request yet: its wait need not ask the parser
+        (b"GET /2 HT", NEXT_BUFFERED),  # part of a pipelined head
+        (b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n", NEXT_BUFFERED),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", NEXT_BUFFERED),
+    ],
+)
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        # A cycle that the fast parser hands to h11 (a chunked body) says the same.
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ],
+)
+def test_the_next_cycle_says_whether_bytes_of_the_next_request_are_here(
+    request_: bytes, after: bytes, says: int
+) -> None:
+    proto = make()
+    events(proto, request_ + after)
+    proto.send_response(200, [(b"content-length", b"0")])
+    proto.send_end()
+    assert proto.start_next_cycle() == says
+    if says == NEXT:
+        assert proto.next_event() is NEED_DATA
+        assert not proto.has_buffered_data
+    else:
+        assert proto.has_buffered_data
 
 
 def test_pipelined_requests_come_out_one_cycle_at_a_time() -> None:

@@ -53,7 +53,7 @@ from .._websocket import WebSocketHandshakeError, WebSocketSession
 from ._exchange import H11Exchange
 from ._fast import protocol_class
 from ._keepalive import HeadReading
-from ._protocol import ServerProtocol
+from ._protocol import CLOSE, NEXT_BUFFERED, ServerProtocol
 
 __all__ = ["H11Connection"]
 
@@ -161,8 +161,9 @@ class H11Connection(HeadReading):
             try:
                 with self._timer:
                     first = True
+                    buffered = True  # (the first wait asks the protocol)
                     while True:
-                        head = await self._read_head(first)
+                        head = await self._read_head(first, buffered)
                         if head is None:
                             break
                         first = False
@@ -206,8 +207,10 @@ class H11Connection(HeadReading):
                             and not await self._exchange.drain_body()
                         ):
                             break
-                        if not proto.start_next_cycle():
+                        next_cycle = proto.start_next_cycle()
+                        if next_cycle == CLOSE:
                             break
+                        buffered = next_cycle == NEXT_BUFFERED
                         self._exchange.written = False
                         # Not kept through the idle wait: an idle connection holds nothing of
                         # its last request.

@@ -48,7 +48,7 @@ from .._http._events import (
     BodyChunk,
     Event,
 )
-from ._protocol import ServerProtocol
+from ._protocol import CLOSE, NEXT, NEXT_BUFFERED, ServerProtocol
 from ._strict import H2_PREFACE, SNIFF_LENGTH, parse_refusal
 from ._writers import COMPLETE, NOT_STARTED
 
@@ -416,7 +416,7 @@ class FastProtocol(ServerProtocol):
             return super().request_complete
         return self.request_bodyless or self._stage == _DONE
 
-    def start_next_cycle(self) -> bool:
+    def start_next_cycle(self) -> int:
         if self._conn is not None:
             # An h11 cycle: the base class hands what follows to _feed, fast again.
             self._received = self._eof = False
@@ -429,12 +429,12 @@ class FastProtocol(ServerProtocol):
             or self._writer is not COMPLETE
             or not (self.request_bodyless or self._stage == _DONE)
         ):
-            return False
-        self._received = bool(self._buf) or self._eof
+            return CLOSE
+        received = self._received = bool(self._buf) or self._eof
         self._stage = _IDLE
         self._expect = False
         self._reset_cycle()
-        return True
+        return NEXT_BUFFERED if received else NEXT
 
 
 class PythonProtocol(FastProtocol):

@@ -86,16 +86,19 @@ class HeadReading:
             return None
         return self._proto.receive_next(data)
 
-    async def _read_head(self, first: bool) -> RequestHead | None:
+    async def _read_head(self, first: bool, buffered: bool = True) -> RequestHead | None:
         """The next request head; ``None`` when the connection ends quietly (the client closed
         or went idle past the keep-alive timeout, a shutdown, an HTTP/2 preface).
+
+        ``buffered=False``: the protocol holds nothing of the next request (its
+        ``start_next_cycle()`` said ``NEXT``), so the wait starts without asking it.
 
         Raises:
             RequestRefused: a refused head (the connection answers it).
         """
         proto = self._proto
         config = self._config
-        event = proto.next_event()
+        event = proto.next_event() if buffered else NEED_DATA
         if event is NEED_DATA:
             timer = self._timer
             transport = self._transport
@@ -108,7 +111,7 @@ class HeadReading:
             # trio's clock (IdleTimer.now), read into a local: called straight off the instance
             # attribute, the method is looked up the slow way.
             now = idle_timer.now
-            buffered = proto.has_buffered_data
+            buffered = buffered and proto.has_buffered_data
             if first:
                 self._since = self._accepted_at
                 timer.deadline = self._accepted_at + config.header_timeout

@@ -75,7 +75,10 @@ from ._writers import (
 )
 
 __all__ = [
+    "CLOSE",
     "DRAIN_BYTES",
+    "NEXT",
+    "NEXT_BUFFERED",
     "PIPELINE_DISCARD_BYTES",
     "ResponseError",
     "ServerProtocol",
@@ -99,6 +102,11 @@ DRAIN_BYTES: Final = 256 * 1024
 # past it is flooding us and gets closed.
 PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
 # The tokens of a TE header value (a transfer coding, or "trailers"), parameters left out.
+# What start_next_cycle() says: close; or serve the next request, of which nothing has arrived
+# yet (its wait can skip asking the parser), or some has.
+CLOSE: Final = 0
+NEXT: Final = 1
+NEXT_BUFFERED: Final = 2
 _TE_TOKENS: Final = re.compile(rb"(?:^|,)\s*([!#$%&'*+.^_`|~0-9a-z-]+)")
 # The header fields the server's rules read (_check_request) besides Host (compared first: every
 # request has one): any other name is passed over with one set lookup instead of a comparison
@@ -419,14 +427,16 @@ class ServerProtocol(ResponseSide):
         """Whether the current response has been sent completely."""
         return self._writer is COMPLETE
 
-    def start_next_cycle(self) -> bool:
+    def start_next_cycle(self) -> int:
         """Get ready for the next request on this connection.
 
         h11 parses the requests; responses are framed here, so each request/response cycle
         gets a fresh ``h11.Connection`` that inherits the bytes already received.
 
         Returns:
-            ``True`` if the connection can be kept alive, ``False`` if it must close.
+            :data:`CLOSE` (false) if the connection must close; else :data:`NEXT` when nothing
+            of the next request has arrived yet (``next_event()`` would say ``NEED_DATA``),
+            :data:`NEXT_BUFFERED` when some has.
         """
         conn = self._conn
         chunks = self._chunks
@@ -437,7 +447,7 @@ class ServerProtocol(ResponseSide):
             or not (self.request_bodyless or conn.their_state in _NEXT_CYCLE_STATES)
             or (chunks is not None and chunks.refusal is not None)
         ):
-            return False
+            return CLOSE
         data, closed = conn.trailing_data
         self._conn = None
         self._chunks = None
@@ -446,7 +456,7 @@ class ServerProtocol(ResponseSide):
         if closed:
             self.receive_data(b"")
         self._reset_cycle()
-        return True
+        return NEXT_BUFFERED if data or closed else NEXT
 
     def _reset_cycle(self) -> None:
         """Forget the finished request/response cycle's state."""
