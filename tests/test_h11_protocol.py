@@ -21,7 +21,14 @@ from trioserve._h11._protocol import (
     error_response,
 )
 from trioserve._http._date import http_date
-from trioserve._http._events import CLIENT_CLOSED, END_OF_BODY, NEED_DATA, BodyChunk, RequestHead
+from trioserve._http._events import (
+    CLIENT_CLOSED,
+    END_OF_BODY,
+    HTTP2_PREFACE,
+    NEED_DATA,
+    BodyChunk,
+    RequestHead,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -240,6 +247,7 @@ def test_client_connection_close_ends_keep_alive() -> None:
         (b"GET /2 HT", NEXT_BUFFERED),  # part of a pipelined head
         (b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n", NEXT_BUFFERED),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", NEXT_BUFFERED),
+        (None, NEXT_BUFFERED),  # the client's close came behind the request
     ],
 )
 @pytest.mark.parametrize(
@@ -251,18 +259,75 @@ def test_client_connection_close_ends_keep_alive() -> None:
     ],
 )
 def test_the_next_cycle_says_whether_bytes_of_the_next_request_are_here(
-    request_: bytes, after: bytes, says: int
+    request_: bytes, after: bytes | None, says: int
 ) -> None:
     proto = make()
-    events(proto, request_ + after)
+    events(proto, request_ + (after or b""))
+    if after is None:
+        proto.receive_data(b"")
     proto.send_response(200, [(b"content-length", b"0")])
     proto.send_end()
     assert proto.start_next_cycle() == says
     if says == NEXT:
         assert proto.next_event() is NEED_DATA
         assert not proto.has_buffered_data
+    elif after is None:
+        assert proto.next_event() is CLIENT_CLOSED
     else:
         assert proto.has_buffered_data
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"],
+        [b"GE", b"T / HTTP/1.1\r\nHost: a\r\n\r\n"],  # the first bytes, still being sniffed
+        [bytearray(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")],
+        [b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"],
+        [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b""],
+        [b"GET / HTTP/1.1\r\nHo", b"st: a\r\n\r\n"],
+        [b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", b"0\r\n\r\n"],
+        [b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"],
+        [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"],
+        [b""],
+    ],
+)
+def test_receive_next_is_receive_data_then_next_event(pieces: list[bytes]) -> None:
+    # The same bytes, twice over, to two protocols: one fed with receive_next, one with
+    # receive_data and next_event. Each request is answered once its body has ended, and the
+    # next cycle started; events, refusals and buffered bytes must agree at every step.
+    def run(one_call: bool) -> list[object]:
+        proto = make()
+        seen: list[object] = []
+        for piece in pieces * 2:
+            try:
+                if one_call:
+                    event = proto.receive_next(piece)  # type: ignore[arg-type]
+                else:
+                    proto.receive_data(piece)
+                    event = proto.next_event()
+                seen.append(event)
+                while event is not NEED_DATA and event is not CLIENT_CLOSED:
+                    if event is HTTP2_PREFACE:
+                        return seen
+                    if event is END_OF_BODY:
+                        seen.append(proto.has_buffered_data)
+                        proto.send_response(200, [(b"content-length", b"0")])
+                        proto.send_end()
+                        next_cycle = proto.start_next_cycle()
+                        seen.append(next_cycle)
+                        if not next_cycle:
+                            return seen
+                    event = proto.next_event()
+                    seen.append(event)
+            except RequestRefused as exc:
+                seen.append(("refused", exc.status, exc.reason))
+                return seen
+            if not piece:
+                return seen  # the client closed: nothing comes after
+        return seen
+
+    assert run(True) == run(False)
 
 
 def test_pipelined_requests_come_out_one_cycle_at_a_time() -> None:

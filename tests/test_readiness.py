@@ -451,6 +451,10 @@ async def test_cancelled_waits_and_reads_leave_nothing_also_on_a_reused_socket_n
                 with trio.fail_after(_PATIENCE):
                     assert await readiness.read(fd, len) == (b"now", 3)
                 readiness.forget(fd)
+                # Nothing is kept for a forgotten socket (a server forgets thousands).
+                assert fd not in readiness._aborts
+                assert fd not in readiness._waiters
+                assert fd not in readiness._arrivals
 
 
 async def test_a_wait_cancelled_at_its_mark_leaves_the_mark_for_the_next_wait() -> None:

@@ -259,8 +259,10 @@ class Readiness:
         def abort(_: object) -> trio.lowlevel.Abort:
             # trio aborts only a task that still waits, and a socket has one waiter at a time:
             # the entries are the cancelled wait's (a round takes a waiter's entries and
-            # reschedules it before any other task runs; forget() does both at once).
-            del waiters[fd]
+            # reschedules it before any other task runs; forget() does both at once). Popped,
+            # not deleted: a round interrupted between the two (KeyboardInterrupt) leaves a
+            # waiter with no entry, and an abort must not raise inside trio's cancellation.
+            waiters.pop(fd, None)
             arrivals.pop(fd, None)
             return _ABORTED
 

@@ -240,9 +240,10 @@ class Transport:
             await self.send_rest(data)
 
     async def send_rest(self, data: bytes | bytearray | memoryview) -> None:
-        """Write all of ``data``, what :meth:`write_now` left (or, elsewhere than on plain TCP,
-        all of it): as :meth:`send`, without a second ``write_now`` first (trio's write still
-        tries the socket once before it waits for room)."""
+        """Write all of ``data``, what :meth:`write_now` left (on our TLS stream, maybe its
+        marker for records encrypted already and not yet written: they are flushed), as
+        :meth:`send` does, without a second ``write_now`` first (trio's write still tries the
+        socket once before it waits for room)."""
         # Encrypted already (by write_now): what is left goes out with the flush below.
         tls_queued = data is _TLS_QUEUED
         if self.gone:

@@ -101,12 +101,12 @@ DRAIN_BYTES: Final = 256 * 1024
 # dropped (so that the client's close is seen) up to this many; a client that keeps sending
 # past it is flooding us and gets closed.
 PIPELINE_DISCARD_BYTES: Final = 1024 * 1024
-# The tokens of a TE header value (a transfer coding, or "trailers"), parameters left out.
 # What start_next_cycle() says: close; or serve the next request, of which nothing has arrived
 # yet (its wait can skip asking the parser), or some has.
 CLOSE: Final = 0
 NEXT: Final = 1
 NEXT_BUFFERED: Final = 2
+# The tokens of a TE header value (a transfer coding, or "trailers"), parameters left out.
 _TE_TOKENS: Final = re.compile(rb"(?:^|,)\s*([!#$%&'*+.^_`|~0-9a-z-]+)")
 # The header fields the server's rules read (_check_request) besides Host (compared first: every
 # request has one): any other name is passed over with one set lookup instead of a comparison
@@ -206,8 +206,8 @@ class ServerProtocol(ResponseSide):
         self._feed(data)
 
     def receive_next(self, data: bytes) -> Event:
-        """:meth:`receive_data` then :meth:`next_event`, in one call: a keep-alive connection's
-        next request, read in one piece (the fast path overrides this)."""
+        """:meth:`receive_data` then :meth:`next_event`, in one call: bytes a connection read
+        while it waited for a request (the fast path overrides this)."""
         self.receive_data(data)
         return self.next_event()
 

@@ -47,7 +47,8 @@ class _DateLines:
 
     def __init__(self) -> None:
         # (value, line), replaced whole: a reader never pairs one value with another's line.
-        self.last: tuple[bytes, bytes] = (b"", b"")
+        # None until the first: no value a date() gives (b"" too) is taken for it.
+        self.last: tuple[bytes | None, bytes] = (None, b"")
 
 
 _date_lines: Final = _DateLines()

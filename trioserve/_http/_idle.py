@@ -76,7 +76,8 @@ class IdleTimer:
         return False
 
     def done(self, sleeper: Sleeper) -> None:
-        """``sleeper`` is no longer idle (a request came, or it closed)."""
+        """``sleeper`` is no longer idle (HTTP/2: a frame came; HTTP/1.1 calls it only when it
+        closes, see the module)."""
         self._waiting.pop(sleeper, None)
 
     async def run(self) -> None:
