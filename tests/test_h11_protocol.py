@@ -302,7 +302,7 @@ def test_receive_next_is_receive_data_then_next_event(pieces: list[bytes]) -> No
         for piece in pieces * 2:
             try:
                 if one_call:
-                    event = proto.receive_next(piece)  # type: ignore[arg-type]
+                    event = proto.receive_next(piece)
                 else:
                     proto.receive_data(piece)
                     event = proto.next_event()

@@ -205,7 +205,7 @@ class FastProtocol(ServerProtocol):
     def _has_request(self) -> bool:
         return self._conn is not None or self._received
 
-    def receive_next(self, data: bytes) -> Event:
+    def receive_next(self, data: bytes | bytearray) -> Event:
         if (
             not self._received
             and self._conn is None

@@ -182,7 +182,7 @@ class HeadReading:
                 self._idle = False
                 if not data:
                     return None
-                event = parsed if parsed is not None else proto.receive_next(bytes(data))
+                event = parsed if parsed is not None else proto.receive_next(data)
                 if event is NEED_DATA and not first:
                     # Only a head that did not arrive whole needs its own deadline.
                     self._since = now()

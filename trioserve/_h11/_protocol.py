@@ -205,7 +205,7 @@ class ServerProtocol(ResponseSide):
                 raise
         self._feed(data)
 
-    def receive_next(self, data: bytes) -> Event:
+    def receive_next(self, data: bytes | bytearray) -> Event:
         """:meth:`receive_data` then :meth:`next_event`, in one call: bytes a connection read
         while it waited for a request (the fast path overrides this)."""
         self.receive_data(data)
