@@ -79,6 +79,16 @@ async def get(
         return await client.request(method, url, **kwargs)
 
 
+async def receive_once_blocked(
+    stream: trio.abc.ReceiveStream, size: int, received: bytearray
+) -> None:
+    """Read ``size`` bytes from ``stream`` into ``received``, starting only once every other task
+    waits: a writer that has to wait for room must then go on after its partial writes."""
+    await trio.testing.wait_all_tasks_blocked()
+    while len(received) < size:
+        received.extend(await stream.receive_some(1 << 20))
+
+
 async def run_in_scope(scope: trio.CancelScope, run: Callable[[], Any]) -> None:
     """``await run()`` inside ``scope`` (to start a background task that can be cancelled alone,
     such as the server's IdleTimer next to a connection under test)."""

@@ -15,6 +15,8 @@ import trustme
 from trioserve._tls_stream import TLSStream
 from trioserve._transport import Transport
 
+from ._helpers import receive_once_blocked
+
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
@@ -252,16 +254,10 @@ async def test_a_transports_tls_writes_that_the_socket_cannot_take_now_are_flush
         big = b"z" * (1 << 20)
         expected = b"small" + b"".join(pieces) + big
         received = bytearray()
-
-        async def read_all() -> None:
-            # Only once the writer waits for room: every rest must be flushed after waiting.
-            await trio.testing.wait_all_tasks_blocked()
-            while len(received) < len(expected):
-                received.extend(await client.receive_some(1 << 20))
-
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(read_all)
+                # Read only once the writer waits: every rest must be flushed after a wait.
+                nursery.start_soon(receive_once_blocked, client, len(expected), received)
                 queued = 0
                 for piece in pieces:
                     rest = transport.write_now(piece)

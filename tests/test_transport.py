@@ -9,6 +9,8 @@ import trio.testing
 from trioserve import ClientDisconnected
 from trioserve._transport import Transport, _after
 
+from ._helpers import receive_once_blocked
+
 
 def test_after_drops_what_was_written_and_slices_the_rest() -> None:
     pieces: list[bytes | bytearray | memoryview] = [b"abc", b"defg", b"hi"]
@@ -37,16 +39,9 @@ async def test_pieces_larger_than_the_socket_buffers_arrive_whole_and_in_order()
         pieces.append(memoryview(piece) if i % 2 else piece)
     expected = b"".join(bytes(p) for p in pieces)
     received = bytearray()
-
-    async def read_all() -> None:
-        # Only once the writer waits for room: the writes must resume after partial ones.
-        await trio.testing.wait_all_tasks_blocked()
-        while len(received) < len(expected):
-            received.extend(await client.receive_some(1 << 20))
-
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_all)
+            nursery.start_soon(receive_once_blocked, client, len(expected), received)
             await transport.send_pieces(list(pieces))
     assert bytes(received) == expected
     await transport.close()
