@@ -22,11 +22,14 @@ and shutdown cancel out and what is left is 10,000 requests' worth:
 
       python scripts/profile_request.py opcodes -- scripts.bench_apps:hello --no-access-log
 
-``{port}`` in the command is replaced by a free port (``--host 127.0.0.1`` is added for
-``opcodes``); ``{cert}`` and ``{key}`` by a trustme certificate for 127.0.0.1. Needs
-``valgrind`` and ``h2load`` (``apt-get install valgrind nghttp2-client``) and, for ``--tls``,
-``trustme`` (the ``test`` extra). Run from the repository root. A callgrind run of 12,000
-requests takes about a minute.
+For ``instructions``, ``{port}`` in the command is replaced by a free port (it must be there),
+and with ``--tls`` ``{cert}`` and ``{key}`` by a trustme certificate for 127.0.0.1; for
+``opcodes``, ``--host 127.0.0.1 --port N`` is added to trioserve's arguments. Needs ``h2load``
+(``apt-get install nghttp2-client``), and for ``instructions`` ``valgrind``; ``--tls`` needs
+``trustme`` (the ``test`` extra), ``--unspecialized`` Python 3.11 (its opcode names). Run from
+the repository root. A callgrind run of 12,000 requests takes about a minute. The server runs
+in a session of its own (a terminal's resize or Ctrl-C reaches only this script, which stops
+it); a server left behind by a killed script is the one process to stop by hand.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import json
 import os
 import re
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,6 +63,12 @@ class ProfileError(Exception):
     """The measurement could not be made (said in one line)."""
 
 
+def require(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        raise ProfileError(f"needs {', '.join(missing)} on the PATH (see the docstring)")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -66,11 +76,29 @@ def free_port() -> int:
         return port
 
 
-def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+def log_tail(log: Path) -> str:
+    """The server's last words, for an error line."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f": {lines[-1]}" if lines else ""
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``cmd`` in a session of its own (SIGWINCH is this script's signal to it, not the
+    terminal's), its output to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ProfileError(f"the server exited ({process.returncode}) before it listened")
+            raise ProfileError(
+                f"the server exited ({process.returncode}) before it listened{log_tail(log)}"
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -82,20 +110,27 @@ def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
 def load(url: str, requests: int) -> None:
     """``requests`` keep-alive GETs over ``CONNECTIONS`` connections; every one must be 2xx."""
     cmd = ["h2load", "--h1", f"-c{CONNECTIONS}", f"-n{requests}", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
-    found = re.search(r"status codes: (\d+) 2xx", out)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    found = re.search(r"status codes: (\d+) 2xx", done.stdout)
     if found is None or int(found.group(1)) != requests:
-        raise ProfileError(f"h2load did not get {requests} 2xx responses: {out[-400:]!r}")
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["nothing"]
+        raise ProfileError(
+            f"h2load did not get {requests} 2xx responses (exit {done.returncode}): {said[0]}"
+        )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT, then SIGKILL after STOP_TIMEOUT (without raising: this runs in ``finally``, and
+    the error that got us here is the one to report; a callgrind file a kill cut short is
+    missing, and said so when read)."""
+    if process.poll() is not None:
+        return
     process.send_signal(signal.SIGINT)
     try:
         process.wait(STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise ProfileError("the server did not exit on SIGINT") from None
 
 
 def fill(command: list[str], port: int, tls: tuple[Path, Path] | None) -> list[str]:
@@ -109,7 +144,10 @@ def fill(command: list[str], port: int, tls: tuple[Path, Path] | None) -> list[s
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
-    import trustme
+    try:
+        import trustme
+    except ImportError:
+        raise ProfileError("--tls needs trustme (pip install -e '.[test]')") from None
 
     cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
     paths = directory / "cert.pem", directory / "key.pem"
@@ -126,13 +164,13 @@ def callgrind_run(
 ) -> None:
     port = free_port()
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *fill(command, port, tls)]
-    with open(out.with_suffix(".log"), "wb") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_listening(port, process)
-            load(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}", requests)
-        finally:
-            stop(process)
+    log = out.with_name(out.name + ".log")
+    process = start(cmd, log)
+    try:
+        wait_listening(port, process, log)
+        load(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}", requests)
+    finally:
+        stop(process)
 
 
 def self_costs(callgrind_file: Path) -> collections.Counter[str]:
@@ -155,6 +193,11 @@ def self_costs(callgrind_file: Path) -> collections.Counter[str]:
 
 
 def instructions(args: argparse.Namespace) -> None:
+    require("h2load", "valgrind", "callgrind_annotate")
+    if not any("{port}" in arg for arg in args.command):
+        raise ProfileError("the server command must say where to listen: put {port} in it")
+    if not args.tls and any(re.search(r"\{(cert|key)\}", arg) for arg in args.command):
+        raise ProfileError("{cert} and {key} are filled in with --tls only")
     with tempfile.TemporaryDirectory(prefix="profile-request-") as workdir:
         tls = make_certificate(Path(workdir)) if args.tls else None
         files = []
@@ -167,6 +210,8 @@ def instructions(args: argparse.Namespace) -> None:
         name: (large[name] - small[name]) / (LARGE - SMALL) for name in small.keys() | large.keys()
     }
     total = sum(per_request.values())
+    if total <= 0:
+        raise ProfileError("callgrind_annotate gave no costs to compare")
     print(f"instructions per request: {total:,.0f} (the {LARGE - SMALL:,} requests between runs)")
     for name, cost in sorted(per_request.items(), key=lambda item: -item[1])[: args.top]:
         print(f"{cost:9,.0f} {cost / total:6.1%}  {name}")
@@ -232,6 +277,7 @@ def opcode_child(mode: str, dump_to: str, trioserve_args: list[str]) -> None:
     runpy.run_module("trioserve", run_name="__main__", alter_sys=True)
 
 
+_PRECALLS_THEN_CALL = {"PRECALL_ADAPTIVE", "PRECALL", "PRECALL_PYFUNC", "PRECALL_BOUND_METHOD"}
 _GENERIC = {"LOAD_ATTR", "STORE_ATTR", "LOAD_GLOBAL", "LOAD_METHOD", "BINARY_SUBSCR", "COMPARE_OP"}
 
 
@@ -242,9 +288,10 @@ def _served(mode: str, workdir: str, command: list[str], path: str, runs: tuple[
     port = free_port()
     cmd = [sys.executable, __file__, "_child", mode, dump_to, "--", *command]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(workdir) / f"{mode}.log"
+    process = start(cmd, log)
     try:
-        wait_listening(port, process)
+        wait_listening(port, process, log)
         url = f"http://127.0.0.1:{port}{path}"
         load(url, SMALL)
         for number, requests in enumerate(runs, 1):
@@ -254,6 +301,11 @@ def _served(mode: str, workdir: str, command: list[str], path: str, runs: tuple[
             dumped = Path(f"{dump_to}.{number if mode == 'count' else 'adaptive'}")
             deadline = time.monotonic() + START_TIMEOUT
             while not dumped.exists():
+                if process.poll() is not None:
+                    raise ProfileError(
+                        f"the server exited ({process.returncode}) before it wrote its "
+                        f"counts{log_tail(log)}"
+                    )
                 if time.monotonic() > deadline:
                     raise ProfileError("the server wrote no counts")
                 time.sleep(0.1)
@@ -263,6 +315,9 @@ def _served(mode: str, workdir: str, command: list[str], path: str, runs: tuple[
 
 
 def opcodes(args: argparse.Namespace) -> None:
+    require("h2load")
+    if args.unspecialized and sys.version_info[:2] != (3, 11):
+        raise ProfileError("--unspecialized reads Python 3.11's opcode names: run it on 3.11")
     with tempfile.TemporaryDirectory(prefix="profile-request-") as workdir:
         counts = _served("count", workdir, args.command, args.path, (0, LARGE - SMALL))
         first, second = (json.loads(Path(f"{counts}.{i}").read_text()) for i in (1, 2))
@@ -292,10 +347,12 @@ def opcodes(args: argparse.Namespace) -> None:
             name = ops.get(str(offset), "")
             if count < 1 or not (name.endswith("_ADAPTIVE") or name in _GENERIC):
                 continue
-            # A CALL after a specialized PRECALL is never reached: the PRECALL makes the call.
+            # A CALL after a PRECALL specialized for a builtin or a method descriptor is never
+            # reached: that PRECALL makes the call. (After PRECALL_PYFUNC, PRECALL_BOUND_METHOD
+            # or an unspecialized PRECALL, the CALL runs.)
             before = ops.get(str(offset - 4), "")
-            precalled = before.startswith("PRECALL_") and not before.endswith("_ADAPTIVE")
-            if name == "CALL_ADAPTIVE" and precalled:
+            made = before.startswith("PRECALL") and before not in _PRECALLS_THEN_CALL
+            if name == "CALL_ADAPTIVE" and made:
                 continue
             print(f"{count:6.2f}  {key} @{offset} {name}")
 
@@ -326,7 +383,7 @@ def main() -> None:
             instructions(args)
         else:
             opcodes(args)
-    except (ProfileError, FileNotFoundError, subprocess.CalledProcessError) as exc:
+    except (ProfileError, OSError, subprocess.CalledProcessError) as exc:
         sys.exit(f"profile_request.py: {exc}")
 
 
