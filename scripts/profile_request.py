@@ -38,6 +38,7 @@ import argparse
 import collections
 import dis
 import gc
+import importlib.util
 import json
 import os
 import re
@@ -51,6 +52,9 @@ import tempfile
 import time
 import types
 from pathlib import Path
+
+# (Run as a script, scripts/ is on the path: the benchmark's helpers are shared.)
+from bench import free_port, make_tls_files
 
 SMALL, LARGE = 2_000, 12_000  # requests in the two runs; their difference is what is reported
 CONNECTIONS = 50
@@ -67,13 +71,6 @@ def require(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise ProfileError(f"needs {', '.join(missing)} on the PATH (see the docstring)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def log_tail(log: Path) -> str:
@@ -144,16 +141,11 @@ def fill(command: list[str], port: int, tls: tuple[Path, Path] | None) -> list[s
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
-    try:
-        import trustme
-    except ImportError:
-        raise ProfileError("--tls needs trustme (pip install -e '.[test]')") from None
-
-    cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
-    paths = directory / "cert.pem", directory / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(paths[0]))
-    cert.private_key_pem.write_to_path(str(paths[1]))
-    return paths
+    """bench.py's certificate (a temporary CA's leaf for localhost and 127.0.0.1)."""
+    if importlib.util.find_spec("trustme") is None:
+        raise ProfileError("--tls needs trustme (pip install -e '.[test]')")
+    files = make_tls_files(directory)
+    return files.cert, files.key
 
 
 # -- instructions ---------------------------------------------------------------------------
